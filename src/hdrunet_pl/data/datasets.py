@@ -1,0 +1,63 @@
+"""Dataset wrappers shared by every data source: random patches with flips and transposes.
+
+A pair item is ``{"ldr": (3, H, W), "hdr": (3, H, W), "name": str}``; the wrappers keep
+that form and apply the same geometry to LDR and HDR.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+Pair = dict[str, torch.Tensor | str]
+
+
+def augment_pair(
+    ldr: torch.Tensor, hdr: torch.Tensor, code: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply one of the 8 flip/transpose combinations (bits: h-flip, v-flip, transpose) to both."""
+    if not 0 <= code < 8:
+        raise ValueError(f"augmentation code must be in [0, 8), got {code}")
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        if code & 1:
+            x = x.flip(-1)
+        if code & 2:
+            x = x.flip(-2)
+        if code & 4:
+            x = x.transpose(-1, -2)
+        return x.contiguous()
+
+    return apply(ldr), apply(hdr)
+
+
+class RandomPatches(Dataset):
+    """Random ``patch_size`` crops of a pair dataset, optionally flipped and transposed.
+
+    Randomness comes from torch's global generator, which Lightning seeds per worker.
+    """
+
+    def __init__(self, dataset: Dataset, patch_size: int, augment: bool = True) -> None:
+        if patch_size < 4 or patch_size % 4:
+            raise ValueError(f"patch_size must be a positive multiple of 4, got {patch_size}")
+        self.dataset = dataset
+        self.patch_size = patch_size
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Pair:
+        item = self.dataset[index]
+        ldr, hdr = item["ldr"], item["hdr"]
+        h, w = ldr.shape[-2:]
+        p = self.patch_size
+        if h < p or w < p:
+            raise ValueError(f"{item['name']}: image {h}x{w} is smaller than the {p}x{p} patch")
+        top = int(torch.randint(0, h - p + 1, ()))
+        left = int(torch.randint(0, w - p + 1, ()))
+        ldr = ldr[:, top : top + p, left : left + p]
+        hdr = hdr[:, top : top + p, left : left + p]
+        code = int(torch.randint(0, 8, ())) if self.augment else 0
+        ldr, hdr = augment_pair(ldr, hdr, code)
+        return {"ldr": ldr, "hdr": hdr, "name": item["name"]}

@@ -1,0 +1,120 @@
+"""The NTIRE 2021 HDR challenge's scores, functional and as torchmetrics ``Metric`` classes.
+
+Both take one non-linear HDR image at a time (the functional form) or a batch that is
+scored image by image and averaged per image (the classes), never pooled over pixels.
+Computation is in float64; predictions are clamped to >= 0, as in the 16-bit PNG
+submission format.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchmetrics import Metric
+
+from hdrunet_pl.constants import GAMMA, MU, NORM_PERCENTILE
+from hdrunet_pl.tonemap import tanh_norm_mu_law, to_linear
+
+
+def percentile(x: torch.Tensor, q: float) -> torch.Tensor:
+    """The ``q``-th percentile (0-100) of all values, linear interpolation as ``numpy.percentile``.
+
+    Uses ``kthvalue`` so that it works on tensors of any size (``torch.quantile`` is capped).
+    """
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile must be in [0, 100], got {q}")
+    flat = x.reshape(-1)
+    pos = (flat.numel() - 1) * q / 100.0
+    lo = int(pos)
+    frac = pos - lo
+    lo_val = flat.kthvalue(lo + 1).values
+    if frac == 0:
+        return lo_val
+    hi_val = flat.kthvalue(min(lo + 2, flat.numel())).values
+    return lo_val + (hi_val - lo_val) * frac
+
+
+def _check_image(pred: torch.Tensor, target: torch.Tensor) -> None:
+    if pred.shape != target.shape:
+        raise ValueError(f"pred shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
+    if pred.ndim != 3:
+        raise ValueError(
+            f"expected one image (C, H, W) or (H, W, C), got shape {tuple(pred.shape)}"
+        )
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return -10.0 * torch.log10(torch.mean((a - b) ** 2))
+
+
+def psnr_mu(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    gamma: float = GAMMA,
+    mu: float = MU,
+    norm_percentile: float = NORM_PERCENTILE,
+) -> torch.Tensor:
+    """PSNR-mu (dB), the challenge's main score, of one non-linear image (CHW or HWC).
+
+    Both images are linearised (``x ** gamma``), divided by the 99th percentile of the linear
+    target, tonemapped with ``log(1 + mu tanh(x)) / log(1 + mu)`` and compared by PSNR.
+    """
+    _check_image(pred, target)
+    ref = to_linear(target.double(), gamma)
+    res = to_linear(pred.double(), gamma)
+    norm = percentile(ref, norm_percentile)
+    return _psnr(tanh_norm_mu_law(ref, norm, mu), tanh_norm_mu_law(res, norm, mu))
+
+
+def psnr_l(pred: torch.Tensor, target: torch.Tensor, gamma: float = GAMMA) -> torch.Tensor:
+    """PSNR-L (dB) of one non-linear image: PSNR of linear images over ``max(linear target)``."""
+    _check_image(pred, target)
+    ref = to_linear(target.double(), gamma)
+    res = to_linear(pred.double(), gamma)
+    peak = ref.max()
+    return _psnr(ref / peak, res / peak)
+
+
+class _PerImageMean(Metric):
+    """Mean of a per-image score over all images seen, synced across processes."""
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state(
+            "total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
+        )
+        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    @staticmethod
+    def score(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        """Score each image of a (B, C, H, W) batch."""
+        if preds.ndim != 4 or preds.shape != target.shape:
+            raise ValueError(
+                f"expected two (B, C, H, W) batches of one shape, got {tuple(preds.shape)} "
+                f"and {tuple(target.shape)}"
+            )
+        scores = torch.stack([self.score(p, t) for p, t in zip(preds, target, strict=True)])
+        # Not in place: states reset under inference mode must not be updated in place later.
+        self.total = self.total + scores.sum().to(self.total)
+        self.count = self.count + preds.shape[0]
+
+    def compute(self) -> torch.Tensor:
+        return (self.total / self.count).float()
+
+
+class PSNRMu(_PerImageMean):
+    """Mean per-image :func:`psnr_mu` (dB)."""
+
+    score = staticmethod(psnr_mu)
+
+
+class PSNRL(_PerImageMean):
+    """Mean per-image :func:`psnr_l` (dB)."""
+
+    score = staticmethod(psnr_l)

@@ -1,0 +1,34 @@
+"""Tonemapping curves shared by the metrics, the mu-law loss and display code.
+
+All functions are element-wise on tensors of any shape.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from hdrunet_pl.constants import GAMMA, MU
+
+
+def to_linear(nonlinear: torch.Tensor, gamma: float = GAMMA) -> torch.Tensor:
+    """Non-linear HDR (>= 0) -> linear HDR: ``x ** gamma``. Negative values are clamped to 0."""
+    return nonlinear.clamp_min(0) ** gamma
+
+
+def to_nonlinear(linear: torch.Tensor, gamma: float = GAMMA) -> torch.Tensor:
+    """Linear HDR (>= 0) -> non-linear HDR: ``x ** (1 / gamma)``."""
+    return linear.clamp_min(0) ** (1.0 / gamma)
+
+
+def mu_law(x: torch.Tensor, mu: float = MU) -> torch.Tensor:
+    """Mu-law compression ``log(1 + mu x) / log(1 + mu)``; maps [0, 1] onto [0, 1]. x >= 0."""
+    return torch.log1p(mu * x) / math.log1p(mu)
+
+
+def tanh_norm_mu_law(
+    linear: torch.Tensor, norm: torch.Tensor | float, mu: float = MU
+) -> torch.Tensor:
+    """The NTIRE 2021 tonemapper: ``mu_law(tanh(linear / norm))``, values in [0, 1)."""
+    return mu_law(torch.tanh(linear / norm), mu)

@@ -1,0 +1,162 @@
+"""Loading the public HDRUNet state_dict and this project's checkpoints."""
+
+import json
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hdrunet_pl import CheckpointError, HDRUNet, load_model
+from hdrunet_pl.models.checkpoints import official_to_ours
+
+from .conftest import DATA_DIR
+
+LAYOUT = json.loads((DATA_DIR / "official_checkpoint_layout.json").read_text())
+
+
+def official_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random tensors with the public checkpoint's names and shapes."""
+    g = torch.Generator().manual_seed(seed)
+    return {k: 0.05 * torch.randn(shape, generator=g) for k, shape in LAYOUT.items()}
+
+
+def official_forward(sd: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """The public HDRUNet forward pass written against its own key names (condition = image)."""
+
+    def conv(name, t, stride=1):
+        w = sd[name + ".weight"]
+        return F.conv2d(t, w, sd[name + ".bias"], stride=stride, padding=w.shape[-1] // 2)
+
+    def lrelu(t):
+        return F.leaky_relu(t, 0.1)
+
+    def sft(p, f, c):
+        scale = conv(p + "SFT_scale_conv1", lrelu(conv(p + "SFT_scale_conv0", c)))
+        shift = conv(p + "SFT_shift_conv1", lrelu(conv(p + "SFT_shift_conv0", c)))
+        return f * (scale + 1) + shift
+
+    def trunk(name, n, f, c):
+        for i in range(n):
+            p = f"{name}.{i}."
+            fea = F.relu(conv(p + "conv1", sft(p + "sft1.", f, c)))
+            f = f + conv(p + "conv2", sft(p + "sft2.", fea, c))
+        return f
+
+    mask = x
+    for i, act in ((0, F.relu), (2, F.relu), (4, F.relu), (6, None)):
+        mask = conv(f"mask_est.{i}", mask)
+        mask = act(mask) if act else mask
+    cond = lrelu(conv("cond_first.4", lrelu(conv("cond_first.2", lrelu(conv("cond_first.0", x))))))
+    cond1 = conv("CondNet1.2", lrelu(conv("CondNet1.0", cond)))
+    cond2 = conv("CondNet2.2", lrelu(conv("CondNet2.0", cond, 2)))
+    cond3 = conv("CondNet3.2", lrelu(conv("CondNet3.0", cond, 2)), 2)
+
+    fea0 = F.relu(conv("conv_first", x))
+    fea0 = F.relu(conv("HR_conv1", sft("SFT_layer1.", fea0, cond1)))
+    fea1 = trunk("recon_trunk1", 2, F.relu(conv("down_conv1", fea0, 2)), cond2)
+    fea2 = F.relu(conv("down_conv2", fea1, 2))
+    out = trunk("recon_trunk2", 8, fea2, cond3) + fea2
+    out = F.relu(F.pixel_shuffle(conv("up_conv1.0", out), 2)) + fea1
+    out = trunk("recon_trunk3", 2, out, cond2)
+    out = F.relu(F.pixel_shuffle(conv("up_conv2.0", out), 2)) + fea0
+    out = F.relu(conv("HR_conv2", sft("SFT_layer2.", out, cond1)))
+    return mask * x + conv("conv_last", out)
+
+
+@pytest.fixture
+def official_file(tmp_path):
+    sd = official_state_dict()
+    path = tmp_path / "HDRUNet_official.pth"
+    torch.save(sd, path)
+    return path, sd
+
+
+def test_layout_maps_one_to_one_onto_the_default_network():
+    ours = HDRUNet().state_dict()
+    mapped = {official_to_ours(k): tuple(v) for k, v in LAYOUT.items()}
+    assert len(LAYOUT) == 298
+    assert len(set(mapped)) == len(LAYOUT)
+    assert mapped == {k: tuple(v.shape) for k, v in ours.items()}
+
+
+def test_official_state_dict_loads_strictly_with_every_tensor_placed(official_file):
+    path, sd = official_file
+    model = load_model(path)
+    assert not model.training
+    ours = model.state_dict()
+    for key, tensor in sd.items():
+        assert torch.equal(ours[official_to_ours(key)], tensor), key
+
+
+def test_official_weights_give_the_public_implementations_output(official_file):
+    path, sd = official_file
+    model = load_model(path)
+    x = torch.rand(1, 3, 32, 48)
+    with torch.no_grad():
+        assert torch.allclose(model(x), official_forward(sd, x), atol=1e-5)
+
+
+def test_missing_and_unexpected_keys_are_named(tmp_path):
+    sd = official_state_dict()
+    del sd["recon_trunk2.3.conv1.weight"]
+    sd["extra.weight"] = torch.zeros(1)
+    path = tmp_path / "bad.pth"
+    torch.save(sd, path)
+    with pytest.raises(CheckpointError) as err:
+        load_model(path)
+    message = str(err.value)
+    assert "missing: trunk_quarter.3.conv1.weight" in message
+    assert "unexpected: extra.weight" in message
+
+
+def test_wrong_shape_is_named(tmp_path):
+    sd = official_state_dict()
+    sd["conv_last.bias"] = torch.zeros(4)
+    path = tmp_path / "bad.pth"
+    torch.save(sd, path)
+    with pytest.raises(CheckpointError, match=r"shape: conv_last.bias \(4,\)"):
+        load_model(path)
+
+
+def test_corrupt_and_missing_files_raise_clear_errors(tmp_path, official_file):
+    path, _ = official_file
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match=r"truncated\.pth: not a loadable weights file"):
+        load_model(truncated)
+    with pytest.raises(CheckpointError, match="no such checkpoint file"):
+        load_model(tmp_path / "nope.pth")
+    other = tmp_path / "other.pth"
+    torch.save({"encoder.weight": torch.zeros(1)}, other)
+    with pytest.raises(CheckpointError, match="not an HDRUNet checkpoint"):
+        load_model(other)
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_pickles_that_run_code_are_refused(tmp_path, capsys):
+    path = tmp_path / "evil.pth"
+    torch.save({"conv_first.weight": _RunsCode()}, path, pickle_module=pickle)
+    with pytest.raises(CheckpointError, match="weights_only"):
+        load_model(path)
+    assert "this must never run" not in capsys.readouterr().out
+
+
+def test_lightning_checkpoint_round_trip_keeps_the_variant(tmp_path):
+    from hdrunet_pl.module import HDRUNetModule
+
+    net = HDRUNet(nf=8, modulation="channel", condition="gradient", use_weighting=False)
+    module = HDRUNetModule(net)
+    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
+    module.on_save_checkpoint(checkpoint)
+    path = tmp_path / "run.ckpt"
+    torch.save(checkpoint, path)
+    loaded = load_model(path)
+    assert loaded.config == net.config
+    x = torch.rand(1, 3, 20, 20)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), net.eval()(x), atol=1e-5)
