@@ -4,15 +4,21 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
+# litdata declares torchvision as a hard requirement but uses it only for image/video
+# serializers this package does not use; PyPI's torchvision is not built for the CPU torch
+# and breaks `import torchmetrics`, so litdata is installed without it (its other
+# requirements are in pyproject.toml). With a matching torchvision, `pip install litdata`.
+LITDATA_SPEC ?= litdata==0.2.76
 BIN := $(VENV)/bin
 
-.PHONY: install train test test-slow lint format clean
+.PHONY: install train test test-slow lint format clean notebook bench
 
 install:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -e ".[dev]" "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --no-deps "$(LITDATA_SPEC)"
 
 train:
 	$(BIN)/hdrunet-train experiment=demo

@@ -97,3 +97,12 @@ def test_configs_ship_inside_the_package():
     import hdrunet_pl
 
     assert (Path(hdrunet_pl.__file__).parent / "conf" / "train.yaml").is_file()
+
+
+def test_camera_model_is_one_config_shared_by_data_sources():
+    synthetic = compose_train([])
+    folder = compose_train(["data=hdr_folder", "data.root=/x"])
+    camera = (CONF_DIR / "camera" / "default.yaml").read_text()
+    assert "clip_fraction" in camera
+    assert synthetic.data.train_set.camera == folder.data.camera
+    assert instantiate(folder.data.camera).clip_fraction == (0.02, 0.12)

@@ -11,9 +11,10 @@ from hydra import compose, initialize_config_dir
 from hdrunet_pl import load_model
 from hdrunet_pl.train import train
 
-from .conftest import CONF_DIR
+from .conftest import CONF_DIR, SMALL_SYNTHETIC_VAL
+from .conftest import FAST as FAST_ANY
 
-FAST = ["debug=fast", "logger=csv"]
+FAST = [*FAST_ANY, *SMALL_SYNTHETIC_VAL]
 
 
 def run_cli(args: list[str], cwd: Path, module: bool = False) -> subprocess.CompletedProcess:

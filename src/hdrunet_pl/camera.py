@@ -69,6 +69,7 @@ class CameraModel:
 
     def __post_init__(self) -> None:
         for name in ("clip_fraction", "shot_noise", "read_noise"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))  # lists from configs
             low, high = getattr(self, name)
             if not 0 < low <= high:
                 raise ValueError(f"camera {name} must satisfy 0 < low <= high, got {(low, high)}")

@@ -31,11 +31,27 @@ def augment_pair(
     return apply(ldr), apply(hdr)
 
 
-class RandomPatches(Dataset):
-    """Random ``patch_size`` crops of a pair dataset, optionally flipped and transposed.
+def random_patch(item: Pair, patch_size: int, augment: bool = True) -> Pair:
+    """A random ``patch_size`` crop of a pair item, with a random flip/transpose if ``augment``.
 
     Randomness comes from torch's global generator, which Lightning seeds per worker.
     """
+    ldr, hdr = item["ldr"], item["hdr"]
+    h, w = ldr.shape[-2:]
+    p = patch_size
+    if h < p or w < p:
+        raise ValueError(f"{item['name']}: image {h}x{w} is smaller than the {p}x{p} patch")
+    top = int(torch.randint(0, h - p + 1, ()))
+    left = int(torch.randint(0, w - p + 1, ()))
+    ldr = ldr[:, top : top + p, left : left + p]
+    hdr = hdr[:, top : top + p, left : left + p]
+    code = int(torch.randint(0, 8, ())) if augment else 0
+    ldr, hdr = augment_pair(ldr, hdr, code)
+    return {"ldr": ldr, "hdr": hdr, "name": item["name"]}
+
+
+class RandomPatches(Dataset):
+    """Random ``patch_size`` crops of a pair dataset (see :func:`random_patch`)."""
 
     def __init__(self, dataset: Dataset, patch_size: int, augment: bool = True) -> None:
         if patch_size < 4 or patch_size % 4:
@@ -48,16 +64,4 @@ class RandomPatches(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> Pair:
-        item = self.dataset[index]
-        ldr, hdr = item["ldr"], item["hdr"]
-        h, w = ldr.shape[-2:]
-        p = self.patch_size
-        if h < p or w < p:
-            raise ValueError(f"{item['name']}: image {h}x{w} is smaller than the {p}x{p} patch")
-        top = int(torch.randint(0, h - p + 1, ()))
-        left = int(torch.randint(0, w - p + 1, ()))
-        ldr = ldr[:, top : top + p, left : left + p]
-        hdr = hdr[:, top : top + p, left : left + p]
-        code = int(torch.randint(0, 8, ())) if self.augment else 0
-        ldr, hdr = augment_pair(ldr, hdr, code)
-        return {"ldr": ldr, "hdr": hdr, "name": item["name"]}
+        return random_patch(self.dataset[index], self.patch_size, self.augment)

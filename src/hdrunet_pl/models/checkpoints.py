@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from hdrunet_pl.errors import CheckpointError
 from hdrunet_pl.models.hdrunet import HDRUNet, HDRUNetConfig
 
 CONFIG_KEY = "hdrunet_config"
@@ -46,10 +47,6 @@ _OFFICIAL_TO_OURS: tuple[tuple[str, str], ...] = (
     (r"SFT_shift_conv0\.", "shift.0."),
     (r"SFT_shift_conv1\.", "shift.2."),
 )
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file that cannot be turned into an HDRUNet."""
 
 
 def official_to_ours(key: str) -> str:

@@ -1,0 +1,151 @@
+"""Any folder of linear HDR images; the LDR inputs are synthesised with the camera model.
+
+Files: ``.exr``, ``.hdr`` and NTIRE ``*_gt.png`` (+ align ratio) pairs, found recursively.
+Each item is captured by :class:`~hdrunet_pl.camera.CameraModel` with settings drawn per
+sample (training) or fixed per image index (validation), exactly as ``data=synthetic``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from hdrunet_pl.camera import CameraModel
+from hdrunet_pl.data.datamodule import HDRDataModule
+from hdrunet_pl.data.synthetic import scene_generator
+from hdrunet_pl.errors import DatasetError, HDRUNetError
+from hdrunet_pl.io import GT_SUFFIX, alignratio_path_for, hdr_image_size, read_linear_hdr
+
+
+def find_hdr_files(root: str | Path) -> list[Path]:
+    """Every ``.exr``, ``.hdr`` and NTIRE ``*_gt.png`` under ``root``, sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such folder (set data.root to a folder of HDR images)")
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and (
+            p.suffix.lower() in (".exr", ".hdr")
+            or (p.suffix.lower() == ".png" and p.stem.endswith(GT_SUFFIX))
+        )
+    )
+    if not files:
+        raise DatasetError(f"{root}: no HDR images (.exr, .hdr or NTIRE *_gt.png) found")
+    return files
+
+
+class HDRFolderDataset(Dataset):
+    """Linear HDR files captured into ``{"ldr", "hdr", "name"}`` pairs on the fly.
+
+    Args:
+        files: the HDR files (see :func:`find_hdr_files`).
+        camera: the camera model; its settings are drawn per item.
+        random_camera: draw camera settings afresh each time (training); otherwise item
+            ``i`` is fixed by ``seed`` (validation).
+        seed: the seed of fixed camera settings.
+        rows: keep only this band of rows, as fractions (e.g. ``[0.25, 0.75]`` for the
+            undistorted middle of an equirectangular panorama).
+        min_size: every (banded) image must be at least this tall and wide.
+    """
+
+    def __init__(
+        self,
+        files: list[Path],
+        camera: CameraModel | None = None,
+        random_camera: bool = True,
+        seed: int = 0,
+        rows: tuple[float, float] | None = None,
+        min_size: int = 0,
+    ) -> None:
+        if not files:
+            raise DatasetError("no HDR files to serve")
+        if rows is not None and not 0 <= rows[0] < rows[1] <= 1:
+            raise ValueError(f"rows must be fractions 0 <= top < bottom <= 1, got {rows}")
+        self.files = [Path(f) for f in files]
+        self.camera = camera or CameraModel()
+        self.random_camera = random_camera
+        self.seed = seed
+        self.rows = tuple(rows) if rows is not None else None
+        problems = []
+        for path in self.files:
+            try:
+                if path.suffix.lower() == ".png" and not alignratio_path_for(path).is_file():
+                    problems.append(f"{path}: no align ratio file {alignratio_path_for(path).name}")
+                    continue
+                height, width = hdr_image_size(path)
+            except HDRUNetError as err:
+                problems.append(str(err))
+                continue
+            top, bottom = self._band(height)
+            if min(bottom - top, width) < min_size:
+                problems.append(
+                    f"{path}: {bottom - top}x{width} is smaller than the {min_size}x{min_size} "
+                    "patch; choose a smaller patch or remove the image"
+                )
+        DatasetError.check(self.files[0].parent, problems)
+
+    def _band(self, height: int) -> tuple[int, int]:
+        if self.rows is None:
+            return 0, height
+        return round(self.rows[0] * height), round(self.rows[1] * height)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
+        path = self.files[index]
+        linear = read_linear_hdr(path)
+        top, bottom = self._band(linear.shape[0])
+        linear = torch.from_numpy(np.ascontiguousarray(linear[top:bottom].transpose(2, 0, 1)))
+        if self.random_camera:
+            seed = int(torch.randint(0, 2**62, ()))
+            generator = torch.Generator().manual_seed(seed)
+        else:
+            generator = scene_generator(self.seed, index)
+        ldr, hdr = self.camera(linear, generator)
+        return {"ldr": ldr, "hdr": hdr, "name": path.stem}
+
+
+class HDRFolderDataModule(HDRDataModule):
+    """HDR images under ``root`` with LDRs made by ``camera``; see :class:`HDRFolderDataset`.
+
+    Validation uses ``val_root`` or, without one, the last ``val_count`` files of ``root``.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        val_root: str | None = None,
+        val_count: int = 2,
+        camera: CameraModel | None = None,
+        rows: tuple[float, float] | None = None,
+        seed: int = 1,
+        patch_size: int = 160,
+        batch_size: int = 16,
+        num_workers: int = 2,
+        augment: bool = True,
+    ) -> None:
+        files = find_hdr_files(root)
+        if val_root:
+            train_files, val_files = files, find_hdr_files(val_root)
+        elif 0 < val_count < len(files):
+            train_files, val_files = files[:-val_count], files[-val_count:]
+        else:
+            raise DatasetError(
+                f"cannot hold out {val_count} of {len(files)} HDR files for validation; "
+                "set data.val_count between 1 and the number of files - 1, or data.val_root"
+            )
+        camera = camera or CameraModel()
+        super().__init__(
+            train_set=HDRFolderDataset(train_files, camera, True, rows=rows, min_size=patch_size),
+            val_set=HDRFolderDataset(val_files, camera, False, seed=seed, rows=rows),
+            patch_size=patch_size,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            augment=augment,
+        )

@@ -1,0 +1,187 @@
+"""NTIRE 2021 single-frame pairs: ``NNNN_medium.png``, ``NNNN_gt.png``, ``NNNN_alignratio.npy``.
+
+Pairs are found by name anywhere under a root folder (one folder, or the public code's
+``medium/``, ``gt/``, ``alignratio/`` split) and checked when the data set is built, from
+PNG headers and the small ``.npy`` files, so that a bad pair stops the run at start-up.
+Images are decoded lazily, in the DataLoader workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from hdrunet_pl.data.datamodule import HDRDataModule
+from hdrunet_pl.errors import DatasetError, HDRUNetError
+from hdrunet_pl.io import (
+    ALIGNRATIO_SUFFIX,
+    GT_SUFFIX,
+    LDR_SUFFIX,
+    png_info,
+    read_alignratio,
+    read_hdr_png,
+    read_ldr,
+)
+
+
+@dataclass(frozen=True)
+class NTIREPair:
+    """The three files of one NTIRE frame (or sub-image) ``name``."""
+
+    name: str
+    ldr: Path
+    gt: Path
+    alignratio: Path
+
+
+def _index(paths: Iterable[Path], suffix: str) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in paths:
+        name = path.name[: -len(suffix)]
+        if name in found:
+            raise DatasetError(f"two files for frame {name!r}: {found[name]} and {path}")
+        found[name] = path
+    return found
+
+
+def find_ntire_pairs(root: str | Path) -> list[NTIREPair]:
+    """Every complete NTIRE pair under ``root``, sorted by name.
+
+    Raises :class:`DatasetError` listing every LDR without GT or align ratio, GT without
+    LDR, or an empty folder.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such folder (set data.root to the NTIRE data)")
+    ldrs = _index(root.rglob(f"*{LDR_SUFFIX}.png"), f"{LDR_SUFFIX}.png")
+    gts = _index(root.rglob(f"*{GT_SUFFIX}.png"), f"{GT_SUFFIX}.png")
+    ratios = _index(root.rglob(f"*{ALIGNRATIO_SUFFIX}"), ALIGNRATIO_SUFFIX)
+    if not ldrs and not gts:
+        raise DatasetError(
+            f"{root}: no NTIRE pairs (NNNN{LDR_SUFFIX}.png + NNNN{GT_SUFFIX}.png "
+            f"+ NNNN{ALIGNRATIO_SUFFIX}) in this folder or below"
+        )
+    problems = [
+        f"{gts[n]}: GT without its LDR partner {n}{LDR_SUFFIX}.png"
+        for n in gts.keys() - ldrs.keys()
+    ]
+    pairs = []
+    for name in sorted(ldrs):
+        if name not in gts:
+            problems.append(f"{ldrs[name]}: LDR without its GT partner {name}{GT_SUFFIX}.png")
+        elif name not in ratios:
+            problems.append(f"{gts[name]}: no align ratio file {name}{ALIGNRATIO_SUFFIX}")
+        else:
+            pairs.append(NTIREPair(name, ldrs[name], gts[name], ratios[name]))
+    DatasetError.check(root, problems)
+    return pairs
+
+
+def check_pair(pair: NTIREPair, min_size: int = 0) -> list[str]:
+    """Problems of one pair found from headers and the align ratio (empty when it is fine)."""
+    try:
+        ldr, gt = png_info(pair.ldr), png_info(pair.gt)
+        read_alignratio(pair.alignratio)
+    except HDRUNetError as err:
+        return [str(err)]
+    problems = []
+    if gt.bit_depth != 16:
+        problems.append(f"{pair.gt}: {gt.bit_depth}-bit GT; the HDR needs a 16-bit PNG")
+    if ldr.bit_depth not in (8, 16):
+        problems.append(f"{pair.ldr}: {ldr.bit_depth}-bit LDR; need 8 bits")
+    if (ldr.height, ldr.width) != (gt.height, gt.width):
+        problems.append(
+            f"{pair.ldr}: LDR is {ldr.height}x{ldr.width} but its GT is {gt.height}x{gt.width}"
+        )
+    if min(ldr.height, ldr.width) < min_size:
+        problems.append(
+            f"{pair.ldr}: {ldr.height}x{ldr.width} is smaller than the {min_size}x{min_size} "
+            "patch; choose a smaller patch or remove the image"
+        )
+    return problems
+
+
+def pair_to_tensors(ldr: np.ndarray, hdr: np.ndarray, name: str) -> dict[str, torch.Tensor | str]:
+    """``(H, W, 3)`` arrays -> the package's pair item ``{"ldr", "hdr", "name"}`` of (3, H, W)."""
+    return {
+        "ldr": torch.from_numpy(np.ascontiguousarray(ldr.transpose(2, 0, 1))),
+        "hdr": torch.from_numpy(np.ascontiguousarray(hdr.transpose(2, 0, 1))),
+        "name": name,
+    }
+
+
+class NTIREDataset(Dataset):
+    """NTIRE pairs as items ``{"ldr": (3, H, W) in [0, 1], "hdr": (3, H, W) non-linear, "name"}``.
+
+    Args:
+        pairs: the pairs to serve (see :func:`find_ntire_pairs`).
+        min_size: every image must be at least this tall and wide (the training patch).
+        validate: check every pair's headers and align ratio now (fast; no decoding).
+    """
+
+    def __init__(self, pairs: list[NTIREPair], min_size: int = 0, validate: bool = True) -> None:
+        if not pairs:
+            raise DatasetError("no NTIRE pairs to serve")
+        if validate:
+            problems = [p for pair in pairs for p in check_pair(pair, min_size)]
+            DatasetError.check(pairs[0].ldr.parent, problems)
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
+        pair = self.pairs[index]
+        ldr = read_ldr(pair.ldr)
+        hdr = read_hdr_png(pair.gt, pair.alignratio)
+        if ldr.shape != hdr.shape:
+            raise DatasetError(f"{pair.ldr}: LDR {ldr.shape[:2]} and GT {hdr.shape[:2]} differ")
+        return pair_to_tensors(ldr, hdr, pair.name)
+
+
+def split_pairs(pairs: list[NTIREPair], val_count: int) -> tuple[list[NTIREPair], list[NTIREPair]]:
+    """Hold the last ``val_count`` pairs (by name) out for validation."""
+    if not 0 < val_count < len(pairs):
+        raise DatasetError(
+            f"cannot hold out {val_count} of {len(pairs)} pairs for validation; "
+            "set data.val_count between 1 and the number of pairs - 1, or data.val_root"
+        )
+    return pairs[:-val_count], pairs[-val_count:]
+
+
+class NTIREDataModule(HDRDataModule):
+    """NTIRE pairs under ``root``: random patches for training, whole frames for validation.
+
+    Validation uses the pairs under ``val_root`` or, without one, the last ``val_count``
+    pairs of ``root`` (held out of training). Works on full frames and on sub-images made
+    by ``hdrunet-prepare crop``.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        val_root: str | None = None,
+        val_count: int = 16,
+        patch_size: int = 160,
+        batch_size: int = 16,
+        num_workers: int = 2,
+        augment: bool = True,
+    ) -> None:
+        pairs = find_ntire_pairs(root)
+        if val_root:
+            train_pairs, val_pairs = pairs, find_ntire_pairs(val_root)
+        else:
+            train_pairs, val_pairs = split_pairs(pairs, val_count)
+        super().__init__(
+            train_set=NTIREDataset(train_pairs, min_size=patch_size),
+            val_set=NTIREDataset(val_pairs),
+            patch_size=patch_size,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            augment=augment,
+        )

@@ -1,0 +1,31 @@
+"""The package's exception types: each names the file or value at fault and how to fix it."""
+
+from __future__ import annotations
+
+
+class HDRUNetError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class CheckpointError(HDRUNetError, RuntimeError):
+    """A checkpoint file that cannot be turned into an HDRUNet."""
+
+
+class ImageFileError(HDRUNetError, ValueError):
+    """An image or align-ratio file that is missing, unreadable or not what it should be."""
+
+
+class DatasetError(HDRUNetError, ValueError):
+    """A data set that cannot be used as configured (empty, unpaired, too small, ...)."""
+
+    MAX_LISTED = 20
+
+    @classmethod
+    def check(cls, where: object, problems: list[str]) -> None:
+        """Raise one error listing (up to 20 of) ``problems`` found in ``where``, if any."""
+        if not problems:
+            return
+        listed = "\n  ".join(sorted(problems)[: cls.MAX_LISTED])
+        more = len(problems) - cls.MAX_LISTED
+        tail = f"\n  ... and {more} more" if more > 0 else ""
+        raise cls(f"{where}: {len(problems)} problem(s):\n  {listed}{tail}")

@@ -1,0 +1,356 @@
+"""Image files: 8-bit LDR, the NTIRE 16-bit PNG + align-ratio pair, OpenEXR and Radiance .hdr.
+
+Every reader returns a float32 ``(H, W, 3)`` RGB array:
+
+- LDR files: values in [0, 1];
+- NTIRE PNG pairs: the non-linear HDR (``png / alignratio``), >= 0;
+- OpenEXR and Radiance ``.hdr``: linear radiance, >= 0.
+
+Writers take the same layout, write to a temporary name in the target folder and rename, so
+a reader never sees a half-written file. Every failure raises :class:`ImageFileError` naming
+the file. Grayscale images are converted to RGB and an alpha channel is dropped; both are
+logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import OpenEXR
+
+from hdrunet_pl.constants import GAMMA
+from hdrunet_pl.errors import ImageFileError
+
+log = logging.getLogger(__name__)
+
+PNG16_MAX = 65535
+"""The NTIRE align ratio scales the HDR so that its maximum maps to this 16-bit value."""
+ALIGNRATIO_SUFFIX = "_alignratio.npy"
+GT_SUFFIX = "_gt"
+LDR_SUFFIX = "_medium"
+LDR_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+HDR_EXTENSIONS = (".exr", ".hdr", ".png")
+_EXR_COMPRESSION = {
+    "none": OpenEXR.NO_COMPRESSION,
+    "zip": OpenEXR.ZIP_COMPRESSION,
+    "piz": OpenEXR.PIZ_COMPRESSION,
+    "dwab": OpenEXR.DWAB_COMPRESSION,
+}
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # PNG colour type -> samples per pixel
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffix); rename it to ``path`` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise ImageFileError(f"{path}: no such file")
+    return path
+
+
+def imread(path: Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
+    """OpenCV's raw decode (BGR, file dtype) with a clear error for bad files."""
+    try:
+        image = cv2.imread(str(path), flags)
+    except cv2.error as err:
+        raise ImageFileError(f"{path}: unreadable image ({err.msg.strip()})") from None
+    if image is None or image.size == 0:
+        raise ImageFileError(f"{path}: unreadable, truncated or not an image")
+    return image
+
+
+def imwrite(path: Path, image: np.ndarray) -> None:
+    """Atomically write an OpenCV (BGR, uint8/uint16/float32) array; format by suffix."""
+    with atomic_path(path) as tmp:
+        try:
+            ok = cv2.imwrite(str(tmp), image)
+        except cv2.error as err:
+            raise ImageFileError(f"{path}: cannot write ({err.msg.strip()})") from None
+        if not ok:
+            raise ImageFileError(f"{path}: cannot write (unsupported extension or no space?)")
+
+
+def _bgr_to_rgb(image: np.ndarray, path: Path) -> np.ndarray:
+    """OpenCV's (H, W[, C]) BGR(A)/gray array -> (H, W, 3) RGB, converting with a log line."""
+    if image.ndim == 2:
+        log.warning("%s: grayscale image, converted to RGB by repeating its channel", path)
+        return np.repeat(image[..., None], 3, axis=2)
+    if image.shape[2] == 4:
+        log.warning("%s: alpha channel dropped", path)
+        image = image[..., :3]
+    if image.shape[2] != 3:
+        raise ImageFileError(f"{path}: {image.shape[2]} channels; need RGB or grayscale")
+    return np.ascontiguousarray(image[..., ::-1])
+
+
+def _rgb_to_bgr(image: np.ndarray, path: Path) -> np.ndarray:
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ImageFileError(f"{path}: need an (H, W, 3) RGB array, got shape {image.shape}")
+    return np.ascontiguousarray(image[..., ::-1])
+
+
+def _check_finite(image: np.ndarray, path: Path) -> np.ndarray:
+    bad = ~np.isfinite(image)
+    if bad.any():
+        raise ImageFileError(f"{path}: {int(bad.sum())} NaN/Inf values; fix or remove the file")
+    if (image < 0).any():
+        log.warning("%s: %d negative values clipped to 0", path, int((image < 0).sum()))
+        image = np.maximum(image, 0)
+    return image
+
+
+@dataclass(frozen=True)
+class PNGInfo:
+    """What a PNG header says, read without decoding the image."""
+
+    height: int
+    width: int
+    bit_depth: int
+    channels: int
+
+
+def png_info(path: str | Path) -> PNGInfo:
+    """Size, bit depth and channel count from a PNG's IHDR chunk (no decoding)."""
+    path = _existing(path)
+    with path.open("rb") as f:
+        head = f.read(29)
+    if len(head) < 29 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        raise ImageFileError(f"{path}: not a PNG file")
+    width, height, depth, colour = struct.unpack(">IIBB", head[16:26])
+    if colour not in _PNG_CHANNELS or width == 0 or height == 0:
+        raise ImageFileError(f"{path}: corrupt PNG header")
+    return PNGInfo(height, width, depth, _PNG_CHANNELS[colour])
+
+
+# ---------------------------------------------------------------------------- LDR
+
+
+def read_ldr(path: str | Path) -> np.ndarray:
+    """An 8-bit (or 16-bit) LDR image as float32 ``(H, W, 3)`` RGB in [0, 1]."""
+    path = _existing(path)
+    image = imread(path, cv2.IMREAD_UNCHANGED)
+    if image.dtype == np.uint8:
+        scale = 255.0
+    elif image.dtype == np.uint16:
+        scale = 65535.0
+    else:
+        raise ImageFileError(f"{path}: {image.dtype} pixels; an LDR image needs 8 or 16 bits")
+    return _bgr_to_rgb(image, path).astype(np.float32) / np.float32(scale)
+
+
+def write_ldr(path: str | Path, image: np.ndarray) -> None:
+    """Write a float ``(H, W, 3)`` RGB image in [0, 1] as 8 bits (PNG, JPEG, ...)."""
+    path = Path(path)
+    quantised = np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+    imwrite(path, _rgb_to_bgr(quantised, path))
+
+
+# ---------------------------------------------------------------------------- NTIRE pairs
+
+
+def alignratio_path_for(png_path: str | Path) -> Path:
+    """``.../NNNN_gt.png`` or ``.../NNNN.png`` -> ``.../NNNN_alignratio.npy`` (NTIRE naming)."""
+    png_path = Path(png_path)
+    stem = png_path.stem.removesuffix(GT_SUFFIX)
+    return png_path.with_name(stem + ALIGNRATIO_SUFFIX)
+
+
+def read_alignratio(path: str | Path) -> float:
+    """The align ratio stored in an NTIRE ``.npy`` file: one finite value > 0.
+
+    Read with ``allow_pickle=False``: a file holding a pickled object is refused.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageFileError(
+            f"{path}: align ratio file missing (NTIRE pairs need NNNN{ALIGNRATIO_SUFFIX})"
+        )
+    try:
+        value = np.load(path, allow_pickle=False)
+    except ValueError as err:
+        raise ImageFileError(f"{path}: not a plain numeric .npy file ({err}); refused") from None
+    except Exception as err:
+        raise ImageFileError(f"{path}: unreadable .npy file ({type(err).__name__})") from None
+    if not isinstance(value, np.ndarray) or value.size != 1 or value.dtype.kind not in "fiu":
+        raise ImageFileError(f"{path}: need one number, got an array of shape {value.shape}")
+    ratio = float(value.reshape(()))
+    if not np.isfinite(ratio) or ratio <= 0:
+        raise ImageFileError(f"{path}: align ratio must be finite and > 0, got {ratio}")
+    return ratio
+
+
+def read_hdr_png(png_path: str | Path, alignratio_path: str | Path | None = None) -> np.ndarray:
+    """The non-linear HDR of an NTIRE pair as float32 ``(H, W, 3)`` RGB: ``png / alignratio``.
+
+    ``alignratio_path`` defaults to the NTIRE name (:func:`alignratio_path_for`).
+    """
+    png_path = _existing(png_path)
+    ratio = read_alignratio(alignratio_path or alignratio_path_for(png_path))
+    image = imread(png_path, cv2.IMREAD_UNCHANGED)
+    if image.dtype != np.uint16:
+        raise ImageFileError(
+            f"{png_path}: {image.dtype} PNG where a 16-bit HDR PNG is expected "
+            "(an 8-bit file cannot hold the HDR)"
+        )
+    return _bgr_to_rgb(image, png_path).astype(np.float32) / np.float32(ratio)
+
+
+def write_hdr_png(
+    png_path: str | Path, hdr: np.ndarray, alignratio_path: str | Path | None = None
+) -> float:
+    """Write a non-linear HDR ``(H, W, 3)`` RGB array as an NTIRE 16-bit PNG + align ratio.
+
+    As the challenge: ``ratio = 65535 / max(hdr)``, ``png = round(hdr * ratio)``. Returns
+    the ratio.
+    """
+    png_path = Path(png_path)
+    hdr = _check_finite(np.asarray(hdr, dtype=np.float32), png_path)
+    peak = float(hdr.max())
+    ratio = np.float32(PNG16_MAX / peak if peak > 0 else 1.0)
+    quantised = np.round(hdr * ratio).clip(0, PNG16_MAX).astype(np.uint16)
+    imwrite(png_path, _rgb_to_bgr(quantised, png_path))
+    with atomic_path(alignratio_path or alignratio_path_for(png_path)) as tmp:
+        np.save(tmp, ratio)
+    return float(ratio)
+
+
+# ---------------------------------------------------------------------------- OpenEXR
+
+
+def read_exr(path: str | Path) -> np.ndarray:
+    """Linear RGB (or Y, repeated) of an OpenEXR file as float32 ``(H, W, 3)``, >= 0."""
+    path = _existing(path)
+    try:
+        with OpenEXR.File(str(path), separate_channels=True) as exr:
+            channels = {name: ch.pixels for name, ch in exr.channels().items()}
+    except Exception as err:
+        raise ImageFileError(f"{path}: unreadable OpenEXR file ({err})") from None
+    if all(c in channels for c in "RGB"):
+        image = np.stack([channels[c] for c in "RGB"], axis=-1)
+    elif "Y" in channels:
+        log.warning("%s: grayscale (Y) EXR, converted to RGB by repeating its channel", path)
+        image = np.repeat(channels["Y"][..., None], 3, axis=2)
+    else:
+        raise ImageFileError(f"{path}: no R, G, B (or Y) channels; has {sorted(channels)}")
+    return _check_finite(image.astype(np.float32), path)
+
+
+def write_exr(
+    path: str | Path, image: np.ndarray, half: bool = False, compression: str = "zip"
+) -> None:
+    """Write linear ``(H, W, 3)`` RGB as OpenEXR (float32, or half with ``half=True``)."""
+    path = Path(path)
+    if compression not in _EXR_COMPRESSION:
+        raise ValueError(f"compression must be one of {sorted(_EXR_COMPRESSION)}")
+    image = _check_finite(np.asarray(image, dtype=np.float32), path)
+    _rgb_to_bgr(image, path)  # shape check
+    pixels = np.ascontiguousarray(image.astype(np.float16 if half else np.float32))
+    header = {"compression": _EXR_COMPRESSION[compression], "type": OpenEXR.scanlineimage}
+    with atomic_path(path) as tmp, OpenEXR.File(header, {"RGB": pixels}) as exr:
+        exr.write(str(tmp))
+
+
+# ---------------------------------------------------------------------------- Radiance
+
+
+def read_radiance(path: str | Path) -> np.ndarray:
+    """Linear RGB of a Radiance ``.hdr`` (RGBE) file as float32 ``(H, W, 3)``, >= 0."""
+    path = _existing(path)
+    image = imread(path, cv2.IMREAD_UNCHANGED)
+    if image.dtype != np.float32:
+        raise ImageFileError(f"{path}: decoded as {image.dtype}, not a Radiance HDR file")
+    return _check_finite(_bgr_to_rgb(image, path), path)
+
+
+def write_radiance(path: str | Path, image: np.ndarray) -> None:
+    """Write linear ``(H, W, 3)`` RGB as a Radiance ``.hdr`` file (RGBE, ~1% precision)."""
+    path = Path(path)
+    image = _check_finite(np.asarray(image, dtype=np.float32), path)
+    imwrite(path, _rgb_to_bgr(image, path))
+
+
+# ---------------------------------------------------------------------------- dispatch
+
+
+def hdr_image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) of an ``.exr``, ``.hdr`` or ``.png`` file, read from its header only."""
+    path = _existing(path)
+    suffix = path.suffix.lower()
+    if suffix == ".png":
+        info = png_info(path)
+        return info.height, info.width
+    if suffix == ".exr":
+        try:
+            with OpenEXR.File(str(path), header_only=True) as exr:
+                (x0, y0), (x1, y1) = exr.header()["dataWindow"]
+        except Exception as err:
+            raise ImageFileError(f"{path}: unreadable OpenEXR header ({err})") from None
+        return int(y1 - y0 + 1), int(x1 - x0 + 1)
+    if suffix in (".hdr", ".pic"):
+        with path.open("rb") as f:
+            head = f.read(4096).split(b"\n")
+        if not head[0].startswith(b"#?"):
+            raise ImageFileError(f"{path}: not a Radiance HDR file")
+        for line in head[1:]:
+            fields = line.split()
+            if len(fields) == 4 and fields[0] in (b"-Y", b"+Y") and fields[2] in (b"+X", b"-X"):
+                return int(fields[1]), int(fields[3])
+        raise ImageFileError(f"{path}: Radiance header without an image size")
+    raise ImageFileError(f"{path}: unknown HDR format; use one of {', '.join(HDR_EXTENSIONS)}")
+
+
+def read_linear_hdr(path: str | Path) -> np.ndarray:
+    """Linear HDR from ``.exr``, ``.hdr`` or an NTIRE PNG pair (linearised with gamma 2.24)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".exr":
+        return read_exr(path)
+    if suffix in (".hdr", ".pic"):
+        return read_radiance(path)
+    if suffix == ".png":
+        return read_hdr_png(path) ** np.float32(GAMMA)
+    raise ImageFileError(f"{path}: unknown HDR format; use one of {', '.join(HDR_EXTENSIONS)}")
+
+
+def write_hdr(path: str | Path, nonlinear: np.ndarray) -> list[Path]:
+    """Write a non-linear HDR by the suffix of ``path``; returns the files written.
+
+    ``.png`` writes the NTIRE pair (non-linear values, as submitted to the challenge);
+    ``.exr`` and ``.hdr`` write linear radiance (``nonlinear ** 2.24``).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".png":
+        write_hdr_png(path, nonlinear)
+        return [path, alignratio_path_for(path)]
+    linear = np.maximum(np.asarray(nonlinear, dtype=np.float32), 0) ** np.float32(GAMMA)
+    if suffix == ".exr":
+        write_exr(path, linear)
+    elif suffix == ".hdr":
+        write_radiance(path, linear)
+    else:
+        raise ImageFileError(f"{path}: unknown HDR format; use .png (NTIRE pair), .exr or .hdr")
+    return [path]

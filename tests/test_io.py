@@ -1,0 +1,204 @@
+"""Image files: LDR, NTIRE 16-bit PNG + align ratio, OpenEXR, Radiance; errors name the file."""
+
+import logging
+import pickle
+
+import cv2
+import numpy as np
+import OpenEXR
+import pytest
+
+from hdrunet_pl.errors import ImageFileError
+from hdrunet_pl.io import (
+    alignratio_path_for,
+    hdr_image_size,
+    png_info,
+    read_alignratio,
+    read_exr,
+    read_hdr_png,
+    read_ldr,
+    read_linear_hdr,
+    read_radiance,
+    write_exr,
+    write_hdr,
+    write_hdr_png,
+    write_ldr,
+    write_radiance,
+)
+
+
+def hdr_image(h=12, w=17, peak=20.0, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.random((h, w, 3)) ** 3 * peak).astype(np.float32)
+
+
+def test_ldr_round_trip_is_8_bit_exact(tmp_path):
+    image = np.random.default_rng(0).integers(0, 256, (9, 13, 3)).astype(np.float32) / 255
+    write_ldr(tmp_path / "a.png", image)
+    assert png_info(tmp_path / "a.png").bit_depth == 8
+    np.testing.assert_array_equal(read_ldr(tmp_path / "a.png"), image)
+
+
+def test_alignratio_naming_follows_ntire():
+    assert alignratio_path_for("/d/0042_gt.png").name == "0042_alignratio.npy"
+    assert alignratio_path_for("/d/0042.png").name == "0042_alignratio.npy"
+
+
+def test_hdr_png_is_written_as_the_challenge_does(tmp_path):
+    hdr = hdr_image()
+    hdr[0, 0] = [30.0, 1.0, 0.5]  # the peak, in red
+    ratio = write_hdr_png(tmp_path / "0001_gt.png", hdr)
+    assert ratio == pytest.approx(65535 / 30.0, rel=1e-6)
+    stored = np.load(tmp_path / "0001_alignratio.npy", allow_pickle=False)
+    assert float(stored) == pytest.approx(ratio)
+    raw = cv2.imread(str(tmp_path / "0001_gt.png"), cv2.IMREAD_UNCHANGED)
+    assert raw.dtype == np.uint16 and raw[0, 0, 2] == 65535  # BGR on disk: red is last
+    back = read_hdr_png(tmp_path / "0001_gt.png")
+    assert back.dtype == np.float32 and back.shape == hdr.shape
+    assert np.abs(back - hdr).max() <= 0.5 / ratio + 1e-6  # half a 16-bit step
+    np.testing.assert_array_equal(back, raw[..., ::-1].astype(np.float32) / np.float32(ratio))
+
+
+def test_hdr_png_with_an_explicit_ratio_path(tmp_path):
+    write_hdr_png(tmp_path / "x.png", hdr_image(), tmp_path / "ratios" / "x.npy")
+    assert read_hdr_png(tmp_path / "x.png", tmp_path / "ratios" / "x.npy").shape == (12, 17, 3)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (0.0, "finite and > 0"),
+        (-3.0, "finite and > 0"),
+        (np.nan, "finite and > 0"),
+        (np.ones(3), "need one number"),
+    ],
+)
+def test_bad_align_ratios_are_refused(tmp_path, value, message):
+    np.save(tmp_path / "0001_alignratio.npy", np.asarray(value, dtype=np.float32))
+    with pytest.raises(ImageFileError, match=message) as err:
+        read_alignratio(tmp_path / "0001_alignratio.npy")
+    assert "0001_alignratio.npy" in str(err.value)
+
+
+def test_pickled_align_ratio_is_refused(tmp_path):
+    path = tmp_path / "evil_alignratio.npy"
+    np.save(path, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ImageFileError, match="not a plain numeric"):
+        read_alignratio(path)
+    path.write_bytes(pickle.dumps(1.0))
+    with pytest.raises(ImageFileError, match=r"evil_alignratio\.npy"):
+        read_alignratio(path)
+
+
+def test_missing_align_ratio_and_8_bit_gt(tmp_path):
+    write_ldr(tmp_path / "0001_gt.png", np.full((8, 8, 3), 0.5, np.float32))
+    with pytest.raises(ImageFileError, match="align ratio file missing"):
+        read_hdr_png(tmp_path / "0001_gt.png")
+    np.save(tmp_path / "0001_alignratio.npy", np.float32(100.0))
+    with pytest.raises(ImageFileError, match=r"uint8 PNG where a 16-bit HDR PNG is expected"):
+        read_hdr_png(tmp_path / "0001_gt.png")
+
+
+def test_truncated_and_garbage_pngs_name_the_file(tmp_path):
+    write_hdr_png(tmp_path / "0001_gt.png", hdr_image(64, 64))
+    data = (tmp_path / "0001_gt.png").read_bytes()
+    (tmp_path / "0001_gt.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageFileError, match=r"0001_gt\.png: unreadable"):
+        read_hdr_png(tmp_path / "0001_gt.png")
+    (tmp_path / "junk.png").write_bytes(b"not a png at all")
+    with pytest.raises(ImageFileError, match=r"junk\.png"):
+        read_ldr(tmp_path / "junk.png")
+    with pytest.raises(ImageFileError, match="not a PNG"):
+        png_info(tmp_path / "junk.png")
+    with pytest.raises(ImageFileError, match="no such file"):
+        read_ldr(tmp_path / "missing.png")
+
+
+def test_grayscale_is_converted_and_alpha_dropped_with_a_log_line(tmp_path, caplog):
+    gray = np.arange(20, dtype=np.uint8).reshape(4, 5) * 10
+    cv2.imwrite(str(tmp_path / "g.png"), gray)
+    bgra = np.dstack([gray, gray // 2, gray // 3, np.full_like(gray, 255)])
+    cv2.imwrite(str(tmp_path / "a.png"), bgra)
+    with caplog.at_level(logging.WARNING):
+        g = read_ldr(tmp_path / "g.png")
+        a = read_ldr(tmp_path / "a.png")
+    assert g.shape == (4, 5, 3) and np.all(g[..., 0] == g[..., 2])
+    np.testing.assert_array_equal(a[..., 0], (gray // 3) / np.float32(255))  # R = BGR[2]
+    assert "g.png: grayscale image, converted to RGB" in caplog.text
+    assert "a.png: alpha channel dropped" in caplog.text
+
+
+@pytest.mark.parametrize("half", [False, True])
+def test_exr_round_trip(tmp_path, half):
+    hdr = hdr_image(peak=1000.0)
+    write_exr(tmp_path / "a.exr", hdr, half=half)
+    back = read_exr(tmp_path / "a.exr")
+    np.testing.assert_allclose(back, hdr, rtol=1e-3 if half else 0, atol=1e-4 if half else 0)
+    assert hdr_image_size(tmp_path / "a.exr") == (12, 17)
+
+
+@pytest.mark.parametrize("compression", ["PIZ_COMPRESSION", "ZIP_COMPRESSION", "DWAB_COMPRESSION"])
+def test_exr_written_by_other_tools_is_read(tmp_path, compression, caplog):
+    hdr = hdr_image(64, 64) - 0.01  # lossy files can hold small negatives
+    header = {"compression": getattr(OpenEXR, compression), "type": OpenEXR.scanlineimage}
+    channels = {
+        c: np.ascontiguousarray(hdr[..., i].astype(np.float16)) for i, c in enumerate("RGB")
+    }
+    with OpenEXR.File(header, channels) as exr:
+        exr.write(str(tmp_path / "b.exr"))
+    with caplog.at_level(logging.WARNING):
+        back = read_exr(tmp_path / "b.exr")
+    assert back.min() >= 0 and "negative values clipped to 0" in caplog.text
+    rtol = 0.05 if compression == "DWAB_COMPRESSION" else 0.01  # DWAB is lossy
+    np.testing.assert_allclose(back, np.maximum(hdr, 0), atol=0.02, rtol=rtol)
+
+
+def test_exr_with_nan_or_without_rgb_is_refused(tmp_path):
+    hdr = hdr_image()
+    hdr[3, 4, 1] = np.nan
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    with OpenEXR.File(header, {"RGB": hdr}) as exr:
+        exr.write(str(tmp_path / "nan.exr"))
+    with pytest.raises(ImageFileError, match=r"nan\.exr: 1 NaN/Inf values"):
+        read_exr(tmp_path / "nan.exr")
+    with OpenEXR.File(header, {"Z": hdr[..., 0].copy()}) as exr:
+        exr.write(str(tmp_path / "depth.exr"))
+    with pytest.raises(ImageFileError, match="no R, G, B"):
+        read_exr(tmp_path / "depth.exr")
+    (tmp_path / "junk.exr").write_bytes(b"\x76\x2f\x31\x01garbage")
+    with pytest.raises(ImageFileError, match=r"junk\.exr: unreadable OpenEXR"):
+        read_exr(tmp_path / "junk.exr")
+
+
+def test_radiance_round_trip_within_rgbe_precision(tmp_path):
+    hdr = hdr_image(peak=500.0) + 0.01
+    write_radiance(tmp_path / "a.hdr", hdr)
+    back = read_radiance(tmp_path / "a.hdr")
+    assert back.dtype == np.float32
+    assert (np.abs(back - hdr) <= hdr.max(axis=-1, keepdims=True) / 100).all()  # shared exponent
+    assert hdr_image_size(tmp_path / "a.hdr") == (12, 17)
+
+
+def test_write_hdr_dispatch_writes_nonlinear_png_and_linear_exr_hdr(tmp_path):
+    nonlinear = hdr_image(peak=3.0)
+    assert write_hdr(tmp_path / "p.png", nonlinear) == [
+        tmp_path / "p.png",
+        tmp_path / "p_alignratio.npy",
+    ]
+    write_hdr(tmp_path / "e.exr", nonlinear)
+    np.testing.assert_allclose(read_hdr_png(tmp_path / "p.png"), nonlinear, atol=3.0 / 65535)
+    np.testing.assert_allclose(read_exr(tmp_path / "e.exr"), nonlinear**2.24, rtol=1e-5)
+    np.testing.assert_allclose(
+        read_linear_hdr(tmp_path / "p.png"), nonlinear**2.24, rtol=1e-3, atol=1e-4
+    )
+    with pytest.raises(ImageFileError, match="unknown HDR format"):
+        write_hdr(tmp_path / "x.tiff", nonlinear)
+
+
+def test_real_poly_haven_panoramas_read_as_linear_float(poly_haven):
+    for path in poly_haven[:3]:
+        image = read_radiance(path)
+        assert image.shape == (512, 1024, 3) and image.dtype == np.float32
+        assert image.min() >= 0
+        lum = image.mean(axis=-1)
+        assert np.percentile(lum, 99.9) / max(np.percentile(lum, 1), 1e-6) > 50  # real HDR

@@ -1,0 +1,146 @@
+"""NTIRE pairs: exact values, aligned augmented crops, and a clear error for every bad input."""
+
+import logging
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from hdrunet_pl.data import NTIREDataModule, NTIREDataset, find_ntire_pairs
+from hdrunet_pl.errors import DatasetError, ImageFileError
+from hdrunet_pl.train import train
+
+from .conftest import FAST, compose_train
+from .ntire_files import random_hdr, write_ntire_frame
+
+
+@pytest.fixture
+def ntire_root(tmp_path):
+    root = tmp_path / "ntire"
+    expected = {}
+    for i in range(4):
+        name = f"{i:04d}"
+        expected[name] = write_ntire_frame(root, name, random_hdr(40 + 4 * i, 52, seed=i))
+    return root, expected
+
+
+def test_dataset_returns_exactly_the_organisers_values(ntire_root):
+    root, expected = ntire_root
+    dataset = NTIREDataset(find_ntire_pairs(root))
+    assert [p.name for p in dataset.pairs] == sorted(expected)
+    for item in dataset:
+        hdr, gt16, _ = expected[item["name"]]
+        assert item["hdr"].dtype == torch.float32 and item["hdr"].shape == (3, *hdr.shape[:2])
+        np.testing.assert_allclose(item["hdr"].permute(1, 2, 0).numpy(), hdr, rtol=0, atol=1e-6)
+        ldr = np.round(item["ldr"].permute(1, 2, 0).numpy() * 255)
+        np.testing.assert_array_equal(ldr, gt16 >> 8)  # RGB order kept for both files
+
+
+def test_datamodule_crops_stay_aligned_after_augmentation(ntire_root):
+    root, expected = ntire_root
+    dm = NTIREDataModule(str(root), val_count=1, patch_size=32, batch_size=4, num_workers=0)
+    pixels = 0
+    for _ in range(5):
+        batch = next(iter(dm.train_dataloader()))
+        assert batch["ldr"].shape == batch["hdr"].shape == (4, 3, 32, 32)
+        for ldr, hdr, name in zip(batch["ldr"], batch["hdr"], batch["name"], strict=True):
+            ratio = float(expected[name][2])
+            gt16 = torch.round(hdr * ratio)
+            assert torch.equal(torch.round(ldr * 255), torch.div(gt16, 256, rounding_mode="floor"))
+            pixels += ldr.numel()
+    assert pixels == 5 * 4 * 3 * 32 * 32
+    val = list(dm.val_dataloader())
+    assert len(val) == 1 and val[0]["name"] == ["0003"] and val[0]["hdr"].shape[-2:] == (52, 52)
+
+
+def test_training_on_ntire_pairs(ntire_root, tmp_path):
+    root, _ = ntire_root
+    cfg = compose_train(
+        [
+            *FAST,
+            "data=ntire2021",
+            f"data.root={root}",
+            "data.val_count=1",
+            f"paths.output_dir={tmp_path / 'run'}",
+        ]
+    )
+    summary = train(cfg)
+    assert summary.steps == 4 and summary.psnr_mu_after is not None
+
+
+def test_empty_or_missing_folder(tmp_path):
+    with pytest.raises(DatasetError, match="no NTIRE pairs"):
+        find_ntire_pairs(tmp_path)
+    with pytest.raises(DatasetError, match="no such folder"):
+        find_ntire_pairs(tmp_path / "nope")
+
+
+def test_missing_partners_are_all_listed(ntire_root):
+    root, _ = ntire_root
+    (root / "0000_gt.png").unlink()
+    (root / "0001_medium.png").unlink()
+    (root / "0002_alignratio.npy").unlink()
+    with pytest.raises(DatasetError) as err:
+        find_ntire_pairs(root)
+    text = str(err.value)
+    assert "3 problem(s)" in text
+    assert "0000_medium.png: LDR without its GT partner 0000_gt.png" in text
+    assert "0001_gt.png: GT without its LDR partner 0001_medium.png" in text
+    assert "0002_gt.png: no align ratio file 0002_alignratio.npy" in text
+
+
+@pytest.mark.parametrize(
+    ("break_it", "message"),
+    [
+        (lambda r: np.save(r / "0001_alignratio.npy", np.float32(0)), "finite and > 0"),
+        (lambda r: np.save(r / "0001_alignratio.npy", np.float32(np.inf)), "finite and > 0"),
+        (
+            lambda r: cv2.imwrite(str(r / "0001_gt.png"), np.zeros((44, 52, 3), np.uint8)),
+            "0001_gt.png: 8-bit GT; the HDR needs a 16-bit PNG",
+        ),
+        (
+            lambda r: cv2.imwrite(str(r / "0001_medium.png"), np.zeros((40, 52, 3), np.uint8)),
+            "0001_medium.png: LDR is 40x52 but its GT is 44x52",
+        ),
+        (lambda r: (r / "0001_gt.png").write_bytes(b"garbage"), "0001_gt.png: not a PNG file"),
+    ],
+)
+def test_bad_pairs_stop_the_run_at_start_up(ntire_root, break_it, message):
+    root, _ = ntire_root
+    break_it(root)
+    with pytest.raises(DatasetError, match=message):
+        NTIREDataModule(str(root), val_count=1, patch_size=32, num_workers=0)
+
+
+def test_images_smaller_than_the_patch(ntire_root):
+    root, _ = ntire_root
+    with pytest.raises(DatasetError, match=r"40x52 is smaller than the 48x48 patch"):
+        NTIREDataModule(str(root), val_count=1, patch_size=48, num_workers=0)
+
+
+def test_truncated_png_is_named_when_read(ntire_root):
+    root, _ = ntire_root
+    data = (root / "0002_gt.png").read_bytes()
+    (root / "0002_gt.png").write_bytes(data[: len(data) // 2])  # header intact
+    dataset = NTIREDataset(find_ntire_pairs(root))
+    with pytest.raises(ImageFileError, match=r"0002_gt\.png: unreadable, truncated"):
+        dataset[2]
+
+
+def test_grayscale_ldr_is_converted_and_said(ntire_root, caplog):
+    root, _ = ntire_root
+    cv2.imwrite(str(root / "0000_medium.png"), np.full((40, 52), 7, np.uint8))
+    with caplog.at_level(logging.WARNING):
+        item = NTIREDataset(find_ntire_pairs(root))[0]
+    assert item["ldr"].shape == (3, 40, 52)
+    assert "0000_medium.png: grayscale image, converted to RGB" in caplog.text
+
+
+def test_public_code_folder_split_is_found(ntire_root):
+    root, _ = ntire_root
+    for kind in ("medium", "gt", "alignratio"):
+        (root / kind).mkdir()
+        for path in root.glob(f"*_{kind}.*"):
+            path.rename(root / kind / path.name)
+    assert len(find_ntire_pairs(root)) == 4

@@ -1,0 +1,181 @@
+"""hdrunet-prepare: the public sub-image rule, resumable crops, litdata shards; other sources."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hdrunet_pl.data import NTIREDataset, find_ntire_pairs
+from hdrunet_pl.prepare import crop_boxes, crop_positions
+from hdrunet_pl.train import train
+
+from .conftest import FAST, compose_train
+from .ntire_files import random_hdr, write_ntire_frame
+
+
+def public_rule(size, crop=480, step=240, thres=48):
+    """The public code's rule, restated: np.arange starts plus a shifted last crop."""
+    space = np.arange(0, size - crop + 1, step)
+    if size - (space[-1] + crop) > thres:
+        space = np.append(space, size - crop)
+    return space.tolist()
+
+
+@pytest.mark.parametrize("size", [480, 500, 528, 529, 719, 720, 1060, 1900, 2000])
+def test_crop_positions_follow_the_public_rule(size):
+    assert crop_positions(size) == public_rule(size)
+
+
+def test_crop_positions_by_hand():
+    assert crop_positions(1060) == [0, 240, 480, 580]  # 100 px left > 48: shifted last crop
+    assert crop_positions(1900) == [0, 240, 480, 720, 960, 1200, 1420]
+    assert crop_positions(528) == [0]  # exactly 48 left: no extra crop
+    assert crop_positions(479) == []
+    assert len(crop_boxes(1060, 1900)) == 28  # a challenge frame gives 4 x 7 sub-images
+
+
+def run_prepare(args, cwd):
+    exe = Path(sys.executable).parent / "hdrunet-prepare"
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    return subprocess.run(
+        [str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_crop_cli_cuts_consistent_sub_images_and_resumes(tmp_path):
+    frames = {"0000": (70, 90), "0001": (64, 113)}
+    src = tmp_path / "frames"
+    values = {
+        n: write_ntire_frame(src, n, random_hdr(h, w, seed=i))
+        for i, (n, (h, w)) in enumerate(frames.items())
+    }
+    out = tmp_path / "sub"
+    args = [
+        "crop",
+        "--input",
+        str(src),
+        "--output",
+        str(out),
+        "--crop",
+        "32",
+        "--step",
+        "16",
+        "--threshold",
+        "6",
+    ]
+    result = run_prepare(args, tmp_path)
+    assert result.returncode == 0, result.stderr
+    expected = {n: crop_boxes(h, w, 32, 16, 6) for n, (h, w) in frames.items()}
+    total = sum(len(b) for b in expected.values())
+    assert expected["0000"] == [(t, x) for t in (0, 16, 32) for x in (0, 16, 32, 48, 58)]
+    assert f"{total} sub-images written, 0 already there" in result.stdout
+    pairs = find_ntire_pairs(out)
+    assert len(pairs) == total
+    dataset = NTIREDataset(pairs)
+    for index, pair in enumerate(pairs):
+        frame, sub = pair.name.split("_s")
+        top, left = expected[frame][int(sub) - 1]
+        hdr = dataset[index]["hdr"].permute(1, 2, 0).numpy()
+        np.testing.assert_array_equal(hdr, values[frame][0][top : top + 32, left : left + 32])
+    assert not list(out.glob(".*tmp*"))  # no temporary files left behind
+    (out / "0001_s002_medium.png").unlink()
+    again = run_prepare(args, tmp_path)
+    assert f"1 sub-images written, {total - 1} already there" in again.stdout
+
+
+def test_crop_cli_reports_bad_input_in_one_line(tmp_path):
+    result = run_prepare(
+        ["crop", "--input", str(tmp_path / "none"), "--output", str(tmp_path / "o")], tmp_path
+    )
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip().startswith("hdrunet-prepare: error:")
+        and "no such folder" in result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_stream_shards_train_a_few_steps(tmp_path):
+    src = tmp_path / "frames"
+    for i in range(6):
+        write_ntire_frame(src, f"{i:04d}", random_hdr(36, 40, seed=i))
+    shards = tmp_path / "shards"
+    result = run_prepare(
+        [
+            "stream",
+            "--input",
+            str(src),
+            "--output",
+            str(shards),
+            "--val-count",
+            "2",
+            "--workers",
+            "1",
+        ],
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "4 train pairs, 2 val pairs" in result.stdout
+    assert (shards / "train" / "index.json").is_file() and (shards / "val" / "index.json").is_file()
+    cfg = compose_train(
+        [
+            *FAST,
+            "data=stream",
+            f"data.input_dir={shards}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            f"paths.output_dir={tmp_path / 'run'}",
+        ]
+    )
+    summary = train(cfg)
+    assert summary.steps == 4 and summary.psnr_mu_after is not None
+
+
+def test_stream_records_hold_the_exact_pair(tmp_path):
+    from hdrunet_pl.data.stream import record_to_pair
+    from hdrunet_pl.prepare import load_pair_record
+
+    hdr, _, _ = write_ntire_frame(tmp_path, "0007", random_hdr(8, 12, seed=3))
+    pair = find_ntire_pairs(tmp_path)[0]
+    record = load_pair_record((pair.name, str(pair.ldr), str(pair.gt), str(pair.alignratio)))
+    item = record_to_pair(record)
+    np.testing.assert_allclose(item["hdr"].permute(1, 2, 0).numpy(), hdr, rtol=0, atol=1e-6)
+    assert item["name"] == "0007"
+
+
+def test_hdr_folder_trains_on_real_photographs(poly_haven, tmp_path):
+    root = tmp_path / "hdri"
+    root.mkdir()
+    for path in poly_haven[:3]:
+        (root / path.name).symlink_to(path)
+    cfg = compose_train(
+        [
+            *FAST,
+            "data=hdr_folder",
+            f"data.root={root}",
+            "data.val_count=1",
+            "data.rows=[0.25,0.75]",
+            f"paths.output_dir={tmp_path / 'run'}",
+        ]
+    )
+    summary = train(cfg)
+    assert summary.steps == 4
+    assert summary.psnr_mu_identity is not None and summary.psnr_mu_identity > 10
+
+
+def test_hdr_folder_checks_files_at_start_up(tmp_path):
+    from hdrunet_pl.data import HDRFolderDataModule
+    from hdrunet_pl.errors import DatasetError
+    from hdrunet_pl.io import write_exr
+
+    with pytest.raises(DatasetError, match="no HDR images"):
+        HDRFolderDataModule(str(tmp_path))
+    write_exr(tmp_path / "a.exr", np.ones((20, 30, 3), np.float32))
+    write_exr(tmp_path / "b.exr", np.ones((40, 40, 3), np.float32))
+    (tmp_path / "0.hdr").write_bytes(b"garbage")
+    with pytest.raises(DatasetError) as err:
+        HDRFolderDataModule(str(tmp_path), val_count=1, patch_size=32)
+    assert "a.exr: 20x30 is smaller than the 32x32 patch" in str(err.value)
+    assert "0.hdr: not a Radiance HDR file" in str(err.value)
