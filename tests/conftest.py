@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,25 @@ def poly_haven(pytestconfig) -> list[Path]:
     from hdrunet_pl.samples import poly_haven_hdris
 
     return poly_haven_hdris(pytestconfig.cache.mkdir("poly_haven_hdri"))
+
+
+def run_tool(tool: str, args: list[str], cwd: Path, timeout: int = 300):
+    """Run a console script of the package; returns the CompletedProcess (no check)."""
+    exe = Path(sys.executable).parent / tool
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    return subprocess.run(
+        [str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path) -> Path:
+    """A saved nf-8 HDRUNet with non-trivial weights (load_model reads it)."""
+    from hdrunet_pl import HDRUNet, save_model
+
+    torch.manual_seed(3)
+    net = HDRUNet(nf=8)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return save_model(net, tmp_path / "tiny.ckpt")

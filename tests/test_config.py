@@ -106,3 +106,12 @@ def test_camera_model_is_one_config_shared_by_data_sources():
     assert "clip_fraction" in camera
     assert synthetic.data.train_set.camera == folder.data.camera
     assert instantiate(folder.data.camera).clip_fraction == (0.02, 0.12)
+
+
+@pytest.mark.parametrize("name", ["predict", "eval", "export"])
+def test_tool_configs_compose_without_a_run_folder(name):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        cfg = compose(config_name=name, return_hydra_config=True)
+    assert cfg.hydra.output_subdir is None and cfg.hydra.run.dir == "."
+    if name != "export":
+        assert cfg.precision == "auto" and cfg.tile is None

@@ -1,8 +1,16 @@
 """hdrunet-pl: HDRUNet (single-image HDR reconstruction) with PyTorch Lightning and Hydra."""
 
-from hdrunet_pl.models.checkpoints import CheckpointError, load_model
+from hdrunet_pl.errors import CheckpointError, HDRUNetError
+from hdrunet_pl.models.checkpoints import load_model, save_model
 from hdrunet_pl.models.hdrunet import HDRUNet
 
 __version__ = "0.1.0"
 
-__all__ = ["CheckpointError", "HDRUNet", "__version__", "load_model"]
+__all__ = [
+    "CheckpointError",
+    "HDRUNet",
+    "HDRUNetError",
+    "__version__",
+    "load_model",
+    "save_model",
+]

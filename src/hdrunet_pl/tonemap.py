@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from hdrunet_pl.constants import GAMMA, MU
+from hdrunet_pl.constants import GAMMA, MU, NORM_PERCENTILE
 
 
 def to_linear(nonlinear: torch.Tensor, gamma: float = GAMMA) -> torch.Tensor:
@@ -32,3 +32,19 @@ def tanh_norm_mu_law(
 ) -> torch.Tensor:
     """The NTIRE 2021 tonemapper: ``mu_law(tanh(linear / norm))``, values in [0, 1)."""
     return mu_law(torch.tanh(linear / norm), mu)
+
+
+def display_mu_law(
+    nonlinear: torch.Tensor, reference: torch.Tensor | None = None, gamma: float = GAMMA
+) -> torch.Tensor:
+    """Non-linear HDR -> [0, 1) for display, with the PSNR-mu tonemapper.
+
+    Linearises, divides by the 99th percentile of ``reference`` (default: the image itself;
+    pass the GT to show several images on one scale) and applies :func:`tanh_norm_mu_law`.
+    Any shape; the percentile is over all values.
+    """
+    from hdrunet_pl.metrics import percentile  # metrics imports this module
+
+    ref = to_linear(reference if reference is not None else nonlinear, gamma)
+    norm = percentile(ref.float(), NORM_PERCENTILE).clamp_min(1e-8)
+    return tanh_norm_mu_law(to_linear(nonlinear, gamma), norm)

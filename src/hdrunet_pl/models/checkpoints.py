@@ -151,3 +151,18 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> HD
     model = HDRUNet(**asdict(config))
     _strict_load(model, state, source)
     return model.to(map_location).eval()
+
+
+def save_model(model: HDRUNet, path: str | Path) -> Path:
+    """Save ``model`` as a minimal checkpoint that :func:`load_model` reads (weights + variant).
+
+    Same layout as this package's Lightning checkpoints, without optimizer state; written
+    to a temporary name and renamed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    state = {NET_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, CONFIG_KEY: asdict(model.config)}, tmp)
+    tmp.replace(path)
+    return path

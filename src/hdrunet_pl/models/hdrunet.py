@@ -172,9 +172,9 @@ class HDRUNet(nn.Module):
         pad_h, pad_w = (-h) % SCALE_FACTOR, (-w) % SCALE_FACTOR
         if cond is None and self.condition is not None:
             cond = self.condition_input(ldr)
-        if pad_h or pad_w:
-            ldr = F.pad(ldr, (0, pad_w, 0, pad_h), mode="replicate")
-            cond = None if cond is None else F.pad(cond, (0, pad_w, 0, pad_h), mode="replicate")
+        # always pad (possibly by 0): no shape-dependent branch, so export keeps H, W dynamic
+        ldr = F.pad(ldr, (0, pad_w, 0, pad_h), mode="replicate")
+        cond = None if cond is None else F.pad(cond, (0, pad_w, 0, pad_h), mode="replicate")
         out = self._forward_padded(ldr, cond)
         return out[..., :h, :w]
 

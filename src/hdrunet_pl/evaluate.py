@@ -1,0 +1,215 @@
+"""``hdrunet-eval``: PSNR-mu and PSNR-L per image, as the NTIRE 2021 challenge scored them.
+
+Writes ``scores.csv`` (one row per image, then the means), prints the means next to the
+LDR-identity baseline (the LDR itself read as the HDR) and saves tonemapped side-by-side
+PNGs (LDR | prediction | GT | error) of the worst and the best image.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import hydra
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from hdrunet_pl.constants import GAMMA
+from hdrunet_pl.errors import HDRUNetError
+from hdrunet_pl.io import GT_SUFFIX, LDR_SUFFIX, read_hdr_png, read_ldr, read_linear_hdr
+from hdrunet_pl.metrics import psnr_l, psnr_mu
+from hdrunet_pl.predict import exit_on_error, make_predictor
+from hdrunet_pl.tonemap import display_mu_law
+
+SCORE_COLUMNS = ("psnr_mu", "psnr_l", "identity_psnr_mu", "identity_psnr_l")
+
+
+@dataclass
+class ImageScore:
+    """Scores of one image (dB); identity scores are None without the LDR."""
+
+    name: str
+    psnr_mu: float
+    psnr_l: float
+    identity_psnr_mu: float | None = None
+    identity_psnr_l: float | None = None
+
+
+@dataclass
+class Sample:
+    """One image to score: (3, H, W) non-linear tensors; ``ldr`` in [0, 1] or None."""
+
+    name: str
+    pred: torch.Tensor
+    gt: torch.Tensor
+    ldr: torch.Tensor | None
+
+
+def score(sample: Sample) -> ImageScore:
+    """The challenge's scores of one sample (and of its LDR, when present)."""
+    result = ImageScore(
+        sample.name,
+        float(psnr_mu(sample.pred, sample.gt)),
+        float(psnr_l(sample.pred, sample.gt)),
+    )
+    if sample.ldr is not None:
+        result.identity_psnr_mu = float(psnr_mu(sample.ldr, sample.gt))
+        result.identity_psnr_l = float(psnr_l(sample.ldr, sample.gt))
+    return result
+
+
+def means(scores: list[ImageScore]) -> dict[str, float | None]:
+    """Per-image means of every score column (None where a column has no values)."""
+    out: dict[str, float | None] = {}
+    for column in SCORE_COLUMNS:
+        values = [getattr(s, column) for s in scores if getattr(s, column) is not None]
+        out[column] = float(np.mean(values)) if values else None
+    return out
+
+
+def _key(path: Path) -> str:
+    stem = path.stem
+    for suffix in (GT_SUFFIX, LDR_SUFFIX, "_pred"):
+        stem = stem.removesuffix(suffix)
+    return stem
+
+
+def _hdr_files(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise HDRUNetError(f"{folder}: no such folder")
+    files = {}
+    for path in sorted(folder.iterdir()):
+        suffix = path.suffix.lower()
+        if path.stem.endswith((LDR_SUFFIX, "_preview")):
+            continue
+        if suffix in (".exr", ".hdr", ".png"):
+            files[_key(path)] = path
+    return files
+
+
+def read_nonlinear(path: Path) -> torch.Tensor:
+    """(3, H, W) non-linear HDR from an NTIRE PNG pair, ``.exr`` or ``.hdr`` file."""
+    if path.suffix.lower() == ".png":
+        image = read_hdr_png(path)
+    else:
+        image = read_linear_hdr(path) ** np.float32(1 / GAMMA)
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+def folder_samples(pred_dir: str, gt_dir: str, ldr_dir: str | None) -> Iterator[Sample]:
+    """Samples matched by NTIRE id (``NNNN``) between result, GT and LDR folders."""
+    preds, gts = _hdr_files(Path(pred_dir)), _hdr_files(Path(gt_dir))
+    missing = sorted(gts.keys() - preds.keys())
+    if not gts:
+        raise HDRUNetError(f"{gt_dir}: no GT files (NNNN_gt.png pairs, .exr or .hdr)")
+    if missing:
+        raise HDRUNetError(f"{pred_dir}: no result for {len(missing)} GT image(s): {missing[:10]}")
+    for name in sorted(gts):
+        ldr = None
+        if ldr_dir is not None:
+            ldr_path = Path(ldr_dir) / f"{name}{LDR_SUFFIX}.png"
+            ldr = torch.from_numpy(read_ldr(ldr_path).transpose(2, 0, 1).copy())
+        yield Sample(name, read_nonlinear(preds[name]), read_nonlinear(gts[name]), ldr)
+
+
+def model_samples(cfg: DictConfig) -> Iterator[Sample]:
+    """Samples made by running the checkpoint on the data set's validation images."""
+    predictor = make_predictor(cfg)
+    datamodule = instantiate(cfg.data)
+    for batch in datamodule.val_dataloader():
+        for ldr, gt, name in zip(batch["ldr"], batch["hdr"], batch["name"], strict=True):
+            yield Sample(name, predictor(ldr).clamp_min(0), gt, ldr)
+
+
+def side_by_side(sample: Sample, title: str) -> np.ndarray:
+    """(H, k*W, 3) uint8 BGR: LDR | prediction | GT | |error|, tonemapped on the GT's scale."""
+    panels = [] if sample.ldr is None else [("LDR", sample.ldr)]
+    panels += [("prediction", display_mu_law(sample.pred, sample.gt))]
+    panels += [("GT", display_mu_law(sample.gt, sample.gt))]
+    panels += [("|error| x4", (4 * (panels[-2][1] - panels[-1][1]).abs()).clamp(0, 1))]
+    images = []
+    for label, panel in panels:
+        image = (panel.permute(1, 2, 0).numpy()[..., ::-1] * 255).round().astype(np.uint8)
+        image = np.ascontiguousarray(image)
+        cv2.rectangle(image, (0, 0), (8 * len(label) + 8, 22), (0, 0, 0), thickness=-1)
+        cv2.putText(image, label, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
+        images.append(image)
+    strip = np.concatenate(images, axis=1)
+    banner = np.zeros((22, strip.shape[1], 3), np.uint8)
+    cv2.putText(banner, title, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
+    return np.concatenate([banner, strip], axis=0)
+
+
+def write_scores(path: Path, scores: list[ImageScore]) -> None:
+    """``scores.csv``: one row per image, then a ``mean`` row."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def fmt(value: float | None) -> str:
+        return "" if value is None or math.isnan(value) else f"{value:.4f}"
+
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["name", *SCORE_COLUMNS])
+        for s in scores:
+            writer.writerow([s.name, *(fmt(getattr(s, c)) for c in SCORE_COLUMNS)])
+        writer.writerow(["mean", *(fmt(v) for v in means(scores).values())])
+
+
+def evaluate(samples: Iterator[Sample], output: Path) -> list[ImageScore]:
+    """Score every sample; write ``scores.csv`` and the best/worst PNGs under ``output``."""
+    scores: list[ImageScore] = []
+    best: tuple[float, Sample] | None = None
+    worst: tuple[float, Sample] | None = None
+    for sample in tqdm(samples, unit="image"):
+        result = score(sample)
+        scores.append(result)
+        if best is None or result.psnr_mu > best[0]:
+            best = (result.psnr_mu, sample)
+        if worst is None or result.psnr_mu < worst[0]:
+            worst = (result.psnr_mu, sample)
+    if not scores:
+        raise HDRUNetError("nothing to evaluate")
+    output.mkdir(parents=True, exist_ok=True)
+    write_scores(output / "scores.csv", scores)
+    for label, (value, sample) in (("worst", worst), ("best", best)):
+        title = f"{label}: {sample.name}  PSNR-mu {value:.2f} dB"
+        cv2.imwrite(str(output / f"{label}_{sample.name}.png"), side_by_side(sample, title))
+    return scores
+
+
+def run(cfg: DictConfig) -> list[ImageScore]:
+    if cfg.pred_dir is not None or cfg.gt_dir is not None:
+        if cfg.pred_dir is None or cfg.gt_dir is None:
+            raise HDRUNetError("give both pred_dir= and gt_dir= (or ckpt= and data=)")
+        samples = folder_samples(cfg.pred_dir, cfg.gt_dir, cfg.ldr_dir)
+    elif cfg.ckpt is not None:
+        samples = model_samples(cfg)
+    else:
+        raise HDRUNetError("give ckpt= (with data=) or pred_dir= and gt_dir=")
+    scores = evaluate(samples, Path(cfg.output))
+    mean = means(scores)
+    print(f"{len(scores)} images; per-image means (NTIRE 2021 definitions):")
+    print(f"  PSNR-mu {mean['psnr_mu']:.4f} dB   PSNR-L {mean['psnr_l']:.4f} dB")
+    if mean["identity_psnr_mu"] is not None:
+        print(
+            f"  LDR identity: PSNR-mu {mean['identity_psnr_mu']:.4f} dB   "
+            f"PSNR-L {mean['identity_psnr_l']:.4f} dB"
+        )
+    print(f"  scores and best/worst images in {cfg.output}")
+    return scores
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    exit_on_error(run)(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""``hdrunet-export``: ONNX or TorchScript files with dynamic batch, height and width.
+
+hdrunet-export ckpt=last.ckpt format=onnx              # -> last.onnx
+hdrunet-export ckpt=HDRUNet.pth format=torchscript     # -> HDRUNet.torchscript.pt
+
+The exported model takes (B, 3, H, W) LDR in [0, 1] of any size (input ``ldr``) and returns
+the non-linear HDR. Each export is run on an odd-sized input and compared with PyTorch
+before the file is kept.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from hdrunet_pl.errors import HDRUNetError
+from hdrunet_pl.io import atomic_path
+from hdrunet_pl.models.checkpoints import load_model
+from hdrunet_pl.predict import exit_on_error
+
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+EXPORT_SIZE = (1, 3, 64, 64)
+"""Example input used to trace or export (any size works; H, W stay dynamic)."""
+
+
+def export_onnx(model: nn.Module, path: Path, opset: int = 18) -> None:
+    """Export with ``torch.onnx`` (dynamo); batch, height and width are dynamic."""
+    dims = {
+        0: torch.export.Dim("batch", max=1024),
+        2: torch.export.Dim("height", min=4, max=16384),
+        3: torch.export.Dim("width", min=4, max=16384),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (torch.rand(EXPORT_SIZE),),
+            str(path),
+            dynamo=True,
+            dynamic_shapes={"ldr": dims},
+            opset_version=opset,
+            input_names=["ldr"],
+            output_names=["hdr"],
+            verbose=False,
+        )
+
+
+def export_torchscript(model: nn.Module, path: Path) -> None:
+    """Trace to TorchScript (the tracer records the padding arithmetic, so sizes stay free)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, torch.rand(EXPORT_SIZE))
+    traced.save(str(path))
+
+
+def run_exported(path: Path, fmt: str, ldr: torch.Tensor) -> np.ndarray:
+    """Run an exported file on ``ldr`` with its own runtime (onnxruntime or torch.jit)."""
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return session.run(None, {session.get_inputs()[0].name: ldr.numpy()})[0]
+    return torch.jit.load(str(path))(ldr).detach().numpy()
+
+
+def export(
+    ckpt: str,
+    fmt: str,
+    output: str | None = None,
+    opset: int = 18,
+    check_size: tuple[int, ...] = (1, 3, 97, 131),
+    tolerance: float = 1e-4,
+) -> tuple[Path, float]:
+    """Export ``ckpt``; returns the file and its largest difference from PyTorch."""
+    if fmt not in SUFFIXES:
+        raise HDRUNetError(f"format must be one of {sorted(SUFFIXES)}, got {fmt!r}")
+    model = load_model(ckpt).eval()
+    target = Path(output) if output else Path(ckpt).with_suffix(SUFFIXES[fmt])
+    with atomic_path(target) as tmp:
+        if fmt == "onnx":
+            export_onnx(model, tmp, opset)
+        else:
+            export_torchscript(model, tmp)
+        ldr = torch.rand(tuple(check_size), generator=torch.Generator().manual_seed(0))
+        with torch.inference_mode():
+            expected = model(ldr).numpy()
+        error = float(np.abs(run_exported(tmp, fmt, ldr) - expected).max())
+        if not error <= tolerance:
+            raise HDRUNetError(f"export differs from PyTorch by {error:.2e} > {tolerance}")
+    return target, error
+
+
+def run(cfg: DictConfig) -> Path:
+    start = time.perf_counter()
+    path, error = export(
+        cfg.ckpt, cfg.format, cfg.output, cfg.opset, tuple(cfg.check_size), cfg.tolerance
+    )
+    print(
+        f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB) "
+        f"in {time.perf_counter() - start:.0f} s; "
+        f"max |export - PyTorch| = {error:.1e} on a {tuple(cfg.check_size)} input"
+    )
+    return path
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="export")
+def main(cfg: DictConfig) -> None:
+    exit_on_error(run)(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""Inference on images of any size: devices, precision and overlapping tiles.
+
+HDRUNet's receptive field is about 190 pixels wide (radius ``RECEPTIVE_RADIUS``): an output
+pixel depends on the input up to ~95 pixels away. Tiles therefore overlap by
+``DEFAULT_OVERLAP`` pixels; each tile's contribution is zero within ``RECEPTIVE_RADIUS`` of
+an inner edge and ramps linearly across a ``BLEND`` band in the middle of the overlap, so
+the stitched result equals whole-image inference up to rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from hdrunet_pl.models.hdrunet import SCALE_FACTOR
+
+RECEPTIVE_RADIUS = 96
+"""Pixels beyond which an input change cannot reach an output pixel (measured: 92)."""
+BLEND = 32
+"""Width of the linear cross-fade between neighbouring tiles."""
+DEFAULT_OVERLAP = 2 * RECEPTIVE_RADIUS + BLEND
+BYTES_PER_PIXEL_PER_CHANNEL = {torch.float32: 28, torch.bfloat16: 16, torch.float16: 16}
+"""Peak inference memory per pixel and feature channel (measured on CPU with nf 64)."""
+PRECISIONS = ("auto", "32", "bf16", "16")
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto``: CUDA if present, else CPU; otherwise any ``torch.device`` string."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bf16 convolutions are fast on ``device`` (AVX-512 bf16/AMX CPUs, Ampere+ GPUs)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.backends.mkldnn.is_available() and torch.cpu._is_avx512_bf16_supported())
+    return False
+
+
+def resolve_dtype(precision: str | int, device: torch.device) -> torch.dtype:
+    """``auto`` -> bf16 where supported, else fp32; ``32``, ``bf16``, ``16`` as named."""
+    precision = str(precision)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return torch.bfloat16 if bf16_supported(device) else torch.float32
+    return {"32": torch.float32, "bf16": torch.bfloat16, "16": torch.float16}[precision]
+
+
+def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets (multiples of 4) of tiles of ``tile`` pixels covering ``size`` pixels.
+
+    Neighbouring tiles overlap by at least ``overlap``; the last tile ends at ``size`` (it
+    may be up to 3 pixels longer than ``tile`` to keep its start a multiple of 4).
+    """
+    if tile >= size:
+        return [0]
+    step = (tile - overlap) // SCALE_FACTOR * SCALE_FACTOR
+    if step <= 0:
+        raise ValueError(f"tile ({tile}) must exceed overlap ({overlap}) by at least 4 pixels")
+    last = (size - tile) // SCALE_FACTOR * SCALE_FACTOR
+    starts = list(range(0, last, step))
+    return [*starts, last]
+
+
+def _ramp(length: int, lead: int, trail: int, blend: int) -> torch.Tensor:
+    """1-D tile weights: 0 near an inner edge, a linear ramp across ``blend``, then 1."""
+    d = torch.arange(length, dtype=torch.float64) + 0.5
+    w = torch.ones(length, dtype=torch.float64)
+    if lead:
+        start = (lead - blend) / 2
+        w = w * ((d - start) / blend).clamp(0, 1)
+    if trail:
+        start = (trail - blend) / 2
+        w = w * (((length - d) - start) / blend).clamp(0, 1)
+    return w
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: the input window ``[top:bottom, left:right]`` and its blend weights."""
+
+    top: int
+    bottom: int
+    left: int
+    right: int
+    weight: torch.Tensor  # (bottom - top, right - left)
+
+
+def plan_tiles(height: int, width: int, tile: int, overlap: int, blend: int = BLEND) -> list[Tile]:
+    """Tiles covering a ``height x width`` image; their weights sum to 1 at every pixel."""
+    blend = max(1, min(blend, overlap))
+
+    def spans(size: int) -> list[tuple[int, int, torch.Tensor]]:
+        starts = tile_starts(size, tile, overlap)
+        ends = [size if i == len(starts) - 1 else s + tile for i, s in enumerate(starts)]
+        out = []
+        for i, (s, e) in enumerate(zip(starts, ends, strict=True)):
+            lead = ends[i - 1] - s if i > 0 else 0
+            trail = e - starts[i + 1] if i + 1 < len(starts) else 0
+            out.append((s, e, _ramp(e - s, lead, trail, blend)))
+        return out
+
+    return [
+        Tile(top, bottom, left, right, (wy[:, None] * wx[None, :]).float())
+        for top, bottom, wy in spans(height)
+        for left, right, wx in spans(width)
+    ]
+
+
+class Predictor:
+    """Runs an HDRUNet on LDR images of any size, tiling when an image exceeds a budget.
+
+    Args:
+        model: the network (``HDRUNet`` or any module mapping LDR to non-linear HDR).
+        device: ``auto`` (CUDA if present), ``cpu``, ``cuda``, ``cuda:1``, ...
+        precision: ``auto`` (bf16 where fast, else fp32), ``32``, ``bf16`` or ``16``.
+        tile: tile side in pixels; ``None`` tiles only images over ``memory_gb``, ``0``
+            never tiles.
+        overlap: pixels shared by neighbouring tiles (default: exact stitching).
+        memory_gb: activation memory budget that decides automatic tiling.
+        tile_batch: tiles run together in one batch.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        device: str = "auto",
+        precision: str | int = "auto",
+        tile: int | None = None,
+        overlap: int = DEFAULT_OVERLAP,
+        memory_gb: float = 1.5,
+        tile_batch: int = 1,
+    ) -> None:
+        if tile is not None and tile < 0:
+            raise ValueError(f"tile must be >= 0 (0: never tile), got {tile}")
+        if overlap < 0 or tile_batch < 1 or memory_gb <= 0:
+            raise ValueError("need overlap >= 0, tile_batch >= 1 and memory_gb > 0")
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(precision, self.device)
+        self.model = model.eval().to(self.device, memory_format=torch.channels_last)
+        self.tile = tile
+        self.overlap = overlap
+        self.memory_gb = memory_gb
+        self.tile_batch = tile_batch
+        self.nf = getattr(getattr(model, "config", None), "nf", 64)
+
+    def bytes_per_pixel(self) -> int:
+        return BYTES_PER_PIXEL_PER_CHANNEL[self.dtype] * self.nf
+
+    def auto_tile(self, height: int, width: int) -> int:
+        """The tile side used for an image: 0 (whole image) if it fits the budget."""
+        if self.tile is not None:
+            return 0 if self.tile == 0 or self.tile >= max(height, width) else self.tile
+        budget_pixels = self.memory_gb * 2**30 / self.bytes_per_pixel() / self.tile_batch
+        if height * width <= budget_pixels:
+            return 0
+        side = int(math.sqrt(budget_pixels)) // SCALE_FACTOR * SCALE_FACTOR
+        return max(side, self.overlap + 4 * SCALE_FACTOR)
+
+    def _autocast(self):
+        if self.dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def _run(self, batch: torch.Tensor) -> torch.Tensor:
+        batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            return self.model(batch).float()
+
+    @torch.inference_mode()
+    def __call__(self, ldr: torch.Tensor) -> torch.Tensor:
+        """(3, H, W) or (B, 3, H, W) LDR in [0, 1] -> float32 non-linear HDR on the CPU."""
+        single = ldr.ndim == 3
+        batch = ldr[None] if single else ldr
+        if batch.ndim != 4 or batch.shape[1] != 3:
+            raise ValueError(f"expected (3, H, W) or (B, 3, H, W), got {tuple(ldr.shape)}")
+        batch = batch.float()
+        tile = self.auto_tile(*batch.shape[-2:])
+        out = self._run(batch).cpu() if tile == 0 else self._tiled(batch, tile)
+        return out[0] if single else out
+
+    def _tiled(self, batch: torch.Tensor, tile: int) -> torch.Tensor:
+        b, c, h, w = batch.shape
+        out = torch.zeros(b, c, h, w)
+        total = torch.zeros(h, w)
+        for group in _chunks(plan_tiles(h, w, tile, self.overlap), self.tile_batch):
+            crops = [batch[:, :, t.top : t.bottom, t.left : t.right] for t in group]
+            if len({x.shape for x in crops}) == 1:
+                preds = self._run(torch.cat(crops)).cpu().split(b)
+            else:
+                preds = [self._run(x).cpu() for x in crops]
+            for t, pred in zip(group, preds, strict=True):
+                out[:, :, t.top : t.bottom, t.left : t.right] += pred * t.weight
+                total[t.top : t.bottom, t.left : t.right] += t.weight
+        return out / total
+
+
+def _chunks(items: list[Tile], size: int) -> Iterator[list[Tile]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

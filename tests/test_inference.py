@@ -1,0 +1,205 @@
+"""Inference: any size, tiles equal to whole images, formats round-trip, eval and export."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from hdrunet_pl import HDRUNet, load_model
+from hdrunet_pl.data import SyntheticHDRDataset
+from hdrunet_pl.inference import Predictor, plan_tiles, tile_starts
+from hdrunet_pl.io import (
+    read_exr,
+    read_hdr_png,
+    read_radiance,
+    write_hdr_png,
+    write_ldr,
+)
+from hdrunet_pl.predict import list_inputs, predict_files
+
+from .conftest import run_tool
+from .test_metrics import ntire_psnr_l_numpy, ntire_psnr_mu_numpy
+
+
+def random_net(nf=16, std=0.05, seed=0):
+    torch.manual_seed(seed)
+    net = HDRUNet(nf=nf)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, std)
+    return net
+
+
+def test_odd_sizes_come_back_at_their_size():
+    predictor = Predictor(random_net(8), precision="32")
+    out = predictor(torch.rand(3, 97, 131))
+    assert out.shape == (3, 97, 131) and out.dtype == torch.float32
+    assert predictor(torch.rand(2, 3, 5, 7)).shape == (2, 3, 5, 7)
+
+
+def test_tile_plan_covers_every_pixel_with_unit_weight():
+    assert tile_starts(768, 320, 224) == [0, 96, 192, 288, 384, 448]
+    assert all(s % 4 == 0 for s in tile_starts(1001, 300, 100))
+    total = torch.zeros(97, 131)
+    for t in plan_tiles(97, 131, 40, 20, 8):
+        total[t.top : t.bottom, t.left : t.right] += t.weight
+    torch.testing.assert_close(total, torch.ones(97, 131))
+
+
+def test_tiled_inference_matches_whole_image():
+    net = random_net(16)
+    ldr = torch.rand(3, 512, 768)
+    whole = Predictor(net, precision="32", tile=0)(ldr)
+    tiled = Predictor(net, precision="32", tile=320)(ldr)  # 18 tiles, default overlap
+    error = (tiled - whole).abs().max().item()
+    assert error < 1e-3, error
+
+
+def test_automatic_tiling_follows_the_memory_budget():
+    predictor = Predictor(random_net(8), precision="32", memory_gb=0.001)
+    assert predictor.auto_tile(64, 64) == 0
+    side = predictor.auto_tile(2000, 3000)
+    assert 0 < side < 2000 and side % 4 == 0
+
+
+@pytest.mark.parametrize("fmt", ["png", "exr", "hdr"])
+def test_every_output_format_round_trips_to_the_prediction(tmp_path, fmt):
+    predictor = Predictor(random_net(8), precision="32")
+    item = SyntheticHDRDataset(1, 37, 53, seed=2)[0]
+    write_ldr(tmp_path / "in" / "0007_medium.png", item["ldr"].permute(1, 2, 0).numpy())
+    report = predict_files(predictor, list_inputs(tmp_path / "in"), tmp_path / "out", fmt, True)
+    assert report.written == [tmp_path / "out" / f"0007.{fmt}"]
+    assert (tmp_path / "out" / "0007_preview.png").is_file()
+    ldr = torch.from_numpy(np.round(item["ldr"].numpy() * 255) / 255).float()
+    expected = predictor(ldr).clamp_min(0).permute(1, 2, 0).numpy()
+    if fmt == "png":
+        got = read_hdr_png(tmp_path / "out" / "0007.png")
+        step = expected.max() / 65535
+        assert np.abs(got - expected).max() <= step / 2 + 1e-6
+    elif fmt == "exr":
+        got = read_exr(tmp_path / "out" / "0007.exr") ** (1 / 2.24)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    else:
+        linear = expected**2.24
+        got = read_radiance(tmp_path / "out" / "0007.hdr")
+        assert (np.abs(got - linear) <= linear.max(axis=-1, keepdims=True) / 100 + 1e-6).all()
+
+
+def test_predict_cli_skips_a_corrupt_input_and_writes_the_rest(tmp_path, tiny_checkpoint):
+    for i, item in enumerate(SyntheticHDRDataset(2, 33, 45, seed=4)):
+        write_ldr(tmp_path / "in" / f"{i:04d}_medium.png", item["ldr"].permute(1, 2, 0).numpy())
+    (tmp_path / "in" / "0005_medium.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    args = [f"ckpt={tiny_checkpoint}", f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}"]
+    result = run_tool("hdrunet-predict", args, tmp_path)
+    assert result.returncode == 1
+    assert "0005_medium.png: unreadable, truncated or not an image" in result.stderr
+    assert "2 written, 0 skipped (exist), 1 failed" in result.stdout
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "0000.png",
+        "0000_alignratio.npy",
+        "0001.png",
+        "0001_alignratio.npy",
+    ]
+    again = run_tool("hdrunet-predict", args, tmp_path)
+    assert "0 written, 2 skipped (exist), 1 failed" in again.stdout
+
+
+def test_eval_cli_reproduces_hand_computed_scores(tmp_path):
+    rng = np.random.default_rng(0)
+    expected = {}
+    for i in range(3):
+        name = f"{i:04d}"
+        gt = (rng.random((20, 24, 3)) ** 2 * 4).astype(np.float32)
+        pred = np.clip(gt + rng.normal(0, 0.05 * (i + 1), gt.shape), 0, None).astype(np.float32)
+        write_hdr_png(tmp_path / "gt" / f"{name}_gt.png", gt)
+        write_hdr_png(tmp_path / "pred" / f"{name}.png", pred)
+        gt_q, pred_q = (
+            read_hdr_png(tmp_path / "gt" / f"{name}_gt.png"),
+            read_hdr_png(tmp_path / "pred" / f"{name}.png"),
+        )
+        expected[name] = (ntire_psnr_mu_numpy(pred_q, gt_q), ntire_psnr_l_numpy(pred_q, gt_q))
+    args = [
+        f"pred_dir={tmp_path / 'pred'}",
+        f"gt_dir={tmp_path / 'gt'}",
+        f"output={tmp_path / 'eval'}",
+    ]
+    result = run_tool("hdrunet-eval", args, tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader((tmp_path / "eval" / "scores.csv").open()))
+    assert [r["name"] for r in rows] == ["0000", "0001", "0002", "mean"]
+    for row in rows[:3]:
+        mu, lin = expected[row["name"]]
+        assert float(row["psnr_mu"]) == pytest.approx(mu, abs=1e-4)
+        assert float(row["psnr_l"]) == pytest.approx(lin, abs=1e-4)
+    mean_mu = np.mean([v[0] for v in expected.values()])
+    assert float(rows[3]["psnr_mu"]) == pytest.approx(mean_mu, abs=1e-4)
+    assert f"PSNR-mu {mean_mu:.4f} dB" in result.stdout
+    assert (tmp_path / "eval" / "worst_0002.png").is_file()
+    assert (tmp_path / "eval" / "best_0000.png").is_file()
+
+
+def test_eval_cli_scores_a_checkpoint_with_the_identity_baseline(tmp_path, tiny_checkpoint):
+    args = [
+        f"ckpt={tiny_checkpoint}",
+        "data.val_set.num_images=2",
+        "data.val_set.height=36",
+        "data.val_set.width=52",
+        f"output={tmp_path / 'eval'}",
+        "precision=32",
+    ]
+    result = run_tool("hdrunet-eval", args, tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader((tmp_path / "eval" / "scores.csv").open()))
+    assert len(rows) == 3 and all(r["identity_psnr_mu"] for r in rows)
+    assert "LDR identity: PSNR-mu" in result.stdout
+
+
+def test_eval_cli_says_what_is_missing(tmp_path):
+    result = run_tool("hdrunet-eval", [f"pred_dir={tmp_path}"], tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: give both pred_dir= and gt_dir= (or ckpt= and data=)"
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_matches_pytorch_on_odd_sizes(tmp_path, tiny_checkpoint, fmt):
+    result = run_tool("hdrunet-export", [f"ckpt={tiny_checkpoint}", f"format={fmt}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    path = tiny_checkpoint.with_suffix(".onnx" if fmt == "onnx" else ".torchscript.pt")
+    assert path.is_file() and "max |export - PyTorch|" in result.stdout
+    net = load_model(tiny_checkpoint)
+    ldr = torch.rand(2, 3, 45, 67)
+    with torch.no_grad():
+        expected = net(ldr).numpy()
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        got = session.run(None, {"ldr": ldr.numpy()})[0]
+    else:
+        got = torch.jit.load(str(path))(ldr).detach().numpy()
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() < 1e-4
+
+
+@pytest.mark.slow
+def test_a_24_megapixel_photo_runs_in_under_4_gb(tmp_path):
+    import cv2
+
+    from hdrunet_pl import save_model
+
+    save_model(HDRUNet(), tmp_path / "full.ckpt")  # the paper's width
+    small = (np.random.default_rng(0).random((500, 750, 3)) * 255).astype(np.uint8)
+    photo = cv2.resize(small, (6000, 4000), interpolation=cv2.INTER_CUBIC)
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "photo.jpg"), photo)
+    args = [
+        f"ckpt={tmp_path / 'full.ckpt'}",
+        f"input={tmp_path / 'in'}",
+        f"output={tmp_path / 'out'}",
+    ]
+    result = run_tool("hdrunet-predict", [*args, "format=exr"], tmp_path, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    peak = float(result.stdout.split("peak memory ")[1].split(" GB")[0])
+    assert peak < 4.0, result.stdout
+    assert read_exr(tmp_path / "out" / "photo.exr").shape == (4000, 6000, 3)
