@@ -74,7 +74,9 @@ def test_multirun_sweep_makes_one_run_per_value(tmp_path):
     )
     assert result.stdout.count("hdrunet-train summary") == 2
     runs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
-    assert [p.name for p in runs] == ["0", "1"]
+    assert [p.name.split("_")[0] for p in runs] == ["0", "1"]  # job number, then overrides
+    assert "loss=l1" in runs[0].name and "loss=tanh_l1" in runs[1].name
+    assert "debug" not in runs[0].name  # excluded from folder names
     losses = {
         (run / "config.yaml").read_text().split("loss:\n")[1].split("name: ")[1].split()[0]
         for run in runs

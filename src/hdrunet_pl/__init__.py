@@ -1,5 +1,6 @@
 """hdrunet-pl: HDRUNet (single-image HDR reconstruction) with PyTorch Lightning and Hydra."""
 
+from hdrunet_pl import resolvers as _resolvers  # noqa: F401  (config resolvers)
 from hdrunet_pl.errors import CheckpointError, HDRUNetError
 from hdrunet_pl.models.checkpoints import load_model, save_model
 from hdrunet_pl.models.hdrunet import HDRUNet

@@ -26,7 +26,7 @@ from hdrunet_pl.errors import HDRUNetError
 from hdrunet_pl.io import GT_SUFFIX, LDR_SUFFIX, read_hdr_png, read_ldr, read_linear_hdr
 from hdrunet_pl.metrics import psnr_l, psnr_mu
 from hdrunet_pl.predict import exit_on_error, make_predictor
-from hdrunet_pl.tonemap import display_mu_law
+from hdrunet_pl.viz import comparison_strip
 
 SCORE_COLUMNS = ("psnr_mu", "psnr_l", "identity_psnr_mu", "identity_psnr_l")
 
@@ -128,25 +128,6 @@ def model_samples(cfg: DictConfig) -> Iterator[Sample]:
             yield Sample(name, predictor(ldr).clamp_min(0), gt, ldr)
 
 
-def side_by_side(sample: Sample, title: str) -> np.ndarray:
-    """(H, k*W, 3) uint8 BGR: LDR | prediction | GT | |error|, tonemapped on the GT's scale."""
-    panels = [] if sample.ldr is None else [("LDR", sample.ldr)]
-    panels += [("prediction", display_mu_law(sample.pred, sample.gt))]
-    panels += [("GT", display_mu_law(sample.gt, sample.gt))]
-    panels += [("|error| x4", (4 * (panels[-2][1] - panels[-1][1]).abs()).clamp(0, 1))]
-    images = []
-    for label, panel in panels:
-        image = (panel.permute(1, 2, 0).numpy()[..., ::-1] * 255).round().astype(np.uint8)
-        image = np.ascontiguousarray(image)
-        cv2.rectangle(image, (0, 0), (8 * len(label) + 8, 22), (0, 0, 0), thickness=-1)
-        cv2.putText(image, label, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
-        images.append(image)
-    strip = np.concatenate(images, axis=1)
-    banner = np.zeros((22, strip.shape[1], 3), np.uint8)
-    cv2.putText(banner, title, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
-    return np.concatenate([banner, strip], axis=0)
-
-
 def write_scores(path: Path, scores: list[ImageScore]) -> None:
     """``scores.csv``: one row per image, then a ``mean`` row."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -180,7 +161,8 @@ def evaluate(samples: Iterator[Sample], output: Path) -> list[ImageScore]:
     write_scores(output / "scores.csv", scores)
     for label, (value, sample) in (("worst", worst), ("best", best)):
         title = f"{label}: {sample.name}  PSNR-mu {value:.2f} dB"
-        cv2.imwrite(str(output / f"{label}_{sample.name}.png"), side_by_side(sample, title))
+        strip = comparison_strip(sample.pred, sample.gt, sample.ldr, title)
+        cv2.imwrite(str(output / f"{label}_{sample.name}.png"), strip[..., ::-1])
     return scores
 
 

@@ -24,28 +24,39 @@ def wandb_api_key_configured() -> bool:
         return False
 
 
-def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
-    """Build every logger in the ``logger`` group config (a dict of ``_target_`` nodes)."""
+def instantiate_loggers(
+    cfg: DictConfig | None, name: str | None = None, group: str | None = None
+) -> list[Logger]:
+    """Build every logger in the ``logger`` group config (a dict of ``_target_`` nodes).
+
+    W&B runs without a configured ``name``/``group`` get ``name`` (the job's overrides) and
+    ``group`` (the multirun), so that a sweep shows up as one group of runs.
+    """
     loggers: list[Logger] = []
-    for name, node in (cfg or {}).items():
+    for key, node in (cfg or {}).items():
         if not node or "_target_" not in node:
             continue
-        if node["_target_"].endswith("WandbLogger") and not wandb_api_key_configured():
-            if os.environ.get("WANDB_MODE") not in ("offline", "disabled"):
-                print(
-                    f"[{name}] no W&B API key found: logging offline; "
-                    "upload later with `wandb sync`",
-                    file=sys.stderr,
-                )
+        if node["_target_"].endswith("WandbLogger"):
             with open_dict(node):
-                node["offline"] = True
+                if not node.get("name"):
+                    node["name"] = name
+                if not node.get("group"):
+                    node["group"] = group
+                if not wandb_api_key_configured():
+                    node["offline"] = True
+                    if os.environ.get("WANDB_MODE") not in ("offline", "disabled"):
+                        print(
+                            f"[{key}] no W&B API key found: logging offline; "
+                            "upload later with `wandb sync`",
+                            file=sys.stderr,
+                        )
         loggers.append(instantiate(node))
     return loggers
 
 
 def finish_loggers(loggers: list[Logger]) -> None:
     """Close W&B runs so that the next job of a multirun starts a new run."""
-    if any(isinstance(lg, WandbLogger) for lg in loggers):
+    if any(isinstance(logger, WandbLogger) for logger in loggers):
         import wandb
 
         wandb.finish()

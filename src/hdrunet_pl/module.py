@@ -77,7 +77,7 @@ class HDRUNetModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=pred.shape[0])
         return loss
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         ldr, hdr = batch["ldr"], batch["hdr"]
         pred = self(ldr).float()
         self.val_psnr_mu.update(pred, hdr)
@@ -85,6 +85,7 @@ class HDRUNetModule(L.LightningModule):
         if not self._identity_logged:
             self.identity_psnr_mu.update(ldr, hdr)
             self.identity_psnr_l.update(ldr, hdr)
+        return {"pred": pred.detach()}
 
     def on_validation_epoch_end(self) -> None:
         self.log("val/psnr_mu", self.val_psnr_mu.compute(), prog_bar=True)

@@ -1,0 +1,174 @@
+"""Experiments at scale: ablation sweeps and their report, W&B offline files, DDP, clusters."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from hdrunet_pl.train import train
+
+from .conftest import CONF_DIR, FAST, SMALL_SYNTHETIC_VAL, compose_train, run_tool
+from .wandb_records import history_keys, read_records
+
+REPO = Path(__file__).resolve().parents[1]
+LOSSES = ["l1", "l2", "tanh_l1", "tanh_l2", "mu_l1"]
+
+
+@pytest.fixture(scope="module")
+def loss_sweep(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("sweep")
+    sweep = root / "ablation_loss"
+    args = ["-m", "experiment=ablation_loss", "+scale=smoke", f"hydra.sweep.dir={sweep}"]
+    result = run_tool("hdrunet-train", args, root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("hdrunet-train summary") == len(LOSSES)
+    return sweep
+
+
+def test_ablation_sweep_and_report(loss_sweep, tmp_path):
+    jobs = sorted(p.name for p in loss_sweep.iterdir() if p.is_dir())
+    assert jobs == sorted(f"{i}_loss={loss}" for i, loss in enumerate(LOSSES))
+    result = run_tool("hdrunet-report", [str(loss_sweep)], tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| loss=")]
+    assert [row.split(" | ")[0][2:] for row in rows] == [f"loss={loss}" for loss in LOSSES]
+    assert all(row.endswith("| 4 | done |") for row in rows)
+    for loss in LOSSES:
+        metrics = json.loads(next(loss_sweep.glob(f"*_loss={loss}/metrics.json")).read_text())
+        assert f"{metrics['psnr_mu_after']:.2f}" in next(r for r in rows if f"loss={loss} " in r)
+    png = loss_sweep / "report.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert (loss_sweep / "report.csv").read_text().count("\n") == len(LOSSES) + 1
+    config = (loss_sweep / "0_loss=l1" / "config.yaml").read_text()
+    assert "patch_size: 160" in config and "nf: 8" in config  # ablation recipe, smoke scale
+
+
+def test_report_on_a_partial_sweep_names_missing_runs(loss_sweep, tmp_path):
+    partial = tmp_path / "partial"
+    shutil.copytree(loss_sweep, partial)
+    shutil.rmtree(partial / "4_loss=mu_l1")
+    (partial / "3_loss=tanh_l2" / "metrics.json").unlink()  # as if still running
+    result = run_tool("hdrunet-report", [str(partial)], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "missing runs: loss=mu_l1" in result.stdout
+    assert "| loss=mu_l1 | - | - | - | - | missing |" in result.stdout
+    tanh_l2 = next(line for line in result.stdout.splitlines() if "loss=tanh_l2" in line)
+    assert "running or stopped" in tanh_l2 and "| - |" not in tanh_l2.split("|")[2]
+
+
+def test_report_without_runs_is_a_clear_error(tmp_path):
+    result = run_tool("hdrunet-report", [str(tmp_path)], tmp_path)
+    assert result.returncode == 2 and "no runs" in result.stderr
+
+
+def ddp_args(ranks: Path) -> list[str]:
+    return [
+        "trainer=ddp_cpu",
+        *FAST,
+        "data.val_set.num_images=4",
+        "data.val_set.height=36",
+        "data.val_set.width=52",
+        "+callbacks.rank_dump._target_=tests.helpers.RankMetricsDump",
+        f"+callbacks.rank_dump.folder={ranks}",
+    ]
+
+
+def run_ddp(args: list[str], cwd: Path):
+    env = {"PYTHONPATH": str(REPO), "HDRUNET_LOG_DIR": str(cwd / "logs")}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return run_tool("hdrunet-train", args, cwd)
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+def test_two_process_ddp_on_cpu_syncs_metrics_and_writes_once(tmp_path):
+    result = run_ddp(ddp_args(tmp_path / "ranks"), tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = (json.loads((tmp_path / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert rank0["world_size"] == rank1["world_size"] == 2
+    for key in ("val/psnr_mu", "val/psnr_l", "val/psnr_mu_identity"):
+        assert rank0[key] == rank1[key]
+    runs = list((tmp_path / "logs" / "train" / "runs").iterdir())
+    assert len(runs) == 1  # the worker wrote into rank 0's folder, not a folder of its own
+    assert sorted(p.name for p in (runs[0] / "checkpoints").iterdir()) == [
+        "best-step0000004.ckpt",
+        "last.ckpt",
+    ]
+    assert result.stdout.count("hdrunet-train summary") == 1
+
+
+def test_ddp_multirun_gives_one_folder_per_job(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "loss=l1,tanh_l1", *ddp_args(tmp_path / "ranks"), f"hydra.sweep.dir={sweep}"]
+    result = run_ddp(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [p.name.split("_")[0] for p in jobs] == ["0", "1"]
+    assert all((job / "metrics.json").is_file() for job in jobs)
+    assert not (tmp_path / "logs").exists()  # no stray run folders from the workers
+
+
+def test_wandb_offline_run_holds_metrics_and_previews(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    cfg = compose_train(
+        [*FAST, *SMALL_SYNTHETIC_VAL, "logger=wandb", f"paths.output_dir={tmp_path}"]
+    )
+    train(cfg)
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    records = read_records(next(run_dir.glob("run-*.wandb")))
+    keys = history_keys(records)
+    for key in ("train/loss", "val/psnr_mu", "val/psnr_l", "val/psnr_mu_identity", "lr-Adam"):
+        assert key in keys
+    assert "val/preview/filenames" in keys
+    config = {
+        u.key for r in records if r.WhichOneof("record_type") == "config" for u in r.config.update
+    }
+    assert {"model", "data", "trainer", "seed"} <= config
+    previews = list((run_dir / "files" / "media" / "images" / "val").glob("preview_*.png"))
+    assert len(previews) >= 2 * 3  # two images at each of 3 validations (before, 2, 4)
+
+
+def test_tensorboard_logger_writes_events_and_previews(tmp_path):
+    cfg = compose_train(
+        [*FAST, *SMALL_SYNTHETIC_VAL, "logger=tensorboard", f"paths.output_dir={tmp_path}"]
+    )
+    train(cfg)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars, images = set(), set()
+    for events in (tmp_path / "tensorboard").glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events), size_guidance={"images": 0})
+        acc.Reload()
+        scalars |= set(acc.Tags()["scalars"])
+        images |= set(acc.Tags()["images"])
+    assert {"val/psnr_mu", "train/loss"} <= scalars
+    assert any(tag.startswith("val/preview/") for tag in images)
+
+
+def test_same_seed_repeats_the_same_metrics_on_cpu(tmp_path):
+    summaries = []
+    for name in ("a", "b"):
+        cfg = compose_train([*FAST, *SMALL_SYNTHETIC_VAL, f"paths.output_dir={tmp_path / name}"])
+        summaries.append(train(cfg))
+        assert (tmp_path / name / "config.yaml").is_file()
+    assert summaries[0].psnr_mu_after == summaries[1].psnr_mu_after
+    assert summaries[0].psnr_l_after == summaries[1].psnr_l_after
+
+
+def test_submitit_slurm_launcher_and_multinode_trainer_compose():
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        cfg = compose(
+            config_name="train",
+            overrides=["hydra/launcher=submitit_slurm", "trainer=multinode", "trainer.num_nodes=4"],
+            return_hydra_config=True,
+        )
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert cfg.trainer.num_nodes == 4 and cfg.trainer.strategy == "ddp"
+    assert cfg.trainer.accelerator == "gpu"
