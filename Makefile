@@ -23,6 +23,10 @@ install:
 train:
 	$(BIN)/hdrunet-train experiment=demo
 
+notebook:
+	$(BIN)/python -m pip install -q -e ".[notebook]"
+	$(BIN)/jupyter lab notebooks/
+
 test:
 	WANDB_MODE=offline $(BIN)/python -m pytest -q
 

@@ -126,6 +126,28 @@ def collect(sweep_dir: str | Path) -> list[RunResult]:
     return runs
 
 
+def load_curves(
+    sweep_dir: str | Path, metric: str = "val/psnr_mu"
+) -> dict[str, tuple[list[int], list[float]]]:
+    """Variant -> (steps, values) of ``metric`` from each job's CSV log (``logger=csv``)."""
+    sweep_dir = Path(sweep_dir)
+    keys = list(swept_values(sweep_dir))
+    curves = {}
+    for run_dir in sorted(sweep_dir.iterdir(), key=_job_order):
+        if not (run_dir / ".hydra").is_dir():
+            continue
+        steps, values = [], []
+        for path in sorted(run_dir.glob("**/metrics.csv")):
+            with path.open() as f:
+                for row in csv.DictReader(f):
+                    if row.get(metric) not in ("", None):
+                        steps.append(int(float(row["step"])))
+                        values.append(float(row[metric]))
+        if steps:
+            curves[read_run(run_dir, keys).variant] = (steps, values)
+    return curves
+
+
 def _fmt(value: float | int | None) -> str:
     if value is None:
         return "-"
