@@ -23,6 +23,9 @@ install:
 train:
 	$(BIN)/hdrunet-train experiment=demo
 
+bench:
+	$(BIN)/hdrunet-bench --json bench.json
+
 notebook:
 	$(BIN)/python -m pip install -q -e ".[notebook]"
 	$(BIN)/jupyter lab notebooks/

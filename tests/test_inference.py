@@ -57,7 +57,7 @@ def test_tiled_inference_matches_whole_image():
 
 
 def test_automatic_tiling_follows_the_memory_budget():
-    predictor = Predictor(random_net(8), precision="32", memory_gb=0.001)
+    predictor = Predictor(random_net(8), precision="32", memory_gb=0.01)
     assert predictor.auto_tile(64, 64) == 0
     side = predictor.auto_tile(2000, 3000)
     assert 0 < side < 2000 and side % 4 == 0

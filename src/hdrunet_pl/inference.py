@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from hdrunet_pl.models.hdrunet import SCALE_FACTOR
+from hdrunet_pl.runtime import keep_freed_memory
 
 RECEPTIVE_RADIUS = 96
 """Pixels beyond which an input change cannot reach an output pixel (measured: 92)."""
@@ -27,6 +28,8 @@ DEFAULT_OVERLAP = 2 * RECEPTIVE_RADIUS + BLEND
 BYTES_PER_PIXEL_PER_CHANNEL = {torch.float32: 28, torch.bfloat16: 16, torch.float16: 16}
 """Peak inference memory per pixel and feature channel (measured on CPU with nf 64)."""
 PRECISIONS = ("auto", "32", "bf16", "16")
+IMAGE_BUFFERS = 5
+"""Whole-image float32 RGB buffers alive besides the activations (counted in the budget)."""
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -128,6 +131,7 @@ class Predictor:
         overlap: pixels shared by neighbouring tiles (default: exact stitching).
         memory_gb: activation memory budget that decides automatic tiling.
         tile_batch: tiles run together in one batch.
+        compile: ``torch.compile`` the model (compiled on the first call).
     """
 
     def __init__(
@@ -137,8 +141,9 @@ class Predictor:
         precision: str | int = "auto",
         tile: int | None = None,
         overlap: int = DEFAULT_OVERLAP,
-        memory_gb: float = 1.5,
+        memory_gb: float = 2.25,
         tile_batch: int = 1,
+        compile: bool = False,
     ) -> None:
         if tile is not None and tile < 0:
             raise ValueError(f"tile must be >= 0 (0: never tile), got {tile}")
@@ -146,7 +151,11 @@ class Predictor:
             raise ValueError("need overlap >= 0, tile_batch >= 1 and memory_gb > 0")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(precision, self.device)
+        if self.device.type == "cpu":
+            keep_freed_memory()
         self.model = model.eval().to(self.device, memory_format=torch.channels_last)
+        if compile:
+            self.model.compile()
         self.tile = tile
         self.overlap = overlap
         self.memory_gb = memory_gb
@@ -160,7 +169,11 @@ class Predictor:
         """The tile side used for an image: 0 (whole image) if it fits the budget."""
         if self.tile is not None:
             return 0 if self.tile == 0 or self.tile >= max(height, width) else self.tile
-        budget_pixels = self.memory_gb * 2**30 / self.bytes_per_pixel() / self.tile_batch
+        # the whole image's own float32 buffers (input, output, blend weights, file writing)
+        # come out of the same budget
+        image_bytes = IMAGE_BUFFERS * 3 * 4 * height * width
+        activation_bytes = max(self.memory_gb * 2**30 - image_bytes, 0)
+        budget_pixels = activation_bytes / self.bytes_per_pixel() / self.tile_batch
         if height * width <= budget_pixels:
             return 0
         side = int(math.sqrt(budget_pixels)) // SCALE_FACTOR * SCALE_FACTOR

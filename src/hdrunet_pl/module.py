@@ -34,6 +34,7 @@ class HDRUNetModule(L.LightningModule):
         scheduler: ``optimizer -> LRScheduler`` stepped every iteration (e.g. MultiStepLR with
             milestones in iterations); ``None`` keeps the learning rate constant.
         channels_last: run convolutions in channels_last memory format (faster with bf16).
+        compile: ``torch.compile`` the network (compiled on the first step).
 
     Logged: ``train/loss``, ``val/psnr_mu``, ``val/psnr_l`` and, once, the LDR-identity
     baseline ``val/psnr_mu_identity`` and ``val/psnr_l_identity``.
@@ -46,6 +47,7 @@ class HDRUNetModule(L.LightningModule):
         optimizer: OptimizerFactory = paper_optimizer,
         scheduler: SchedulerFactory | None = None,
         channels_last: bool = True,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.net = net
@@ -66,6 +68,8 @@ class HDRUNetModule(L.LightningModule):
         self._identity_logged = False
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
+        if compile:  # in place: parameter names (and checkpoints) stay as they are
+            self.net.compile()
 
     def forward(self, ldr: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) LDR in [0, 1] -> (B, 3, H, W) non-linear HDR."""

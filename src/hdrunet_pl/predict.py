@@ -131,6 +131,7 @@ def make_predictor(cfg: DictConfig) -> Predictor:
         overlap=DEFAULT_OVERLAP if cfg.overlap is None else cfg.overlap,
         memory_gb=cfg.memory_gb,
         tile_batch=cfg.tile_batch,
+        compile=cfg.get("compile", False),
     )
 
 

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hdrunet_pl.loggers import finish_loggers, instantiate_loggers
 from hdrunet_pl.resolvers import dirname
+from hdrunet_pl.runtime import keep_freed_memory
 
 METRICS_FILE = "metrics.json"
 """Written into the run directory when training ends (read by ``hdrunet-report``)."""
@@ -98,6 +99,7 @@ def train(cfg: DictConfig) -> TrainSummary:
     L.seed_everything(cfg.seed, workers=True)
     _share_job_with_ddp_children(output_dir)
 
+    keep_freed_memory()  # CPU tensors: no page faults on every large allocation
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     model: L.LightningModule = instantiate(cfg.model)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
