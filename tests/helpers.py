@@ -1,9 +1,13 @@
 """Objects that tests put into configs (importable by DDP worker processes via PYTHONPATH)."""
 
+import io
 import json
+import os
+import signal
 from pathlib import Path
 
 import lightning as L
+import torch
 
 
 class RankMetricsDump(L.Callback):
@@ -17,3 +21,97 @@ class RankMetricsDump(L.Callback):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         metrics["world_size"] = trainer.world_size
         (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(metrics))
+
+
+class PoisonedSynthetic:
+    """A :class:`~hdrunet_pl.data.SyntheticHDRDataset` whose item ``poisoned`` has a NaN
+    target (a corrupt file, as the training loop sees it)."""
+
+    def __init__(self, poisoned: int, **kwargs) -> None:
+        from hdrunet_pl.data import SyntheticHDRDataset
+
+        self.inner = SyntheticHDRDataset(**kwargs)
+        self.poisoned = poisoned
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, key):
+        item = self.inner[key]
+        index = key[0] if isinstance(key, tuple) else key
+        if index == self.poisoned:
+            item["hdr"] = item["hdr"].clone()
+            item["hdr"][:, 0, 0] = float("nan")
+            item["name"] = f"poisoned_{index:06d}"
+        return item
+
+
+class KillAtStep(L.Callback):
+    """SIGKILLs its own process once ``step`` training steps are done (a crashed node)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        if trainer.global_step >= self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class SignalAtStep(L.Callback):
+    """Sends ``signum`` (a name such as ``SIGTERM``) to its own process as training step
+    ``step`` starts (``during="train"``), as a scheduler would in the middle of a step, or
+    as the validation after ``step`` steps starts (``during="validation"``)."""
+
+    def __init__(self, step: int, signum: str, during: str = "train") -> None:
+        self.step = step
+        self.signum = getattr(signal, signum)
+        self.during = during
+
+    def _send(self, trainer: L.Trainer, during: str) -> None:
+        if during == self.during and trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:
+        self._send(trainer, "train")
+
+    def on_validation_batch_start(self, trainer: L.Trainer, *args) -> None:
+        if trainer.state.fn == "fit":
+            self._send(trainer, "validation")
+
+
+class KillDuringSave(L.Callback):
+    """From step ``step`` on, the next checkpoint save writes half its bytes and then the
+    process is SIGKILLed (power cut in the middle of ``torch.save``)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:
+        if trainer.global_step < self.step or getattr(torch.save, "_kills", False):
+            return
+        real_save = torch.save
+
+        def torn_save(obj, f, *args, **kwargs):
+            buffer = io.BytesIO()
+            real_save(obj, buffer, *args, **kwargs)
+            data = buffer.getvalue()
+            if hasattr(f, "write"):
+                f.write(data[: len(data) // 2])
+                f.flush()
+            else:
+                Path(f).write_bytes(data[: len(data) // 2])
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        torn_save._kills = True
+        torch.save = torn_save
+
+
+class NaNGradientAt(L.Callback):
+    """Makes one gradient NaN after the backward pass of step ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step == self.step:
+            next(p for p in pl_module.parameters() if p.grad is not None).grad[0] = float("nan")

@@ -158,7 +158,9 @@ def test_eval_cli_scores_a_checkpoint_with_the_identity_baseline(tmp_path, tiny_
 def test_eval_cli_says_what_is_missing(tmp_path):
     result = run_tool("hdrunet-eval", [f"pred_dir={tmp_path}"], tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: give both pred_dir= and gt_dir= (or ckpt= and data=)"
+    assert result.stderr.strip() == (
+        "hdrunet-eval: error: give both pred_dir= and gt_dir= (or ckpt= and data=)"
+    )
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])

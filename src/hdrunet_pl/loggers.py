@@ -9,6 +9,7 @@ from pathlib import Path
 
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, open_dict
 
 WANDB_HOST = "api.wandb.ai"
@@ -24,20 +25,53 @@ def wandb_api_key_configured() -> bool:
         return False
 
 
+def previous_wandb_run_id(save_dir: str | Path) -> str | None:
+    """The id of the latest W&B run under ``save_dir`` (``wandb/latest-run``), if any."""
+    latest = Path(save_dir) / "wandb" / "latest-run"
+    if not latest.exists():
+        return None
+    return latest.resolve().name.rsplit("-", 1)[-1] or None  # [offline-]run-<time>-<id>
+
+
+def keep_previous_csv(log_dir: str | Path) -> Path | None:
+    """Move ``log_dir/metrics.csv`` to ``metrics-<k>.csv`` (k = 1, 2, ...) so that a resumed
+    run's CSVLogger, which starts a fresh ``metrics.csv``, does not delete it."""
+    current = Path(log_dir) / "metrics.csv"
+    if not current.is_file():
+        return None
+    k = 1
+    while (kept := current.with_name(f"metrics-{k}.csv")).exists():
+        k += 1
+    return current.rename(kept)
+
+
 def instantiate_loggers(
-    cfg: DictConfig | None, name: str | None = None, group: str | None = None
+    cfg: DictConfig | None,
+    name: str | None = None,
+    group: str | None = None,
+    resuming: bool = False,
 ) -> list[Logger]:
     """Build every logger in the ``logger`` group config (a dict of ``_target_`` nodes).
 
     W&B runs without a configured ``name``/``group`` get ``name`` (the job's overrides) and
-    ``group`` (the multirun), so that a sweep shows up as one group of runs.
+    ``group`` (the multirun), so that a sweep shows up as one group of runs. When
+    ``resuming``, W&B continues the run folder's previous run (same id) and the CSV logger's
+    earlier ``metrics.csv`` is kept as ``metrics-<k>.csv``.
     """
     loggers: list[Logger] = []
     for key, node in (cfg or {}).items():
         if not node or "_target_" not in node:
             continue
+        csv_version = node.get("version") if node["_target_"].endswith("CSVLogger") else None
+        if resuming and csv_version is not None and rank_zero_only.rank == 0:
+            # a fixed version folder: its metrics.csv would be deleted (None: a new folder)
+            keep_previous_csv(Path(node["save_dir"], node.get("name") or "", str(csv_version)))
         if node["_target_"].endswith("WandbLogger"):
             with open_dict(node):
+                if resuming and not node.get("id"):
+                    run_id = previous_wandb_run_id(node["save_dir"])
+                    if run_id:
+                        node["id"], node["resume"] = run_id, "allow"
                 if not node.get("name"):
                     node["name"] = name
                 if not node.get("group"):

@@ -8,12 +8,14 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from hdrunet_pl.losses import HDRLoss
 from hdrunet_pl.metrics import PSNRL, PSNRMu
 from hdrunet_pl.models.checkpoints import CONFIG_KEY
 from hdrunet_pl.models.hdrunet import HDRUNet
+from hdrunet_pl.reliability import NonFiniteError
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -35,6 +37,8 @@ class HDRUNetModule(L.LightningModule):
             milestones in iterations); ``None`` keeps the learning rate constant.
         channels_last: run convolutions in channels_last memory format (faster with bf16).
         compile: ``torch.compile`` the network (compiled on the first step).
+        skip_nonfinite: skip a batch whose loss or gradients are NaN/Inf (counted in
+            ``train/skipped``) instead of stopping with :class:`NonFiniteError`.
 
     Logged: ``train/loss``, ``val/psnr_mu``, ``val/psnr_l`` and, once, the LDR-identity
     baseline ``val/psnr_mu_identity`` and ``val/psnr_l_identity``.
@@ -48,6 +52,7 @@ class HDRUNetModule(L.LightningModule):
         scheduler: SchedulerFactory | None = None,
         channels_last: bool = True,
         compile: bool = False,
+        skip_nonfinite: bool = False,
     ) -> None:
         super().__init__()
         self.net = net
@@ -68,6 +73,9 @@ class HDRUNetModule(L.LightningModule):
         self._identity_logged = False
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
+        self.skip_nonfinite = skip_nonfinite
+        self.skipped_batches = 0
+        self._last_batch: dict[str, Any] = {}
         if compile:  # in place: parameter names (and checkpoints) stay as they are
             self.net.compile()
 
@@ -75,11 +83,37 @@ class HDRUNetModule(L.LightningModule):
         """(B, 3, H, W) LDR in [0, 1] -> (B, 3, H, W) non-linear HDR."""
         return self.net(ldr.contiguous(memory_format=self.memory_format))
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         pred = self(batch["ldr"])
         loss = self.loss(pred, batch["hdr"])
+        if not torch.isfinite(loss):
+            return self._non_finite(f"loss is {loss.item()}", batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=pred.shape[0])
         return loss
+
+    def _non_finite(self, what: str, batch: dict[str, Any]) -> None:
+        names = ", ".join(map(str, batch.get("name", [])[:8])) or "unnamed"
+        message = f"step {self.global_step}: {what} for the batch of {names}"
+        if not self.skip_nonfinite:
+            raise NonFiniteError(f"{message}; stopped (skip_nonfinite=true skips such batches)")
+        self.skipped_batches += 1
+        self.log("train/skipped", float(self.skipped_batches), batch_size=1)
+        rank_zero_warn(f"{message}; batch skipped")
+        return None
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Refuse (or skip, dropping the gradients) a step whose gradients are NaN/Inf.
+
+        With fp16 mixed precision the gradient scaler already skips such steps."""
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            return
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if grads and not torch.isfinite(torch.stack([g.float().abs().max() for g in grads])).all():
+            self._non_finite("gradients are not finite", self._last_batch)
+            optimizer.zero_grad(set_to_none=True)  # the optimizer leaves the weights as they are
+
+    def on_train_batch_start(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._last_batch = batch
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         ldr, hdr = batch["ldr"], batch["hdr"]

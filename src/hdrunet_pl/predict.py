@@ -157,7 +157,7 @@ def exit_on_error(func):
         try:
             result = func(cfg)
         except (HDRUNetError, ValueError) as err:
-            print(f"error: {err}", file=sys.stderr)
+            print(f"{Path(sys.argv[0]).name}: error: {err}", file=sys.stderr)
             sys.exit(2)
         if getattr(result, "failed", None):
             sys.exit(1)

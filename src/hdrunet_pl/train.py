@@ -19,11 +19,21 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from hdrunet_pl.data.datasets import check_patch_size
+from hdrunet_pl.errors import HDRUNetError
 from hdrunet_pl.loggers import finish_loggers, instantiate_loggers
+from hdrunet_pl.reliability import (
+    LAST_CHECKPOINT,
+    LastCheckpoint,
+    check_output_dir,
+    check_resume_checkpoint,
+)
 from hdrunet_pl.resolvers import dirname
 from hdrunet_pl.runtime import keep_freed_memory
 
@@ -92,31 +102,74 @@ def _share_job_with_ddp_children(output_dir: Path) -> None:
         os.environ[_DDP_OVERRIDES] = json.dumps(list(HydraConfig.get().overrides.task))
 
 
+def resume_path(cfg: DictConfig, output_dir: Path) -> str | None:
+    """The checkpoint to resume from: ``ckpt_path`` (a file, or ``last``), or with
+    ``resume=auto`` the run folder's ``checkpoints/last.ckpt`` when there is one."""
+    last = output_dir / "checkpoints" / LAST_CHECKPOINT
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path == "last":
+        if not last.is_file():
+            raise HDRUNetError(f"ckpt_path=last: no {last}; give the checkpoint's path")
+        ckpt_path = str(last)
+    elif ckpt_path is None and cfg.get("resume") == "auto" and last.is_file():
+        ckpt_path = str(last)
+    if ckpt_path is not None:
+        check_resume_checkpoint(ckpt_path)
+    return ckpt_path
+
+
+def _build(cfg: DictConfig, name: str, **kwargs):
+    """``instantiate`` with the root cause of a failure as a one-line package error."""
+    try:
+        return instantiate(cfg, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__ or err
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        if isinstance(cause, HDRUNetError):
+            raise cause from None
+        raise HDRUNetError(f"{name}: {cause}") from None
+
+
 def train(cfg: DictConfig) -> TrainSummary:
     """Train as ``cfg`` says; ``cfg`` is the composed ``train.yaml`` (resolvable)."""
     output_dir = Path(cfg.paths.output_dir)
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        check_output_dir(output_dir, cfg.paths.get("min_free_gb", 1.0))
+    ckpt_path = resume_path(cfg, output_dir)
     launch_env = {key: os.environ.get(key) for key in _LAUNCH_ENV}
     L.seed_everything(cfg.seed, workers=True)
     _share_job_with_ddp_children(output_dir)
 
     keep_freed_memory()  # CPU tensors: no page faults on every large allocation
-    datamodule: L.LightningDataModule = instantiate(cfg.data)
-    model: L.LightningModule = instantiate(cfg.model)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    loggers = instantiate_loggers(cfg.get("logger"), **_sweep_info())
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if "patch_size" in cfg.data:  # before the data sets that are sized by it
+        check_patch_size(cfg.data.patch_size)
+    datamodule: L.LightningDataModule = _build(cfg.data, "data")
+    model: L.LightningModule = _build(cfg.model, "model")
+    callbacks = [_build(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c]
+    loggers = instantiate_loggers(
+        cfg.get("logger"), **_sweep_info(), resuming=ckpt_path is not None
+    )
+    trainer: L.Trainer = _build(
+        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False
+    )
     if trainer.is_global_zero:
-        output_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     try:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
         before = None
-        if cfg.get("validate_first") and cfg.get("ckpt_path") is None:
+        if cfg.get("validate_first") and ckpt_path is None:
             before = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
         start = time.perf_counter()
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        except SIGTERMException:
+            _end_process_group(launch_env)
+            if trainer.is_global_zero:
+                print(f"stopped at step {trainer.global_step} on request; exiting", flush=True)
+            sys.exit(0)
         seconds = time.perf_counter() - start
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         checkpoint = trainer.checkpoint_callback
@@ -129,7 +182,10 @@ def train(cfg: DictConfig) -> TrainSummary:
             psnr_mu_identity=_metric(metrics, "val/psnr_mu_identity"),
             psnr_l_identity=_metric(metrics, "val/psnr_l_identity"),
             best_checkpoint=getattr(checkpoint, "best_model_path", None) or None,
-            last_checkpoint=getattr(checkpoint, "last_model_path", None) or None,
+            last_checkpoint=next(
+                (c.last_model_path for c in trainer.callbacks if isinstance(c, LastCheckpoint)),
+                None,
+            ),
             output_dir=str(output_dir),
         )
     finally:
@@ -174,7 +230,11 @@ def _argv_for_ddp_child(argv: list[str]) -> list[str]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    return train(cfg).psnr_mu_after
+    try:
+        return train(cfg).psnr_mu_after
+    except (HDRUNetError, ValueError) as err:
+        print(f"hdrunet-train: error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
 def main() -> float | None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 from hdrunet_pl.data.datasets import RandomPatches
+from hdrunet_pl.data.sampling import ResumableRandomSampler
 
 
 class HDRDataModule(L.LightningDataModule):
@@ -18,6 +19,7 @@ class HDRDataModule(L.LightningDataModule):
         batch_size: training batch size.
         num_workers: DataLoader worker processes (items are made/decoded in workers).
         augment: random flips and transposes of training patches.
+        seed: fixes the order of training samples and their crops, flips and camera draws.
     """
 
     def __init__(
@@ -28,6 +30,7 @@ class HDRDataModule(L.LightningDataModule):
         batch_size: int = 16,
         num_workers: int = 2,
         augment: bool = True,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if batch_size < 1 or num_workers < 0:
@@ -38,12 +41,22 @@ class HDRDataModule(L.LightningDataModule):
         self.val_set = val_set
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.seed = seed
 
     def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
-        # A training epoch is at least one full batch, even with fewer images than that.
-        sampler = (
-            RandomSampler(dataset, num_samples=max(len(dataset), batch_size)) if train else None
-        )
+        sampler = None
+        if train:
+            # The order and every sample's randomness follow from (seed, position): a resumed
+            # run continues the stream at its step. An epoch is at least one full batch.
+            step = self.trainer.global_step if self.trainer is not None else 0
+            num_samples = max(len(dataset), batch_size)
+            epoch, batch = divmod(step, num_samples // batch_size)  # incomplete batches dropped
+            sampler = ResumableRandomSampler(
+                len(dataset),
+                num_samples=num_samples,
+                seed=self.seed,
+                start=epoch * num_samples + batch * batch_size,
+            )
         return DataLoader(
             dataset,
             batch_size=batch_size,

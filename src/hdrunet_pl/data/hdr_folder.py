@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 
 from hdrunet_pl.camera import CameraModel
 from hdrunet_pl.data.datamodule import HDRDataModule
+from hdrunet_pl.data.sampling import SampleKey, item_generator, split_key
 from hdrunet_pl.data.synthetic import scene_generator
 from hdrunet_pl.errors import DatasetError, HDRUNetError
 from hdrunet_pl.io import GT_SUFFIX, alignratio_path_for, hdr_image_size, read_linear_hdr
@@ -97,14 +98,14 @@ class HDRFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
+    def __getitem__(self, key: SampleKey) -> dict[str, torch.Tensor | str]:
+        index, seed = split_key(key)
         path = self.files[index]
         linear = read_linear_hdr(path)
         top, bottom = self._band(linear.shape[0])
         linear = torch.from_numpy(np.ascontiguousarray(linear[top:bottom].transpose(2, 0, 1)))
         if self.random_camera:
-            seed = int(torch.randint(0, 2**62, ()))
-            generator = torch.Generator().manual_seed(seed)
+            generator = item_generator(seed)
         else:
             generator = scene_generator(self.seed, index)
         ldr, hdr = self.camera(linear, generator)
@@ -114,7 +115,8 @@ class HDRFolderDataset(Dataset):
 class HDRFolderDataModule(HDRDataModule):
     """HDR images under ``root`` with LDRs made by ``camera``; see :class:`HDRFolderDataset`.
 
-    Validation uses ``val_root`` or, without one, the last ``val_count`` files of ``root``.
+    Validation uses ``val_root`` or, without one, the last ``val_count`` files of ``root``,
+    with camera settings fixed by ``val_seed``; ``seed`` fixes the training order and draws.
     """
 
     def __init__(
@@ -124,11 +126,12 @@ class HDRFolderDataModule(HDRDataModule):
         val_count: int = 2,
         camera: CameraModel | None = None,
         rows: tuple[float, float] | None = None,
-        seed: int = 1,
+        val_seed: int = 1,
         patch_size: int = 160,
         batch_size: int = 16,
         num_workers: int = 2,
         augment: bool = True,
+        seed: int = 0,
     ) -> None:
         files = find_hdr_files(root)
         if val_root:
@@ -143,9 +146,10 @@ class HDRFolderDataModule(HDRDataModule):
         camera = camera or CameraModel()
         super().__init__(
             train_set=HDRFolderDataset(train_files, camera, True, rows=rows, min_size=patch_size),
-            val_set=HDRFolderDataset(val_files, camera, False, seed=seed, rows=rows),
+            val_set=HDRFolderDataset(val_files, camera, False, seed=val_seed, rows=rows),
             patch_size=patch_size,
             batch_size=batch_size,
             num_workers=num_workers,
             augment=augment,
+            seed=seed,
         )

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from hdrunet_pl.data.datamodule import HDRDataModule
+from hdrunet_pl.data.sampling import SampleKey, split_key
 from hdrunet_pl.errors import DatasetError, HDRUNetError
 from hdrunet_pl.io import (
     ALIGNRATIO_SUFFIX,
@@ -135,8 +136,8 @@ class NTIREDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
-        pair = self.pairs[index]
+    def __getitem__(self, key: SampleKey) -> dict[str, torch.Tensor | str]:
+        pair = self.pairs[split_key(key)[0]]
         ldr = read_ldr(pair.ldr)
         hdr = read_hdr_png(pair.gt, pair.alignratio)
         if ldr.shape != hdr.shape:
@@ -171,6 +172,7 @@ class NTIREDataModule(HDRDataModule):
         batch_size: int = 16,
         num_workers: int = 2,
         augment: bool = True,
+        seed: int = 0,
     ) -> None:
         pairs = find_ntire_pairs(root)
         if val_root:
@@ -184,4 +186,5 @@ class NTIREDataModule(HDRDataModule):
             batch_size=batch_size,
             num_workers=num_workers,
             augment=augment,
+            seed=seed,
         )

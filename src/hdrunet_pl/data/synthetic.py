@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from hdrunet_pl.camera import CameraModel
+from hdrunet_pl.data.sampling import SampleKey, split_key
 
 
 def _rand(generator: torch.Generator, *shape: int) -> torch.Tensor:
@@ -130,7 +131,8 @@ class SyntheticHDRDataset(Dataset):
     def __len__(self) -> int:
         return self.num_images
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
+    def __getitem__(self, key: SampleKey) -> dict[str, torch.Tensor | str]:
+        index, _ = split_key(key)  # the scene is fixed by its index alone
         if not 0 <= index < self.num_images:
             raise IndexError(f"index {index} out of range for {self.num_images} images")
         generator = scene_generator(self.seed, index)

@@ -1,0 +1,239 @@
+"""Runs that survive crashes: atomic checkpoints, pre-emption, start-up checks.
+
+- :class:`AtomicCheckpointIO`: a checkpoint is written to a temporary file, flushed,
+  fsync'd and renamed over the old one; a checkpoint holding NaN/Inf weights is refused.
+- :class:`Preemption`: on SIGTERM (any scheduler) or SIGUSR1 (outside SLURM, where
+  Lightning handles it) the run saves ``last.ckpt`` after the current step and stops.
+- :func:`check_output_dir` and :func:`check_resume_checkpoint`: clear errors before a run
+  starts instead of hours into it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.experimental.callback import Callback as HydraCallback
+from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig
+
+from hdrunet_pl.errors import CheckpointError, HDRUNetError
+
+LAST_CHECKPOINT = "last.ckpt"
+
+
+class NonFiniteError(HDRUNetError, FloatingPointError):
+    """A NaN or Inf loss or gradient."""
+
+
+def _non_finite_tensors(state: Any, prefix: str = "") -> list[str]:
+    if isinstance(state, torch.Tensor):
+        return [prefix] if state.is_floating_point() and not torch.isfinite(state).all() else []
+    if isinstance(state, dict):
+        return [n for k, v in state.items() for n in _non_finite_tensors(v, f"{prefix}{k}.")]
+    return []
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete ``.<name>.tmp-<pid>`` files left by killed processes (``pid`` no longer runs)."""
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+        try:
+            os.kill(int(tmp.name.rsplit("-", 1)[1]), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except (ValueError, PermissionError):
+            pass
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes ``path.tmp-<pid>``, fsyncs it and renames it to ``path``: a crash at any moment
+    leaves either the old or the new checkpoint, never a torn one. Refuses to write weights
+    that are NaN/Inf (the previous checkpoint stays)."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
+        path = Path(path)
+        bad = _non_finite_tensors(checkpoint.get("state_dict", {}))
+        if bad:
+            raise NonFiniteError(
+                f"not saving {path}: non-finite weights ({', '.join(bad[:5])}); "
+                "the previous checkpoint is kept"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        _fsync_dir(path.parent)
+        _remove_stale_temporaries(path)
+
+    def load_checkpoint(
+        self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        """Load with ``weights_only=True`` always: a checkpoint that would run code is refused."""
+        return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+
+
+class LastCheckpoint(L.Callback):
+    """Keep ``<dirpath>/last.ckpt`` current: every ``every_n_train_steps`` steps, after each
+    validation during training and at the end, so that a crash loses at most that many steps.
+
+    The file is replaced atomically (with :class:`AtomicCheckpointIO` as the trainer's
+    checkpoint plugin); resume with ``ckpt_path=last`` or ``resume=auto``.
+    """
+
+    def __init__(self, dirpath: str, every_n_train_steps: int = 1000) -> None:
+        if every_n_train_steps < 1:
+            raise ValueError(f"every_n_train_steps must be >= 1, got {every_n_train_steps}")
+        self.dirpath = Path(dirpath)
+        self.every_n_train_steps = every_n_train_steps
+        self.last_model_path: str | None = None
+        self._saved_step = -1
+
+    def _save(self, trainer: L.Trainer) -> None:
+        path = self.dirpath / LAST_CHECKPOINT
+        trainer.save_checkpoint(path, weights_only=False)
+        self._saved_step = trainer.global_step
+        self.last_model_path = str(path)
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step % self.every_n_train_steps == 0:
+            self._save(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._save(trainer)  # again if saved at this step: now with the validation's state
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step != self._saved_step:
+            self._save(trainer)
+
+
+class Preemption(L.Callback):
+    """Save ``<dirpath>/last.ckpt`` and stop cleanly when the job is asked to leave.
+
+    SIGTERM is caught by Lightning (which stops after the current step); SIGUSR1 is caught
+    here unless the job runs under SLURM, where Lightning saves and requeues by itself.
+    """
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = Path(dirpath)
+        self.requested = False
+        self.saved: Path | None = None
+        self._previous_handler: Any = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit" and not SLURMEnvironment.detect():
+            self._previous_handler = signal.signal(signal.SIGUSR1, self._request)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGUSR1, self._previous_handler)
+            self._previous_handler = None
+
+    def _request(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        requested = self.requested or trainer.received_sigterm
+        if trainer.world_size > 1:  # every rank must take part in the save
+            requested = trainer.strategy.reduce_boolean_decision(requested, all=False)
+        if requested:
+            self._save(trainer)
+            raise SIGTERMException()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, err: BaseException):
+        # SIGTERM during validation: Lightning stops there, before the next training step
+        if isinstance(err, SIGTERMException) and self.saved is None and trainer.world_size == 1:
+            self._save(trainer)
+
+    def _save(self, trainer: L.Trainer) -> None:
+        self.saved = self.dirpath / LAST_CHECKPOINT
+        trainer.save_checkpoint(self.saved, weights_only=False)
+        if trainer.is_global_zero:
+            print(
+                f"\npre-empted: saved {self.saved} at step {trainer.global_step}; "
+                f"resume with ckpt_path={self.saved} (or resume=auto in the same run folder)",
+                flush=True,
+            )
+
+
+def check_output_dir(path: str | Path, min_free_gb: float = 1.0) -> Path:
+    """Create ``path`` and check that a file can be written there and that the disk has at
+    least ``min_free_gb`` free; raises :class:`HDRUNetError` saying what to change."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as err:
+        raise HDRUNetError(
+            f"cannot write to the output folder {path} ({err.strerror or err}); "
+            "choose another with hydra.run.dir=... or HDRUNET_LOG_DIR=..."
+        ) from None
+    free_gb = shutil.disk_usage(path).free / 2**30
+    if free_gb < min_free_gb:
+        raise HDRUNetError(
+            f"only {free_gb:.2f} GB free under {path}, below paths.min_free_gb={min_free_gb}; "
+            "free space or choose another output folder"
+        )
+    return path
+
+
+class OutputFolderCheck(HydraCallback):
+    """Hydra callback: refuse to start when the run (or sweep) folder cannot be written or
+    its disk is nearly full, with a one-line error instead of a traceback."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, config.hydra.run.dir)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, config.hydra.sweep.dir)
+
+    @staticmethod
+    def _check(config: DictConfig, folder: str) -> None:
+        try:
+            check_output_dir(folder, config.get("paths", {}).get("min_free_gb", 1.0))
+        except HDRUNetError as err:
+            print(f"{Path(sys.argv[0]).name}: error: {err}", file=sys.stderr, flush=True)
+            sys.exit(2)
+
+
+def check_resume_checkpoint(path: str | Path) -> None:
+    """Check that a checkpoint to resume from exists and loads with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint to resume from")
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:
+        raise CheckpointError(
+            f"{path}: refused, not a plain weights file ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200]})"
+        ) from None

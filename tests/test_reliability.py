@@ -1,0 +1,398 @@
+"""Reliability with real training processes: exact resume after SIGKILL, checkpoints that a
+kill cannot tear, pre-emption signals, NaN/Inf batches, untrusted files and bad input."""
+
+from __future__ import annotations
+
+import csv
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hdrunet_pl import io
+from hdrunet_pl.errors import HDRUNetError, ImageFileError
+from hdrunet_pl.loggers import keep_previous_csv, previous_wandb_run_id
+from hdrunet_pl.reliability import (
+    AtomicCheckpointIO,
+    NonFiniteError,
+    check_output_dir,
+    check_resume_checkpoint,
+)
+
+from .conftest import FAST, SMALL_SYNTHETIC_VAL, compose_train
+from .helpers import NaNGradientAt
+
+REPO = Path(__file__).resolve().parents[1]
+MAX_STEPS = 14
+RUN = [
+    *FAST,
+    *SMALL_SYNTHETIC_VAL,
+    "data.train_set.num_images=10",  # 5 steps an epoch: the runs cross epoch boundaries
+    f"trainer.max_steps={MAX_STEPS}",
+    "trainer.val_check_interval=7",
+    "data.num_workers=1",
+]
+"""A 14-step run of a tiny network, validated at steps 7 and 14."""
+
+
+def train_process(
+    run_dir: Path, *overrides: str, base: tuple[str, ...] = tuple(RUN), cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    """``hdrunet-train`` in its own process, writing to ``run_dir``; ``tests.helpers``
+    callbacks are importable through PYTHONPATH."""
+    exe = Path(sys.executable).parent / "hdrunet-train"
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run(
+        [str(exe), *base, f"hydra.run.dir={run_dir}", *overrides],
+        cwd=cwd or run_dir.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def step_losses(path: Path) -> dict[int, float]:
+    with open(path) as f:
+        return {
+            int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(f) if r["train/loss"]
+        }
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def assert_same_training_state(a: Path, b: Path) -> None:
+    """Same step, weights, Adam moments and learning-rate schedule, bit for bit."""
+    ca, cb = load(a), load(b)
+    assert ca["global_step"] == cb["global_step"] == MAX_STEPS
+    assert ca["state_dict"].keys() == cb["state_dict"].keys()
+    for key, value in ca["state_dict"].items():
+        assert torch.equal(value, cb["state_dict"][key]), key
+    sa, sb = ca["optimizer_states"][0]["state"], cb["optimizer_states"][0]["state"]
+    for i in sa:
+        for name in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(sa[i][name], sb[i][name]), (i, name)
+    assert ca["lr_schedulers"] == cb["lr_schedulers"]
+
+
+def assert_resumed_run_matches(reference: Path, run: Path, from_step: int) -> None:
+    resumed = step_losses(run / "csv" / "metrics.csv")
+    expected = step_losses(reference / "csv" / "metrics.csv")
+    assert sorted(resumed) == list(range(from_step, MAX_STEPS))  # continued at its step
+    for step, loss in resumed.items():
+        assert loss == pytest.approx(expected[step], abs=1e-6), step
+    assert_same_training_state(
+        reference / "checkpoints" / "last.ckpt", run / "checkpoints" / "last.ckpt"
+    )
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The uninterrupted run that interrupted ones must reproduce."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    ok(train_process(run_dir))
+    return run_dir
+
+
+@pytest.mark.parametrize(
+    ("every_n", "kill_at", "saved_at"),
+    [(4, 10, 8), (100, 9, 7)],  # a periodic save mid-epoch; the save after validation
+    ids=["periodic-save", "after-validation"],
+)
+def test_sigkill_mid_epoch_then_ckpt_path_last_continues_step_for_step(
+    reference, tmp_path, every_n, kill_at, saved_at
+):
+    run_dir = tmp_path / "run"
+    every = f"callbacks.last_checkpoint.every_n_train_steps={every_n}"
+    killed = train_process(
+        run_dir,
+        every,
+        "+callbacks.kill._target_=tests.helpers.KillAtStep",
+        f"+callbacks.kill.step={kill_at}",
+    )
+    assert killed.returncode == -9
+    assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == saved_at
+
+    ok(train_process(run_dir, every, "ckpt_path=last"))
+    assert_resumed_run_matches(reference, run_dir, saved_at)
+    # the killed run's log is kept beside the resumed one
+    assert step_losses(run_dir / "csv" / "metrics-1.csv")
+
+
+def test_kill_while_writing_a_checkpoint_leaves_the_previous_one(reference, tmp_path):
+    run_dir = tmp_path / "run"
+    every = "callbacks.last_checkpoint.every_n_train_steps=4"
+    killed = train_process(
+        run_dir,
+        every,
+        "+callbacks.torn._target_=tests.helpers.KillDuringSave",
+        "+callbacks.torn.step=9",
+    )
+    assert killed.returncode == -9
+    folder = run_dir / "checkpoints"
+    torn = list(folder.glob(".last.ckpt.tmp-*"))
+    assert len(torn) == 1  # the save at step 12 died half-way through its temporary file
+    with pytest.raises(Exception):  # noqa: B017 - any unpickling error: the half file is junk
+        load(torn[0])
+    assert load(folder / "last.ckpt")["global_step"] == 8
+
+    ok(train_process(run_dir, every, "ckpt_path=last"))
+    assert_resumed_run_matches(reference, run_dir, 8)
+    assert not list(folder.glob(".last.ckpt.tmp-*"))  # the dead process's temporary is gone
+
+
+@pytest.mark.parametrize(
+    ("signum", "during", "step", "saved_at"),
+    [("SIGTERM", "train", 5, 6), ("SIGUSR1", "train", 5, 6), ("SIGTERM", "validation", 7, 7)],
+    ids=["SIGTERM", "SIGUSR1", "SIGTERM-in-validation"],
+)
+def test_preemption_signal_saves_exits_zero_and_requeue_resumes(
+    reference, tmp_path, signum, during, step, saved_at
+):
+    run_dir = tmp_path / "run"
+    stopped = ok(
+        train_process(
+            run_dir,
+            "+callbacks.signal._target_=tests.helpers.SignalAtStep",
+            f"+callbacks.signal.step={step}",
+            f"+callbacks.signal.signum={signum}",
+            f"+callbacks.signal.during={during}",
+        )
+    )
+    assert "pre-empted: saved" in stopped.stdout
+    assert f"stopped at step {saved_at} on request" in stopped.stdout
+    assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == saved_at
+    assert not (run_dir / "metrics.json").exists()  # no summary: the run is not finished
+
+    ok(train_process(run_dir, "resume=auto"))  # the requeued job, same command + resume=auto
+    assert_resumed_run_matches(reference, run_dir, saved_at)
+
+
+POISONED = [
+    "data.train_set._target_=tests.helpers.PoisonedSynthetic",
+    "+data.train_set.poisoned=3",
+    "trainer.max_steps=8",
+]
+
+
+def test_nan_loss_stops_with_the_step_and_the_batch_files(tmp_path):
+    result = train_process(tmp_path / "run", *POISONED)
+    assert result.returncode == 2
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("hdrunet-train: error: step 1: loss is nan")
+    assert "poisoned_000003" in error and "skip_nonfinite=true" in error
+    assert "Traceback" not in result.stderr
+
+
+def test_skip_nonfinite_skips_poisoned_batches_and_saves_finite_weights(tmp_path):
+    run_dir = tmp_path / "run"
+    result = ok(train_process(run_dir, *POISONED, "skip_nonfinite=true"))
+    assert "poisoned_000003; batch skipped" in result.stderr
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        skipped = [float(r["train/skipped"]) for r in csv.DictReader(f) if r["train/skipped"]]
+    assert max(skipped) == 2  # item 3 is drawn once in each of the two epochs
+    last = load(run_dir / "checkpoints" / "last.ckpt")
+    assert last["global_step"] == 8
+    assert all(torch.isfinite(t).all() for t in last["state_dict"].values())
+
+
+def _gradient_run(skip: bool) -> tuple:
+    cfg = compose_train([*FAST, *SMALL_SYNTHETIC_VAL, f"skip_nonfinite={skip}"])
+    model = instantiate(cfg.model)
+    trainer = L.Trainer(
+        max_steps=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[NaNGradientAt(1)],
+    )
+    return model, trainer, instantiate(cfg.data)
+
+
+def test_nan_gradient_stops_the_run():
+    model, trainer, data = _gradient_run(skip=False)
+    with pytest.raises(
+        NonFiniteError, match=r"step 1: gradients are not finite for the batch of synthetic_"
+    ):
+        trainer.fit(model, datamodule=data)
+
+
+def test_nan_gradient_with_skip_leaves_the_weights_untouched():
+    model, trainer, data = _gradient_run(skip=True)
+    snapshots = []
+
+    class Snapshot(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            snapshots.append([p.detach().clone() for p in pl_module.parameters()])
+
+    trainer.callbacks.append(Snapshot())
+    trainer.fit(model, datamodule=data)
+    assert model.skipped_batches == 1 and trainer.global_step == 3
+    after_0, after_1, after_2 = snapshots
+    assert all(torch.equal(a, b) for a, b in zip(after_0, after_1, strict=True))  # skipped
+    assert not all(torch.equal(a, b) for a, b in zip(after_1, after_2, strict=True))  # trained
+    assert all(torch.isfinite(p).all() for p in after_2)
+
+
+def test_checkpoint_with_nan_weights_is_not_written_over_a_good_one(tmp_path):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "global_step": 1}, path)
+    with pytest.raises(NonFiniteError, match=r"non-finite weights \(w\.\)"):
+        io.save_checkpoint({"state_dict": {"w": torch.tensor([1.0, float("inf"), 0.0])}}, path)
+    assert torch.equal(io.load_checkpoint(path)["state_dict"]["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+class RunsCode:
+    """Unpickling this runs ``os.system``: what a booby-trapped checkpoint does."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoint_that_would_run_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.ckpt"
+    evil.write_bytes(pickle.dumps({"state_dict": RunsCode(marker)}, protocol=2))
+    result = train_process(tmp_path / "run", f"ckpt_path={evil}")
+    assert result.returncode == 2
+    assert "hdrunet-train: error:" in result.stderr and "refused" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not marker.exists()
+    with pytest.raises(HDRUNetError, match="refused"):
+        check_resume_checkpoint(evil)
+    with pytest.raises(Exception, match="Weights only load failed"):  # Lightning's own loads too
+        AtomicCheckpointIO().load_checkpoint(evil)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.patch_size=-5"], "data.patch_size must be a positive multiple of 4, got -5"),
+        (["model.loss.name=foo"], "unknown loss 'foo'; choose one of tanh_l1"),
+        (["data=ntire2021", "data.root=/nonexistent"], "/nonexistent: no such folder"),
+        (["ckpt_path=/nonexistent.ckpt"], "no such checkpoint to resume from"),
+        (["ckpt_path=last"], "ckpt_path=last: no "),
+        (["paths.min_free_gb=1e9"], "below paths.min_free_gb=1000000000.0"),
+    ],
+    ids=["patch", "loss", "root", "ckpt", "last", "disk-full"],
+)
+def test_bad_input_is_a_one_line_error_before_training(tmp_path, overrides, message):
+    run_dir = tmp_path / "run"
+    other_data = overrides[0].startswith("data=")  # RUN's overrides are for data=synthetic
+    result = train_process(run_dir, *overrides, base=tuple(FAST) if other_data else tuple(RUN))
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("hdrunet-train: error: ")
+    assert message in errors[0]
+    assert "Traceback" not in result.stderr
+    assert not (run_dir / "checkpoints").exists()
+
+
+def test_unwritable_run_folder_is_refused_before_anything_starts(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # a folder cannot be made under a file, even by root
+    result = train_process(blocker / "run", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"hdrunet-train: error: cannot write to the output folder {blocker / 'run'} "
+        "(Not a directory); choose another with hydra.run.dir=... or HDRUNET_LOG_DIR=..."
+    )
+    with pytest.raises(HDRUNetError, match="cannot write to the output folder /proc"):
+        check_output_dir("/proc/hdrunet-run")
+
+
+def test_resume_keeps_earlier_logs_and_finds_the_wandb_run(tmp_path):
+    (tmp_path / "metrics.csv").write_text("step\n0\n")
+    assert keep_previous_csv(tmp_path) == tmp_path / "metrics-1.csv"
+    (tmp_path / "metrics.csv").write_text("step\n5\n")
+    assert keep_previous_csv(tmp_path) == tmp_path / "metrics-2.csv"
+    assert (tmp_path / "metrics-1.csv").read_text() == "step\n0\n"
+    assert keep_previous_csv(tmp_path) is None
+
+    assert previous_wandb_run_id(tmp_path) is None
+    run = tmp_path / "wandb" / "offline-run-20261126_073000-k3x9q2ab"
+    run.mkdir(parents=True)
+    (tmp_path / "wandb" / "latest-run").symlink_to(run.name)
+    assert previous_wandb_run_id(tmp_path) == "k3x9q2ab"
+
+
+READERS = {
+    "0000.png": [io.read_ldr, io.png_info],
+    "0001_gt.png": [io.read_hdr_png, io.png_info, io.hdr_image_size],
+    "0001_alignratio.npy": [io.read_alignratio],
+    "0002.exr": [io.read_exr, io.read_linear_hdr, io.hdr_image_size],
+    "0003.hdr": [io.read_radiance, io.read_linear_hdr, io.hdr_image_size],
+}
+"""File name (kind) -> the readers that take it."""
+
+
+@pytest.fixture(scope="module")
+def valid_files(tmp_path_factory) -> Path:
+    """A folder with one small valid file of each kind in READERS."""
+    folder = tmp_path_factory.mktemp("valid")
+    rng = np.random.default_rng(0)
+    hdr = (rng.random((8, 12, 3)) * 4).astype(np.float32)
+    io.write_ldr(folder / "0000.png", (rng.random((8, 12, 3)) * 255).astype(np.uint8))
+    io.write_hdr_png(folder / "0001_gt.png", hdr)
+    io.write_exr(folder / "0002.exr", hdr)
+    io.write_radiance(folder / "0003.hdr", hdr)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(READERS)
+    return folder
+
+
+def damaged(valid: bytes) -> st.SearchStrategy[bytes]:
+    """Random bytes; the valid file truncated; one byte changed; its start + junk."""
+    n = len(valid)
+    return st.one_of(
+        st.binary(max_size=400),
+        st.integers(0, n - 1).map(lambda k: valid[:k]),
+        st.tuples(st.integers(0, n - 1), st.integers(0, 255)).map(
+            lambda t: valid[: t[0]] + bytes([t[1]]) + valid[t[0] + 1 :]
+        ),
+        st.binary(max_size=200).map(lambda junk: valid[: n // 3] + junk),
+    )
+
+
+@pytest.mark.parametrize("kind", list(READERS))
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_readers_raise_only_the_package_error_on_damaged_files(valid_files, kind, data):
+    fuzz = valid_files.parent / f"fuzz-{valid_files.name}"
+    if not fuzz.is_dir():  # the damaged file sits among valid partners (align ratio, PNG)
+        shutil.copytree(valid_files, fuzz)
+    path = fuzz / kind
+    path.write_bytes(data.draw(damaged((valid_files / kind).read_bytes()), label="file"))
+    for reader in READERS[kind]:
+        try:
+            out = reader(path)
+        except ImageFileError as err:
+            assert path.name in str(err)  # the error names the file
+            continue
+        if isinstance(out, np.ndarray):  # what decodes is a finite RGB image
+            assert out.ndim == 3 and out.shape[2] == 3 and np.isfinite(out).all()
