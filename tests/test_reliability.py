@@ -380,7 +380,12 @@ def damaged(valid: bytes) -> st.SearchStrategy[bytes]:
 
 
 @pytest.mark.parametrize("kind", list(READERS))
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("HDRUNET_FUZZ_EXAMPLES", 120)),
+    deadline=None,
+    derandomize=os.environ.get("HDRUNET_FUZZ_EXAMPLES") is None,  # CI: the same cases each run
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(data=st.data())
 def test_readers_raise_only_the_package_error_on_damaged_files(valid_files, kind, data):
     fuzz = valid_files.parent / f"fuzz-{valid_files.name}"

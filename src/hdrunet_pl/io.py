@@ -317,8 +317,10 @@ def hdr_image_size(path: str | Path) -> tuple[int, int]:
         for line in head[1:]:
             fields = line.split()
             if len(fields) == 4 and fields[0] in (b"-Y", b"+Y") and fields[2] in (b"+X", b"-X"):
-                return int(fields[1]), int(fields[3])
-        raise ImageFileError(f"{path}: Radiance header without an image size")
+                if fields[1].isdigit() and fields[3].isdigit() and int(fields[1]) * int(fields[3]):
+                    return int(fields[1]), int(fields[3])
+                break
+        raise ImageFileError(f"{path}: Radiance header without a valid image size")
     raise ImageFileError(f"{path}: unknown HDR format; use one of {', '.join(HDR_EXTENSIONS)}")
 
 

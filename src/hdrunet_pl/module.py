@@ -76,6 +76,7 @@ class HDRUNetModule(L.LightningModule):
         self.skip_nonfinite = skip_nonfinite
         self.skipped_batches = 0
         self._last_batch: dict[str, Any] = {}
+        self._step_losses: list[torch.Tensor] = []
         if compile:  # in place: parameter names (and checkpoints) stay as they are
             self.net.compile()
 
@@ -83,13 +84,39 @@ class HDRUNetModule(L.LightningModule):
         """(B, 3, H, W) LDR in [0, 1] -> (B, 3, H, W) non-linear HDR."""
         return self.net(ldr.contiguous(memory_format=self.memory_format))
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         pred = self(batch["ldr"])
         loss = self.loss(pred, batch["hdr"])
-        if not torch.isfinite(loss):
-            return self._non_finite(f"loss is {loss.item()}", batch)
+        self._step_losses.append(loss.detach())  # checked before the optimizer step
         self.log("train/loss", loss, prog_bar=True, batch_size=pred.shape[0])
         return loss
+
+    def on_train_batch_start(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._last_batch = batch
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Refuse (or skip, dropping the gradients) a step whose loss or gradients are NaN/Inf.
+
+        One host sync per step. With fp16 mixed precision the gradient scaler handles
+        non-finite gradients itself (they are part of its loss scaling); the loss is
+        still checked."""
+        losses = torch.stack(self._step_losses) if self._step_losses else torch.zeros(0)
+        losses, self._step_losses = losses.to(self.device), []
+        checks = [losses]
+        if getattr(self.trainer.precision_plugin, "scaler", None) is None:
+            grads = [p.grad for p in self.parameters() if p.grad is not None]
+            if grads:
+                checks.append(torch.nn.utils.get_total_norm(grads).reshape(1))
+        if bool(torch.isfinite(torch.cat(checks)).all()):
+            return
+        finite = torch.isfinite(losses)
+        what = (
+            f"loss is {losses[~finite][0].item()}"
+            if not finite.all()
+            else "gradients are not finite"
+        )
+        self._non_finite(what, self._last_batch)
+        optimizer.zero_grad(set_to_none=True)  # the optimizer leaves the weights as they are
 
     def _non_finite(self, what: str, batch: dict[str, Any]) -> None:
         names = ", ".join(map(str, batch.get("name", [])[:8])) or "unnamed"
@@ -99,21 +126,6 @@ class HDRUNetModule(L.LightningModule):
         self.skipped_batches += 1
         self.log("train/skipped", float(self.skipped_batches), batch_size=1)
         rank_zero_warn(f"{message}; batch skipped")
-        return None
-
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Refuse (or skip, dropping the gradients) a step whose gradients are NaN/Inf.
-
-        With fp16 mixed precision the gradient scaler already skips such steps."""
-        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
-            return
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
-        if grads and not torch.isfinite(torch.stack([g.float().abs().max() for g in grads])).all():
-            self._non_finite("gradients are not finite", self._last_batch)
-            optimizer.zero_grad(set_to_none=True)  # the optimizer leaves the weights as they are
-
-    def on_train_batch_start(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._last_batch = batch
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         ldr, hdr = batch["ldr"], batch["hdr"]
