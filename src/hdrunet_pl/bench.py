@@ -169,7 +169,13 @@ def _eager_train_step(net: nn.Module, batch: dict, device: torch.device) -> Call
 
 
 def bench_train(
-    device: torch.device, batch_size: int, patch: int, warmup: int, repeats: int, compile: bool
+    device: torch.device,
+    batch_size: int,
+    patch: int,
+    warmup: int,
+    repeats: int,
+    compile: bool,
+    workers: int = 2,
 ) -> tuple[dict, dict]:
     """(package, eager) timings of one training step; see the module docstring."""
     import lightning as L
@@ -188,7 +194,7 @@ def bench_train(
         SyntheticHDRDataset(num_images=1, height=32, seed=1),
         patch_size=patch,
         batch_size=batch_size,
-        num_workers=2,
+        num_workers=workers,
     )
     batch = next(iter(datamodule.train_dataloader()))
 
@@ -276,6 +282,7 @@ def bench_infer(
         "memory": package_memory.peak_bytes,
         "precision": str(predictor.dtype).removeprefix("torch."),
         "tile": predictor.auto_tile(*size),
+        "layout": "channels_last" if predictor.memory_format == torch.channels_last else "NCHW",
         "compile_seconds": first - seconds if compile else 0.0,
     }
     return package, {"seconds": eager_seconds, "memory": eager_memory.peak_bytes}
@@ -299,11 +306,17 @@ def run(args: argparse.Namespace) -> dict:
     }
     if "train" in args.tasks:
         package, eager = bench_train(
-            device, args.batch_size, args.patch, args.warmup, args.repeats, args.compile
+            device,
+            args.batch_size,
+            args.patch,
+            args.warmup,
+            args.repeats,
+            args.compile,
+            args.workers,
         )
         flops = 3 * 2 * macs_pixel * args.batch_size * args.patch**2
         label = f"train step, batch {args.batch_size}, patch {args.patch}"
-        note = f"data wait {package['data_wait'] * 1000:.0f} ms/step (2 workers)"
+        note = f"data wait {package['data_wait'] * 1000:.0f} ms/step ({args.workers} workers)"
         if args.compile:
             note += f"; compile {package['compile_seconds']:.0f} s"
         for path, result, extra in (
@@ -320,7 +333,7 @@ def run(args: argparse.Namespace) -> dict:
         tile = f"tile {package['tile']}" if package["tile"] else "whole frame"
         note = tile + (f"; compile {package['compile_seconds']:.0f} s" if args.compile else "")
         for path, result, extra in (
-            (f"package ({package['precision']}, channels_last)", package, note),
+            (f"package ({package['precision']}, {package['layout']})", package, note),
             ("eager fp32 NCHW", eager, ""),
         ):
             rows.append(_row(label, path, result, eager["seconds"], flops, peak, extra))
@@ -373,6 +386,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--compile", action="store_true", help="torch.compile the package paths")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=min(8, os.cpu_count() or 1),
+        help="data loader workers of the training benchmark (synthetic scenes are rendered there)",
+    )
     parser.add_argument("--json", default="bench.json", help="where to write the results")
     args = parser.parse_args(argv)
     report = run(args)

@@ -153,7 +153,12 @@ class Predictor:
         self.dtype = resolve_dtype(precision, self.device)
         if self.device.type == "cpu":
             keep_freed_memory()
-        self.model = model.eval().to(self.device, memory_format=torch.channels_last)
+        # channels_last: oneDNN's fast bf16 path on CPUs; on an H100, NCHW bf16 inference was
+        # faster (35 vs 43 ms a 1060x1900 frame, one measurement)
+        self.memory_format = (
+            torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        )
+        self.model = model.eval().to(self.device, memory_format=self.memory_format)
         if compile:
             self.model.compile()
         self.tile = tile
@@ -185,7 +190,7 @@ class Predictor:
         return torch.autocast(self.device.type, dtype=self.dtype)
 
     def _run(self, batch: torch.Tensor) -> torch.Tensor:
-        batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
+        batch = batch.to(self.device).contiguous(memory_format=self.memory_format)
         with self._autocast():
             return self.model(batch).float()
 
