@@ -148,7 +148,7 @@ def test_kill_while_writing_a_checkpoint_leaves_the_previous_one(reference, tmp_
     )
     assert killed.returncode == -9
     folder = run_dir / "checkpoints"
-    torn = list(folder.glob(".last.ckpt.tmp-*"))
+    torn = list(folder.glob(".last.tmp-*.ckpt"))
     assert len(torn) == 1  # the save at step 12 died half-way through its temporary file
     with pytest.raises(Exception):  # noqa: B017 - any unpickling error: the half file is junk
         load(torn[0])
@@ -156,7 +156,7 @@ def test_kill_while_writing_a_checkpoint_leaves_the_previous_one(reference, tmp_
 
     ok(train_process(run_dir, every, "ckpt_path=last"))
     assert_resumed_run_matches(reference, run_dir, 8)
-    assert not list(folder.glob(".last.ckpt.tmp-*"))  # the dead process's temporary is gone
+    assert not list(folder.glob(".last.tmp-*.ckpt"))  # the dead process's temporary is gone
 
 
 @pytest.mark.parametrize(

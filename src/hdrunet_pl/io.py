@@ -51,17 +51,35 @@ _PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # PNG colour type -> samples per
 # ---------------------------------------------------------------------------- helpers
 
 
+def _temporary_path(path: Path, pid: int | str) -> Path:
+    return path.with_name(f".{path.stem}.tmp-{pid}{path.suffix}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffix); rename it to ``path`` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    tmp = _temporary_path(path, os.getpid())
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(path: str | Path) -> None:
+    """Delete the :func:`atomic_path` temporaries of ``path`` left by killed processes (their
+    process id no longer runs)."""
+    path = Path(path)
+    prefix = len(_temporary_path(path, "").name) - len(path.suffix)
+    for tmp in path.parent.glob(_temporary_path(path, "*").name):
+        try:
+            os.kill(int(tmp.name[prefix : len(tmp.name) - len(path.suffix)]), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except (ValueError, PermissionError):
+            pass
 
 
 def _existing(path: str | Path) -> Path:

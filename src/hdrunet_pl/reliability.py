@@ -26,6 +26,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from hdrunet_pl.errors import CheckpointError, HDRUNetError
+from hdrunet_pl.io import atomic_path, remove_stale_temporaries
 
 LAST_CHECKPOINT = "last.ckpt"
 
@@ -53,19 +54,9 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _remove_stale_temporaries(path: Path) -> None:
-    """Delete ``.<name>.tmp-<pid>`` files left by killed processes (``pid`` no longer runs)."""
-    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
-        try:
-            os.kill(int(tmp.name.rsplit("-", 1)[1]), 0)
-        except ProcessLookupError:
-            tmp.unlink(missing_ok=True)
-        except (ValueError, PermissionError):
-            pass
-
-
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes ``path.tmp-<pid>``, fsyncs it and renames it to ``path``: a crash at any moment
+    """Writes a temporary file (:func:`~hdrunet_pl.io.atomic_path`), fsyncs it and renames it to
+    ``path``: a crash at any moment
     leaves either the old or the new checkpoint, never a torn one. Refuses to write weights
     that are NaN/Inf (the previous checkpoint stays)."""
 
@@ -79,18 +70,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f"not saving {path}: non-finite weights ({', '.join(bad[:5])}); "
                 "the previous checkpoint is kept"
             )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
         _fsync_dir(path.parent)
-        _remove_stale_temporaries(path)
+        remove_stale_temporaries(path)
 
     def load_checkpoint(
         self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
