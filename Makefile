@@ -10,8 +10,9 @@ TORCH_INDEX ?=
 # requirements are in pyproject.toml). With a matching torchvision, `pip install litdata`.
 LITDATA_SPEC ?= litdata==0.2.76
 BIN := $(VENV)/bin
+SAMPLES ?= .cache/poly_haven_hdri
 
-.PHONY: install train test test-slow lint format clean notebook bench
+.PHONY: install train test test-slow lint format clean notebook notebooks bench
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +20,7 @@ install:
 	$(BIN)/python -m pip install "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -e ".[dev]" "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --no-deps "$(LITDATA_SPEC)"
+	$(BIN)/python -m hdrunet_pl.samples $(SAMPLES) > /dev/null  # real HDR photos for the tests
 
 train:
 	$(BIN)/hdrunet-train experiment=demo
@@ -26,12 +28,19 @@ train:
 bench:
 	$(BIN)/hdrunet-bench --json bench.json
 
+# JupyterLab is not part of `make install`: this target adds it (the `notebook` extra).
 notebook:
 	$(BIN)/python -m pip install -q -e ".[notebook]"
 	$(BIN)/jupyter lab notebooks/
 
+# Run every notebook top to bottom, headless (nbmake from the `dev` extra); outputs are not saved.
+notebooks:
+	WANDB_MODE=offline $(BIN)/python -m pytest -q -p no:cacheprovider --nbmake \
+		--nbmake-timeout=900 notebooks/
+
+# two test processes (pytest-xdist), a test file per process at a time
 test:
-	WANDB_MODE=offline $(BIN)/python -m pytest -q
+	WANDB_MODE=offline $(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 test-slow:
 	WANDB_MODE=offline $(BIN)/python -m pytest -q -m slow

@@ -160,3 +160,59 @@ def test_lightning_checkpoint_round_trip_keeps_the_variant(tmp_path):
     x = torch.rand(1, 3, 20, 20)
     with torch.no_grad():
         assert torch.allclose(loaded(x), net.eval()(x), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"nf": 8},
+        {"nf": 8, "use_weighting": False},
+        {"nf": 6, "use_condition": False},
+        {"nf": 8, "modulation": "none"},
+        {"nf": 4, "in_ch": 1},
+    ],
+    ids=["default", "no-weighting", "no-condition", "no-modulation", "one-channel"],
+)
+def test_own_plain_state_dict_loads_with_inferred_config(tmp_path, kwargs, recwarn):
+    torch.manual_seed(0)
+    net = HDRUNet(**kwargs).eval()
+    path = tmp_path / "plain.pth"
+    torch.save(net.state_dict(), path)
+    loaded = load_model(path)
+    assert (loaded.config.nf, loaded.config.in_ch) == (net.config.nf, net.config.in_ch)
+    assert loaded.config.use_weighting == net.config.use_weighting
+    assert (loaded.condition is None) == (net.condition is None)
+    for key, tensor in net.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], tensor), key
+    x = torch.rand(1, net.config.in_ch, 12, 16)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), net(x), atol=1e-6)
+    # only what the keys cannot tell is warned about, in one line
+    notes = [str(w.message) for w in recwarn if "plain state_dict" in str(w.message)]
+    assert len(notes) == (net.condition is not None)
+    assert all("\n" not in n and "'channel'" in n and "'gradient'" in n for n in notes)
+
+
+def test_own_state_dict_warns_that_channel_modulation_cannot_be_told_from_sft(tmp_path):
+    net = HDRUNet(nf=8, modulation="channel", condition="gradient")
+    path = tmp_path / "plain.pth"
+    torch.save(net.state_dict(), path)
+    with pytest.warns(UserWarning, match=r"does not record the modulation.*assuming 'sft'"):
+        loaded = load_model(path)
+    assert loaded.config.modulation == "sft" and loaded.config.condition == "image"
+
+
+def test_lightning_module_state_dict_and_checkpoint_without_config_load(tmp_path):
+    from hdrunet_pl.module import HDRUNetModule
+
+    net = HDRUNet(nf=8, use_condition=False).eval()
+    module_state = HDRUNetModule(net).state_dict()
+    assert all(k.startswith("net.") for k in module_state)
+    plain, lightning = tmp_path / "module.pth", tmp_path / "noconfig.ckpt"
+    torch.save(module_state, plain)
+    torch.save({"state_dict": module_state, "epoch": 3}, lightning)
+    x = torch.rand(1, 3, 8, 8)
+    for path in (plain, lightning):
+        loaded = load_model(path)
+        with torch.no_grad():
+            assert torch.allclose(loaded(x), net(x), atol=1e-6), path.name

@@ -37,7 +37,7 @@ def compose_train(overrides: list[str]):
 def test_every_group_has_options():
     for group in GROUPS:
         assert options(group), f"conf/{group} is empty"
-    assert options("patch") == sorted(["64px", "128px", "160px", "256px", "480px"])
+    assert options("patch") == sorted(["32px", "64px", "128px", "160px", "256px", "480px"])
 
 
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in options(g)])

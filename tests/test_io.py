@@ -2,6 +2,7 @@
 
 import logging
 import pickle
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -71,13 +72,39 @@ def test_hdr_png_with_an_explicit_ratio_path(tmp_path):
         (-3.0, "finite and > 0"),
         (np.nan, "finite and > 0"),
         (np.ones(3), "need one number"),
+        (1e-50, "finite and > 0 in float32"),  # finite in float64, 0 in float32
+        (1e300, "finite and > 0 in float32"),  # finite in float64, inf in float32
+        (1e-40, "gives no usable HDR values"),  # 65535 / ratio is inf in float32
     ],
 )
 def test_bad_align_ratios_are_refused(tmp_path, value, message):
-    np.save(tmp_path / "0001_alignratio.npy", np.asarray(value, dtype=np.float32))
+    np.save(tmp_path / "0001_alignratio.npy", np.asarray(value, dtype=np.float64))
     with pytest.raises(ImageFileError, match=message) as err:
         read_alignratio(tmp_path / "0001_alignratio.npy")
     assert "0001_alignratio.npy" in str(err.value)
+
+
+def test_npz_under_an_align_ratio_name_is_an_image_file_error(tmp_path):
+    np.savez(tmp_path / "0001_alignratio", ratio=np.float32(3.0))
+    (tmp_path / "0001_alignratio.npz").rename(tmp_path / "0001_alignratio.npy")
+    with pytest.raises(ImageFileError, match=r"NpzFile \(\.npz\?\), not a plain \.npy"):
+        read_alignratio(tmp_path / "0001_alignratio.npy")
+
+
+def test_a_write_that_does_not_read_back_never_gets_its_name(tmp_path, monkeypatch):
+    """A full disk: OpenCV says it wrote the file, but the file is truncated."""
+    real = cv2.imwrite
+
+    def truncating(path, image, *args):
+        ok = real(path, image, *args)
+        Path(path).write_bytes(Path(path).read_bytes()[:100])
+        return ok
+
+    monkeypatch.setattr(cv2, "imwrite", truncating)
+    with pytest.raises(ImageFileError, match="does not read back as written"):
+        write_hdr_png(tmp_path / "0001.png", hdr_image())
+    assert not (tmp_path / "0001.png").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["0001_alignratio.npy"]  # no PNG: no unit
 
 
 def test_pickled_align_ratio_is_refused(tmp_path):

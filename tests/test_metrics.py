@@ -1,11 +1,18 @@
 import math
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
-from hdrunet_pl.constants import GAMMA, MU
+from hdrunet_pl.io import read_hdr_png, write_hdr_png
 from hdrunet_pl.metrics import PSNRL, PSNRMu, percentile, psnr_l, psnr_mu
+
+# The challenge's constants, pinned here as literals: a changed constant in the package
+# must fail these tests rather than move the reference with it.
+GAMMA = 2.24
+MU = 5000.0
 
 
 def ntire_psnr_mu_numpy(res: np.ndarray, ref: np.ndarray) -> float:
@@ -20,9 +27,88 @@ def ntire_psnr_mu_numpy(res: np.ndarray, ref: np.ndarray) -> float:
 
 
 def ntire_psnr_l_numpy(res: np.ndarray, ref: np.ndarray) -> float:
-    ref_lin, res_lin = ref.astype(np.float64) ** GAMMA, res.astype(np.float64) ** GAMMA
-    peak = ref_lin.max()
-    return float(-10 * np.log10(np.mean((ref_lin / peak - res_lin / peak) ** 2)))
+    """The organisers' ``normalized_psnr(ref, res, max(ref))``: no gamma."""
+    peak = ref.astype(np.float64).max()
+    return float(-10 * np.log10(np.mean((ref / peak - res / peak) ** 2)))
+
+
+def organisers_read_png(png: Path) -> np.ndarray:
+    """The scoring program's ``imread_uint16_png``: the PNG as float32 over its align ratio."""
+    ratio = np.load(png.with_name(png.stem.removesuffix("_gt") + "_alignratio.npy"))
+    image = cv2.cvtColor(cv2.imread(str(png), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGR2RGB)
+    return image.astype(np.float32) / ratio.astype(np.float32)
+
+
+def organisers_scores(res: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
+    """(PSNR-mu, PSNR-L) as the scoring program computes them, in its float32 numpy."""
+
+    def psnr(a, b):
+        return float(-10 * np.log10(np.mean(np.power(a - b, 2))))
+
+    def tonemap(x, norm):
+        return np.log(1 + MU * np.tanh(x / norm)) / np.log(1 + MU)
+
+    ref_lin, res_lin = ref**GAMMA, res**GAMMA
+    norm = np.percentile(ref_lin, 99)
+    peak = np.max(ref)
+    return psnr(tonemap(ref_lin, norm), tonemap(res_lin, norm)), psnr(ref / peak, res / peak)
+
+
+def _case(kind: str, g: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(reference, result) non-linear HDR images of one hand-made kind."""
+    y, x = np.mgrid[0:48, 0:64] / 64.0
+    base = np.stack([x, y, 0.5 * (x + y)], axis=-1).astype(np.float32)
+    if kind == "bright highlight":
+        ref = 0.3 + 0.4 * base
+        ref[10:20, 30:45] = 4.0
+        res = ref * (1 + 0.05 * g.standard_normal(ref.shape)).astype(np.float32)
+        res[10:20, 30:45] = 2.5
+    elif kind == "dark scene":
+        ref = 0.02 + 0.08 * base
+        res = ref + 0.01 * g.standard_normal(ref.shape).astype(np.float32)
+    else:  # "noisy mid-tones"
+        ref = (0.1 + 1.5 * g.random(base.shape)).astype(np.float32)
+        res = ref + 0.08 * g.standard_normal(ref.shape).astype(np.float32)
+    return ref.astype(np.float32), np.clip(res, 0, None).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["bright highlight", "dark scene", "noisy mid-tones"])
+def test_scores_equal_the_organisers_on_16_bit_png_pairs(tmp_path, kind):
+    ref, res = _case(kind, np.random.default_rng(7))
+    write_hdr_png(tmp_path / "0001_gt.png", ref)
+    write_hdr_png(tmp_path / "0001.png", res)
+    ref_read = organisers_read_png(tmp_path / "0001_gt.png")
+    res_read = organisers_read_png(tmp_path / "0001.png")
+    want_mu, want_l = organisers_scores(res_read, ref_read)
+
+    ours_ref = torch.from_numpy(read_hdr_png(tmp_path / "0001_gt.png"))
+    ours_res = torch.from_numpy(read_hdr_png(tmp_path / "0001.png"))
+    assert psnr_mu(ours_res, ours_ref).item() == pytest.approx(want_mu, abs=1e-4)
+    assert psnr_l(ours_res, ours_ref).item() == pytest.approx(want_l, abs=1e-4)
+    # PSNR-L takes no gamma: a linear-domain PSNR differs by far more than the tolerance
+    linear = -10 * np.log10(
+        np.mean((ref_read**GAMMA - res_read**GAMMA) ** 2) / np.max(ref_read**GAMMA) ** 2
+    )
+    assert abs(linear - want_l) > 0.05
+
+
+def test_golden_values_on_a_fixed_array():
+    """Values of the organisers' formulas on a fixed 2x2 image, computed by hand."""
+    ref = torch.tensor([[[0.5, 1.0], [2.0, 0.25]]], dtype=torch.float64).expand(3, 2, 2)
+    res = torch.tensor([[[0.5, 0.9], [2.2, 0.25]]], dtype=torch.float64).expand(3, 2, 2)
+    # PSNR-L: errors (0.1, 0.2) over max 2 -> mse = (0.05^2 + 0.1^2) / 4
+    assert psnr_l(res, ref).item() == pytest.approx(
+        -10 * math.log10((0.05**2 + 0.1**2) / 4), abs=1e-6
+    )
+    # 99th percentile of the 12 linear values (4 per channel), numpy's linear interpolation:
+    # position 0.99 * 11 = 10.89 lies between the two copies of the largest value 2 ** GAMMA
+    norm = 2.0**GAMMA
+
+    def t(v):
+        return math.log1p(MU * math.tanh(v**GAMMA / norm)) / math.log1p(MU)
+
+    mse = ((t(1.0) - t(0.9)) ** 2 + (t(2.0) - t(2.2)) ** 2) / 4
+    assert psnr_mu(res, ref).item() == pytest.approx(-10 * math.log10(mse), abs=1e-6)
 
 
 def test_percentile_matches_numpy_linear_interpolation():
@@ -32,9 +118,9 @@ def test_percentile_matches_numpy_linear_interpolation():
 
 
 def test_psnr_l_on_a_hand_computed_case():
-    # reference: linear 1 and 0 (non-linear 1 and 0); result off by 0.1 (linear) at one pixel
-    ref = torch.tensor([[[1.0, 0.0]]])
-    res = torch.tensor([[[1.0, 0.1 ** (1 / GAMMA)]]])
+    # reference 2 and 0 (non-linear); result off by 0.2 at one pixel: 0.1 after normalising
+    ref = torch.tensor([[[2.0, 0.0]]])
+    res = torch.tensor([[[2.0, 0.2]]])
     expected = -10 * math.log10(0.1**2 / 2)  # mse = 0.01 / 2 = 0.005 -> 23.0103 dB
     assert psnr_l(res, ref).item() == pytest.approx(expected, abs=1e-4)
 
@@ -70,6 +156,7 @@ def test_negative_predictions_are_clamped_like_a_png_submission():
     res[0, 0, 0] = -0.5
     clamped = res.clamp_min(0)
     assert psnr_mu(res, ref).item() == pytest.approx(psnr_mu(clamped, ref).item())
+    assert psnr_l(res, ref).item() == pytest.approx(psnr_l(clamped, ref).item())
 
 
 def test_metric_classes_average_per_image_not_per_pixel():

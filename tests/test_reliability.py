@@ -96,7 +96,7 @@ def assert_same_training_state(a: Path, b: Path) -> None:
 def assert_resumed_run_matches(reference: Path, run: Path, from_step: int) -> None:
     resumed = step_losses(run / "csv" / "metrics.csv")
     expected = step_losses(reference / "csv" / "metrics.csv")
-    assert sorted(resumed) == list(range(from_step, MAX_STEPS))  # continued at its step
+    assert sorted(resumed) == list(range(from_step + 1, MAX_STEPS + 1))  # continued at its step
     for step, loss in resumed.items():
         assert loss == pytest.approx(expected[step], abs=1e-6), step
     assert_same_training_state(
@@ -135,6 +135,33 @@ def test_sigkill_mid_epoch_then_ckpt_path_last_continues_step_for_step(
     assert_resumed_run_matches(reference, run_dir, saved_at)
     # the killed run's log is kept beside the resumed one
     assert step_losses(run_dir / "csv" / "metrics-1.csv")
+
+
+def test_ddp_run_killed_and_resumed_logs_the_same_losses(tmp_path):
+    """Two processes (each with its share of every step, from the package's own sampler)
+    killed with SIGKILL after step 5 and resumed from step 4 log the same losses at steps
+    5 and 6 as a run that was never interrupted; 4 samples a step and 10 scenes make the
+    runs cross epochs."""
+    ddp = ("trainer=ddp_cpu", "trainer.max_steps=6", "trainer.val_check_interval=3")
+    every = "callbacks.last_checkpoint.every_n_train_steps=2"
+    reference_run = tmp_path / "reference"
+    ok(train_process(reference_run, *ddp))
+    run_dir = tmp_path / "run"
+    killed = train_process(
+        run_dir,
+        *ddp,
+        every,
+        "+callbacks.kill._target_=tests.helpers.KillAtStep",
+        "+callbacks.kill.step=5",
+    )
+    assert killed.returncode == -9
+    assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 4
+    ok(train_process(run_dir, *ddp, every, "resume=auto"))
+    resumed = step_losses(run_dir / "csv" / "metrics.csv")
+    expected = step_losses(reference_run / "csv" / "metrics.csv")
+    assert sorted(resumed) == [5, 6]
+    for step, loss in resumed.items():
+        assert loss == pytest.approx(expected[step], abs=1e-6), step
 
 
 def test_kill_while_writing_a_checkpoint_leaves_the_previous_one(reference, tmp_path):
@@ -197,7 +224,7 @@ def test_nan_loss_stops_with_the_step_and_the_batch_files(tmp_path):
     result = train_process(tmp_path / "run", *POISONED)
     assert result.returncode == 2
     error = result.stderr.strip().splitlines()[-1]
-    assert error.startswith("hdrunet-train: error: step 1: loss is nan")
+    assert error.startswith("hdrunet-train: error: step 2: loss is nan")
     assert "poisoned_000003" in error and "skip_nonfinite=true" in error
     assert "Traceback" not in result.stderr
 
@@ -232,7 +259,7 @@ def _gradient_run(skip: bool) -> tuple:
 def test_nan_gradient_stops_the_run():
     model, trainer, data = _gradient_run(skip=False)
     with pytest.raises(
-        NonFiniteError, match=r"step 1: gradients are not finite for the batch of synthetic_"
+        NonFiniteError, match=r"step 2: gradients are not finite for the batch of synthetic_"
     ):
         trainer.fit(model, datamodule=data)
 

@@ -75,8 +75,8 @@ def test_multirun_sweep_makes_one_run_per_value(tmp_path):
     assert result.stdout.count("hdrunet-train summary") == 2
     runs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert [p.name.split("_")[0] for p in runs] == ["0", "1"]  # job number, then overrides
-    assert "loss=l1" in runs[0].name and "loss=tanh_l1" in runs[1].name
-    assert "debug" not in runs[0].name  # excluded from folder names
+    assert "loss-l1" in runs[0].name and "loss-tanh_l1" in runs[1].name
+    assert "debug-fast" in runs[0].name  # a debug run says so in its name
     losses = {
         (run / "config.yaml").read_text().split("loss:\n")[1].split("name: ")[1].split()[0]
         for run in runs
@@ -85,9 +85,19 @@ def test_multirun_sweep_makes_one_run_per_value(tmp_path):
     assert all((run / "checkpoints" / "last.ckpt").is_file() for run in runs)
 
 
-@pytest.mark.parametrize("bad", ["loss=ssim", "patch=100px"])
-def test_unknown_group_options_fail_with_hydra_message(tmp_path, bad):
+@pytest.mark.parametrize(
+    ("bad", "group"),
+    [
+        (["loss=ssim"], "loss"),
+        (["experiment=paer"], "experiment"),
+        (["debug=fsat"], "debug"),
+        (["-m", "experiment=ablation_los"], "experiment"),
+    ],
+)
+def test_unknown_group_options_fail_with_hydra_message(tmp_path, bad, group):
     exe = str(Path(sys.executable).parent / "hdrunet-train")
-    result = subprocess.run([exe, bad], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([exe, *bad], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "Could not find" in result.stderr
+    assert f"Available options in '{group}'" in result.stderr
+    assert not (tmp_path / "logs").exists()  # nothing ran

@@ -36,6 +36,7 @@ from torch import nn
 from hdrunet_pl.inference import Predictor, bf16_supported, resolve_device
 from hdrunet_pl.losses import tanh_l1
 from hdrunet_pl.models.hdrunet import HDRUNet
+from hdrunet_pl.quiet import install_filters
 from hdrunet_pl.runtime import keep_freed_memory, restore_malloc_defaults, trim_heap
 
 FRAME = (1060, 1900)
@@ -374,17 +375,41 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hdrunet-bench", description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--tasks", nargs="+", default=["train", "infer"], choices=["train", "infer"]
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``hdrunet-bench`` (every option has a help text)."""
+    parser = argparse.ArgumentParser(
+        prog="hdrunet-bench",
+        description=__doc__.split("\n")[0].replace("``", ""),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--patch", type=int, default=160)
-    parser.add_argument("--size", type=int, nargs=2, default=list(FRAME), metavar=("H", "W"))
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        default=["train", "infer"],
+        choices=["train", "infer"],
+        help="what to measure: the training step, inference on one frame, or both",
+    )
+    parser.add_argument(
+        "--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=4, help="training batch size (patches per step)"
+    )
+    parser.add_argument("--patch", type=int, default=160, help="side of a training patch (px)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=list(FRAME),
+        metavar=("H", "W"),
+        help="height and width of the inference frame (an NTIRE 2021 frame)",
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="untimed runs of each path before timing"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed runs of each path (the median is reported)"
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile the package paths")
     parser.add_argument(
         "--workers",
@@ -393,6 +418,12 @@ def main(argv: list[str] | None = None) -> int:
         help="data loader workers of the training benchmark (synthetic scenes are rendered there)",
     )
     parser.add_argument("--json", default="bench.json", help="where to write the results")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    install_filters()
+    parser = build_parser()
     args = parser.parse_args(argv)
     report = run(args)
     table = format_table(report)

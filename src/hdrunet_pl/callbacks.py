@@ -1,4 +1,5 @@
-"""Lightning callbacks of the package: tonemapped validation previews."""
+"""Lightning callbacks of the package: tonemapped validation previews, and progress bars
+that count optimizer steps (runs here are limited by steps, not epochs)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import cv2
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 from hdrunet_pl.viz import comparison_strip
@@ -94,3 +96,108 @@ class ImagePreview(L.Callback):
             for name, image in self._strips:
                 cv2.imwrite(str(folder / f"step{step:07d}_{name}.png"), image[..., ::-1])
         self._strips = []
+
+
+STEP_DESCRIPTION = "step"
+"""Description of the training bar of a step-limited run (shown as ``step ... 120/1200``)."""
+
+
+def counts_steps(trainer: L.Trainer) -> bool:
+    """True for a run limited by ``max_steps`` alone (``max_epochs`` -1 or unset)."""
+    return (
+        trainer.max_steps is not None
+        and trainer.max_steps > 0
+        and trainer.max_epochs
+        in (
+            None,
+            -1,
+        )
+    )
+
+
+class StepTQDMProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar; for a step-limited run, the training bar counts optimizer
+    steps of the whole run (``step: 10%| 120/1200``) instead of batches of an epoch."""
+
+    @property
+    def total_train_batches(self) -> int | float:
+        if counts_steps(self.trainer):
+            return self.trainer.max_steps
+        return super().total_train_batches
+
+    @property
+    def train_description(self) -> str:
+        if self._trainer is not None and counts_steps(self.trainer):
+            return STEP_DESCRIPTION
+        return super().train_description
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if not counts_steps(trainer):
+            super().on_train_epoch_start(trainer, *args)
+            return
+        if self._leave:
+            self.train_progress_bar = self.init_train_tqdm()
+        bar = self.train_progress_bar
+        bar.reset(total=self.total_train_batches)
+        bar.initial = trainer.global_step  # rate and ETA count this session's steps
+        _set_n(bar, trainer.global_step)
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if not counts_steps(trainer):
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+            return
+        bar, step = self.train_progress_bar, trainer.global_step
+        if bar is not None and self._should_update(step, bar.total):
+            _set_n(bar, step)
+            bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+
+def _set_n(bar: Any, value: int) -> None:
+    if not bar.disable:
+        bar.n = value
+        bar.refresh()
+
+
+class StepRichProgressBar(RichProgressBar):
+    """Lightning's rich bar; for a step-limited run, the training bar reads ``step`` and
+    counts optimizer steps of the whole run (``120/1200``) instead of showing ``Epoch 0/-2``."""
+
+    @property
+    def total_train_batches(self) -> int | float:
+        if counts_steps(self.trainer):
+            return self.trainer.max_steps
+        return super().total_train_batches
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        if not counts_steps(self.trainer):
+            return super()._get_train_description(current_epoch)
+        return f"{STEP_DESCRIPTION:{len(self.validation_description)}}"
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        if counts_steps(trainer):
+            self._update(self.train_progress_bar_id, trainer.global_step)
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if not counts_steps(trainer):
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+            return
+        if not self.is_disabled and self.train_progress_bar_id is None:
+            self._initialize_train_progress_bar_id()  # resumed mid-epoch
+        self._update(self.train_progress_bar_id, trainer.global_step)
+        self._update_metrics(trainer, pl_module)
+        self.refresh()

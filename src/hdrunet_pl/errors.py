@@ -29,3 +29,16 @@ class DatasetError(HDRUNetError, ValueError):
         more = len(problems) - cls.MAX_LISTED
         tail = f"\n  ... and {more} more" if more > 0 else ""
         raise cls(f"{where}: {len(problems)} problem(s):\n  {listed}{tail}")
+
+
+def one_line(err: BaseException) -> str:
+    """The message of ``err`` for a one-line report.
+
+    An error re-raised from a DataLoader worker carries the worker's whole traceback in its
+    message; only its last line, the original message, is kept.
+    """
+    text = str(err)
+    if "\nOriginal Traceback" in text:
+        last = text.rstrip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text

@@ -13,21 +13,35 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import hydra
 import numpy as np
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from hdrunet_pl.constants import GAMMA
 from hdrunet_pl.errors import HDRUNetError
-from hdrunet_pl.io import GT_SUFFIX, LDR_SUFFIX, read_hdr_png, read_ldr, read_linear_hdr
+from hdrunet_pl.io import (
+    GT_SUFFIX,
+    LDR_SUFFIX,
+    as_submitted,
+    atomic_path,
+    imwrite,
+    read_hdr_png,
+    read_ldr,
+    read_linear_hdr,
+)
 from hdrunet_pl.metrics import psnr_l, psnr_mu
+from hdrunet_pl.outputs import OutputFolder
 from hdrunet_pl.predict import exit_on_error, make_predictor
+from hdrunet_pl.quiet import install_filters
+from hdrunet_pl.train import CONFIG_FILE
+from hdrunet_pl.validation import check_required
 from hdrunet_pl.viz import comparison_strip
 
+SCORES_FILE = "scores.csv"
 SCORE_COLUMNS = ("psnr_mu", "psnr_l", "identity_psnr_mu", "identity_psnr_l")
 
 
@@ -81,16 +95,27 @@ def _key(path: Path) -> str:
     return stem
 
 
-def _hdr_files(folder: Path) -> dict[str, Path]:
+def _hdr_files(folder: Path, role: str) -> dict[str, Path]:
+    """Frame id -> HDR file of ``folder`` (NTIRE PNG pairs, ``.exr``, ``.hdr``).
+
+    Refuses a folder where two files claim one frame (e.g. ``0001.png`` and
+    ``0001_gt.png``, which would also share one ``0001_alignratio.npy``).
+    """
     if not folder.is_dir():
-        raise HDRUNetError(f"{folder}: no such folder")
-    files = {}
+        raise HDRUNetError(f"{role} {folder}: no such folder")
+    files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        suffix = path.suffix.lower()
         if path.stem.endswith((LDR_SUFFIX, "_preview")):
             continue
-        if suffix in (".exr", ".hdr", ".png"):
-            files[_key(path)] = path
+        if path.suffix.lower() in (".exr", ".hdr", ".png"):
+            key = _key(path)
+            if key in files:
+                raise HDRUNetError(
+                    f"{role} {folder}: ambiguous: {files[key].name} and {path.name} are both "
+                    f"frame {key} (results written into a data folder?); keep results and "
+                    "ground truth in separate folders"
+                )
+            files[key] = path
     return files
 
 
@@ -103,39 +128,84 @@ def read_nonlinear(path: Path) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
-def folder_samples(pred_dir: str, gt_dir: str, ldr_dir: str | None) -> Iterator[Sample]:
-    """Samples matched by NTIRE id (``NNNN``) between result, GT and LDR folders."""
-    preds, gts = _hdr_files(Path(pred_dir)), _hdr_files(Path(gt_dir))
-    missing = sorted(gts.keys() - preds.keys())
+@dataclass
+class Samples:
+    """The samples to score (made lazily) and how many there are."""
+
+    count: int
+    items: Iterator[Sample]
+
+
+def folder_samples(pred_dir: str, gt_dir: str, ldr_dir: str | None) -> Samples:
+    """Samples matched by NTIRE id (``NNNN``) between result, GT and LDR folders.
+
+    The pairing is checked before anything is read: every GT needs exactly one result.
+    """
+    if Path(pred_dir).resolve() == Path(gt_dir).resolve():
+        raise HDRUNetError(f"pred_dir and gt_dir are the same folder ({pred_dir})")
+    preds, gts = _hdr_files(Path(pred_dir), "pred_dir"), _hdr_files(Path(gt_dir), "gt_dir")
     if not gts:
-        raise HDRUNetError(f"{gt_dir}: no GT files (NNNN_gt.png pairs, .exr or .hdr)")
+        raise HDRUNetError(f"gt_dir {gt_dir}: no GT files (NNNN_gt.png pairs, .exr or .hdr)")
+    missing = sorted(gts.keys() - preds.keys())
     if missing:
         raise HDRUNetError(f"{pred_dir}: no result for {len(missing)} GT image(s): {missing[:10]}")
-    for name in sorted(gts):
-        ldr = None
-        if ldr_dir is not None:
-            ldr_path = Path(ldr_dir) / f"{name}{LDR_SUFFIX}.png"
-            ldr = torch.from_numpy(read_ldr(ldr_path).transpose(2, 0, 1).copy())
-        yield Sample(name, read_nonlinear(preds[name]), read_nonlinear(gts[name]), ldr)
+
+    def items() -> Iterator[Sample]:
+        for name in sorted(gts):
+            ldr = None
+            if ldr_dir is not None:
+                ldr_path = Path(ldr_dir) / f"{name}{LDR_SUFFIX}.png"
+                ldr = torch.from_numpy(read_ldr(ldr_path).transpose(2, 0, 1).copy())
+            yield Sample(name, read_nonlinear(preds[name]), read_nonlinear(gts[name]), ldr)
+
+    return Samples(len(gts), items())
 
 
-def model_samples(cfg: DictConfig) -> Iterator[Sample]:
-    """Samples made by running the checkpoint on the data set's validation images."""
+def data_config(cfg: DictConfig) -> DictConfig:
+    """The data settings to evaluate on: those of the training run ``run=`` (its
+    ``config.yaml``, so its validation set), else the ``data`` group of this config."""
+    if not cfg.get("run"):
+        return cfg.data
+    path = Path(cfg.run) / CONFIG_FILE
+    if not path.is_file():
+        raise HDRUNetError(f"run={cfg.run}: no {CONFIG_FILE}; give the folder of a training run")
+    data = OmegaConf.load(path).get("data")
+    if data is None or "_target_" not in data:
+        raise HDRUNetError(f"{path}: no data settings; is it a config of hdrunet-train?")
+    return data
+
+
+def model_samples(cfg: DictConfig) -> Samples:
+    """Samples made by running the checkpoint on the data set's validation images.
+
+    Each prediction is scored as it would read back from its NTIRE 16-bit PNG pair, so the
+    scores equal those of ``hdrunet-predict`` followed by ``hdrunet-eval pred_dir=...``.
+    """
+    data = data_config(cfg)
     predictor = make_predictor(cfg)
-    datamodule = instantiate(cfg.data)
-    for batch in datamodule.val_dataloader():
-        for ldr, gt, name in zip(batch["ldr"], batch["hdr"], batch["name"], strict=True):
-            yield Sample(name, predictor(ldr).clamp_min(0), gt, ldr)
+    try:
+        datamodule = instantiate(data)
+    except InstantiationException as err:
+        cause = err.__cause__ or err
+        raise HDRUNetError(f"data: {cause}") from None
+
+    def items() -> Iterator[Sample]:
+        for batch in datamodule.val_dataloader():
+            for ldr, gt, name in zip(batch["ldr"], batch["hdr"], batch["name"], strict=True):
+                pred = predictor(ldr).clamp_min(0).permute(1, 2, 0).numpy()
+                pred = torch.from_numpy(as_submitted(pred)).permute(2, 0, 1)
+                yield Sample(name, pred, gt, ldr)
+
+    return Samples(len(datamodule.val_set), items())
 
 
 def write_scores(path: Path, scores: list[ImageScore]) -> None:
     """``scores.csv``: one row per image, then a ``mean`` row."""
-    path.parent.mkdir(parents=True, exist_ok=True)
 
     def fmt(value: float | None) -> str:
         return "" if value is None or math.isnan(value) else f"{value:.4f}"
 
-    with path.open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["name", *SCORE_COLUMNS])
         for s in scores:
@@ -143,12 +213,14 @@ def write_scores(path: Path, scores: list[ImageScore]) -> None:
         writer.writerow(["mean", *(fmt(v) for v in means(scores).values())])
 
 
-def evaluate(samples: Iterator[Sample], output: Path) -> list[ImageScore]:
+def evaluate(samples: Samples, output: Path) -> list[ImageScore]:
     """Score every sample; write ``scores.csv`` and the best/worst PNGs under ``output``."""
+    folder = OutputFolder(output, "hdrunet-eval")
+    folder.claim([output / SCORES_FILE])  # before the work: a refusal costs nothing
     scores: list[ImageScore] = []
     best: tuple[float, Sample] | None = None
     worst: tuple[float, Sample] | None = None
-    for sample in tqdm(samples, unit="image"):
+    for sample in tqdm(samples.items, total=samples.count, unit="image"):
         result = score(sample)
         scores.append(result)
         if best is None or result.psnr_mu > best[0]:
@@ -157,16 +229,18 @@ def evaluate(samples: Iterator[Sample], output: Path) -> list[ImageScore]:
             worst = (result.psnr_mu, sample)
     if not scores:
         raise HDRUNetError("nothing to evaluate")
-    output.mkdir(parents=True, exist_ok=True)
-    write_scores(output / "scores.csv", scores)
+    write_scores(output / SCORES_FILE, scores)
     for label, (value, sample) in (("worst", worst), ("best", best)):
         title = f"{label}: {sample.name}  PSNR-mu {value:.2f} dB"
         strip = comparison_strip(sample.pred, sample.gt, sample.ldr, title)
-        cv2.imwrite(str(output / f"{label}_{sample.name}.png"), strip[..., ::-1])
+        path = output / f"{label}_{sample.name}.png"
+        folder.claim([path])
+        imwrite(path, np.ascontiguousarray(strip[..., ::-1]))
     return scores
 
 
 def run(cfg: DictConfig) -> list[ImageScore]:
+    check_required(cfg)
     if cfg.pred_dir is not None or cfg.gt_dir is not None:
         if cfg.pred_dir is None or cfg.gt_dir is None:
             raise HDRUNetError("give both pred_dir= and gt_dir= (or ckpt= and data=)")
@@ -190,6 +264,7 @@ def run(cfg: DictConfig) -> list[ImageScore]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
+    install_filters()
     exit_on_error(run)(cfg)
 
 

@@ -19,11 +19,14 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import nn
+from torch.jit import TracerWarning
 
 from hdrunet_pl.errors import HDRUNetError
 from hdrunet_pl.io import atomic_path
 from hdrunet_pl.models.checkpoints import load_model
+from hdrunet_pl.outputs import OutputFolder
 from hdrunet_pl.predict import exit_on_error
+from hdrunet_pl.quiet import install_filters
 
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 EXPORT_SIZE = (1, 3, 64, 64)
@@ -37,27 +40,47 @@ def export_onnx(model: nn.Module, path: Path, opset: int = 18) -> None:
         2: torch.export.Dim("height", min=4, max=16384),
         3: torch.export.Dim("width", min=4, max=16384),
     }
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (torch.rand(EXPORT_SIZE),),
-            str(path),
-            dynamo=True,
-            dynamic_shapes={"ldr": dims},
-            opset_version=opset,
-            input_names=["ldr"],
-            output_names=["hdr"],
-            verbose=False,
-        )
+    torch.onnx.export(
+        model,
+        (torch.rand(EXPORT_SIZE),),
+        str(path),
+        dynamo=True,
+        dynamic_shapes={"ldr": dims},
+        opset_version=opset,
+        input_names=["ldr"],
+        output_names=["hdr"],
+        external_data=False,  # one self-contained file that can be moved anywhere
+        verbose=False,
+    )
 
 
 def export_torchscript(model: nn.Module, path: Path) -> None:
     """Trace to TorchScript (the tracer records the padding arithmetic, so sizes stay free)."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        # the input check (4-D, 3 channels) is rightly frozen into the trace; TorchScript
+        # itself is deprecated (the README says so)
+        warnings.filterwarnings(
+            "ignore",
+            message="Converting a tensor to a Python boolean",
+            category=TracerWarning,
+            module=r"hdrunet_pl\.models\.hdrunet",
+        )
+        warnings.filterwarnings(
+            "ignore", message=r"`torch\.jit\.trace", category=DeprecationWarning
+        )
         traced = torch.jit.trace(model, torch.rand(EXPORT_SIZE))
     traced.save(str(path))
+
+
+def check_self_contained(path: Path) -> None:
+    """Refuse an ONNX file whose weights live in other files (it would not load once moved)."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    model = onnx.load(str(path), load_external_data=False)
+    external = [t.name for t in model.graph.initializer if uses_external_data(t)]
+    if external:
+        raise HDRUNetError(f"{path}: weights stored outside the file ({external[0]}, ...)")
 
 
 def run_exported(path: Path, fmt: str, ldr: torch.Tensor) -> np.ndarray:
@@ -81,8 +104,9 @@ def export(
     """Export ``ckpt``; returns the file and its largest difference from PyTorch."""
     if fmt not in SUFFIXES:
         raise HDRUNetError(f"format must be one of {sorted(SUFFIXES)}, got {fmt!r}")
-    model = load_model(ckpt).eval()
     target = Path(output) if output else Path(ckpt).with_suffix(SUFFIXES[fmt])
+    OutputFolder(target.parent, "hdrunet-export", [Path(ckpt)]).claim([target])
+    model = load_model(ckpt).eval()
     with atomic_path(target) as tmp:
         if fmt == "onnx":
             export_onnx(model, tmp, opset)
@@ -91,6 +115,8 @@ def export(
         ldr = torch.rand(tuple(check_size), generator=torch.Generator().manual_seed(0))
         with torch.inference_mode():
             expected = model(ldr).numpy()
+        if fmt == "onnx":
+            check_self_contained(tmp)
         error = float(np.abs(run_exported(tmp, fmt, ldr) - expected).max())
         if not error <= tolerance:
             raise HDRUNetError(f"export differs from PyTorch by {error:.2e} > {tolerance}")
@@ -111,8 +137,14 @@ def run(cfg: DictConfig) -> Path:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     exit_on_error(run)(cfg)
+
+
+def main() -> None:
+    """Console entry point (``hdrunet-export``)."""
+    install_filters()
+    _hydra_main()
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from hdrunet_pl.errors import HDRUNetError
 from hdrunet_pl.models.hdrunet import SCALE_FACTOR
 from hdrunet_pl.runtime import keep_freed_memory
 
@@ -33,10 +34,33 @@ IMAGE_BUFFERS = 5
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """``auto``: CUDA if present, else CPU; otherwise any ``torch.device`` string."""
+    """``auto``: CUDA if present, else CPU; otherwise any ``torch.device`` string.
+
+    Raises:
+        HDRUNetError: an unknown device, or a CUDA device that this machine cannot use.
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise HDRUNetError(
+            f"device={device}: not a device; use auto, cpu, cuda or cuda:N"
+        ) from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "has no CUDA support" if torch.version.cuda is None else "sees no GPU"
+            raise HDRUNetError(
+                f"device={device}: this torch build ({torch.__version__}) {build}; use "
+                "device=cpu, or on a GPU machine install a CUDA build of torch (see README)"
+            )
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise HDRUNetError(
+                f"device={device}: only {torch.cuda.device_count()} GPU(s) are visible"
+            )
+    elif resolved.type != "cpu":
+        raise HDRUNetError(f"device={device}: not supported; use auto, cpu, cuda or cuda:N")
+    return resolved
 
 
 def bf16_supported(device: torch.device) -> bool:

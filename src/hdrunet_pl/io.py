@@ -101,7 +101,11 @@ def imread(path: Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
 
 
 def imwrite(path: Path, image: np.ndarray) -> None:
-    """Atomically write an OpenCV (BGR, uint8/uint16/float32) array; format by suffix."""
+    """Atomically write an OpenCV (BGR, uint8/uint16/float32) array; format by suffix.
+
+    The temporary file is decoded back before it is renamed: a file that OpenCV reported as
+    written but that is truncated (a full disk) or altered never gets the final name.
+    """
     with atomic_path(path) as tmp:
         try:
             ok = cv2.imwrite(str(tmp), image)
@@ -109,6 +113,24 @@ def imwrite(path: Path, image: np.ndarray) -> None:
             raise ImageFileError(f"{path}: cannot write ({err.msg.strip()})") from None
         if not ok:
             raise ImageFileError(f"{path}: cannot write (unsupported extension or no space?)")
+        _verify_written(tmp, image, path)
+
+
+_LOSSLESS = (".png", ".tif", ".tiff", ".bmp")
+
+
+def _verify_written(tmp: Path, image: np.ndarray, path: Path) -> None:
+    """Decode ``tmp`` and compare it with ``image`` (exactly for lossless formats)."""
+    back = cv2.imread(str(tmp), cv2.IMREAD_UNCHANGED)
+    lossless = path.suffix.lower() in _LOSSLESS
+    if (
+        back is None
+        or back.shape != image.shape
+        or (lossless and (back.dtype != image.dtype or not np.array_equal(back, image)))
+    ):
+        raise ImageFileError(
+            f"{path}: the written file does not read back as written (disk full?); not kept"
+        )
 
 
 def _bgr_to_rgb(image: np.ndarray, path: Path) -> np.ndarray:
@@ -212,11 +234,23 @@ def read_alignratio(path: str | Path) -> float:
         raise ImageFileError(f"{path}: not a plain numeric .npy file ({err}); refused") from None
     except Exception as err:
         raise ImageFileError(f"{path}: unreadable .npy file ({type(err).__name__})") from None
-    if not isinstance(value, np.ndarray) or value.size != 1 or value.dtype.kind not in "fiu":
+    if not isinstance(value, np.ndarray):
+        raise ImageFileError(f"{path}: a {type(value).__name__} (.npz?), not a plain .npy number")
+    if value.size != 1 or value.dtype.kind not in "fiu":
         raise ImageFileError(f"{path}: need one number, got an array of shape {value.shape}")
     ratio = float(value.reshape(()))
-    if not np.isfinite(ratio) or ratio <= 0:
-        raise ImageFileError(f"{path}: align ratio must be finite and > 0, got {ratio}")
+    # checked in float32, the precision images are decoded in: 1e-50 would be 0 there and
+    # 1e300 infinite, giving all-inf or all-zero HDR images
+    ratio32 = np.float32(ratio) if abs(ratio) < 3.4e38 else np.float32(np.inf)
+    if not np.isfinite(ratio) or ratio <= 0 or not (np.isfinite(ratio32) and ratio32 > 0):
+        raise ImageFileError(
+            f"{path}: align ratio must be finite and > 0 in float32 (the precision images are "
+            f"decoded in), got {ratio}"
+        )
+    with np.errstate(over="ignore", under="ignore"):
+        peak = np.float32(PNG16_MAX) / ratio32
+    if not np.isfinite(peak) or peak == 0:
+        raise ImageFileError(f"{path}: align ratio {ratio} gives no usable HDR values")
     return ratio
 
 
@@ -236,6 +270,24 @@ def read_hdr_png(png_path: str | Path, alignratio_path: str | Path | None = None
     return _bgr_to_rgb(image, png_path).astype(np.float32) / np.float32(ratio)
 
 
+def encode_hdr_png(hdr: np.ndarray) -> tuple[np.ndarray, np.float32]:
+    """The NTIRE encoding of a finite non-linear HDR array: ``(uint16 codes, align ratio)``.
+
+    As the challenge: ``ratio = 65535 / max(hdr)``, ``codes = round(hdr * ratio)`` (negative
+    values clip to 0). ``codes / ratio`` is what a reader of the files gets back.
+    """
+    hdr = np.asarray(hdr, dtype=np.float32)
+    peak = float(hdr.max())
+    ratio = np.float32(PNG16_MAX / peak if peak > 0 else 1.0)
+    return np.round(hdr * ratio).clip(0, PNG16_MAX).astype(np.uint16), ratio
+
+
+def as_submitted(hdr: np.ndarray) -> np.ndarray:
+    """``hdr`` as it reads back from its NTIRE 16-bit PNG pair (float32, same shape)."""
+    codes, ratio = encode_hdr_png(hdr)
+    return codes.astype(np.float32) / ratio
+
+
 def write_hdr_png(
     png_path: str | Path, hdr: np.ndarray, alignratio_path: str | Path | None = None
 ) -> float:
@@ -245,14 +297,22 @@ def write_hdr_png(
     the ratio.
     """
     png_path = Path(png_path)
-    hdr = _check_finite(np.asarray(hdr, dtype=np.float32), png_path)
-    peak = float(hdr.max())
-    ratio = np.float32(PNG16_MAX / peak if peak > 0 else 1.0)
-    quantised = np.round(hdr * ratio).clip(0, PNG16_MAX).astype(np.uint16)
+    quantised, ratio = encode_hdr_png(_check_finite(np.asarray(hdr, dtype=np.float32), png_path))
+    ratio_path = Path(alignratio_path or alignratio_path_for(png_path))
+    # An old PNG goes first and the new ratio is in place before the new PNG gets its name:
+    # whenever the PNG exists, its own ratio is beside it (a kill leaves no stale pair).
+    png_path.unlink(missing_ok=True)
+    write_alignratio(ratio_path, ratio)
     imwrite(png_path, _rgb_to_bgr(quantised, png_path))
-    with atomic_path(alignratio_path or alignratio_path_for(png_path)) as tmp:
-        np.save(tmp, ratio)
     return float(ratio)
+
+
+def write_alignratio(path: str | Path, ratio: float) -> None:
+    """Atomically write an NTIRE align ratio (float32 ``.npy``), checked by reading it back."""
+    with atomic_path(path) as tmp:
+        np.save(tmp, np.float32(ratio))
+        if read_alignratio(tmp) != float(np.float32(ratio)):
+            raise ImageFileError(f"{path}: does not read back as written (disk full?); not kept")
 
 
 # ---------------------------------------------------------------------------- OpenEXR
@@ -287,8 +347,17 @@ def write_exr(
     _rgb_to_bgr(image, path)  # shape check
     pixels = np.ascontiguousarray(image.astype(np.float16 if half else np.float32))
     header = {"compression": _EXR_COMPRESSION[compression], "type": OpenEXR.scanlineimage}
-    with atomic_path(path) as tmp, OpenEXR.File(header, {"RGB": pixels}) as exr:
-        exr.write(str(tmp))
+    with atomic_path(path) as tmp:
+        with OpenEXR.File(header, {"RGB": pixels}) as exr:
+            exr.write(str(tmp))
+        try:
+            back = read_exr(tmp)
+        except ImageFileError:
+            back = None
+        if back is None or back.shape != pixels.shape:
+            raise ImageFileError(
+                f"{path}: the written file does not read back as written (disk full?); not kept"
+            )
 
 
 # ---------------------------------------------------------------------------- Radiance

@@ -84,8 +84,21 @@ def instantiate_loggers(
                             "upload later with `wandb sync`",
                             file=sys.stderr,
                         )
-        loggers.append(instantiate(node))
+        logger = instantiate(node)
+        if isinstance(logger, WandbLogger):
+            drop_unset_anonymous(logger)
+        loggers.append(logger)
     return loggers
+
+
+def drop_unset_anonymous(logger: WandbLogger) -> None:
+    """Leave W&B's deprecated ``anonymous`` setting unset when it was not asked for.
+
+    Lightning passes ``anonymous=None`` to ``wandb.init``, and W&B warns that "the anonymous
+    setting has no effect" for any value that is passed, ``None`` included."""
+    init_args = getattr(logger, "_wandb_init", None)
+    if isinstance(init_args, dict) and init_args.get("anonymous", False) is None:
+        del init_args["anonymous"]
 
 
 def finish_loggers(loggers: list[Logger]) -> None:

@@ -65,11 +65,14 @@ def psnr_mu(
     return _psnr(tanh_norm_mu_law(ref, norm, mu), tanh_norm_mu_law(res, norm, mu))
 
 
-def psnr_l(pred: torch.Tensor, target: torch.Tensor, gamma: float = GAMMA) -> torch.Tensor:
-    """PSNR-L (dB) of one non-linear image: PSNR of linear images over ``max(linear target)``."""
+def psnr_l(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """PSNR-L (dB) of one non-linear image (CHW or HWC), as the challenge scored it.
+
+    The organisers' ``normalized_psnr(ref, res, max(ref))`` on the images as read from the
+    16-bit PNGs: the non-linear values (no gamma), both divided by the target's maximum.
+    """
     _check_image(pred, target)
-    ref = to_linear(target.double(), gamma)
-    res = to_linear(pred.double(), gamma)
+    ref, res = target.double().clamp_min(0), pred.double().clamp_min(0)
     peak = ref.max()
     return _psnr(ref / peak, res / peak)
 

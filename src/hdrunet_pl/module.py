@@ -41,7 +41,10 @@ class HDRUNetModule(L.LightningModule):
             ``train/skipped``) instead of stopping with :class:`NonFiniteError`.
 
     Logged: ``train/loss``, ``val/psnr_mu``, ``val/psnr_l`` and, once, the LDR-identity
-    baseline ``val/psnr_mu_identity`` and ``val/psnr_l_identity``.
+    baseline ``val/psnr_mu_identity`` and ``val/psnr_l_identity``. Every value is logged at
+    step N = after N optimizer steps (``global_step``), as checkpoints and previews are
+    named: a training loss at the step its batch completes, validation at the step it
+    follows.
     """
 
     def __init__(
@@ -89,7 +92,19 @@ class HDRUNetModule(L.LightningModule):
         loss = self.loss(pred, batch["hdr"])
         self._step_losses.append(loss.detach())  # checked before the optimizer step
         self.log("train/loss", loss, prog_bar=True, batch_size=pred.shape[0])
+        self._log_step(self.global_step + 1)  # this batch's optimizer step makes it N + 1
         return loss
+
+    def _log_step(self, step: int) -> None:
+        """File this hook's logged values under ``step`` (and the epoch, as Lightning does).
+
+        Lightning's own logger step is the number of batches stepped *before* the current
+        one, one less than ``global_step`` while a batch ends and during the validation
+        after it; a logged ``step`` value replaces it. The values are the same on every
+        process (``sync_dist`` only keeps Lightning from advising to sync them)."""
+        sync = not self.trainer.training  # epoch-level values (validation) only
+        self.log("step", float(step), batch_size=1, sync_dist=sync)
+        self.log("epoch", float(self.current_epoch), batch_size=1, sync_dist=sync)
 
     def on_train_batch_start(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._last_batch = batch
@@ -120,7 +135,7 @@ class HDRUNetModule(L.LightningModule):
 
     def _non_finite(self, what: str, batch: dict[str, Any]) -> None:
         names = ", ".join(map(str, batch.get("name", [])[:8])) or "unnamed"
-        message = f"step {self.global_step}: {what} for the batch of {names}"
+        message = f"step {self.global_step + 1}: {what} for the batch of {names}"
         if not self.skip_nonfinite:
             raise NonFiniteError(f"{message}; stopped (skip_nonfinite=true skips such batches)")
         self.skipped_batches += 1
@@ -138,10 +153,10 @@ class HDRUNetModule(L.LightningModule):
         return {"pred": pred.detach()}
 
     def on_validation_epoch_end(self) -> None:
-        self.log("val/psnr_mu", self.val_psnr_mu.compute(), prog_bar=True)
-        self.log("val/psnr_l", self.val_psnr_l.compute())
-        self.val_psnr_mu.reset()
-        self.val_psnr_l.reset()
+        # torchmetrics objects: Lightning computes them (synced across processes) and resets
+        self.log("val/psnr_mu", self.val_psnr_mu, prog_bar=True)
+        self.log("val/psnr_l", self.val_psnr_l)
+        self._log_step(self.global_step)
         if self.trainer.sanity_checking:
             self.identity_psnr_mu.reset()
             self.identity_psnr_l.reset()
@@ -151,8 +166,9 @@ class HDRUNetModule(L.LightningModule):
         if not self._identity_logged:
             self._identity = (self.identity_psnr_mu.compute(), self.identity_psnr_l.compute())
             self._identity_logged = True
-        self.log("val/psnr_mu_identity", self._identity[0])
-        self.log("val/psnr_l_identity", self._identity[1])
+        # computed by torchmetrics, so already equal on every process: syncing is a no-op
+        self.log("val/psnr_mu_identity", self._identity[0], sync_dist=True)
+        self.log("val/psnr_l_identity", self._identity[1], sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(self.net.parameters())

@@ -12,27 +12,37 @@ values. Files are written under a temporary name and renamed; a re-run skips fin
 from __future__ import annotations
 
 import argparse
-import shutil
+import contextlib
+import multiprocessing
+import os
+import queue
 import sys
-from collections.abc import Sequence
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from hdrunet_pl.data.ntire import NTIREDataset, NTIREPair, find_ntire_pairs
+from hdrunet_pl.data.shards import check_shards
 from hdrunet_pl.errors import HDRUNetError
 from hdrunet_pl.io import (
     ALIGNRATIO_SUFFIX,
     GT_SUFFIX,
     LDR_SUFFIX,
-    atomic_path,
     imread,
     imwrite,
     read_alignratio,
+    write_alignratio,
 )
+from hdrunet_pl.outputs import OutputFolder
+from hdrunet_pl.quiet import install_filters
 
+TOOL = "hdrunet-prepare"
 CROP_SIZE = 480
 CROP_STEP = 240
 CROP_THRESHOLD = 48
@@ -87,20 +97,26 @@ def crop_pair(
     step: int = CROP_STEP,
     threshold: int = CROP_THRESHOLD,
 ) -> tuple[int, int]:
-    """Cut one pair into sub-images under ``output``; returns (written, skipped) counts."""
+    """Cut one pair into sub-images under ``output``; returns (written, skipped) counts.
+
+    A sub-image (its three files) is skipped when this tool wrote all three before; a file
+    of that name that it did not write stops the run instead of being written over.
+    """
+    folder = OutputFolder(output, TOOL, [pair.ldr, pair.gt, pair.alignratio])
     ldr = imread(pair.ldr)
     gt = imread(pair.gt)
     ratio = np.float32(read_alignratio(pair.alignratio))
     written = skipped = 0
     for index, (top, left) in enumerate(crop_boxes(*ldr.shape[:2], crop, step, threshold), 1):
-        ldr_path, gt_path, ratio_path = _sub_names(output, pair.name, index)
-        if ldr_path.exists() and gt_path.exists() and ratio_path.exists():
+        ldr_path, gt_path, ratio_path = unit = _sub_names(output, pair.name, index)
+        if folder.complete(unit):
             skipped += 1
             continue
+        folder.claim(unit)
+        ldr_path.unlink(missing_ok=True)  # ours: until the LDR is back, the unit is not done
         window = (slice(top, top + crop), slice(left, left + crop))
         imwrite(gt_path, np.ascontiguousarray(gt[window]))
-        with atomic_path(ratio_path) as tmp:
-            np.save(tmp, ratio)
+        write_alignratio(ratio_path, ratio)
         imwrite(ldr_path, np.ascontiguousarray(ldr[window]))  # last: marks the sub-image done
         written += 1
     return written, skipped
@@ -114,9 +130,14 @@ def run_crop(
     input_dir: str, output_dir: str, crop: int, step: int, threshold: int, workers: int
 ) -> tuple[int, int]:
     """Cut every pair under ``input_dir``; returns (written, skipped) sub-image counts."""
-    pairs = NTIREDataset(find_ntire_pairs(input_dir), min_size=crop).pairs
+    if min(crop, step) < 1 or threshold < 0:
+        raise HDRUNetError(
+            f"--crop and --step must be >= 1 and --threshold >= 0, got {crop}, {step}, {threshold}"
+        )
     output = Path(output_dir)
-    output.mkdir(parents=True, exist_ok=True)
+    _refuse_output_inside_input(Path(input_dir), output)
+    pairs = NTIREDataset(find_ntire_pairs(input_dir), min_size=crop).pairs
+    OutputFolder(output, TOOL)  # made (or refused) before the workers start
     jobs = [(pair, output, crop, step, threshold) for pair in pairs]
     written = skipped = 0
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -124,6 +145,16 @@ def run_crop(
         for w, s in progress:
             written, skipped = written + w, skipped + s
     return written, skipped
+
+
+def _refuse_output_inside_input(input_dir: Path, output: Path) -> None:
+    """Results inside the input tree would be read as data by the next run: refused."""
+    inside = output.resolve().is_relative_to(input_dir.resolve())
+    if inside:
+        raise HDRUNetError(
+            f"--output {output} is inside --input {input_dir}; its files would mix with the "
+            "data set. Give a folder outside it"
+        )
 
 
 def load_pair_record(pair: tuple[str, str, str, str]) -> dict:
@@ -139,34 +170,143 @@ def load_pair_record(pair: tuple[str, str, str, str]) -> dict:
     }
 
 
+class _CountingLoader:
+    """:func:`load_pair_record` that also reports each finished pair on ``done`` (a
+    multiprocessing manager's queue, which litdata's spawned workers can use)."""
+
+    def __init__(self, done: Any) -> None:
+        self.done = done
+
+    def __call__(self, pair: tuple[str, str, str, str]) -> dict:
+        record = load_pair_record(pair)
+        self.done.put(1)
+        return record
+
+
+def _follow(done: Any, bar: tqdm, stop: threading.Event) -> None:
+    """Advance ``bar`` for every pair reported on ``done`` until ``stop`` and drained."""
+    while not (stop.is_set() and done.empty()):
+        try:
+            done.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        bar.update(1)
+
+
+LITDATA_CACHE_VARIABLES = ("DATA_OPTIMIZER_CACHE_FOLDER", "DATA_OPTIMIZER_DATA_CACHE_FOLDER")
+"""Where ``litdata.optimize`` keeps its working folders (default: ``chunks/`` and ``data/``
+in the temp folder, left there empty)."""
+
+
+@contextlib.contextmanager
+def _litdata_scratch() -> Iterator[None]:
+    """Give litdata's working folders a temporary home that is removed afterwards (unless
+    the user set them); its spawned workers inherit the environment."""
+    unset = [name for name in LITDATA_CACHE_VARIABLES if name not in os.environ]
+    with tempfile.TemporaryDirectory(prefix="hdrunet-prepare-") as scratch:
+        for name in unset:
+            os.environ[name] = str(Path(scratch, name.lower()))
+        try:
+            yield
+        finally:
+            for name in unset:
+                os.environ.pop(name, None)
+
+
 def run_stream(
     input_dir: str, output_dir: str, val_count: int, chunk_bytes: str, workers: int
 ) -> dict[str, int]:
-    """Write ``train/`` and ``val/`` litdata shards of the pairs under ``input_dir``."""
+    """Write ``train/`` and ``val/`` litdata shards of the pairs under ``input_dir``, with a
+    progress bar over all pairs (litdata's own, verbose output stays off)."""
     import litdata
 
     pairs = NTIREDataset(find_ntire_pairs(input_dir)).pairs
     if not 0 <= val_count < len(pairs):
         raise HDRUNetError(f"--val-count must be in [0, {len(pairs)}), got {val_count}")
     split = {"train": pairs[: len(pairs) - val_count], "val": pairs[len(pairs) - val_count :]}
+    output = Path(output_dir)
+    inputs = [f for p in pairs for f in (p.ldr, p.gt, p.alignratio)]
+    folder = OutputFolder(output, TOOL)
+    for part in split:  # every refusal before anything is written
+        _check_shard_target(folder, output / part, inputs)
     counts = {}
-    for part, members in split.items():
-        if not members:
-            continue
-        target = Path(output_dir) / part
-        if target.exists():
-            shutil.rmtree(target)  # litdata refuses to write into a non-empty folder
-        litdata.optimize(
-            fn=load_pair_record,
-            inputs=[(p.name, str(p.ldr), str(p.gt), str(p.alignratio)) for p in members],
-            output_dir=str(target),
-            chunk_bytes=chunk_bytes,
-            num_workers=max(1, workers),
-            mode="overwrite",
-            verbose=False,
-        )
-        counts[part] = len(members)
+    with (
+        _litdata_scratch(),
+        multiprocessing.Manager() as manager,
+        tqdm(total=len(pairs), desc="stream", unit="pair") as bar,
+    ):
+        done, stop = manager.Queue(), threading.Event()
+        follower = threading.Thread(target=_follow, args=(done, bar, stop), daemon=True)
+        follower.start()
+        try:
+            for part, members in split.items():
+                if not members:
+                    continue
+                target = output / part
+                partial = output / f".{part}.partial"
+                folder.claim([target, partial])
+                _remove_shards(partial)
+                bar.set_postfix_str(part)
+                litdata.optimize(
+                    fn=_CountingLoader(done),
+                    inputs=[(p.name, str(p.ldr), str(p.gt), str(p.alignratio)) for p in members],
+                    output_dir=str(partial),
+                    chunk_bytes=chunk_bytes,
+                    num_workers=max(1, workers),
+                    mode="overwrite",
+                    verbose=False,
+                )
+                check_shards(partial, expected=len(members))
+                _remove_shards(target)  # ours (checked above): replaced as a whole
+                partial.rename(target)
+                counts[part] = len(members)
+        finally:
+            stop.set()
+            follower.join()
     return counts
+
+
+def _litdata_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(litdata's files, other files) directly in ``folder``."""
+    ours, others = [], []
+    for path in sorted(folder.iterdir()):
+        is_shard = path.name == "index.json" or (
+            path.name.startswith("chunk-") and path.suffix == ".bin"
+        )
+        (ours if is_shard and path.is_file() else others).append(path)
+    return ours, others
+
+
+def _check_shard_target(folder: OutputFolder, target: Path, inputs: list[Path]) -> None:
+    """Refuse a shard folder that is not this tool's, holds other files, or holds inputs."""
+    if any(p.resolve().is_relative_to(target.resolve()) for p in inputs):
+        raise HDRUNetError(
+            f"{target}: holds the input pairs; shards would replace them. Give another --output"
+        )
+    if not target.exists():
+        return
+    if not folder.owns(target):
+        raise HDRUNetError(
+            f"{target}: exists and was not written by {TOOL}; not replaced (move it, or "
+            "choose another --output)"
+        )
+    others = _litdata_files(target)[1] if target.is_dir() else [target]
+    if others:
+        raise HDRUNetError(
+            f"{target}: holds files that are not shards ({others[0].name}, ...); not replaced"
+        )
+
+
+def _remove_shards(folder: Path) -> None:
+    """Delete a shard folder written by this tool: its litdata files, then the folder."""
+    if not folder.exists():
+        return
+    shards, others = _litdata_files(folder)
+    if others:
+        raise HDRUNetError(f"{folder}: holds files that are not shards; not removed")
+    for path in shards:
+        path.unlink()
+    folder.rmdir()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,20 +315,26 @@ def build_parser() -> argparse.ArgumentParser:
     crop = sub.add_parser("crop", help="cut NTIRE frames into sub-images (the public rule)")
     crop.add_argument("--input", required=True, help="folder with NTIRE pairs")
     crop.add_argument("--output", required=True, help="folder for the sub-images")
-    crop.add_argument("--crop", type=int, default=CROP_SIZE)
-    crop.add_argument("--step", type=int, default=CROP_STEP)
-    crop.add_argument("--threshold", type=int, default=CROP_THRESHOLD)
-    crop.add_argument("--workers", type=int, default=2)
+    crop.add_argument("--crop", type=int, default=CROP_SIZE, help="side of a sub-image (px)")
+    crop.add_argument("--step", type=int, default=CROP_STEP, help="stride between crops (px)")
+    crop.add_argument(
+        "--threshold",
+        type=int,
+        default=CROP_THRESHOLD,
+        help="add a crop flush with the border when more pixels than this are left out",
+    )
+    crop.add_argument("--workers", type=int, default=2, help="processes cutting frames")
     stream = sub.add_parser("stream", help="write litdata shards (train/ and val/)")
     stream.add_argument("--input", required=True, help="folder with NTIRE pairs")
     stream.add_argument("--output", required=True, help="local folder for the shards")
     stream.add_argument("--val-count", type=int, default=16, help="pairs written to val/")
-    stream.add_argument("--chunk-bytes", default="64MB")
-    stream.add_argument("--workers", type=int, default=2)
+    stream.add_argument("--chunk-bytes", default="64MB", help="size of a litdata chunk file")
+    stream.add_argument("--workers", type=int, default=2, help="litdata worker processes")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    install_filters()
     args = build_parser().parse_args(argv)
     try:
         if args.command == "crop":

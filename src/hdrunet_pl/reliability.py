@@ -10,10 +10,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import signal
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +25,15 @@ import lightning as L
 import torch
 from hydra.experimental.callback import Callback as HydraCallback
 from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from hdrunet_pl.errors import CheckpointError, HDRUNetError
 from hdrunet_pl.io import atomic_path, remove_stale_temporaries
+from hdrunet_pl.models.checkpoints import CONFIG_KEY, config_from_record, read_checkpoint_file
+from hdrunet_pl.models.hdrunet import HDRUNetConfig
 
 LAST_CHECKPOINT = "last.ckpt"
 
@@ -84,9 +91,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return super().load_checkpoint(path, map_location=map_location, weights_only=True)
 
 
-class LastCheckpoint(L.Callback):
+class LastCheckpoint(Checkpoint):
     """Keep ``<dirpath>/last.ckpt`` current: every ``every_n_train_steps`` steps, after each
     validation during training and at the end, so that a crash loses at most that many steps.
+
+    A :class:`~lightning.pytorch.callbacks.Checkpoint`, so Lightning runs it after the other
+    callbacks, and after the best-checkpoint callback listed before it: ``last.ckpt`` records
+    the best checkpoint as it is after the validation, never the one just replaced.
 
     The file is replaced atomically (with :class:`AtomicCheckpointIO` as the trainer's
     checkpoint plugin); resume with ``ckpt_path=last`` or ``resume=auto``.
@@ -210,15 +221,67 @@ class OutputFolderCheck(HydraCallback):
             sys.exit(2)
 
 
-def check_resume_checkpoint(path: str | Path) -> None:
-    """Check that a checkpoint to resume from exists and loads with ``weights_only=True``."""
+LOCK_FILE = ".hdrunet.lock"
+"""Advisory lock file of a run folder, held by the run's main process while it runs."""
+
+
+@contextlib.contextmanager
+def run_folder_lock(folder: str | Path) -> Iterator[None]:
+    """Hold ``folder``'s run lock; a second run in the same folder stops with one line."""
+    path = Path(folder) / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise HDRUNetError(
+                f"{folder} is in use by another run (process {holder}); wait for it to end "
+                "or choose another folder"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """What a training checkpoint to resume from holds: its step and network variant."""
+
+    step: int
+    config: HDRUNetConfig
+
+
+def check_resume_checkpoint(path: str | Path) -> ResumePoint:
+    """Check that a checkpoint to resume from exists, loads with ``weights_only=True`` and is
+    a training checkpoint of this package; returns its step and network variant."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint to resume from")
-    try:
-        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:
+    state = read_checkpoint_file(path)
+    step = state.get("global_step") if isinstance(state, dict) else None
+    if not isinstance(step, int) or "loops" not in state or CONFIG_KEY not in state:
         raise CheckpointError(
-            f"{path}: refused, not a plain weights file ({type(err).__name__}: "
-            f"{str(err).splitlines()[0][:200]})"
-        ) from None
+            f"{path}: not a training checkpoint of hdrunet-train (no training state to resume "
+            f"from); to start from its weights, train afresh with init_weights={path}"
+        )
+    try:
+        config = config_from_record(state[CONFIG_KEY])
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    return ResumePoint(step, config)
+
+
+def check_resume_fits(point: ResumePoint, net_config: HDRUNetConfig, path: str | Path) -> None:
+    """Refuse to resume a checkpoint of another network variant than the configured one."""
+    if point.config != net_config:
+        raise CheckpointError(
+            f"{path}: holds HDRUNet({point.config}), but this run configures "
+            f"HDRUNet({net_config}); resume with the overrides of the run that wrote it"
+        )

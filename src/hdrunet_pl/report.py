@@ -18,8 +18,16 @@ from pathlib import Path
 
 import yaml
 
-from hdrunet_pl.train import METRICS_FILE
+from hdrunet_pl.errors import HDRUNetError
+from hdrunet_pl.io import atomic_path
+from hdrunet_pl.outputs import OutputFolder
+from hdrunet_pl.train import FAILED_FILE, METRICS_FILE
 
+SCORES_NOTE = (
+    "Validation scores as the NTIRE 2021 scoring program defines them, averaged per image: "
+    "PSNR-mu after gamma 2.24, 99th-percentile normalisation and mu-law (5000) tonemapping; "
+    "PSNR-L on the non-linear values normalised by the GT maximum (no gamma)."
+)
 COLUMNS = ("variant", "psnr_mu", "psnr_l", "identity_psnr_mu", "steps", "status", "run")
 
 
@@ -85,8 +93,18 @@ def read_run(run_dir: Path, keys: list[str]) -> RunResult:
     variant = " ".join(f"{k}={chosen[k]}" for k in keys if k in chosen) or run_dir.name
     result = RunResult(variant=variant, run=run_dir.name)
     metrics_file = run_dir / METRICS_FILE
+    if (run_dir / FAILED_FILE).is_file():
+        result.status = "failed: " + (run_dir / FAILED_FILE).read_text().strip()[:120]
+        return result
     if metrics_file.is_file():
-        metrics = json.loads(metrics_file.read_text())
+        try:
+            metrics = json.loads(metrics_file.read_text())
+        except (ValueError, UnicodeDecodeError):
+            result.status = f"unreadable {METRICS_FILE}"
+            return result
+        if not isinstance(metrics, dict):
+            result.status = f"unreadable {METRICS_FILE}"
+            return result
         result.psnr_mu, result.psnr_l = metrics.get("psnr_mu_after"), metrics.get("psnr_l_after")
         result.identity_psnr_mu = metrics.get("psnr_mu_identity")
         result.steps, result.status = metrics.get("steps"), "done"
@@ -109,6 +127,12 @@ def collect(sweep_dir: str | Path) -> list[RunResult]:
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"{sweep_dir}: no such sweep folder")
+    if not (sweep_dir / "multirun.yaml").is_file():
+        what = "a single run's folder" if (sweep_dir / ".hydra").is_dir() else "not a sweep"
+        raise FileNotFoundError(
+            f"{sweep_dir}: {what} (no multirun.yaml); give the folder of a multirun "
+            "(hdrunet-train -m ...), e.g. logs/train/multiruns/<time>; nothing was written"
+        )
     params = swept_values(sweep_dir)
     keys = list(params)
     runs = [
@@ -161,6 +185,7 @@ def markdown_table(runs: list[RunResult]) -> str:
     for r in runs:
         cells = [r.variant, _fmt(r.psnr_mu), _fmt(r.psnr_l), _fmt(r.identity_psnr_mu)]
         lines.append("| " + " | ".join([*cells, _fmt(r.steps), r.status]) + " |")
+    lines += ["", SCORES_NOTE]
     return "\n".join(lines)
 
 
@@ -173,8 +198,10 @@ def write_report(sweep_dir: str | Path, runs: list[RunResult]) -> list[Path]:
 
     sweep_dir = Path(sweep_dir)
     md, table, png = (sweep_dir / f"report.{ext}" for ext in ("md", "csv", "png"))
-    md.write_text(markdown_table(runs) + "\n")
-    with table.open("w", newline="") as f:
+    OutputFolder(sweep_dir, "hdrunet-report").claim([md, table, png])
+    with atomic_path(md) as tmp:
+        tmp.write_text(markdown_table(runs) + "\n")
+    with atomic_path(table) as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(COLUMNS)
         for r in runs:
@@ -200,7 +227,8 @@ def write_report(sweep_dir: str | Path, runs: list[RunResult]) -> list[Path]:
     ax.set_title(f"{sweep_dir.name}: PSNR-mu per variant")
     ax.tick_params(axis="x", labelrotation=30)
     fig.tight_layout()
-    fig.savefig(png)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
     return [md, table, png]
 
@@ -211,10 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         runs = collect(args.sweep_dir)
-    except FileNotFoundError as err:
+        files = write_report(args.sweep_dir, runs)
+    except (FileNotFoundError, HDRUNetError) as err:
         print(f"hdrunet-report: error: {err}", file=sys.stderr)
         return 2
-    files = write_report(args.sweep_dir, runs)
     print(markdown_table(runs))
     missing = [r.variant for r in runs if r.status == "missing"]
     if missing:

@@ -20,6 +20,8 @@ from hdrunet_pl.errors import HDRUNetError
 
 VISER_SPEC = "viser==1.0.16"
 HDRI_FOLDER = "viser/client/public/hdri/"
+DOWNLOAD_TIMEOUT = 300
+"""Seconds that the wheel's download may take before it counts as failed."""
 EQUIRECT_BAND = (0.25, 0.75)
 """Rows (fractions) of an equirectangular panorama away from its distorted poles."""
 
@@ -32,8 +34,14 @@ def poly_haven_hdris(dest: str | Path) -> list[Path]:
         return found
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp, VISER_SPEC]
-        result = subprocess.run(cmd, capture_output=True, text=True)
+        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--timeout", "30"]
+        cmd += ["-d", tmp, VISER_SPEC]
+        try:
+            result = subprocess.run(cmd, capture_output=True, text=True, timeout=DOWNLOAD_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise HDRUNetError(
+                f"could not download {VISER_SPEC} within {DOWNLOAD_TIMEOUT} s (offline?)"
+            ) from None
         wheels = list(Path(tmp).glob("viser-*.whl"))
         if result.returncode or not wheels:
             raise HDRUNetError(f"could not download {VISER_SPEC}: {result.stderr.strip()}")

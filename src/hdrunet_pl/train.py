@@ -8,8 +8,12 @@ hdrunet-train -m experiment=ablation_loss +scale=smoke
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import shlex
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -22,23 +26,36 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from hdrunet_pl.data.datasets import check_patch_size
-from hdrunet_pl.errors import HDRUNetError
+from hdrunet_pl.errors import HDRUNetError, one_line
 from hdrunet_pl.loggers import finish_loggers, instantiate_loggers
+from hdrunet_pl.models.checkpoints import load_model
+from hdrunet_pl.quiet import install_filters
 from hdrunet_pl.reliability import (
     LAST_CHECKPOINT,
+    LOCK_FILE,
     LastCheckpoint,
     check_output_dir,
     check_resume_checkpoint,
+    check_resume_fits,
+    run_folder_lock,
 )
 from hdrunet_pl.resolvers import dirname
 from hdrunet_pl.runtime import keep_freed_memory
+from hdrunet_pl.validation import TRAIN_RULES, check_required, check_settings
+
+log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 """Written into the run directory when training ends (read by ``hdrunet-report``)."""
+CONFIG_FILE = "config.yaml"
+"""The run's resolved config, written into the run directory before training starts."""
+FAILED_FILE = "failed.txt"
+"""Written into the run directory (with the error) when a started run fails."""
 _DDP_RUN_DIR = "HDRUNET_DDP_RUN_DIR"
 _DDP_OVERRIDES = "HDRUNET_DDP_OVERRIDES"
 
@@ -58,7 +75,9 @@ class TrainSummary:
     last_checkpoint: str | None
     output_dir: str
 
-    def lines(self) -> list[str]:
+    def lines(self, commands: dict[str, str] | None = None) -> list[str]:
+        """The summary as printed; ``commands`` (label -> shell line) are added at the end."""
+
         def db(x: float | None) -> str:
             return "n/a" if x is None else f"{x:.2f} dB"
 
@@ -76,7 +95,34 @@ class TrainSummary:
             f"last checkpoint      {self.last_checkpoint or 'none'}",
             f"run directory        {self.output_dir}",
         ]
+        if commands:
+            out += ["", "next (paste as they are):"]
+            out += [f"  {label:<8} {line}" for label, line in commands.items()]
         return out
+
+
+def next_commands(summary: TrainSummary, overrides: list[str]) -> dict[str, str]:
+    """Ready-to-run command lines for a finished run: resume (train on), predict, eval.
+
+    ``overrides`` are the run's command-line overrides; paths are absolute and, by the
+    package's folder naming, need no quoting inside an override.
+    """
+    run_dir = summary.output_dir
+    own = ("hydra.run.dir=", "resume=", "ckpt_path=")
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(own)]
+    weights = summary.best_checkpoint or summary.last_checkpoint
+    resume = ["hdrunet-train", *kept, f"hydra.run.dir={run_dir}", "resume=auto"]
+    commands = {"resume": shlex.join(resume) + f"  # append trainer.max_steps=N > {summary.steps}"}
+    if weights:
+        commands["eval"] = shlex.join(
+            ["hdrunet-eval", f"ckpt={weights}", f"run={run_dir}", f"output={run_dir}/eval"]
+        )
+        commands["predict"] = (
+            shlex.join(["hdrunet-predict", f"ckpt={weights}"])
+            + " input=YOUR_LDR_IMAGES "
+            + shlex.quote(f"output={run_dir}/predictions")
+        )
+    return commands
 
 
 def _metric(metrics: dict, key: str) -> float | None:
@@ -102,20 +148,49 @@ def _share_job_with_ddp_children(output_dir: Path) -> None:
         os.environ[_DDP_OVERRIDES] = json.dumps(list(HydraConfig.get().overrides.task))
 
 
+RESUME_CHOICES = ("auto", True, False)
+
+
 def resume_path(cfg: DictConfig, output_dir: Path) -> str | None:
-    """The checkpoint to resume from: ``ckpt_path`` (a file, or ``last``), or with
-    ``resume=auto`` the run folder's ``checkpoints/last.ckpt`` when there is one."""
+    """The checkpoint to resume from, or None to start afresh.
+
+    ``ckpt_path`` (a file, or ``last``) wins; else ``resume`` says: ``auto`` resumes from the
+    run folder's ``checkpoints/last.ckpt`` when there is one, ``true`` requires it, ``false``
+    starts afresh and refuses a folder that already holds a run's ``last.ckpt``.
+    """
     last = output_dir / "checkpoints" / LAST_CHECKPOINT
     ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path == "last":
+    resume = cfg.get("resume")
+    if resume not in RESUME_CHOICES:
+        raise HDRUNetError(f"resume must be auto, true or false, got {resume!r}")
+    if ckpt_path == "last" or (ckpt_path is None and resume is True):
         if not last.is_file():
-            raise HDRUNetError(f"ckpt_path=last: no {last}; give the checkpoint's path")
+            raise HDRUNetError(
+                f"{'ckpt_path=last' if ckpt_path else 'resume=true'}: no {last}; give the "
+                "run's folder with hydra.run.dir=..., or a checkpoint with ckpt_path=..."
+            )
         ckpt_path = str(last)
-    elif ckpt_path is None and cfg.get("resume") == "auto" and last.is_file():
+    elif ckpt_path is None and resume == "auto" and last.is_file():
         ckpt_path = str(last)
-    if ckpt_path is not None:
-        check_resume_checkpoint(ckpt_path)
+    elif ckpt_path is None and last.is_file():
+        raise HDRUNetError(
+            f"{output_dir} already holds a run ({last}); resume=auto continues it, or choose "
+            "another folder"
+        )
     return ckpt_path
+
+
+def _load_initial_weights(model: L.LightningModule, path: str) -> None:
+    """Start training from the weights in ``path`` (this package's checkpoint or the public
+    HDRUNet ``.pth``); the network's variant must match the configured one."""
+    source = load_model(path)
+    net = model.net
+    if source.config != net.config:
+        raise HDRUNetError(
+            f"init_weights={path}: holds HDRUNet({source.config}), but the configured "
+            f"network is HDRUNet({net.config}); choose the matching model/modulation/condition"
+        )
+    net.load_state_dict(source.state_dict())
 
 
 def _build(cfg: DictConfig, name: str, **kwargs):
@@ -131,14 +206,36 @@ def _build(cfg: DictConfig, name: str, **kwargs):
         raise HDRUNetError(f"{name}: {cause}") from None
 
 
+class RunFinished(Exception):
+    """The checkpoint to resume from has already reached ``trainer.max_steps``."""
+
+
 def train(cfg: DictConfig) -> TrainSummary:
-    """Train as ``cfg`` says; ``cfg`` is the composed ``train.yaml`` (resolvable)."""
+    """Train as ``cfg`` says; ``cfg`` is the composed ``train.yaml`` (resolvable).
+
+    Raises:
+        HDRUNetError: a problem with the config, data or files (one line).
+        RunFinished: resuming a run that has already trained ``trainer.max_steps`` steps.
+    """
+    check_required(cfg)
+    check_settings(cfg, TRAIN_RULES)
     output_dir = Path(cfg.paths.output_dir)
     if os.environ.get("LOCAL_RANK", "0") == "0":
         check_output_dir(output_dir, cfg.paths.get("min_free_gb", 1.0))
     ckpt_path = resume_path(cfg, output_dir)
+    resume_point = check_resume_checkpoint(ckpt_path) if ckpt_path is not None else None
+    if resume_point is not None:
+        max_steps = cfg.trainer.get("max_steps", -1)
+        if max_steps is not None and 0 <= max_steps <= resume_point.step:
+            raise RunFinished(
+                f"{ckpt_path} is at step {resume_point.step}, which is trainer.max_steps="
+                f"{max_steps}: the run is finished; add trainer.max_steps=N with N > "
+                f"{resume_point.step} to train on. Nothing was changed."
+            )
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        (output_dir / FAILED_FILE).unlink(missing_ok=True)  # from an earlier attempt
     launch_env = {key: os.environ.get(key) for key in _LAUNCH_ENV}
-    L.seed_everything(cfg.seed, workers=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     _share_job_with_ddp_children(output_dir)
 
     keep_freed_memory()  # CPU tensors: no page faults on every large allocation
@@ -146,6 +243,10 @@ def train(cfg: DictConfig) -> TrainSummary:
         check_patch_size(cfg.data.patch_size)
     datamodule: L.LightningDataModule = _build(cfg.data, "data")
     model: L.LightningModule = _build(cfg.model, "model")
+    if resume_point is not None:
+        check_resume_fits(resume_point, model.net.config, ckpt_path)
+    elif cfg.get("init_weights"):
+        _load_initial_weights(model, cfg.init_weights)
     callbacks = [_build(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c]
     loggers = instantiate_loggers(
         cfg.get("logger"), **_sweep_info(), resuming=ckpt_path is not None
@@ -154,7 +255,7 @@ def train(cfg: DictConfig) -> TrainSummary:
         cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False
     )
     if trainer.is_global_zero:
-        OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+        OmegaConf.save(cfg, output_dir / CONFIG_FILE, resolve=True)
     try:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -168,11 +269,18 @@ def train(cfg: DictConfig) -> TrainSummary:
         except SIGTERMException:
             _end_process_group(launch_env)
             if trainer.is_global_zero:
-                print(f"stopped at step {trainer.global_step} on request; exiting", flush=True)
+                log.info("stopped at step %d on request; exiting", trainer.global_step)
             sys.exit(0)
         seconds = time.perf_counter() - start
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        checkpoint = trainer.checkpoint_callback
+        best = next(
+            (c.best_model_path for c in trainer.callbacks if isinstance(c, ModelCheckpoint)),
+            None,
+        )
+        last = next(
+            (c.last_model_path for c in trainer.callbacks if isinstance(c, LastCheckpoint)),
+            None,
+        )
         summary = TrainSummary(
             steps=trainer.global_step,
             seconds=seconds,
@@ -181,20 +289,46 @@ def train(cfg: DictConfig) -> TrainSummary:
             psnr_l_after=_metric(metrics, "val/psnr_l"),
             psnr_mu_identity=_metric(metrics, "val/psnr_mu_identity"),
             psnr_l_identity=_metric(metrics, "val/psnr_l_identity"),
-            best_checkpoint=getattr(checkpoint, "best_model_path", None) or None,
-            last_checkpoint=next(
-                (c.last_model_path for c in trainer.callbacks if isinstance(c, LastCheckpoint)),
-                None,
-            ),
-            output_dir=str(output_dir),
+            best_checkpoint=_absolute(best),
+            last_checkpoint=_absolute(last),
+            output_dir=str(output_dir.resolve()),
         )
     finally:
         finish_loggers(loggers)
         _end_process_group(launch_env)
     if trainer.is_global_zero:
         (output_dir / METRICS_FILE).write_text(json.dumps(asdict(summary), indent=2))
-        print("\n".join(["", "== hdrunet-train summary ==", *summary.lines()]), flush=True)
+        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+        lines = summary.lines(next_commands(summary, overrides))
+        log.info("\n".join(["", "== hdrunet-train summary ==", *lines]))
     return summary
+
+
+def _absolute(path: str | None) -> str | None:
+    return str(Path(path).resolve()) if path else None
+
+
+HYDRA_FILES = (".hydra", "train.log", LOCK_FILE)
+"""What Hydra (and the run lock) write into a run folder before the job starts."""
+
+
+def is_fresh_run_dir(output_dir: Path) -> bool:
+    """True when ``output_dir`` holds nothing but what Hydra wrote for this job."""
+    return output_dir.is_dir() and all(p.name in HYDRA_FILES for p in output_dir.iterdir())
+
+
+def remove_fresh_run_dir(output_dir: Path) -> None:
+    """Remove what Hydra wrote for a job that failed before it started training, and the
+    folder itself if that leaves it empty (the working directory is never removed)."""
+    for name in HYDRA_FILES:
+        path = output_dir / name
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    if output_dir.resolve() != Path.cwd().resolve():
+        with contextlib.suppress(OSError):
+            output_dir.rmdir()
 
 
 _LAUNCH_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -228,17 +362,54 @@ def _argv_for_ddp_child(argv: list[str]) -> list[str]:
     return [argv[0], *overrides, f"hydra.run.dir={quoted}", "hydra.output_subdir=null"]
 
 
+def log_lightning_to_root() -> None:
+    """Send Lightning's messages through the root logger (Hydra's console and ``train.log``)
+    instead of the stream handler Lightning installs for itself when imported."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "torchmetrics"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if type(handler) is logging.StreamHandler:
+                logger.removeHandler(handler)
+        logger.propagate = True
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    try:
-        return train(cfg).psnr_mu_after
-    except (HDRUNetError, ValueError) as err:
-        print(f"hdrunet-train: error: {err}", file=sys.stderr, flush=True)
+    log_lightning_to_root()
+    output_dir = Path(cfg.paths.output_dir)
+    rank_zero = os.environ.get("LOCAL_RANK", "0") == "0"
+    fresh = rank_zero and is_fresh_run_dir(output_dir)
+    if rank_zero and not fresh and not (output_dir / CONFIG_FILE).is_file():
+        others = sorted(p.name for p in output_dir.iterdir() if p.name not in HYDRA_FILES)
+        print(
+            f"hdrunet-train: error: {output_dir} holds files that are not a run's "
+            f"({', '.join(others[:3])}, ...); a run needs a new folder or its own",
+            file=sys.stderr,
+            flush=True,
+        )
         sys.exit(2)
+    try:
+        with run_folder_lock(output_dir) if rank_zero else contextlib.nullcontext():
+            return train(cfg).psnr_mu_after
+    except RunFinished as done:
+        if fresh:
+            remove_fresh_run_dir(output_dir)
+        print(f"hdrunet-train: {done}", flush=True)
+        return None
+    except Exception as err:
+        if fresh and not (output_dir / CONFIG_FILE).exists():
+            remove_fresh_run_dir(output_dir)  # failed at start: leave nothing behind
+        elif rank_zero and output_dir.is_dir():
+            (output_dir / FAILED_FILE).write_text(f"{type(err).__name__}: {one_line(err)}\n")
+        if isinstance(err, HDRUNetError | ValueError):
+            print(f"hdrunet-train: error: {one_line(err)}", file=sys.stderr, flush=True)
+            sys.exit(2)
+        raise
 
 
 def main() -> float | None:
     """Console entry point; returns the final val PSNR-mu (for Hydra sweepers)."""
+    install_filters()
     sys.argv = _argv_for_ddp_child(sys.argv)
     return _hydra_main()
 

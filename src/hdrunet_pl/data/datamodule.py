@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from hdrunet_pl.data.datasets import RandomPatches
-from hdrunet_pl.data.sampling import ResumableRandomSampler
+from hdrunet_pl.data.sampling import ResumableRandomSampler, ShardSampler
 
 
 class HDRDataModule(L.LightningDataModule):
@@ -44,19 +44,27 @@ class HDRDataModule(L.LightningDataModule):
         self.seed = seed
 
     def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
-        sampler = None
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         if train:
             # The order and every sample's randomness follow from (seed, position): a resumed
-            # run continues the stream at its step. An epoch is at least one full batch.
-            step = self.trainer.global_step if self.trainer is not None else 0
-            num_samples = max(len(dataset), batch_size)
-            epoch, batch = divmod(step, num_samples // batch_size)  # incomplete batches dropped
-            sampler = ResumableRandomSampler(
+            # run continues the stream at its step, also with several processes (each takes
+            # its share of every step). An epoch is at least one full step.
+            step = trainer.global_step if trainer is not None else 0
+            per_step = batch_size * world
+            num_samples = max(len(dataset), per_step) // per_step * per_step
+            epoch, batch = divmod(step, num_samples // per_step)
+            sampler: Sampler = ResumableRandomSampler(
                 len(dataset),
                 num_samples=num_samples,
                 seed=self.seed,
-                start=epoch * num_samples + batch * batch_size,
+                start=epoch * num_samples + batch * per_step,
+                rank=rank,
+                world_size=world,
+                batch_size=batch_size,
             )
+        else:
+            sampler = ShardSampler(len(dataset), rank, world)  # every image once, no repeats
         return DataLoader(
             dataset,
             batch_size=batch_size,

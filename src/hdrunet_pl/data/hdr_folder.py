@@ -17,6 +17,7 @@ from hdrunet_pl.camera import CameraModel
 from hdrunet_pl.data.datamodule import HDRDataModule
 from hdrunet_pl.data.sampling import SampleKey, item_generator, split_key
 from hdrunet_pl.data.synthetic import scene_generator
+from hdrunet_pl.data.walk import files_under
 from hdrunet_pl.errors import DatasetError, HDRUNetError
 from hdrunet_pl.io import GT_SUFFIX, alignratio_path_for, hdr_image_size, read_linear_hdr
 
@@ -28,9 +29,8 @@ def find_hdr_files(root: str | Path) -> list[Path]:
         raise DatasetError(f"{root}: no such folder (set data.root to a folder of HDR images)")
     files = sorted(
         p
-        for p in root.rglob("*")
-        if p.is_file()
-        and (
+        for p in files_under(root)
+        if (
             p.suffix.lower() in (".exr", ".hdr")
             or (p.suffix.lower() == ".png" and p.stem.endswith(GT_SUFFIX))
         )

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from hdrunet_pl.data.datamodule import HDRDataModule
 from hdrunet_pl.data.sampling import SampleKey, split_key
+from hdrunet_pl.data.walk import files_under
 from hdrunet_pl.errors import DatasetError, HDRUNetError
 from hdrunet_pl.io import (
     ALIGNRATIO_SUFFIX,
@@ -59,9 +60,10 @@ def find_ntire_pairs(root: str | Path) -> list[NTIREPair]:
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: no such folder (set data.root to the NTIRE data)")
-    ldrs = _index(root.rglob(f"*{LDR_SUFFIX}.png"), f"{LDR_SUFFIX}.png")
-    gts = _index(root.rglob(f"*{GT_SUFFIX}.png"), f"{GT_SUFFIX}.png")
-    ratios = _index(root.rglob(f"*{ALIGNRATIO_SUFFIX}"), ALIGNRATIO_SUFFIX)
+    files = list(files_under(root))
+    ldrs = _index((p for p in files if p.name.endswith(f"{LDR_SUFFIX}.png")), f"{LDR_SUFFIX}.png")
+    gts = _index((p for p in files if p.name.endswith(f"{GT_SUFFIX}.png")), f"{GT_SUFFIX}.png")
+    ratios = _index((p for p in files if p.name.endswith(ALIGNRATIO_SUFFIX)), ALIGNRATIO_SUFFIX)
     if not ldrs and not gts:
         raise DatasetError(
             f"{root}: no NTIRE pairs (NNNN{LDR_SUFFIX}.png + NNNN{GT_SUFFIX}.png "
@@ -140,6 +142,8 @@ class NTIREDataset(Dataset):
         pair = self.pairs[split_key(key)[0]]
         ldr = read_ldr(pair.ldr)
         hdr = read_hdr_png(pair.gt, pair.alignratio)
+        if not 0 < hdr.max() < np.inf:
+            raise DatasetError(f"{pair.gt}: the ground truth is all black; remove the pair")
         if ldr.shape != hdr.shape:
             raise DatasetError(f"{pair.ldr}: LDR {ldr.shape[:2]} and GT {hdr.shape[:2]} differ")
         return pair_to_tensors(ldr, hdr, pair.name)

@@ -36,25 +36,53 @@ def item_generator(seed: int | None) -> torch.Generator:
 class ResumableRandomSampler(Sampler[tuple[int, int]]):
     """Shuffled ``(index, sample_seed)`` pairs, ``num_samples`` per epoch, from ``start``.
 
+    With ``world_size`` processes (DDP), the stream is one global order: each block of
+    ``world_size * batch_size`` consecutive positions is one training step, and process
+    ``rank`` takes the ``rank``-th ``batch_size`` items of it. The order therefore depends
+    on ``(seed, position)`` only, and a resumed DDP run continues exactly where it stopped.
+
     Args:
         dataset_len: number of items in the data set.
-        num_samples: samples per epoch (at least one batch; may exceed ``dataset_len``).
+        num_samples: samples per epoch over all processes (a multiple of
+            ``world_size * batch_size``; may exceed ``dataset_len``).
         seed: fixes every epoch's order and every sample seed.
-        start: position in the endless stream to start from (when resuming: the position
-            of the next step's first sample); later epochs continue from there.
+        start: global position to start from (when resuming: the position of the next
+            step's first sample); later epochs continue from there.
+        rank, world_size, batch_size: this process's share of each step.
     """
 
-    def __init__(self, dataset_len: int, num_samples: int, seed: int = 0, start: int = 0):
+    def __init__(
+        self,
+        dataset_len: int,
+        num_samples: int,
+        seed: int = 0,
+        start: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        batch_size: int = 1,
+    ):
         if dataset_len < 1 or num_samples < 1 or start < 0:
             raise ValueError("need dataset_len >= 1, num_samples >= 1, start >= 0")
+        if not 0 <= rank < world_size or batch_size < 1:
+            raise ValueError(
+                f"need 0 <= rank < world_size, batch_size >= 1; got {rank}, "
+                f"{world_size}, {batch_size}"
+            )
+        if world_size > 1 and num_samples % (world_size * batch_size):
+            raise ValueError(
+                "with several processes, num_samples must be a multiple of world_size * batch_size"
+            )
         self.dataset_len = dataset_len
         self.num_samples = num_samples
         self.seed = seed
         self.position = start
+        self.rank = rank
+        self.world_size = world_size
+        self.batch_size = batch_size
 
     def __len__(self) -> int:
         # constant: loops read it at any time; after a resume, the first epoch just ends early
-        return self.num_samples
+        return self.num_samples // self.world_size
 
     def _epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng([self.seed, epoch])
@@ -63,9 +91,28 @@ class ResumableRandomSampler(Sampler[tuple[int, int]]):
         seeds = rng.integers(0, 2**62, size=self.num_samples)
         return order[: self.num_samples], seeds
 
+    def _mine(self, offset: int) -> bool:
+        """Whether the item at ``offset`` in its epoch belongs to this process."""
+        return (offset // self.batch_size) % self.world_size == self.rank
+
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch, offset = divmod(self.position, self.num_samples)
         order, seeds = self._epoch(epoch)
         for i in range(offset, self.num_samples):
             self.position += 1
-            yield int(order[i]), int(seeds[i])
+            if self.world_size == 1 or self._mine(i):
+                yield int(order[i]), int(seeds[i])
+
+
+class ShardSampler(Sampler[int]):
+    """Indices ``rank, rank + world_size, ...`` of a data set: each item on exactly one
+    process, none repeated (validation; processes may get one item more or less)."""
+
+    def __init__(self, dataset_len: int, rank: int = 0, world_size: int = 1) -> None:
+        self.indices = range(rank, dataset_len, world_size)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)

@@ -8,12 +8,15 @@ continues mid-epoch.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import numpy as np
 import torch
 from litdata import StreamingDataLoader, StreamingDataset
 
 from hdrunet_pl.data.datasets import random_patch
+from hdrunet_pl.data.shards import check_shards
 
 
 def record_to_pair(record: dict) -> dict[str, torch.Tensor | str]:
@@ -59,16 +62,28 @@ class StreamingDataModule(L.LightningDataModule):
         self.seed = seed
         self.cache_dir = cache_dir
         self._train: StreamingDataLoader | None = None
+        if "://" not in input_dir:  # local shards: checked before anything is read
+            for part in ("train", "val"):
+                check_shards(Path(input_dir) / part)
+
+    @staticmethod
+    def _checked(dataset: StreamingDataset) -> StreamingDataset:
+        """``dataset`` once its index (fetched by now, for remote shards) has passed
+        :func:`check_shards`: no field is stored in a form that runs code when read."""
+        check_shards(Path(dataset.input_dir.path), chunks=False)
+        return dataset
 
     def train_dataloader(self) -> StreamingDataLoader:
         if self._train is None:  # one loader, so that its state can be saved and restored
-            dataset = StreamingDataset(
-                _url_join(self.input_dir, "train"),
-                cache_dir=self.cache_dir,
-                shuffle=True,
-                drop_last=True,
-                seed=self.seed,
-                transform=_RandomPatchTransform(self.patch_size, self.augment),
+            dataset = self._checked(
+                StreamingDataset(
+                    _url_join(self.input_dir, "train"),
+                    cache_dir=self.cache_dir,
+                    shuffle=True,
+                    drop_last=True,
+                    seed=self.seed,
+                    transform=_RandomPatchTransform(self.patch_size, self.augment),
+                )
             )
             self._train = StreamingDataLoader(
                 dataset, batch_size=self.batch_size, num_workers=self.num_workers, drop_last=True
@@ -76,8 +91,12 @@ class StreamingDataModule(L.LightningDataModule):
         return self._train
 
     def val_dataloader(self) -> StreamingDataLoader:
-        dataset = StreamingDataset(
-            _url_join(self.input_dir, "val"), cache_dir=self.cache_dir, transform=record_to_pair
+        dataset = self._checked(
+            StreamingDataset(
+                _url_join(self.input_dir, "val"),
+                cache_dir=self.cache_dir,
+                transform=record_to_pair,
+            )
         )
         return StreamingDataLoader(dataset, batch_size=1, num_workers=self.num_workers)
 

@@ -1,12 +1,21 @@
 """Loading HDRUNet weights: the public repository's state_dict and this project's checkpoints.
 
 Every file is read with ``torch.load(weights_only=True)``: a checkpoint that would run code
-when unpickled is refused.
+when unpickled is refused. Whatever the file holds is checked before a network is built: the
+layout, the recorded configuration (its keys, types and values), that it agrees with the
+tensors' shapes, and that every tensor is backed by its own bytes. The full-size network is
+only allocated once every expected tensor is present with the right shape, so a small crafted
+file cannot make the loader allocate a huge model. Every refusal is one
+:class:`CheckpointError` line that says what the file is or what is wrong with it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import pickle
 import re
+import warnings
+import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -14,7 +23,8 @@ from pathlib import Path
 import torch
 
 from hdrunet_pl.errors import CheckpointError
-from hdrunet_pl.models.hdrunet import HDRUNet, HDRUNetConfig
+from hdrunet_pl.models.blocks import MODULATIONS
+from hdrunet_pl.models.hdrunet import CONDITIONS, HDRUNet, HDRUNetConfig
 
 CONFIG_KEY = "hdrunet_config"
 """Key under which this project's checkpoints store :class:`HDRUNetConfig` as a plain dict."""
@@ -48,6 +58,32 @@ _OFFICIAL_TO_OURS: tuple[tuple[str, str], ...] = (
     (r"SFT_shift_conv1\.", "shift.2."),
 )
 
+# File signatures of things people pass by mistake: (leading bytes, what the file is).
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"v/1\x01", "an OpenEXR image"),
+    (b"#?RADIANCE", "a Radiance HDR image"),
+    (b"#?RGBE", "a Radiance HDR image"),
+    (b"\x93NUMPY", "a NumPy array file (.npy)"),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file (Keras or TensorFlow weights?)"),
+    (b"\x1f\x8b", "a gzip-compressed file"),
+    (b"%PDF", "a PDF document"),
+    (b"\x7fELF", "an executable (ELF) file"),
+)
+
+_TEXT_KINDS: tuple[tuple[str, str], ...] = (
+    ("version https://git-lfs", "a Git LFS pointer, not the weights (run `git lfs pull`)"),
+    ("<!doctype html", "an HTML page (a failed download?)"),
+    ("<html", "an HTML page (a failed download?)"),
+)
+
+_MAX_SHOWN = 8  # names listed in one message
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
 
 def official_to_ours(key: str) -> str:
     """Translate a parameter name of the public HDRUNet code to this package's name."""
@@ -61,95 +97,379 @@ def is_official_state_dict(state_dict: Mapping[str, object]) -> bool:
     return "conv_first.weight" in state_dict and "HR_conv1.weight" in state_dict
 
 
-def config_from_official(state_dict: Mapping[str, torch.Tensor]) -> HDRUNetConfig:
+def is_own_state_dict(state_dict: Mapping[str, object]) -> bool:
+    """True when the keys are this package's :class:`HDRUNet` names (``hr_conv1``, ...)."""
+    return "conv_first.weight" in state_dict and "hr_conv1.weight" in state_dict
+
+
+def _one_line(text: str, limit: int = 100_000) -> str:
+    """``text`` with control characters (newlines from crafted key names) escaped, shortened."""
+    text = _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _shown(names: list[str]) -> str:
+    """At most ``_MAX_SHOWN`` names, comma-separated, with the total when there are more."""
+    more = f", ... ({len(names)} in all)" if len(names) > _MAX_SHOWN else ""
+    return ", ".join(_one_line(n, 120) for n in names[:_MAX_SHOWN]) + more
+
+
+def _width_and_channels(state_dict: Mapping[str, object]) -> tuple[int, int]:
+    """(nf, in_ch) read from ``conv_first.weight``, which must be a (nf, in_ch, 3, 3) tensor."""
+    weight = state_dict.get("conv_first.weight")
+    if not isinstance(weight, torch.Tensor):
+        raise CheckpointError(f"'conv_first.weight' is a {type(weight).__name__}, not a tensor")
+    if weight.ndim != 4 or tuple(weight.shape[2:]) != (3, 3):
+        raise CheckpointError(
+            f"'conv_first.weight' has shape {tuple(weight.shape)}, not (nf, in_ch, 3, 3)"
+        )
+    return int(weight.shape[0]), int(weight.shape[1])
+
+
+def _check_config_values(config: HDRUNetConfig) -> None:
+    """Raise :class:`CheckpointError` for values that no :class:`HDRUNet` accepts."""
+    if config.nf < 2 or config.nf % 2:
+        raise CheckpointError(f"width nf={config.nf}; HDRUNet needs an even width >= 2")
+    if config.in_ch < 1:
+        raise CheckpointError(f"in_ch={config.in_ch}; must be >= 1")
+    if config.modulation not in MODULATIONS:
+        raise CheckpointError(
+            f"modulation={config.modulation!r}; must be one of {', '.join(MODULATIONS)}"
+        )
+    if config.condition not in CONDITIONS:
+        raise CheckpointError(
+            f"condition={config.condition!r}; must be one of {', '.join(CONDITIONS)}"
+        )
+
+
+def config_from_official(state_dict: Mapping[str, object]) -> HDRUNetConfig:
     """Infer the network's configuration from a public state_dict (width, which parts exist)."""
-    weight = state_dict["conv_first.weight"]
-    return HDRUNetConfig(
-        nf=int(weight.shape[0]),
-        in_ch=int(weight.shape[1]),
+    nf, in_ch = _width_and_channels(state_dict)
+    config = HDRUNetConfig(
+        nf=nf,
+        in_ch=in_ch,
         use_condition="cond_first.0.weight" in state_dict,
         use_weighting="mask_est.0.weight" in state_dict,
     )
+    _check_config_values(config)
+    return config
 
 
-def _load_file(path: Path) -> object:
+def config_from_state_dict(state_dict: Mapping[str, object]) -> tuple[HDRUNetConfig, str]:
+    """Infer the configuration of this package's :class:`HDRUNet` from its ``state_dict``.
+
+    Width and channels come from ``conv_first.weight``; the weighting and condition networks
+    from whether their keys exist. A network without condition network is recorded as
+    ``modulation="none", use_condition=False`` (it computes the same as any other spelling).
+
+    Returns:
+        The configuration and a one-line note on what the keys cannot tell (empty if nothing):
+        ``"sft"`` and ``"channel"`` modulation have the same parameters, and the condition
+        input (``"image"`` or ``"gradient"``) has none; the paper's ``sft``/``image`` is assumed.
+    """
+    nf, in_ch = _width_and_channels(state_dict)
+    modulated = any(k.startswith("condition.") for k in state_dict)
+    config = HDRUNetConfig(
+        nf=nf,
+        in_ch=in_ch,
+        modulation="sft" if modulated else "none",
+        use_condition=modulated,
+        use_weighting="weighting.body.0.weight" in state_dict,
+    )
+    _check_config_values(config)
+    note = ""
+    if modulated:
+        note = (
+            "a plain state_dict does not record the modulation ('sft' or 'channel': same "
+            "weights) nor the condition input ('image' or 'gradient'); assuming 'sft' and "
+            "'image' (save_model() files record both)"
+        )
+    return config, note
+
+
+def config_from_record(record: object) -> HDRUNetConfig:
+    """Validate the ``hdrunet_config`` dict of a checkpoint (keys, types, values).
+
+    Missing keys take :class:`HDRUNetConfig`'s defaults; unknown keys, values of the wrong
+    type (``bool`` is not an ``int``) and values no network accepts are refused.
+    """
+    if not isinstance(record, Mapping):
+        raise CheckpointError(f"'{CONFIG_KEY}' is a {type(record).__name__}, not a dict")
+    fields = {f.name: f for f in dataclasses.fields(HDRUNetConfig)}
+    unknown = sorted(repr(k) for k in record if k not in fields)
+    if unknown:
+        raise CheckpointError(
+            f"'{CONFIG_KEY}' has unknown keys {_shown(unknown)} (known: {', '.join(fields)})"
+        )
+    for name, value in record.items():
+        expected = type(fields[name].default)
+        if type(value) is not expected:  # exact: True is not a width, 8.0 is not an int
+            raise CheckpointError(
+                f"'{CONFIG_KEY}' {name}={value!r:.60}: expected {expected.__name__}, "
+                f"got {type(value).__name__}"
+            )
+    config = HDRUNetConfig(**record)
+    try:
+        _check_config_values(config)
+    except CheckpointError as err:
+        raise CheckpointError(f"'{CONFIG_KEY}' {err}") from None
+    return config
+
+
+def _describe_unreadable(path: Path, err: BaseException) -> str:
+    """What a file that ``torch.load(weights_only=True)`` could not read is, in a few words."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(512)
+    except OSError as os_err:
+        return f"cannot be read ({os_err.strerror or type(os_err).__name__})"
+    if size == 0:
+        return "is empty (0 bytes)"
+    for signature, kind in _SIGNATURES:
+        if head.startswith(signature):
+            return f"is {kind}, not a checkpoint"
+    if len(head) >= 10 and head[8:10] == b'{"':
+        return "is a safetensors file; load_model reads PyTorch .pth/.ckpt files only"
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return _describe_zip(path, err)
+    if head.startswith(b"\x80"):  # pickle protocol >= 2: a legacy torch.save file or a pickle
+        refused = _describe_refused_pickle(err)
+        if refused:
+            return refused
+        if isinstance(err, EOFError) or "EOF" in str(err):
+            return "is truncated or corrupt (its pickled data ends early)"
+        return f"is truncated or corrupt (a pickle that cannot be read: {type(err).__name__})"
+    if b"\x00" not in head:
+        try:
+            text = head.decode("utf-8")
+        except UnicodeDecodeError as decode_err:  # a character cut at the 512-byte boundary
+            text = head[: decode_err.start].decode("utf-8") if decode_err.start > 500 else None
+        if text is not None:
+            lowered = text.lstrip().lower()
+            for start, kind in _TEXT_KINDS:
+                if lowered.startswith(start):
+                    return f"is {kind}"
+            return "is a text file, not a checkpoint"
+    return "is not a PyTorch checkpoint (unrecognised binary content)"
+
+
+def _describe_refused_pickle(err: BaseException) -> str:
+    """The refusal of pickled objects by the weights-only unpickler, or "" for other errors.
+
+    Never passes on torch's advice: its message suggests the unsafe ``weights_only`` setting.
+    """
+    message = str(err)
+    if not isinstance(err, pickle.UnpicklingError) or "Weights only load failed" not in message:
+        return ""
+    named = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
+    what = f" ({named.group(1)})" if named else ""
+    return (
+        f"holds pickled Python objects other than tensors{what}; refused because loading "
+        "them could run code (read with weights_only=True)"
+    )
+
+
+def _describe_zip(path: Path, err: BaseException) -> str:
+    """What a file that starts like a zip archive but did not load is."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return "is truncated or corrupt (not a complete PyTorch zip archive)"
+    if not any(name.endswith("/data.pkl") for name in names):
+        return "is a zip archive but not a PyTorch checkpoint (no data.pkl in it)"
+    refused = _describe_refused_pickle(err)
+    if refused:
+        return refused
+    return f"is a corrupt PyTorch zip archive ({type(err).__name__})"
+
+
+def read_checkpoint_file(path: Path) -> object:
+    """``torch.load(path, weights_only=True)`` on the CPU; one-line error saying what it is."""
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises pickle, zip and runtime errors alike
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        with warnings.catch_warnings():  # "Detected pickle protocol 4": refused or fine anyway
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises pickle, zip, EOF and runtime errors alike
+        # from None: torch's own message advises an unsafe setting; it is not passed on
         raise CheckpointError(
-            f"{path}: not a loadable weights file (it is corrupt, truncated, or holds objects "
-            f"that weights_only=True refuses to unpickle): {first_line}"
-        ) from err
+            _one_line(f"{path}: not a loadable weights file: it {_describe_unreadable(path, err)}")
+        ) from None
 
 
-def _strict_load(model: HDRUNet, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    wrong_shape = sorted(
-        f"{k} {tuple(state_dict[k].shape)} (model: {tuple(expected[k].shape)})"
-        for k in set(expected) & set(state_dict)
-        if tuple(state_dict[k].shape) != tuple(expected[k].shape)
+def _string_keyed(mapping: Mapping[object, object], what: str) -> dict[str, object]:
+    """``mapping`` as a dict, refusing keys that are not strings."""
+    odd = [repr(k)[:40] for k in mapping if not isinstance(k, str)]
+    if odd:
+        raise CheckpointError(f"{what} has keys that are not strings: {_shown(odd)}")
+    return dict(mapping)  # type: ignore[arg-type]
+
+
+def _first_keys(mapping: Mapping[str, object]) -> str:
+    return ", ".join(_one_line(k, 120) for k in list(mapping)[:5]) or "none"
+
+
+def _split(obj: object) -> tuple[dict[str, object], HDRUNetConfig | None, str]:
+    """(network state_dict, recorded config or None, what it is: public or hdrunet-pl names)."""
+    if isinstance(obj, torch.Tensor):
+        raise CheckpointError("holds a single tensor, not a dict of tensors")
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"holds a {type(obj).__name__}, not a dict of tensors")
+    top = _string_keyed(obj, "the checkpoint")
+    config = config_from_record(top.pop(CONFIG_KEY)) if CONFIG_KEY in top else None
+    if "state_dict" in top:  # Lightning checkpoint, or this package's save_model()
+        inner = top["state_dict"]
+        if isinstance(inner, torch.Tensor) or not isinstance(inner, Mapping):
+            raise CheckpointError(
+                f"'state_dict' is a {type(inner).__name__}, not a dict of tensors"
+            )
+        state = _string_keyed(inner, "'state_dict'")
+        kind = "Lightning checkpoint"
+    else:
+        state, kind = top, "state_dict"
+    if NET_PREFIX + "conv_first.weight" in state:  # the LightningModule's names
+        state = {k[len(NET_PREFIX) :]: v for k, v in state.items() if k.startswith(NET_PREFIX)}
+    if is_official_state_dict(state):  # names translated by the caller
+        return state, config, "public HDRUNet " + kind
+    if is_own_state_dict(state):
+        return state, config, "hdrunet-pl " + kind
+    if kind == "state_dict":
+        raise CheckpointError(
+            "not an HDRUNet checkpoint: no 'conv_first.weight' nor 'state_dict' "
+            f"(first keys: {_first_keys(state)})"
+        )
+    raise CheckpointError(
+        "not an HDRUNet checkpoint: its 'state_dict' has no 'net.conv_first.weight' nor "
+        f"'conv_first.weight' (first keys: {_first_keys(state)})"
     )
-    problems = []
-    for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape", wrong_shape)):
-        if keys:
-            shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
-            problems.append(f"{label}: {shown}")
+
+
+def _check_tensors(state: Mapping[str, object]) -> None:
+    """Every value a dense, real floating-point tensor backed by its own bytes."""
+    non_tensor = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if non_tensor:
+        raise CheckpointError(f"entries that are not tensors: {_shown(non_tensor)}")
+    tensors: dict[str, torch.Tensor] = state  # type: ignore[assignment]
+    odd = [
+        f"{k} ({v.dtype}, {str(v.layout).removeprefix('torch.')})"
+        for k, v in tensors.items()
+        if v.layout != torch.strided or not v.is_floating_point()
+    ]
+    if odd:
+        raise CheckpointError(f"tensors that are not dense floating point: {_shown(odd)}")
+    # An expanded view (stride 0) or many views of one storage claim more elements than the
+    # file holds: refuse them, so that the network built below is no larger than the file.
+    short = [
+        k
+        for k, v in tensors.items()
+        if v.untyped_storage().nbytes() < (v.storage_offset() + v.numel()) * v.element_size()
+    ]
+    storages = {
+        v.untyped_storage().data_ptr(): v.untyped_storage().nbytes() for v in tensors.values()
+    }
+    needed = sum(v.numel() * v.element_size() for v in tensors.values())
+    if short or sum(storages.values()) < needed:
+        names = _shown(short) if short else "tensors share storage"
+        raise CheckpointError(
+            f"tensors claim more elements than the file holds (expanded or shared views: "
+            f"{names}); refused"
+        )
+
+
+def _expected_shapes(config: HDRUNetConfig) -> dict[str, tuple[int, ...]]:
+    """Parameter shapes of ``HDRUNet(config)``, from a network on the meta device (no memory)."""
+    with torch.device("meta"):
+        model = HDRUNet(**asdict(config))
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _config_text(config: HDRUNetConfig) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in asdict(config).items())
+
+
+def _check_fit(config: HDRUNetConfig, state: Mapping[str, torch.Tensor]) -> None:
+    """Raise unless ``state`` has exactly the keys and shapes of ``HDRUNet(config)``."""
+    expected = _expected_shapes(config)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = sorted(
+        f"{k} {tuple(state[k].shape)} (model: {expected[k]})"
+        for k in set(expected) & set(state)
+        if tuple(state[k].shape) != expected[k]
+    )
+    problems = [
+        f"{label}: {_shown(keys)}"
+        for label, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("shape", wrong_shape),
+        )
+        if keys
+    ]
     if problems:
         raise CheckpointError(
-            f"{source}: does not fit HDRUNet({model.config}); " + "; ".join(problems)
+            f"does not fit HDRUNet({_config_text(config)}); " + "; ".join(problems)
         )
-    model.load_state_dict(state_dict, strict=True)
+
+
+def _check_config_against_tensors(config: HDRUNetConfig, state: Mapping[str, object]) -> None:
+    """Cheap check that the recorded width and channels are those of ``conv_first.weight``."""
+    nf, in_ch = _width_and_channels(state)
+    if (config.nf, config.in_ch) != (nf, in_ch):
+        raise CheckpointError(
+            f"'{CONFIG_KEY}' says nf={config.nf}, in_ch={config.in_ch} but conv_first.weight "
+            f"has shape {tuple(state['conv_first.weight'].shape)}; refused"  # type: ignore[union-attr]
+        )
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> HDRUNet:
     """Build a ready :class:`HDRUNet` (in eval mode) from a weights file.
 
     Accepts (a) the public HDRUNet repository's plain ``state_dict`` (its key names are
-    translated; every tensor must be used) or (b) a Lightning checkpoint written by this
-    package's training (it records the variant: modulation, condition, width).
+    translated; every tensor must be used), (b) a Lightning checkpoint written by this
+    package's training or :func:`save_model` (it records the variant: modulation, condition,
+    width) and (c) a plain ``state_dict`` of this package's :class:`HDRUNet` or of its
+    LightningModule (``net.`` names): the configuration is inferred from the keys and shapes,
+    and a :class:`UserWarning` says what could not be inferred (see
+    :func:`config_from_state_dict`).
 
     Raises:
-        CheckpointError: unreadable file, unknown layout, missing, unexpected or misshapen keys.
+        CheckpointError: one line: unreadable file (saying what it is), unknown layout, a bad
+            recorded configuration, missing, unexpected or misshapen keys, odd tensors.
     """
     path = Path(path)
-    obj = _load_file(path)
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
-
-    if "state_dict" in obj and isinstance(obj["state_dict"], Mapping):  # Lightning checkpoint
-        if CONFIG_KEY not in obj:
-            raise CheckpointError(
-                f"{path}: Lightning checkpoint without '{CONFIG_KEY}'; "
-                "was it written by hdrunet-pl?"
-            )
-        config = HDRUNetConfig(**obj[CONFIG_KEY])
-        state = {
-            k[len(NET_PREFIX) :]: v
-            for k, v in obj["state_dict"].items()
-            if k.startswith(NET_PREFIX)
-        }
-        source = f"{path} (Lightning checkpoint)"
-    elif is_official_state_dict(obj):
-        config = config_from_official(obj)
-        state = {official_to_ours(k): v for k, v in obj.items()}
-        source = f"{path} (public HDRUNet state_dict)"
-    else:
-        some = ", ".join(list(obj)[:5]) or "none"
-        raise CheckpointError(
-            f"{path}: not an HDRUNet checkpoint: no 'conv_first.weight' nor 'state_dict' "
-            f"(first keys: {some})"
-        )
-
-    non_tensor = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
-    if non_tensor:
-        raise CheckpointError(f"{path}: entries that are not tensors: {', '.join(non_tensor[:5])}")
+    obj = read_checkpoint_file(path)
+    where = str(path)
+    try:
+        state, config, kind = _split(obj)
+        where = f"{path} ({kind})"
+        _check_tensors(state)
+        note = ""
+        if config is not None:
+            _check_config_against_tensors(config, state)
+        elif kind.startswith("public"):
+            config = config_from_official(state)
+        else:
+            config, note = config_from_state_dict(state)
+        if kind.startswith("public"):
+            state = {official_to_ours(k): v for k, v in state.items()}
+        tensors: dict[str, torch.Tensor] = state  # type: ignore[assignment]
+        _check_fit(config, tensors)  # before the real network is allocated
+    except CheckpointError as err:
+        raise CheckpointError(_one_line(f"{where}: {err}")) from None
+    if note:
+        warnings.warn(f"{path}: {note}", UserWarning, stacklevel=2)
     model = HDRUNet(**asdict(config))
-    _strict_load(model, state, source)
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as err:  # not expected after _check_fit; kept to one line anyway
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        raise CheckpointError(_one_line(f"{where}: cannot load: {first}")) from None
     return model.to(map_location).eval()
 
 

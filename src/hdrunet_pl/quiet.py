@@ -1,0 +1,72 @@
+"""Quiet console output: narrow filters for third-party messages a user can do nothing about.
+
+The command-line tools call :func:`install_filters` first thing; importing the library
+changes nothing. Each filter matches one known message (and, for warnings, its category),
+so every other warning still shows. What is silenced, and why:
+
+- torch's ``isinstance(treespec, LeafSpec)`` deprecation, raised inside Lightning;
+- Lightning's model-summary note on bf16 precision (the size estimate is all it affects);
+- Lightning's advice on ``DistributedSampler`` during ``trainer.validate()`` (the data
+  modules warn themselves when the validation set does not split evenly across processes);
+- Lightning's note on an ``IterableDataset`` with ``__len__`` (litdata splits the stream
+  across workers itself, so its length is right);
+- Lightning's "Tip" lines advertising litlogger and litmodels;
+- litdata's INFO lines (chunk mapping and cache size) on opening a streaming data set;
+- torch.onnx's "torchvision is not installed" lines (the model uses no torchvision ops).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+
+WARNING_FILTERS: tuple[tuple[str, type[Warning]], ...] = (
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
+    (r"Precision bf16-mixed is not supported by the model summary", UserWarning),
+    (r"Using `DistributedSampler` with the dataloaders\. During `trainer\.validate\(\)`", Warning),
+    (r"Your `IterableDataset` has `__len__` defined", UserWarning),
+)
+"""(message regex, category) pairs ignored by :func:`install_filters`."""
+
+LOG_FILTERS: dict[str, str] = {
+    "lightning.pytorch.utilities.rank_zero": r"💡 Tip: ",
+    "lightning.fabric.utilities.rank_zero": r"💡 Tip: ",
+    "torch.onnx._internal.exporter._registration": r"torchvision is not installed\. Skipping",
+}
+"""Logger name -> regex of the messages it no longer emits."""
+
+QUIET_LOGGERS: tuple[str, ...] = ("litdata",)
+"""Loggers set to WARNING: their INFO lines go, their warnings and errors still show."""
+
+
+class DropMessages(logging.Filter):
+    """A logging filter that drops records whose message matches ``pattern`` (``re.match``)."""
+
+    def __init__(self, pattern: str) -> None:
+        super().__init__()
+        self.pattern = re.compile(pattern)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.pattern.match(record.getMessage()) is None
+
+
+def _add_once(logger: logging.Logger, new: logging.Filter) -> None:
+    if not any(type(f) is type(new) for f in logger.filters):
+        logger.addFilter(new)
+
+
+def install_filters() -> None:
+    """Silence the known third-party noise listed in this module (idempotent).
+
+    Call it at the start of a command-line tool, before Lightning, torch.onnx or litdata
+    run; DDP workers and DataLoader workers started afterwards inherit or redo it."""
+    for pattern, category in WARNING_FILTERS:
+        warnings.filterwarnings("ignore", message=pattern, category=category)
+    for name, pattern in LOG_FILTERS.items():
+        _add_once(logging.getLogger(name), DropMessages(pattern))
+    for name in QUIET_LOGGERS:
+        # a level, not a filter: filters do not apply to records logged on child loggers
+        logger = logging.getLogger(name)
+        if logger.level < logging.WARNING:
+            logger.setLevel(logging.WARNING)

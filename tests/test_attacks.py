@@ -1,0 +1,520 @@
+"""The attack suite: every tool, driven as a careless or hostile user would (a subprocess of
+the real command on files made in ``tmp_path``), must lose no data, run no payload, print
+no traceback and never report success for a wrong result. The counts are printed at the
+end of the session (``tests/attacks.py``)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from hdrunet_pl import HDRUNet
+from hdrunet_pl.data.ntire import find_ntire_pairs
+from hdrunet_pl.reliability import run_folder_lock
+from hdrunet_pl.report import main as report_main
+
+from .attacks import snapshot
+from .conftest import FAST, SMALL_SYNTHETIC_VAL, run_tool
+from .ntire_files import random_hdr, write_ntire_frame
+
+TRAIN = [*FAST, *SMALL_SYNTHETIC_VAL]
+CPU = ["device=cpu", "precision=32"]
+
+
+class RunsCode:
+    """Unpickling this runs ``touch marker``: the payload of a crafted file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture
+def data(tmp_path) -> Path:
+    """An NTIRE-style folder with four 32x32 frames."""
+    folder = tmp_path / "data"
+    for i in range(4):
+        write_ntire_frame(folder, f"{i:04d}", random_hdr(32, 32, seed=i))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A finished 4-step run of a tiny network (its folder)."""
+    root = tmp_path_factory.mktemp("finished")
+    result = run_tool("hdrunet-train", [*TRAIN, f"hydra.run.dir={root / 'run'}"], root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return root / "run"
+
+
+# ------------------------------------------------------------------ data loss
+
+
+def test_predict_into_an_ntire_data_folder(attacks, data, tiny_checkpoint, tmp_path):
+    before = snapshot(data)
+    result = run_tool(
+        "hdrunet-predict", [f"ckpt={tiny_checkpoint}", f"input={data}", f"output={data}"], tmp_path
+    )
+    attacks.check("predict output= its NTIRE input folder", result, protected=before)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "0001_medium.png").write_bytes((data / "0001_medium.png").read_bytes())
+    result = run_tool(
+        "hdrunet-predict",
+        [f"ckpt={tiny_checkpoint}", f"input={photos}", f"output={data}"],
+        tmp_path,
+    )
+    attacks.check(
+        "predict output= a folder of NTIRE ground truth",
+        result,
+        protected=before,
+        message="ground truth",
+    )
+
+
+def test_predict_with_input_and_output_the_same_folder(attacks, tiny_checkpoint, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "a.png"), np.full((20, 24, 3), 90, np.uint8))
+    before = snapshot(photos)
+    for extra in ([], ["overwrite=true"]):
+        result = run_tool(
+            "hdrunet-predict",
+            [f"ckpt={tiny_checkpoint}", f"input={photos}", f"output={photos}", *extra],
+            tmp_path,
+        )
+        attacks.check(f"predict input=output {extra}", result, protected=before)
+
+
+def test_predict_never_writes_over_a_file_it_did_not_write(attacks, tiny_checkpoint, tmp_path):
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    out.mkdir()
+    cv2.imwrite(str(photos / "a.png"), np.full((20, 24, 3), 90, np.uint8))
+    cv2.imwrite(str(photos / "b.png"), np.full((20, 24, 3), 30, np.uint8))
+    (out / "a.png").write_bytes(b"the user's own file")
+    before = snapshot(out)
+    args = [f"ckpt={tiny_checkpoint}", f"input={photos}", f"output={out}", *CPU]
+    for extra in ([], ["overwrite=true"]):
+        result = run_tool("hdrunet-predict", [*args, *extra], tmp_path)
+        attacks.check(
+            f"predict over a foreign result name {extra}",
+            result,
+            protected=before,
+            exit_code=1,
+            message="was not written by hdrunet-predict",
+        )
+    assert (out / "b.png").is_file()  # the other image was converted
+
+
+def test_a_result_without_its_align_ratio_is_made_again(attacks, tiny_checkpoint, tmp_path):
+    """A kill between the two files of a result: the re-run must not skip it."""
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "a.png"), np.full((20, 24, 3), 90, np.uint8))
+    args = [f"ckpt={tiny_checkpoint}", f"input={photos}", f"output={out}", *CPU]
+    assert run_tool("hdrunet-predict", args, tmp_path).returncode == 0
+    (out / "a_alignratio.npy").unlink()
+    result = run_tool("hdrunet-predict", args, tmp_path)
+    attacks.check("predict re-run after a torn result", result, exit_code=0, message="1 written")
+    assert (out / "a_alignratio.npy").is_file()
+
+
+def test_resume_auto_on_a_finished_run_changes_nothing(attacks, finished_run, tmp_path):
+    before = snapshot(finished_run / "checkpoints") | {
+        finished_run / "metrics.json": (finished_run / "metrics.json").read_bytes()
+    }
+    result = run_tool(
+        "hdrunet-train", [*TRAIN, f"hydra.run.dir={finished_run}", "resume=auto"], tmp_path
+    )
+    attacks.check(
+        "train resume=auto on a finished run",
+        result,
+        protected=before,
+        exit_code=0,
+        message="the run is finished",
+    )
+
+
+def test_a_run_folder_is_never_started_over(attacks, finished_run, tmp_path):
+    before = snapshot(finished_run / "checkpoints", finished_run / "csv")
+    result = run_tool(
+        "hdrunet-train", [*TRAIN, f"hydra.run.dir={finished_run}", "resume=false"], tmp_path
+    )
+    attacks.check(
+        "train resume=false in a finished run's folder",
+        result,
+        protected=before,
+        message="already holds a run",
+    )
+
+
+def test_resume_true_without_a_checkpoint_is_an_error(attacks, tmp_path):
+    result = run_tool(
+        "hdrunet-train", [*TRAIN, f"hydra.run.dir={tmp_path / 'r'}", "resume=true"], tmp_path
+    )
+    attacks.check("train resume=true without last.ckpt", result, message="resume=true: no ")
+
+
+def test_two_runs_in_one_folder(attacks, tmp_path):
+    run_dir = tmp_path / "run"
+    with run_folder_lock(run_dir):  # a run holding the folder (this process)
+        result = run_tool("hdrunet-train", [*TRAIN, f"hydra.run.dir={run_dir}"], tmp_path)
+    attacks.check(
+        "train in a folder another run is using",
+        result,
+        message=f"is in use by another run (process {os.getpid()})",
+    )
+    assert not (run_dir / "checkpoints").exists()
+
+
+def test_last_checkpoint_records_the_current_best(tmp_path):
+    """last.ckpt is written after the best-checkpoint callback has updated: the best it
+    names is the file that exists (the best checkpoint changes at every validation here)."""
+    run_dir = tmp_path / "run"
+    result = run_tool(
+        "hdrunet-train",
+        [*TRAIN, "callbacks.model_checkpoint.monitor=null", f"hydra.run.dir={run_dir}"],
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    (best_state,) = (v for k, v in state["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    best = Path(best_state["best_model_path"])
+    assert best.is_file() and best.name == "best-step0000004.ckpt"
+
+
+# ------------------------------------------------------------------ code execution
+
+
+def test_a_checkpoint_with_a_payload_is_refused_by_every_tool(attacks, tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.ckpt"
+    evil.write_bytes(pickle.dumps({"state_dict": RunsCode(marker)}, protocol=2))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "a.png"), np.full((20, 24, 3), 90, np.uint8))
+    for tool, args in (
+        ("hdrunet-predict", [f"ckpt={evil}", f"input={photos}", f"output={tmp_path / 'o'}"]),
+        ("hdrunet-export", [f"ckpt={evil}"]),
+        ("hdrunet-train", [*TRAIN, f"init_weights={evil}", f"hydra.run.dir={tmp_path / 'r'}"]),
+    ):
+        result = run_tool(tool, args, tmp_path)
+        attacks.check(
+            f"{tool} with a pickle payload checkpoint", result, payload=marker, message="refused"
+        )
+
+
+# ------------------------------------------------------------------ silently wrong
+
+
+@pytest.mark.parametrize("ratio", [1e-50, 1e300])
+def test_an_align_ratio_out_of_float32_range_stops_training(attacks, data, tmp_path, ratio):
+    np.save(data / "0002_alignratio.npy", np.float64(ratio))
+    result = run_tool(
+        "hdrunet-train",
+        [
+            *FAST,
+            "data=ntire2021",
+            f"data.root={data}",
+            "data.val_count=1",
+            f"hydra.run.dir={tmp_path / 'r'}",
+        ],
+        tmp_path,
+    )
+    attacks.check(f"train with align ratio {ratio}", result, message="finite and > 0 in float32")
+
+
+def test_symlinked_subfolders_are_followed_and_loops_end(data, tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "linked").symlink_to(data, target_is_directory=True)
+    (root / "loop").symlink_to(root, target_is_directory=True)
+    pairs = find_ntire_pairs(root)
+    assert [p.name for p in pairs] == ["0000", "0001", "0002", "0003"]
+
+
+# ------------------------------------------------------------------ one line, not a traceback
+
+
+def _bomb_png(path: Path, side: int = 40000) -> None:
+    """A tiny PNG whose header claims ``side`` x ``side`` RGB pixels (a decompression bomb)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    rows = zlib.compress(b"\0" * (3 * 1024), 9)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+    )
+
+
+def test_a_decompression_bomb_is_skipped_and_the_rest_converted(attacks, tiny_checkpoint, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _bomb_png(photos / "bomb.png")
+    cv2.imwrite(str(photos / "good.png"), np.full((20, 24, 3), 90, np.uint8))
+    result = run_tool(
+        "hdrunet-predict",
+        [f"ckpt={tiny_checkpoint}", f"input={photos}", f"output={tmp_path / 'o'}", *CPU],
+        tmp_path,
+    )
+    attacks.check("predict on a decompression bomb", result, exit_code=1, message="1 written")
+    assert (tmp_path / "o" / "good.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("tool", "args", "message"),
+    [
+        ("hdrunet-train", ["data=hdr_folder"], "missing required setting(s): data.root"),
+        ("hdrunet-predict", ["ckpt=x.ckpt", "input=y"], "missing required setting(s): output"),
+        ("hdrunet-train", ["model.optimizer.lr=abc"], "model.optimizer.lr must be a number > 0"),
+        ("hdrunet-predict", ["ckpt=CKPT", "input=PHOTO", "output=o", "device=cuda"], "device=cuda"),
+    ],
+    ids=["no-root", "no-output", "lr", "cuda"],
+)
+def test_bad_settings_are_one_line(attacks, tiny_checkpoint, tmp_path, tool, args, message):
+    if tool == "hdrunet-train":
+        base = FAST if args[0].startswith("data=") else TRAIN
+        args = [*base, *args, f"hydra.run.dir={tmp_path / 'r'}"]
+    photo = tmp_path / "a.png"
+    cv2.imwrite(str(photo), np.full((20, 24, 3), 90, np.uint8))
+    args = [a.replace("PHOTO", str(photo)).replace("CKPT", str(tiny_checkpoint)) for a in args]
+    if "device=cuda" in args and torch.cuda.is_available():
+        args = [a.replace("device=cuda", "device=cuda:99") for a in args]
+    result = run_tool(tool, args, tmp_path)
+    attacks.check(f"{tool} {' '.join(args[-2:])}", result, message=message)
+    assert not (tmp_path / "r").exists()  # failed at start: nothing left
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.scheduler.gamma=abc", "model.scheduler.gamma must be a number in (0, 1]"),
+        ("model.scheduler.milestones=[5,3]", "increasing positive step numbers"),
+        ("trainer.val_check_interval=0", "trainer.val_check_interval must be"),
+        ("trainer.max_steps=0", "trainer.max_steps must be -1 or an integer >= 1"),
+        ("data.batch_size=0", "data.batch_size must be an integer >= 1"),
+        ("model.optimizer.betas=[0.9]", "model.optimizer.betas must be two numbers"),
+        ("resume=maybe", "resume must be auto, true or false"),
+    ],
+)
+def test_bad_numbers_stop_the_run_before_it_starts(tmp_path, override, message):
+    """The same checks as above, in process (``hdrunet-train`` calls :func:`train`)."""
+    from hdrunet_pl.errors import HDRUNetError
+    from hdrunet_pl.train import train
+
+    from .conftest import compose_train
+
+    cfg = compose_train([*TRAIN, override, f"paths.output_dir={tmp_path}"])
+    with pytest.raises(HDRUNetError, match=re.escape(message)):
+        train(cfg)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_truncated_png_read_in_a_worker_is_one_line(attacks, data, tmp_path):
+    gt = data / "0001_gt.png"
+    gt.write_bytes(gt.read_bytes()[:200])
+    result = run_tool(
+        "hdrunet-train",
+        [
+            *FAST,
+            "data=ntire2021",
+            f"data.root={data}",
+            "data.val_count=1",
+            "data.num_workers=2",
+            f"hydra.run.dir={tmp_path / 'r'}",
+        ],
+        tmp_path,
+    )
+    attacks.check(
+        "train on a truncated PNG with 2 workers",
+        result,
+        message="0001_gt.png: unreadable, truncated or not an image",
+    )
+    assert "failed" not in result.stdout  # one line, on stderr
+    assert (tmp_path / "r" / "failed.txt").read_text().startswith("ImageFileError: ")
+
+
+def test_resuming_with_another_width_is_one_line(attacks, finished_run, tmp_path):
+    last = finished_run / "checkpoints" / "last.ckpt"
+    result = run_tool(
+        "hdrunet-train",
+        [
+            *TRAIN,
+            f"ckpt_path={last}",
+            "model.net.nf=16",
+            "trainer.max_steps=8",
+            f"hydra.run.dir={tmp_path / 'r'}",
+        ],
+        tmp_path,
+    )
+    attacks.check(
+        "train resuming an nf-8 checkpoint as nf 16",
+        result,
+        message="but this run configures HDRUNet(HDRUNetConfig(nf=16",
+    )
+
+
+def test_plain_weights_as_ckpt_path_point_to_init_weights(attacks, tmp_path):
+    torch.manual_seed(0)
+    weights = tmp_path / "weights.pth"
+    torch.save(HDRUNet(nf=8).state_dict(), weights)
+    result = run_tool(
+        "hdrunet-train",
+        [*TRAIN, f"ckpt_path={weights}", f"hydra.run.dir={tmp_path / 'r'}"],
+        tmp_path,
+    )
+    attacks.check("train ckpt_path= plain weights", result, message=f"init_weights={weights}")
+    fine_tune = run_tool(
+        "hdrunet-train",
+        [*TRAIN, f"init_weights={weights}", f"hydra.run.dir={tmp_path / 'f'}"],
+        tmp_path,
+    )
+    assert fine_tune.returncode == 0, fine_tune.stderr[-2000:]
+
+
+def test_unwritable_outputs_are_one_line(attacks, tiny_checkpoint, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "a.png"), np.full((20, 24, 3), 90, np.uint8))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # nothing can be made under a file, even by root
+    result = run_tool(
+        "hdrunet-predict",
+        [f"ckpt={tiny_checkpoint}", f"input={photos}", f"output={blocker / 'out'}", *CPU],
+        tmp_path,
+    )
+    attacks.check("predict output= under a file", result, message="cannot be made")
+
+
+# ------------------------------------------------------------------ prepare, export, stream
+
+
+def test_prepare_stream_never_deletes_what_it_did_not_write(attacks, data, tmp_path):
+    root = tmp_path / "dataset"
+    (root / "train").mkdir(parents=True)
+    for f in data.iterdir():
+        (root / "train" / f.name).write_bytes(f.read_bytes())
+    (root / "notes.txt").write_text("my notes")
+    before = snapshot(root)
+    for args, message in (
+        (["--input", str(data), "--output", str(root)], "was not written by hdrunet-prepare"),
+        (["--input", str(root / "train"), "--output", str(root)], "holds the input pairs"),
+    ):
+        result = run_tool("hdrunet-prepare", ["stream", *args, "--val-count", "1"], tmp_path)
+        attacks.check(
+            f"prepare stream {' '.join(args[-2:])}", result, protected=before, message=message
+        )
+
+
+def test_prepare_crop_refuses_bad_sizes_and_outputs_in_its_input(attacks, data, tmp_path):
+    before = snapshot(data)
+    for args, message in (
+        (["--output", str(tmp_path / "sub"), "--crop", "0"], "--crop and --step must be >= 1"),
+        (["--output", str(data / "sub")], "is inside --input"),
+    ):
+        result = run_tool("hdrunet-prepare", ["crop", "--input", str(data), *args], tmp_path)
+        attacks.check(f"prepare crop {' '.join(args)}", result, protected=before, message=message)
+
+
+def test_export_never_writes_over_the_checkpoint_or_a_foreign_file(
+    attacks, tiny_checkpoint, tmp_path
+):
+    foreign = tmp_path / "model.onnx"
+    foreign.write_text("somebody's model")
+    before = snapshot(tmp_path)
+    for output in (tiny_checkpoint, foreign, tmp_path / "a-file" / "x.onnx"):
+        if output.parent.name == "a-file":
+            output.parent.write_text("")  # no folder can be made under a file
+            before = snapshot(tmp_path)
+        result = run_tool(
+            "hdrunet-export", [f"ckpt={tiny_checkpoint}", f"output={output}"], tmp_path
+        )
+        attacks.check(f"export output={output.name}", result, protected=before)
+
+
+def test_shards_with_a_pickle_payload_are_refused(attacks, tmp_path):
+    from litdata.streaming.writer import BinaryWriter
+
+    marker = tmp_path / "pwned"
+    shards = tmp_path / "shards"
+    for part in ("train", "val"):
+        writer = BinaryWriter(str(shards / part), chunk_size=4)
+        writer[0] = {"name": "0000", "ldr": RunsCode(marker)}
+        writer.done()
+        writer.merge()
+    before = snapshot(shards)
+    result = run_tool(
+        "hdrunet-train",
+        [*FAST, "data=stream", f"data.input_dir={shards}", f"hydra.run.dir={tmp_path / 'r'}"],
+        tmp_path,
+    )
+    attacks.check(
+        "train data=stream on shards holding a pickle",
+        result,
+        protected=before,
+        payload=marker,
+        message="fields stored as pickle; refused",
+    )
+    missing = run_tool(
+        "hdrunet-train",
+        [
+            *FAST,
+            "data=stream",
+            f"data.input_dir={tmp_path / 'nowhere'}",
+            f"hydra.run.dir={tmp_path / 'r'}",
+        ],
+        tmp_path,
+    )
+    attacks.check("train data=stream on a missing folder", missing, message="no index.json")
+
+
+def test_eval_train_and_report_never_write_over_a_users_files(attacks, data, tmp_path, capsys):
+    (data / "scores.csv").write_text("my own scores")
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for name in ("0000_gt.png", "0000_alignratio.npy"):
+        (pred / name.replace("_gt", "")).write_bytes((data / name).read_bytes())
+    (data / "0001_gt.png").rename(tmp_path / "0001_gt.png")  # one GT frame only
+    (data / "0002_gt.png").rename(tmp_path / "0002_gt.png")
+    (data / "0003_gt.png").rename(tmp_path / "0003_gt.png")
+    before = snapshot(data)
+    result = run_tool(
+        "hdrunet-eval", [f"pred_dir={pred}", f"gt_dir={data}", f"output={data}"], tmp_path
+    )
+    attacks.check(
+        "eval output= a folder with the user's scores.csv",
+        result,
+        protected=before,
+        message="was not written by hdrunet-eval",
+    )
+    result = run_tool("hdrunet-train", [*TRAIN, f"hydra.run.dir={data}"], tmp_path)
+    attacks.check(
+        "train hydra.run.dir= a data folder",
+        result,
+        protected=before,
+        message="holds files that are not a run's",
+    )
+    sweep = tmp_path / "sweep"
+    (sweep / "0_loss-l1" / ".hydra").mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    (sweep / "report.md").write_text("my notes")
+    before = snapshot(sweep)
+    assert report_main([str(sweep)]) == 2  # in process: the report is a plain function
+    assert "was not written by hdrunet-report" in capsys.readouterr().err
+    assert snapshot(sweep) == before

@@ -1,0 +1,223 @@
+"""What the tools print: no third-party noise, progress where work takes time, one step
+convention in logs and file names, and help texts that describe each tool."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from hydra.utils import instantiate
+
+from .conftest import FAST, SMALL_SYNTHETIC_VAL, compose_train, noise, run_tool
+from .ntire_files import random_hdr, write_ntire_frame
+
+
+def ok(result):
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def train_run(tmp_path_factory) -> tuple[object, Path, Path]:
+    """One short ``hdrunet-train`` (bf16 autocast, so that the model summary sees it)."""
+    logs = tmp_path_factory.mktemp("train_run")
+    args = [*FAST, *SMALL_SYNTHETIC_VAL, "trainer.precision=bf16-mixed", f"paths.log_dir={logs}"]
+    result = ok(run_tool("hdrunet-train", args, cwd=logs))
+    (run_dir,) = (logs / "train" / "runs").iterdir()
+    return result, run_dir, logs
+
+
+# --- A: quiet output --------------------------------------------------------------------
+
+
+def test_training_prints_no_third_party_noise(train_run):
+    result, _, logs = train_run
+    assert "== hdrunet-train summary ==" in result.stdout
+    offending = noise(result, logs)
+    assert not offending, "\n".join(offending)
+
+
+def test_filters_silence_known_noise_and_keep_real_warnings():
+    from hdrunet_pl.quiet import install_filters
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        install_filters()
+        for message, category in (
+            ("`isinstance(treespec, LeafSpec)` is deprecated, use ... instead.", FutureWarning),
+            ("Precision bf16-mixed is not supported by the model summary. ...", UserWarning),
+            ("something the user must see", UserWarning),
+            ("`isinstance(treespec, LeafSpec)` is deprecated (another category)", UserWarning),
+        ):
+            warnings.warn(message, category, stacklevel=1)
+    assert [str(w.message) for w in caught] == [
+        "something the user must see",
+        "`isinstance(treespec, LeafSpec)` is deprecated (another category)",
+    ]
+
+
+def test_default_workers_never_exceed_the_cpus(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    for data, extra in (
+        ("synthetic", []),
+        ("ntire2021", ["data.root=x"]),
+        ("hdr_folder", ["data.root=x"]),
+        ("stream", ["data.input_dir=x"]),
+    ):
+        cfg = compose_train([f"data={data}", *extra])
+        assert cfg.data.num_workers <= 2, data
+    assert compose_train(["data=ntire2021", "data.root=x"]).data.num_workers == 2
+    assert compose_train(["data.num_workers=8"]).data.num_workers == 8  # asked for: kept
+
+
+def test_wandb_logger_leaves_the_deprecated_anonymous_setting_unset(tmp_path, monkeypatch):
+    from hdrunet_pl.loggers import instantiate_loggers
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = compose_train(["logger=wandb", f"paths.output_dir={tmp_path}"])
+    (logger,) = instantiate_loggers(cfg.logger)
+    assert "anonymous" not in logger._wandb_init  # W&B warns about any value, None too
+
+
+# --- B: one step convention --------------------------------------------------------------
+
+
+def _step_of(name: str) -> int:
+    return int(re.search(r"step=?(\d+)", name).group(1))
+
+
+def test_steps_agree_in_csv_checkpoints_and_previews(train_run):
+    _, run_dir, _ = train_run
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    val_steps = [int(r["step"]) for r in rows if r["val/psnr_mu"]]
+    loss_steps = [int(r["step"]) for r in rows if r["train/loss"]]
+    assert val_steps == [0, 2, 4]  # before training, then after every 2 optimizer steps
+    assert loss_steps == [1, 2, 3, 4]  # a batch's loss at the step it completes
+    checkpoints = {_step_of(p.name) for p in (run_dir / "checkpoints").glob("best-step*.ckpt")}
+    previews = {_step_of(p.name) for p in (run_dir / "previews").glob("step*.png")}
+    assert checkpoints == {4} and checkpoints <= set(val_steps)
+    assert previews == set(val_steps)
+
+
+def _fake_trainer(**kwargs) -> SimpleNamespace:
+    base = dict(
+        max_steps=1200,
+        max_epochs=-1,
+        global_step=120,
+        current_epoch=0,
+        num_training_batches=50000,
+        is_global_zero=True,
+        loggers=[],
+        progress_bar_metrics={},
+    )
+    return SimpleNamespace(**(base | kwargs))
+
+
+def _progress_bar(callbacks: str):
+    cfg = compose_train([f"callbacks={callbacks}"])
+    bar = instantiate(cfg.callbacks.progress_bar)
+    bar._trainer = _fake_trainer()
+    return bar
+
+
+def test_tqdm_bar_counts_steps_of_the_run(capsys):
+    bar = _progress_bar("default")
+    trainer = bar.trainer
+    bar.on_train_start(trainer, None)
+    bar.on_train_epoch_start(trainer, None)
+    tqdm_bar = bar.train_progress_bar
+    assert tqdm_bar.desc.startswith("step") and (tqdm_bar.n, tqdm_bar.total) == (120, 1200)
+    trainer.global_step = 130
+    bar.on_train_batch_end(trainer, None, None, None, 9)
+    assert tqdm_bar.n == 130
+    bar.train_progress_bar.close()
+    assert "Epoch" not in capsys.readouterr().out
+
+
+def test_rich_bar_shows_steps_not_epoch_minus_two():
+    bar = _progress_bar("rich")
+    description = bar._get_train_description(0)
+    assert description.strip() == "step" and "-2" not in description
+    assert bar.total_train_batches == 1200
+    bar._trainer = _fake_trainer(max_epochs=3, max_steps=-1)  # epoch-limited: Lightning's
+    assert bar._get_train_description(0).strip() == "Epoch 0/2"
+
+
+# --- C: progress of hdrunet-prepare stream -----------------------------------------------
+
+
+def test_prepare_stream_shows_progress_without_noise(tmp_path, monkeypatch):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))  # what the tool leaves in its temp folder
+    frames = tmp_path / "frames"
+    for i in range(3):
+        write_ntire_frame(frames, f"{i:04d}", random_hdr(36, 40, seed=i))
+    args = ["stream", "--input", str(frames), "--output", str(tmp_path / "shards")]
+    result = ok(
+        run_tool("hdrunet-prepare", [*args, "--val-count", "1", "--workers", "1"], tmp_path)
+    )
+    assert "2 train pairs, 1 val pairs" in result.stdout
+    assert re.search(r"stream: 100%.*3/3", result.stderr), result.stderr[-2000:]
+    offending = noise(result, tmp_path)
+    assert not offending, "\n".join(offending)
+    # torch keeps its compile cache (torchinductor_<user>) in the temp folder by design
+    assert not [p.name for p in scratch.iterdir() if not p.name.startswith("torchinductor_")]
+
+
+# --- D: help texts -----------------------------------------------------------------------
+
+
+def test_predict_help_describes_predict_only(tmp_path):
+    text = ok(run_tool("hdrunet-predict", ["--help"], tmp_path)).stdout
+    for word in ("trainer", "loss", "modulation", "callbacks"):
+        assert word not in text, word
+    for word in ("input", "output", "ckpt", "format", "tile", "device"):
+        assert word in text, word
+
+
+def test_eval_and_export_help_list_only_their_settings(tmp_path):
+    eval_help = ok(run_tool("hdrunet-eval", ["--help"], tmp_path)).stdout
+    export_help = ok(run_tool("hdrunet-export", ["--help"], tmp_path)).stdout
+    for text in (eval_help, export_help):
+        assert "trainer" not in text and "modulation" not in text and "ckpt" in text
+    assert "pred_dir" in eval_help and "data" in eval_help and "memory_gb" in eval_help
+    assert "opset" in export_help and "check_size" in export_help
+
+
+def _undocumented_options(help_text: str) -> list[str]:
+    """Options of an argparse help text without a description (a bare ``(default: ...)``
+    does not count)."""
+    lines = help_text.split("options:", 1)[1].splitlines()
+    missing = []
+    for i, line in enumerate(lines):
+        match = re.match(r"^  (-\S.*?)(?:\s{2,}(.*))?$", line)
+        if not match:
+            continue
+        text = match.group(2) or ""
+        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+        if not text and re.match(r"^\s{6,}[^\s-]", nxt):
+            text = nxt.strip()
+        if not re.sub(r"\(default: .*?\)", "", text).strip():
+            missing.append(match.group(1))
+    return missing
+
+
+@pytest.mark.parametrize(
+    ("tool", "args"),
+    [
+        ("hdrunet-bench", ["--help"]),
+        ("hdrunet-prepare", ["crop", "--help"]),
+        ("hdrunet-prepare", ["stream", "--help"]),
+    ],
+)
+def test_every_option_has_a_help_text(tool, args, tmp_path):
+    text = ok(run_tool(tool, args, tmp_path)).stdout
+    assert "--workers" in text
+    assert not _undocumented_options(text)

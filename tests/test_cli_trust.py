@@ -1,0 +1,245 @@
+"""First-day paths driven through the real console scripts, as a new user would: the
+challenge's numbers on the right files, commands that can be pasted, one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hdrunet_pl.report import main as report_main
+from hdrunet_pl.train import FAILED_FILE
+
+from .conftest import FAST, SMALL_SYNTHETIC_VAL, run_tool
+from .ntire_files import random_hdr, write_ntire_frame
+
+INFERENCE = ["device=cpu", "precision=32"]
+
+
+@pytest.fixture
+def ntire_folder(tmp_path) -> Path:
+    """An NTIRE-style folder: three frames of ``_medium``, ``_gt`` and align ratio."""
+    folder = tmp_path / "ntire"
+    for i in range(3):
+        write_ntire_frame(folder, f"{i:04d}", random_hdr(40, 56, seed=i))
+    return folder
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def _rows(scores_csv: Path) -> dict[str, list[str]]:
+    with scores_csv.open() as f:
+        return {row[0]: row[1:] for row in csv.reader(f)}
+
+
+def test_predict_then_eval_scores_what_eval_of_the_checkpoint_scores(
+    ntire_folder, tiny_checkpoint, tmp_path
+):
+    before = _snapshot(ntire_folder)
+    results = tmp_path / "results"
+    pred = run_tool(
+        "hdrunet-predict",
+        [f"ckpt={tiny_checkpoint}", f"input={ntire_folder}", f"output={results}", *INFERENCE],
+        tmp_path,
+    )
+    assert pred.returncode == 0, pred.stderr
+    # the inputs are the *_medium.png files only: the GT is never converted
+    assert sorted(p.name for p in results.iterdir() if not p.name.startswith(".")) == sorted(
+        [f"{i:04d}.png" for i in range(3)] + [f"{i:04d}_alignratio.npy" for i in range(3)]
+    )
+    assert "3 written, 0 skipped" in pred.stdout
+    assert _snapshot(ntire_folder) == before  # the data folder is untouched
+
+    from_files = run_tool(
+        "hdrunet-eval",
+        [
+            f"pred_dir={results}",
+            f"gt_dir={ntire_folder}",
+            f"ldr_dir={ntire_folder}",
+            f"output={tmp_path / 'eval_files'}",
+        ],
+        tmp_path,
+    )
+    from_ckpt = run_tool(
+        "hdrunet-eval",
+        [
+            f"ckpt={tiny_checkpoint}",
+            "data=ntire2021",
+            f"data.root={ntire_folder}",
+            f"data.val_root={ntire_folder}",
+            "data.patch_size=32",
+            "data.num_workers=0",
+            f"output={tmp_path / 'eval_ckpt'}",
+            *INFERENCE,
+        ],
+        tmp_path,
+    )
+    assert from_files.returncode == 0, from_files.stderr
+    assert from_ckpt.returncode == 0, from_ckpt.stderr
+    assert "3/3" in from_files.stderr and "3/3" in from_ckpt.stderr  # bars know their total
+    files_rows = _rows(tmp_path / "eval_files" / "scores.csv")
+    ckpt_rows = _rows(tmp_path / "eval_ckpt" / "scores.csv")
+    assert set(files_rows) == {"name", "0000", "0001", "0002", "mean"}
+    assert files_rows == ckpt_rows  # every image, every column, to the 4th decimal
+    # the identity columns are the LDR's scores, not placeholders
+    ldr_mu = float(files_rows["mean"][2])
+    assert 5 < ldr_mu < 60 and ldr_mu != float(files_rows["mean"][0])
+
+
+def test_predict_refuses_to_write_into_a_data_or_input_folder(
+    ntire_folder, tiny_checkpoint, tmp_path
+):
+    before = _snapshot(ntire_folder)
+    into_data = run_tool(
+        "hdrunet-predict",
+        [f"ckpt={tiny_checkpoint}", f"input={ntire_folder}", f"output={ntire_folder}"],
+        tmp_path,
+    )
+    assert into_data.returncode == 2
+    assert into_data.stderr.startswith("hdrunet-predict: error: ")
+    assert "input folder" in into_data.stderr and len(into_data.stderr.splitlines()) == 1
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "0000_medium.png").write_bytes((ntire_folder / "0000_medium.png").read_bytes())
+    ldr_to_data = run_tool(
+        "hdrunet-predict",
+        [f"ckpt={tiny_checkpoint}", f"input={photos}", f"output={ntire_folder}"],
+        tmp_path,
+    )
+    assert ldr_to_data.returncode == 2 and "ground truth" in ldr_to_data.stderr
+    assert _snapshot(ntire_folder) == before
+
+
+def test_eval_refuses_a_results_folder_whose_pairing_is_ambiguous(ntire_folder, tmp_path):
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for name in ("0000_gt.png", "0000_alignratio.npy"):
+        (mixed / name).write_bytes((ntire_folder / name).read_bytes())
+    (mixed / "0000.png").write_bytes((ntire_folder / "0000_gt.png").read_bytes())
+    result = run_tool("hdrunet-eval", [f"pred_dir={mixed}", f"gt_dir={ntire_folder}"], tmp_path)
+    assert result.returncode == 2
+    assert "ambiguous: 0000.png and 0000_gt.png" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1  # no progress bar before the error
+    assert not (tmp_path / "eval").exists()
+
+
+def _summary_commands(stdout: str) -> dict[str, str]:
+    tail = stdout.split("next (paste as they are):")[1]
+    commands = {}
+    for line in tail.strip().splitlines():
+        label, _, command = line.strip().partition(" ")
+        commands[label] = command.strip()
+    return commands
+
+
+def test_summary_paths_and_commands_paste_back_into_the_tools(tmp_path):
+    """A run's printed paths and commands work verbatim: resume, eval, predict."""
+    logs = tmp_path / "logs"
+    args = [*FAST, *SMALL_SYNTHETIC_VAL, "patch=64px", f"paths.log_dir={logs}"]
+    first = run_tool("hdrunet-train", args, tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    (run_dir,) = (logs / "train" / "runs").iterdir()
+    # what the folder name says is what ran, and the name needs no quoting
+    assert "patch-64px" in run_dir.name and "debug-fast" in run_dir.name
+    assert "=" not in run_dir.name and "," not in run_dir.name
+    assert "patch_size: 64" in (run_dir / "config.yaml").read_text()
+    # the run's log file holds the run's log, summary included
+    log_text = (run_dir / "train.log").read_text()
+    assert "hdrunet-train summary" in log_text and "max_steps=4" in log_text
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert f"run directory        {run_dir}" in first.stdout
+    assert f"val PSNR-mu after    {metrics['psnr_mu_after']:.2f} dB" in first.stdout
+    assert f"LDR identity         {metrics['psnr_mu_identity']:.2f} dB" in first.stdout
+    commands = _summary_commands(first.stdout)
+    assert set(commands) == {"resume", "eval", "predict"}
+
+    evaluate = shlex.split(commands["eval"])
+    scored = run_tool("hdrunet-eval", [*evaluate[1:], *INFERENCE], tmp_path)
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    assert (run_dir / "eval" / "scores.csv").is_file()
+    assert "2 images" in scored.stdout  # the run's own validation set (2 scenes)
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    import cv2
+
+    cv2.imwrite(str(photos / "IMG_1.jpg"), rng.integers(0, 255, (30, 44, 3), dtype=np.uint8))
+    predict = shlex.split(commands["predict"].replace("YOUR_LDR_IMAGES", str(photos)))
+    made = run_tool("hdrunet-predict", [*predict[1:], *INFERENCE], tmp_path)
+    assert made.returncode == 0, made.stderr[-2000:]
+    assert (run_dir / "predictions" / "IMG_1.png").is_file()
+
+    resume = shlex.split(commands["resume"], comments=True)
+    assert resume[0] == "hdrunet-train"
+    done = run_tool("hdrunet-train", resume[1:], tmp_path)  # verbatim: the run is finished
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "the run is finished" in done.stdout
+    assert json.loads((run_dir / "metrics.json").read_text()) == metrics  # not rewritten
+    longer = run_tool("hdrunet-train", [*resume[1:], "trainer.max_steps=6"], tmp_path)
+    assert longer.returncode == 0, longer.stderr[-2000:]
+    assert json.loads((run_dir / "metrics.json").read_text())["steps"] == 6
+    assert len(list((logs / "train" / "runs").iterdir())) == 1  # resumed in place
+
+
+def test_a_run_that_fails_at_start_leaves_nothing(tmp_path):
+    logs = tmp_path / "logs"
+    result = run_tool(
+        "hdrunet-train",
+        [*FAST, "data=ntire2021", f"data.root={tmp_path / 'nowhere'}", f"paths.log_dir={logs}"],
+        tmp_path,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"hdrunet-train: error: {tmp_path / 'nowhere'}: no such folder (set data.root to the "
+        "NTIRE data)"
+    ]
+    assert list((logs / "train" / "runs").iterdir()) == []
+
+
+def test_report_refuses_a_folder_that_is_not_a_sweep(tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    assert report_main([str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "a single run's folder (no multirun.yaml)" in err
+    assert sorted(p.name for p in run.iterdir()) == [".hydra"]  # nothing written
+
+
+def test_report_marks_failed_runs(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    for job, loss in enumerate(("l1", "l2")):
+        folder = sweep / f"{job}_loss-{loss}"
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "overrides.yaml").write_text(f"- loss={loss}\n")
+    (sweep / "multirun.yaml").write_text(
+        "hydra:\n  overrides:\n    task:\n    - loss=l1,l2\n  sweeper:\n    params: null\n"
+    )
+    (sweep / "0_loss-l1" / FAILED_FILE).write_text("NonFiniteError: step 3: loss is nan\n")
+    (sweep / "1_loss-l2" / "metrics.json").write_text('{"psnr_mu_after": 30.5, "steps": 4')
+    assert report_main([str(sweep)]) == 0
+    out = capsys.readouterr().out
+    assert "| loss=l1 | - | - | - | - | failed: NonFiniteError: step 3: loss is nan |" in out
+    assert "| loss=l2 | - | - | - | - | unreadable metrics.json |" in out
+
+
+def test_psnr_l_is_logged_as_the_challenge_defines_it(tmp_path):
+    """The training module's val/psnr_l is the non-linear PSNR-L of its predictions."""
+    from hdrunet_pl.metrics import PSNRL
+
+    g = torch.Generator().manual_seed(0)
+    gt = torch.rand(2, 3, 8, 8, generator=g) * 3
+    pred = gt + 0.1
+    metric = PSNRL()
+    metric.update(pred, gt)
+    want = np.mean(
+        [-10 * np.log10(np.mean(((gt[i] - pred[i]) / gt[i].max()).numpy() ** 2)) for i in (0, 1)]
+    )
+    assert metric.compute().item() == pytest.approx(want, abs=1e-4)
