@@ -427,6 +427,7 @@ def test_prepare_crop_refuses_bad_sizes_and_outputs_in_its_input(attacks, data, 
     for args, message in (
         (["--output", str(tmp_path / "sub"), "--crop", "0"], "--crop and --step must be >= 1"),
         (["--output", str(data / "sub")], "is inside --input"),
+        (["--output", str(data)], "is inside --input"),
     ):
         result = run_tool("hdrunet-prepare", ["crop", "--input", str(data), *args], tmp_path)
         attacks.check(f"prepare crop {' '.join(args)}", result, protected=before, message=message)

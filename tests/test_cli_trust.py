@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from hdrunet_pl.report import main as report_main
-from hdrunet_pl.train import FAILED_FILE
+from hdrunet_pl.run_files import FAILED_FILE
 
 from .conftest import FAST, SMALL_SYNTHETIC_VAL, run_tool
 from .ntire_files import random_hdr, write_ntire_frame
@@ -179,10 +179,7 @@ def test_summary_paths_and_commands_paste_back_into_the_tools(tmp_path):
 
     resume = shlex.split(commands["resume"], comments=True)
     assert resume[0] == "hdrunet-train"
-    done = run_tool("hdrunet-train", resume[1:], tmp_path)  # verbatim: the run is finished
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "the run is finished" in done.stdout
-    assert json.loads((run_dir / "metrics.json").read_text()) == metrics  # not rewritten
+    # verbatim it only says that the run is finished (tests/test_attacks.py); train on:
     longer = run_tool("hdrunet-train", [*resume[1:], "trainer.max_steps=6"], tmp_path)
     assert longer.returncode == 0, longer.stderr[-2000:]
     assert json.loads((run_dir / "metrics.json").read_text())["steps"] == 6

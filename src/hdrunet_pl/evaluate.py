@@ -37,7 +37,7 @@ from hdrunet_pl.metrics import psnr_l, psnr_mu
 from hdrunet_pl.outputs import OutputFolder
 from hdrunet_pl.predict import exit_on_error, make_predictor
 from hdrunet_pl.quiet import install_filters
-from hdrunet_pl.train import CONFIG_FILE
+from hdrunet_pl.run_files import CONFIG_FILE
 from hdrunet_pl.validation import check_required
 from hdrunet_pl.viz import comparison_strip
 

@@ -6,8 +6,6 @@ so every other warning still shows. What is silenced, and why:
 
 - torch's ``isinstance(treespec, LeafSpec)`` deprecation, raised inside Lightning;
 - Lightning's model-summary note on bf16 precision (the size estimate is all it affects);
-- Lightning's advice on ``DistributedSampler`` during ``trainer.validate()`` (the data
-  modules warn themselves when the validation set does not split evenly across processes);
 - Lightning's note on an ``IterableDataset`` with ``__len__`` (litdata splits the stream
   across workers itself, so its length is right);
 - Lightning's "Tip" lines advertising litlogger and litmodels;
@@ -24,7 +22,6 @@ import warnings
 WARNING_FILTERS: tuple[tuple[str, type[Warning]], ...] = (
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
     (r"Precision bf16-mixed is not supported by the model summary", UserWarning),
-    (r"Using `DistributedSampler` with the dataloaders\. During `trainer\.validate\(\)`", Warning),
     (r"Your `IterableDataset` has `__len__` defined", UserWarning),
 )
 """(message regex, category) pairs ignored by :func:`install_filters`."""

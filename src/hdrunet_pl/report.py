@@ -21,7 +21,7 @@ import yaml
 from hdrunet_pl.errors import HDRUNetError
 from hdrunet_pl.io import atomic_path
 from hdrunet_pl.outputs import OutputFolder
-from hdrunet_pl.train import FAILED_FILE, METRICS_FILE
+from hdrunet_pl.run_files import FAILED_FILE, METRICS_FILE
 
 SCORES_NOTE = (
     "Validation scores as the NTIRE 2021 scoring program defines them, averaged per image: "

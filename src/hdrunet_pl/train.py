@@ -45,17 +45,12 @@ from hdrunet_pl.reliability import (
     run_folder_lock,
 )
 from hdrunet_pl.resolvers import dirname
+from hdrunet_pl.run_files import CONFIG_FILE, FAILED_FILE, METRICS_FILE
 from hdrunet_pl.runtime import keep_freed_memory
 from hdrunet_pl.validation import TRAIN_RULES, check_required, check_settings
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
-"""Written into the run directory when training ends (read by ``hdrunet-report``)."""
-CONFIG_FILE = "config.yaml"
-"""The run's resolved config, written into the run directory before training starts."""
-FAILED_FILE = "failed.txt"
-"""Written into the run directory (with the error) when a started run fails."""
 _DDP_RUN_DIR = "HDRUNET_DDP_RUN_DIR"
 _DDP_OVERRIDES = "HDRUNET_DDP_OVERRIDES"
 
