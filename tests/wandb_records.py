@@ -6,6 +6,7 @@ record a ``wandb_internal_pb2.Record`` protobuf.
 """
 
 import struct
+import time
 from pathlib import Path
 
 from wandb.proto import wandb_internal_pb2
@@ -45,3 +46,18 @@ def history_keys(records) -> set[str]:
         if r.WhichOneof("record_type") == "history"
         for item in r.history.item
     }
+
+
+def records_when_written(
+    run_dir: Path, keys: set[str], timeout: float = 60.0
+) -> list[wandb_internal_pb2.Record]:
+    """The records of ``run_dir``'s run file once its history holds ``keys``: W&B's service
+    may still be writing the file for a moment after ``wandb.finish()`` returns on a busy
+    machine. After ``timeout`` seconds, the records as they are."""
+    deadline = time.monotonic() + timeout
+    while True:
+        files = sorted(run_dir.glob("run-*.wandb"))
+        records = read_records(files[0]) if files else []
+        if keys <= history_keys(records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.5)
