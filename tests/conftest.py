@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import os
-import re
-import subprocess
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
-
-import hdrunet_pl
 
 from .attacks import AttackLog
-
-CONF_DIR = Path(hdrunet_pl.__file__).resolve().parent / "conf"
-DATA_DIR = Path(__file__).parent / "data"
+from .support import CONF_DIR, REPO
 
 os.environ.setdefault("WANDB_MODE", "offline")
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -27,21 +21,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
 
-FAST = ["debug=fast", "logger=csv"]
-"""Overrides for a few-second run of a tiny network (any data source)."""
-SMALL_SYNTHETIC_VAL = [
-    "data.val_set.num_images=2",
-    "data.val_set.height=36",
-    "data.val_set.width=52",
-]
-"""With ``data=synthetic`` (the default): validate on two small scenes."""
-
-
-def compose_train(overrides: list[str]) -> DictConfig:
-    """The composed ``train.yaml`` for ``overrides``, as ``hdrunet-train`` would see it."""
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        return compose(config_name="train", overrides=overrides)
-
 
 @pytest.fixture(autouse=True)
 def _deterministic_torch():
@@ -49,12 +28,23 @@ def _deterministic_torch():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _figures_closed():
+    """A test that opens matplotlib figures closes them (they hold memory until it does)."""
+    yield
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None and pyplot.get_fignums():
+        open_figures = len(pyplot.get_fignums())
+        pyplot.close("all")
+        pytest.fail(f"the test left {open_figures} matplotlib figure(s) open")
+
+
 @pytest.fixture
 def conf_dir() -> Path:
     return CONF_DIR
 
 
-SAMPLES_DIR = Path(__file__).resolve().parents[1] / ".cache" / "poly_haven_hdri"
+SAMPLES_DIR = REPO / ".cache" / "poly_haven_hdri"
 """Where ``make install`` puts the sample HDR photographs (so that tests run offline)."""
 
 
@@ -65,28 +55,6 @@ def poly_haven() -> list[Path]:
     from hdrunet_pl.samples import poly_haven_hdris
 
     return poly_haven_hdris(SAMPLES_DIR)
-
-
-NOISE = re.compile(r"warn|\bINFO\b|\btip\b|\.py:\d+[:\]] ", re.IGNORECASE)
-"""A warning (Python's or Lightning's ``file.py:line: message``, torch's glog-style
-``file.py:line] message``), an INFO log line or a tip."""
-
-
-def noise(result, folder: Path) -> list[str]:
-    """The lines of a finished process's stdout and stderr that look like noise (the test's
-    ``folder``, named after the test by pytest, is left out of the match)."""
-    text = (result.stdout + result.stderr).replace(str(folder), "<tmp>")
-    lines = re.split(r"[\r\n]+", text)
-    return [line.strip() for line in lines if NOISE.search(line)]
-
-
-def run_tool(tool: str, args: list[str], cwd: Path, timeout: int = 300):
-    """Run a console script of the package; returns the CompletedProcess (no check)."""
-    exe = Path(sys.executable).parent / tool
-    env = {**os.environ, "WANDB_MODE": "offline"}
-    return subprocess.run(
-        [str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
 
 
 @pytest.fixture
@@ -111,11 +79,38 @@ def attacks(request) -> AttackLog:
     return request.config.stash.setdefault(ATTACK_LOG, AttackLog())
 
 
-def pytest_sessionfinish(session) -> None:
+SCRATCH = pytest.StashKey[Path]()
+PASSED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config) -> None:
+    """One scratch folder for the whole run (pytest's ``tmp_path`` folders, and what the
+    tools and their worker processes put into TMPDIR), removed when the run passes: the
+    suite leaves nothing in /tmp. pytest-xdist workers inherit it (TMPDIR, basetemp).
+    Its path is short: sockets that tools open in their temp folder have a length limit."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    scratch = Path(tempfile.mkdtemp(prefix="hdrt-"))
+    config.stash[SCRATCH] = scratch
+    if config.option.basetemp is None:
+        config.option.basetemp = str(scratch / "t")
+    os.environ["TMPDIR"] = str(scratch)
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
     """In a pytest-xdist worker: hand the attack outcomes to the controlling process."""
+    session.config.stash[PASSED] = exitstatus == 0
     log = session.config.stash.get(ATTACK_LOG, None)
     if log is not None and hasattr(session.config, "workeroutput"):
         session.config.workeroutput["attacks"] = log.to_json()
+
+
+def pytest_unconfigure(config) -> None:
+    scratch = config.stash.get(SCRATCH, None)
+    if scratch is not None and config.stash.get(PASSED, False):
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -131,3 +126,6 @@ def pytest_terminal_summary(terminalreporter, config) -> None:
     if log is not None and log.outcomes:
         terminalreporter.write_sep("=", "attack suite (tests/test_attacks.py)")
         terminalreporter.write_line(log.table())
+    scratch = config.stash.get(SCRATCH, None)
+    if scratch is not None and not config.stash.get(PASSED, False):
+        terminalreporter.write_line(f"temporary files of this run are kept in {scratch}")

@@ -23,8 +23,8 @@ from hdrunet_pl.reliability import run_folder_lock
 from hdrunet_pl.report import main as report_main
 
 from .attacks import snapshot
-from .conftest import FAST, SMALL_SYNTHETIC_VAL, run_tool
 from .ntire_files import random_hdr, write_ntire_frame
+from .support import FAST, SMALL_SYNTHETIC_VAL, run_tool
 
 TRAIN = [*FAST, *SMALL_SYNTHETIC_VAL]
 CPU = ["device=cpu", "precision=32"]
@@ -318,7 +318,7 @@ def test_bad_numbers_stop_the_run_before_it_starts(tmp_path, override, message):
     from hdrunet_pl.errors import HDRUNetError
     from hdrunet_pl.train import train
 
-    from .conftest import compose_train
+    from .support import compose_train
 
     cfg = compose_train([*TRAIN, override, f"paths.output_dir={tmp_path}"])
     with pytest.raises(HDRUNetError, match=re.escape(message)):

@@ -8,8 +8,6 @@ network larger than the tensors in the file.
 import json
 import pickle
 import re
-import subprocess
-import sys
 import traceback
 import zipfile
 from dataclasses import asdict
@@ -20,7 +18,7 @@ import torch
 import hdrunet_pl.models.checkpoints as checkpoints
 from hdrunet_pl import CheckpointError, HDRUNet, load_model
 
-from .conftest import DATA_DIR
+from .support import DATA_DIR, run_tool
 
 LAYOUT = json.loads((DATA_DIR / "official_checkpoint_layout.json").read_text())
 UNSAFE_ADVICE = re.compile(r"weights_only.{0,12}False", re.IGNORECASE)
@@ -310,12 +308,7 @@ print(os.path.getsize(os.path.join(folder, "claims.ckpt")), grown_mib, "; ".join
 
 def test_refusing_a_huge_claimed_width_takes_little_memory(tmp_path):
     script = _MEASURE.format(limit_mib=1024)
-    result = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_tool("python", ["-c", script, str(tmp_path)], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     size, grown_mib, outcome = result.stdout.split(maxsplit=2)
     assert int(size) < 1_000_000  # a small file ...

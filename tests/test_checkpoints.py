@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from hdrunet_pl import CheckpointError, HDRUNet, load_model
 from hdrunet_pl.models.checkpoints import official_to_ours
 
-from .conftest import DATA_DIR
+from .support import DATA_DIR
 
 LAYOUT = json.loads((DATA_DIR / "official_checkpoint_layout.json").read_text())
 

@@ -13,13 +13,8 @@ from types import SimpleNamespace
 import pytest
 from hydra.utils import instantiate
 
-from .conftest import FAST, SMALL_SYNTHETIC_VAL, compose_train, noise, run_tool
 from .ntire_files import random_hdr, write_ntire_frame
-
-
-def ok(result):
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
+from .support import FAST, SMALL_SYNTHETIC_VAL, compose_train, noise, ok, run_tool
 
 
 @pytest.fixture(scope="module")

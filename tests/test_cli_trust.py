@@ -15,8 +15,8 @@ import torch
 from hdrunet_pl.report import main as report_main
 from hdrunet_pl.run_files import FAILED_FILE
 
-from .conftest import FAST, SMALL_SYNTHETIC_VAL, run_tool
 from .ntire_files import random_hdr, write_ntire_frame
+from .support import FAST, SMALL_SYNTHETIC_VAL, run_tool
 
 INFERENCE = ["device=cpu", "precision=32"]
 

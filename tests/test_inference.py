@@ -1,14 +1,23 @@
 """Inference: any size, tiles equal to whole images, formats round-trip, eval and export."""
 
 import csv
+import re
 
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 
 from hdrunet_pl import HDRUNet, load_model
 from hdrunet_pl.data import SyntheticHDRDataset
-from hdrunet_pl.inference import Predictor, plan_tiles, tile_starts
+from hdrunet_pl.inference import (
+    DEFAULT_OVERLAP,
+    RECEPTIVE_RADIUS,
+    Predictor,
+    plan_tiles,
+    tile_starts,
+    tiled_forward,
+)
 from hdrunet_pl.io import (
     read_exr,
     read_hdr_png,
@@ -18,8 +27,8 @@ from hdrunet_pl.io import (
 )
 from hdrunet_pl.predict import list_inputs, predict_files
 
-from .conftest import noise, run_tool
-from .test_metrics import ntire_psnr_l_numpy, ntire_psnr_mu_numpy
+from .organisers import ntire_psnr_l_numpy, ntire_psnr_mu_numpy, organisers_val_scores
+from .support import CONF_DIR, noise, run_tool
 
 
 def random_net(nf=16, std=0.05, seed=0):
@@ -47,13 +56,72 @@ def test_tile_plan_covers_every_pixel_with_unit_weight():
     torch.testing.assert_close(total, torch.ones(97, 131))
 
 
-def test_tiled_inference_matches_whole_image():
+def test_receptive_field_is_within_the_radius_the_tiling_assumes():
+    """One changed input pixel changes the output no farther than ``RECEPTIVE_RADIUS``, and
+    the radius is not padded far beyond what the network reaches (float64: exact zeros)."""
+    net = random_net(8).double()
+    size = 2 * RECEPTIVE_RADIUS + 32
+    ldr = torch.rand(1, 3, size, size, dtype=torch.float64)
+    pokes = [(size // 2 + dy, size // 2 + dx) for dy, dx in [(0, 0), (1, 1), (2, 3), (3, 2)]]
+    batch = ldr.repeat(len(pokes) + 1, 1, 1, 1)  # every phase of the 4x down-sampling
+    for i, (y, x) in enumerate(pokes, start=1):
+        batch[i, :, y, x] = 1 - batch[i, :, y, x]
+    with torch.no_grad():
+        out = net(batch)
+    reach = 0
+    for i, (y, x) in enumerate(pokes, start=1):
+        rows, cols = ((out[i] - out[0]).abs().amax(0) > 0).nonzero(as_tuple=True)
+        reach = max(reach, int((rows - y).abs().max()), int((cols - x).abs().max()))
+    assert RECEPTIVE_RADIUS - 8 <= reach <= RECEPTIVE_RADIUS, reach
+
+
+def test_tiles_weigh_only_pixels_whose_receptive_field_lies_inside_them():
+    height, width, tile = 700, 1000, 320
+    for t in plan_tiles(height, width, tile, DEFAULT_OVERLAP):
+        rows, cols = t.weight.nonzero(as_tuple=True)
+        if t.top > 0:  # an inner edge: the pixels beyond it are another tile's
+            assert rows.min() >= RECEPTIVE_RADIUS
+        if t.bottom < height:
+            assert t.bottom - t.top - 1 - rows.max() >= RECEPTIVE_RADIUS
+        if t.left > 0:
+            assert cols.min() >= RECEPTIVE_RADIUS
+        if t.right < width:
+            assert t.right - t.left - 1 - cols.max() >= RECEPTIVE_RADIUS
+
+
+def _tiled_vs_whole(overlap: int) -> float:
+    """Largest difference, relative to the output's range, in float64, between whole-image
+    inference and two tiles sharing exactly ``overlap`` columns. The random network's
+    weights (std 0.12 at nf 8) keep far inputs' influence well above float64 rounding."""
+    tile = overlap + 8
+    net = random_net(8, std=0.12).double()
+    ldr = torch.rand(1, 3, tile, 2 * tile - overlap, dtype=torch.float64)
+    assert len(plan_tiles(*ldr.shape[-2:], tile, overlap)) == 2
+    with torch.no_grad():
+        whole = net(ldr)
+        tiled = tiled_forward(net, ldr, tile, overlap)
+    assert tiled.dtype == torch.float64
+    return ((tiled - whole).abs().max() / whole.abs().max()).item()
+
+
+def test_tiled_inference_equals_the_whole_image_in_float64():
+    assert _tiled_vs_whole(DEFAULT_OVERLAP) < 1e-13
+
+
+@pytest.mark.parametrize("overlap", [48, 2 * RECEPTIVE_RADIUS - 2])
+def test_an_overlap_below_the_receptive_field_shows_seams(overlap):
+    """The exactness test above can fail: with less overlap than the default, stitched tiles
+    differ from the whole image far above rounding."""
+    assert _tiled_vs_whole(overlap) > 1e-11
+
+
+def test_predictor_tiles_match_the_whole_image_in_float32():
     net = random_net(16)
-    ldr = torch.rand(3, 512, 768)
+    ldr = torch.rand(3, 180, 2 * (DEFAULT_OVERLAP + 8) - DEFAULT_OVERLAP)
     whole = Predictor(net, precision="32", tile=0)(ldr)
-    tiled = Predictor(net, precision="32", tile=320)(ldr)  # 18 tiles, default overlap
+    tiled = Predictor(net, precision="32", tile=DEFAULT_OVERLAP + 8)(ldr)  # two tiles
     error = (tiled - whole).abs().max().item()
-    assert error < 1e-3, error
+    assert 0 < error < 1e-5, error  # rounding only (and the tiled path was taken)
 
 
 def test_automatic_tiling_follows_the_memory_budget():
@@ -151,8 +219,18 @@ def test_eval_cli_scores_a_checkpoint_with_the_identity_baseline(tmp_path, tiny_
     result = run_tool("hdrunet-eval", args, tmp_path)
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader((tmp_path / "eval" / "scores.csv").open()))
-    assert len(rows) == 3 and all(r["identity_psnr_mu"] for r in rows)
-    assert "LDR identity: PSNR-mu" in result.stdout
+    assert len(rows) == 3
+    mean = rows[-1]
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        cfg = compose(config_name="eval", overrides=args)
+    identity = organisers_val_scores(cfg)
+    assert (float(mean["identity_psnr_mu"]), float(mean["identity_psnr_l"])) == pytest.approx(
+        identity, abs=1e-3
+    )
+    predicted = organisers_val_scores(cfg, load_model(tiny_checkpoint).eval())
+    assert (float(mean["psnr_mu"]), float(mean["psnr_l"])) == pytest.approx(predicted, abs=1e-2)
+    printed = re.search(r"LDR identity: PSNR-mu ([\d.]+) dB", result.stdout)
+    assert float(printed.group(1)) == pytest.approx(identity[0], abs=1e-3)
 
 
 def test_eval_cli_says_what_is_missing(tmp_path):

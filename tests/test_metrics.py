@@ -1,7 +1,5 @@
 import math
-from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -9,49 +7,14 @@ import torch
 from hdrunet_pl.io import read_hdr_png, write_hdr_png
 from hdrunet_pl.metrics import PSNRL, PSNRMu, percentile, psnr_l, psnr_mu
 
-# The challenge's constants, pinned here as literals: a changed constant in the package
-# must fail these tests rather than move the reference with it.
-GAMMA = 2.24
-MU = 5000.0
-
-
-def ntire_psnr_mu_numpy(res: np.ndarray, ref: np.ndarray) -> float:
-    """The challenge's definition, step by step in numpy (float64)."""
-    ref_lin, res_lin = ref.astype(np.float64) ** GAMMA, res.astype(np.float64) ** GAMMA
-    norm = np.percentile(ref_lin, 99)
-
-    def tonemap(x):
-        return np.log(1 + MU * np.tanh(x / norm)) / np.log(1 + MU)
-
-    return float(-10 * np.log10(np.mean((tonemap(ref_lin) - tonemap(res_lin)) ** 2)))
-
-
-def ntire_psnr_l_numpy(res: np.ndarray, ref: np.ndarray) -> float:
-    """The organisers' ``normalized_psnr(ref, res, max(ref))``: no gamma."""
-    peak = ref.astype(np.float64).max()
-    return float(-10 * np.log10(np.mean((ref / peak - res / peak) ** 2)))
-
-
-def organisers_read_png(png: Path) -> np.ndarray:
-    """The scoring program's ``imread_uint16_png``: the PNG as float32 over its align ratio."""
-    ratio = np.load(png.with_name(png.stem.removesuffix("_gt") + "_alignratio.npy"))
-    image = cv2.cvtColor(cv2.imread(str(png), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGR2RGB)
-    return image.astype(np.float32) / ratio.astype(np.float32)
-
-
-def organisers_scores(res: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
-    """(PSNR-mu, PSNR-L) as the scoring program computes them, in its float32 numpy."""
-
-    def psnr(a, b):
-        return float(-10 * np.log10(np.mean(np.power(a - b, 2))))
-
-    def tonemap(x, norm):
-        return np.log(1 + MU * np.tanh(x / norm)) / np.log(1 + MU)
-
-    ref_lin, res_lin = ref**GAMMA, res**GAMMA
-    norm = np.percentile(ref_lin, 99)
-    peak = np.max(ref)
-    return psnr(tonemap(ref_lin, norm), tonemap(res_lin, norm)), psnr(ref / peak, res / peak)
+from .organisers import (
+    GAMMA,
+    MU,
+    ntire_psnr_l_numpy,
+    ntire_psnr_mu_numpy,
+    organisers_read_png,
+    organisers_scores,
+)
 
 
 def _case(kind: str, g: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -7,12 +7,14 @@ import numpy as np
 import pytest
 import torch
 
+from hdrunet_pl import load_model
 from hdrunet_pl.data import NTIREDataModule, NTIREDataset, find_ntire_pairs
 from hdrunet_pl.errors import DatasetError, ImageFileError
 from hdrunet_pl.train import train
 
-from .conftest import FAST, compose_train
 from .ntire_files import random_hdr, write_ntire_frame
+from .organisers import organisers_val_scores
+from .support import FAST, compose_train
 
 
 @pytest.fixture
@@ -66,7 +68,12 @@ def test_training_on_ntire_pairs(ntire_root, tmp_path):
         ]
     )
     summary = train(cfg)
-    assert summary.steps == 4 and summary.psnr_mu_after is not None
+    assert summary.steps == 4
+    net = load_model(summary.last_checkpoint).eval()
+    scores = (summary.psnr_mu_identity, summary.psnr_l_identity)
+    assert scores == pytest.approx(organisers_val_scores(cfg), abs=1e-3)
+    scores = (summary.psnr_mu_after, summary.psnr_l_after)
+    assert scores == pytest.approx(organisers_val_scores(cfg, net), abs=1e-3)
 
 
 def test_empty_or_missing_folder(tmp_path):

@@ -10,7 +10,7 @@ from hdrunet_pl.data import SyntheticHDRDataset
 from hdrunet_pl.inference import Predictor, bf16_supported
 from hdrunet_pl.runtime import keep_freed_memory
 
-from .conftest import FAST, compose_train, run_tool
+from .support import FAST, compose_train, run_tool
 
 
 def _conv_output_dtypes(net: torch.nn.Module) -> tuple[list[torch.dtype], list]:

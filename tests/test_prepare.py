@@ -1,19 +1,16 @@
 """hdrunet-prepare: the public sub-image rule, resumable crops, litdata shards; other sources."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from hdrunet_pl import load_model
 from hdrunet_pl.data import NTIREDataset, find_ntire_pairs
 from hdrunet_pl.prepare import crop_boxes, crop_positions
 from hdrunet_pl.train import train
 
-from .conftest import FAST, compose_train
 from .ntire_files import random_hdr, write_ntire_frame
+from .organisers import organisers_val_scores
+from .support import FAST, compose_train, run_tool
 
 
 def public_rule(size, crop=480, step=240, thres=48):
@@ -37,14 +34,6 @@ def test_crop_positions_by_hand():
     assert len(crop_boxes(1060, 1900)) == 28  # a challenge frame gives 4 x 7 sub-images
 
 
-def run_prepare(args, cwd):
-    exe = Path(sys.executable).parent / "hdrunet-prepare"
-    env = {**os.environ, "WANDB_MODE": "offline"}
-    return subprocess.run(
-        [str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
-
-
 def test_crop_cli_cuts_consistent_sub_images_and_resumes(tmp_path):
     frames = {"0000": (70, 90), "0001": (64, 113)}
     src = tmp_path / "frames"
@@ -66,7 +55,7 @@ def test_crop_cli_cuts_consistent_sub_images_and_resumes(tmp_path):
         "--threshold",
         "6",
     ]
-    result = run_prepare(args, tmp_path)
+    result = run_tool("hdrunet-prepare", args, tmp_path)
     assert result.returncode == 0, result.stderr
     expected = {n: crop_boxes(h, w, 32, 16, 6) for n, (h, w) in frames.items()}
     total = sum(len(b) for b in expected.values())
@@ -82,13 +71,15 @@ def test_crop_cli_cuts_consistent_sub_images_and_resumes(tmp_path):
         np.testing.assert_array_equal(hdr, values[frame][0][top : top + 32, left : left + 32])
     assert not list(out.glob(".*tmp*"))  # no temporary files left behind
     (out / "0001_s002_medium.png").unlink()
-    again = run_prepare(args, tmp_path)
+    again = run_tool("hdrunet-prepare", args, tmp_path)
     assert f"1 sub-images written, {total - 1} already there" in again.stdout
 
 
 def test_crop_cli_reports_bad_input_in_one_line(tmp_path):
-    result = run_prepare(
-        ["crop", "--input", str(tmp_path / "none"), "--output", str(tmp_path / "o")], tmp_path
+    result = run_tool(
+        "hdrunet-prepare",
+        ["crop", "--input", str(tmp_path / "none"), "--output", str(tmp_path / "o")],
+        tmp_path,
     )
     assert result.returncode == 2
     assert (
@@ -103,7 +94,8 @@ def test_stream_shards_train_a_few_steps(tmp_path):
     for i in range(6):
         write_ntire_frame(src, f"{i:04d}", random_hdr(36, 40, seed=i))
     shards = tmp_path / "shards"
-    result = run_prepare(
+    result = run_tool(
+        "hdrunet-prepare",
         [
             "stream",
             "--input",
@@ -130,7 +122,10 @@ def test_stream_shards_train_a_few_steps(tmp_path):
         ]
     )
     summary = train(cfg)
-    assert summary.steps == 4 and summary.psnr_mu_after is not None
+    assert summary.steps == 4
+    net = load_model(summary.last_checkpoint).eval()
+    scores = (summary.psnr_mu_after, summary.psnr_l_after)
+    assert scores == pytest.approx(organisers_val_scores(cfg, net), abs=1e-3)
 
 
 def test_stream_records_hold_the_exact_pair(tmp_path):
@@ -162,7 +157,8 @@ def test_hdr_folder_trains_on_real_photographs(poly_haven, tmp_path):
     )
     summary = train(cfg)
     assert summary.steps == 4
-    assert summary.psnr_mu_identity is not None and summary.psnr_mu_identity > 10
+    scores = (summary.psnr_mu_identity, summary.psnr_l_identity)
+    assert scores == pytest.approx(organisers_val_scores(cfg), abs=1e-3)
 
 
 def test_hdr_folder_checks_files_at_start_up(tmp_path):

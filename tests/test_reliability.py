@@ -8,7 +8,6 @@ import os
 import pickle
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -29,20 +28,29 @@ from hdrunet_pl.reliability import (
     check_resume_checkpoint,
 )
 
-from .conftest import FAST, SMALL_SYNTHETIC_VAL, compose_train
 from .helpers import NaNGradientAt
+from .support import FAST, SMALL_SYNTHETIC_VAL, compose_train, noise, ok, run_tool
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_STEPS = 14
+MILESTONE = 11
+LR = 2e-4
 RUN = [
     *FAST,
     *SMALL_SYNTHETIC_VAL,
-    "data.train_set.num_images=10",  # 5 steps an epoch: the runs cross epoch boundaries
+    # 11 scenes, batches of 2: 5 steps an epoch (each epoch leaves out another scene), so
+    # the runs cross epoch boundaries (after steps 5 and 10)
+    "data.train_set.num_images=11",
     f"trainer.max_steps={MAX_STEPS}",
     "trainer.val_check_interval=7",
-    "data.num_workers=1",
+    "data.num_workers=2",
+    "trainer.precision=bf16-mixed",
+    f"model.optimizer.lr={LR}",
+    f"model.scheduler.milestones=[{MILESTONE}]",  # after every kill or stop below
 ]
-"""A 14-step run of a tiny network, validated at steps 7 and 14."""
+"""A 14-step run of a tiny network as a real run trains (two loader processes, bf16
+autocast, an uneven data set, a learning-rate step), validated at steps 7 and 14; the
+learning rate halves after step 11."""
 
 
 def train_process(
@@ -50,29 +58,29 @@ def train_process(
 ) -> subprocess.CompletedProcess:
     """``hdrunet-train`` in its own process, writing to ``run_dir``; ``tests.helpers``
     callbacks are importable through PYTHONPATH."""
-    exe = Path(sys.executable).parent / "hdrunet-train"
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run(
-        [str(exe), *base, f"hydra.run.dir={run_dir}", *overrides],
-        cwd=cwd or run_dir.parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    args = [*base, f"hydra.run.dir={run_dir}", *overrides]
+    return run_tool("hdrunet-train", args, cwd or run_dir.parent)
 
 
-def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
+def step_values(path: Path, column: str = "train/loss") -> dict[int, float]:
+    """``column`` of a CSV log by step (the step a value was logged at)."""
+    with open(path) as f:
+        return {int(r["step"]): float(r[column]) for r in csv.DictReader(f) if r[column]}
 
 
 def step_losses(path: Path) -> dict[int, float]:
-    with open(path) as f:
-        return {
-            int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(f) if r["train/loss"]
-        }
+    return step_values(path, "train/loss")
+
+
+def learning_rates(path: Path) -> dict[int, float]:
+    """The learning rate of each logged step: ``lr-Adam`` at step N is what the optimizer
+    step of batch N + 1 uses (LearningRateMonitor logs it as that batch starts)."""
+    return step_values(path, "lr-Adam")
+
+
+def expected_learning_rates(steps) -> dict[int, float]:
+    """MultiStepLR(milestones=[MILESTONE], gamma=0.5): halved once, from step MILESTONE."""
+    return {step: LR if step < MILESTONE else LR / 2 for step in steps}
 
 
 def load(path: Path) -> dict:
@@ -94,11 +102,20 @@ def assert_same_training_state(a: Path, b: Path) -> None:
 
 
 def assert_resumed_run_matches(reference: Path, run: Path, from_step: int) -> None:
+    """The run resumed at ``from_step`` logs the reference's losses, bit for bit (the same
+    batches, crops and bf16 arithmetic on the same CPU threads), halves the learning rate
+    once, at MILESTONE (from its own scheduler state, not a restarted or re-stepped one),
+    and ends in the reference's training state."""
+    assert learning_rates(reference / "csv" / "metrics.csv") == expected_learning_rates(
+        range(MAX_STEPS)
+    )
+    assert learning_rates(run / "csv" / "metrics.csv") == expected_learning_rates(
+        range(from_step, MAX_STEPS)
+    )
     resumed = step_losses(run / "csv" / "metrics.csv")
     expected = step_losses(reference / "csv" / "metrics.csv")
     assert sorted(resumed) == list(range(from_step + 1, MAX_STEPS + 1))  # continued at its step
-    for step, loss in resumed.items():
-        assert loss == pytest.approx(expected[step], abs=1e-6), step
+    assert resumed == {step: expected[step] for step in resumed}
     assert_same_training_state(
         reference / "checkpoints" / "last.ckpt", run / "checkpoints" / "last.ckpt"
     )
@@ -114,12 +131,15 @@ def reference(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize(
     ("every_n", "kill_at", "saved_at"),
-    [(4, 10, 8), (100, 9, 7)],  # a periodic save mid-epoch; the save after validation
+    [(4, 9, 8), (100, 9, 7)],  # a periodic save mid-epoch; the save after validation
     ids=["periodic-save", "after-validation"],
 )
 def test_sigkill_mid_epoch_then_ckpt_path_last_continues_step_for_step(
     reference, tmp_path, every_n, kill_at, saved_at
 ):
+    """SIGKILL in the 4th step of the second epoch (with its loader processes), resumed
+    from the last save: the same losses as the uninterrupted run, bit for bit, across the
+    next epoch boundary and the learning-rate milestone, which is passed once."""
     run_dir = tmp_path / "run"
     every = f"callbacks.last_checkpoint.every_n_train_steps={every_n}"
     killed = train_process(
@@ -131,19 +151,27 @@ def test_sigkill_mid_epoch_then_ckpt_path_last_continues_step_for_step(
     assert killed.returncode == -9
     assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == saved_at
 
-    ok(train_process(run_dir, every, "ckpt_path=last"))
+    resumed = ok(train_process(run_dir, every, "ckpt_path=last"))
     assert_resumed_run_matches(reference, run_dir, saved_at)
+    assert noise(resumed, tmp_path) == []  # not Lightning's "dataloader is not resumable"
     # the killed run's log is kept beside the resumed one
-    assert step_losses(run_dir / "csv" / "metrics-1.csv")
+    killed_log = run_dir / "csv" / "metrics-1.csv"
+    killed_losses, reference_losses = (
+        step_losses(log) for log in (killed_log, reference / "csv" / "metrics.csv")
+    )
+    assert sorted(killed_losses) == list(range(1, kill_at))  # step kill_at died unsaved
+    assert killed_losses == {step: reference_losses[step] for step in killed_losses}
+    assert learning_rates(killed_log) == expected_learning_rates(range(kill_at - 1))
 
 
 def test_ddp_run_killed_and_resumed_logs_the_same_losses(tmp_path):
     """Two processes (each with its share of every step, from the package's own sampler)
     killed with SIGKILL after step 5 and resumed from step 4 log the same losses at steps
-    5 and 6 as a run that was never interrupted; 4 samples a step and 10 scenes make the
-    runs cross epochs."""
+    5 and 6 as a run that was never interrupted; 4 samples a step and 11 scenes make the
+    runs cross epochs (of 2 steps: the 3 scenes left over differ from epoch to epoch)."""
     ddp = ("trainer=ddp_cpu", "trainer.max_steps=6", "trainer.val_check_interval=100")
     ddp += ("validate_first=false",)  # no validation: losses only
+    ddp += ("data.num_workers=1", "trainer.precision=32")  # 2 processes on 2 CPUs are enough
     every = "callbacks.last_checkpoint.every_n_train_steps=2"
     reference_run = tmp_path / "reference"
     ok(train_process(reference_run, *ddp))
@@ -217,6 +245,7 @@ def test_preemption_signal_saves_exits_zero_and_requeue_resumes(
 POISONED = [
     "data.train_set._target_=tests.helpers.PoisonedSynthetic",
     "+data.train_set.poisoned=3",
+    "data.train_set.num_images=10",  # every scene in every epoch
     "trainer.max_steps=8",
 ]
 
@@ -416,8 +445,10 @@ def damaged(valid: bytes) -> st.SearchStrategy[bytes]:
 )
 @given(data=st.data())
 def test_readers_raise_only_the_package_error_on_damaged_files(valid_files, kind, data):
-    fuzz = valid_files.parent / f"fuzz-{valid_files.name}"
-    if not fuzz.is_dir():  # the damaged file sits among valid partners (align ratio, PNG)
+    # a folder of its own per kind (a damaged file of one kind never sits beside another
+    # kind's test), where the damaged file sits among valid partners (align ratio, PNG)
+    fuzz = valid_files.parent / f"fuzz-{valid_files.name}-{kind}"
+    if not fuzz.is_dir():
         shutil.copytree(valid_files, fuzz)
     path = fuzz / kind
     path.write_bytes(data.draw(damaged((valid_files / kind).read_bytes()), label="file"))

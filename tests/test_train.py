@@ -1,48 +1,42 @@
 """Training end to end: in process from a composed config, and through the console script."""
 
-import os
-import subprocess
-import sys
+import json
+import re
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from hdrunet_pl import load_model
 from hdrunet_pl.train import train
 
-from .conftest import CONF_DIR, SMALL_SYNTHETIC_VAL
-from .conftest import FAST as FAST_ANY
+from .organisers import organisers_val_scores
+from .support import FAST as FAST_ANY
+from .support import SMALL_SYNTHETIC_VAL, compose_train, ok, run_tool
 
 FAST = [*FAST_ANY, *SMALL_SYNTHETIC_VAL]
 
 
-def run_cli(args: list[str], cwd: Path, module: bool = False) -> subprocess.CompletedProcess:
-    exe = (
-        [sys.executable, "-m", "hdrunet_pl.train"]
-        if module
-        else [str(Path(sys.executable).parent / "hdrunet-train")]
-    )
-    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
-    result = subprocess.run(
-        exe + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
 def test_train_in_process_writes_checkpoints_config_and_summary(tmp_path):
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        cfg = compose(config_name="train", overrides=[*FAST, f"paths.output_dir={tmp_path}"])
+    cfg = compose_train([*FAST, f"paths.output_dir={tmp_path}"])
     summary = train(cfg)
     assert summary.steps == 4
-    assert summary.psnr_mu_before is not None and summary.psnr_mu_after is not None
-    assert summary.psnr_mu_identity is not None
     assert (tmp_path / "config.yaml").is_file()
     last = Path(summary.last_checkpoint)
     assert last.is_file() and last.parent == tmp_path / "checkpoints"
-    model = load_model(last)
+    model = load_model(last).eval()
     assert model.config.nf == 8
+    # the summary's scores are the organisers' scores of the validation images: of the LDR
+    # inputs (identity) and of the saved network's predictions
+    identity_mu, identity_l = organisers_val_scores(cfg)
+    assert summary.psnr_mu_identity == pytest.approx(identity_mu, abs=1e-3)
+    assert summary.psnr_l_identity == pytest.approx(identity_l, abs=1e-3)
+    after_mu, after_l = organisers_val_scores(cfg, model)
+    assert summary.psnr_mu_after == pytest.approx(after_mu, abs=1e-3)
+    assert summary.psnr_l_after == pytest.approx(after_l, abs=1e-3)
+    assert abs(summary.psnr_mu_before - summary.psnr_mu_after) > 1e-3, "4 steps moved it"
+    # metrics.json holds the same numbers
+    assert json.loads((tmp_path / "metrics.json").read_text()) == asdict(summary)
     metrics = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0]
     for key in ("train/loss", "val/psnr_mu", "val/psnr_l", "val/psnr_mu_identity", "lr-Adam"):
         assert key in metrics
@@ -50,28 +44,43 @@ def test_train_in_process_writes_checkpoints_config_and_summary(tmp_path):
 
 def test_console_script_trains_from_any_directory(tmp_path):
     run_dir = tmp_path / "run"
-    result = run_cli([*FAST, "loss=mu_l1", f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    result = ok(
+        run_tool("hdrunet-train", [*FAST, "loss=mu_l1", f"hydra.run.dir={run_dir}"], tmp_path)
+    )
     assert "hdrunet-train summary" in result.stdout
-    assert "steps trained        4" in result.stdout
+    # the printed summary shows metrics.json's numbers (rounded to 0.01 dB)
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    printed = {
+        label: float(value)
+        for label, value in re.findall(r"^(\S.*?\S)\s{2,}([-+\d.]+) dB$", result.stdout, re.M)
+    }
+    assert printed == pytest.approx(
+        {
+            "val PSNR-mu before": saved["psnr_mu_before"],
+            "val PSNR-mu after": saved["psnr_mu_after"],
+            "val PSNR-L after": saved["psnr_l_after"],
+            "LDR identity": saved["psnr_mu_identity"],
+            "gain over identity": saved["psnr_mu_after"] - saved["psnr_mu_identity"],
+        },
+        abs=0.0051,
+    )
+    assert re.search(r"^steps trained +4 in \d+ s$", result.stdout, re.M)
+    assert saved["steps"] == 4
+    assert saved["last_checkpoint"] == str(run_dir / "checkpoints" / "last.ckpt")
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert "name: mu_l1" in (run_dir / "config.yaml").read_text()
 
 
 def test_python_dash_m_entry_point(tmp_path):
-    run_cli(
-        [*FAST, "trainer.max_steps=2", f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=tmp_path,
-        module=True,
-    )
+    args = [*FAST, "trainer.max_steps=2", f"hydra.run.dir={tmp_path / 'run'}"]
+    ok(run_tool("python", ["-m", "hdrunet_pl.train", *args], tmp_path))
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
 
 
 def test_multirun_sweep_makes_one_run_per_value(tmp_path):
     sweep = tmp_path / "sweep"
-    result = run_cli(
-        ["-m", *FAST, "loss=l1,tanh_l1", "trainer.max_steps=2", f"hydra.sweep.dir={sweep}"],
-        cwd=tmp_path,
-    )
+    args = ["-m", *FAST, "loss=l1,tanh_l1", "trainer.max_steps=2", f"hydra.sweep.dir={sweep}"]
+    result = ok(run_tool("hdrunet-train", args, tmp_path))
     assert result.stdout.count("hdrunet-train summary") == 2
     runs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert [p.name.split("_")[0] for p in runs] == ["0", "1"]  # job number, then overrides
@@ -95,8 +104,7 @@ def test_multirun_sweep_makes_one_run_per_value(tmp_path):
     ],
 )
 def test_unknown_group_options_fail_with_hydra_message(tmp_path, bad, group):
-    exe = str(Path(sys.executable).parent / "hdrunet-train")
-    result = subprocess.run([exe, *bad], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = run_tool("hdrunet-train", bad, tmp_path)
     assert result.returncode != 0
     assert "Could not find" in result.stderr
     assert f"Available options in '{group}'" in result.stderr

@@ -4,6 +4,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import matplotlib.pyplot as plt
 import pytest
 import torch
 
@@ -97,6 +98,8 @@ def test_plots_have_labelled_panels_and_colour_bars():
     assert len(fig.axes) == 4 + 2  # 2x2 panels + a colour bar for each non-RGB map
     hist = plot_histograms({"a": torch.rand(100), "b": torch.rand(50)})
     assert [t.get_text() for t in hist.axes[0].get_legend().get_texts()] == ["a", "b"]
+    plt.close(fig)
+    plt.close(hist)
 
 
 def test_comparison_strip_layout():

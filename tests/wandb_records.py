@@ -61,3 +61,30 @@ def records_when_written(
         if keys <= history_keys(records) or time.monotonic() > deadline:
             return records
         time.sleep(0.5)
+
+
+def finished_records(run_dir: Path, timeout: float = 60.0) -> list[wandb_internal_pb2.Record]:
+    """The records of ``run_dir``'s run file once it holds the run's exit record (written by
+    ``wandb.finish()``; W&B's service may still be writing it when the process has ended).
+    After ``timeout`` seconds, the records as they are."""
+    deadline = time.monotonic() + timeout
+    while True:
+        files = sorted(run_dir.glob("run-*.wandb"))
+        records = read_records(files[0]) if files else []
+        kinds = [r.WhichOneof("record_type") for r in records]
+        if "exit" in kinds or time.monotonic() > deadline:
+            return records
+        time.sleep(0.5)
+
+
+def step_values(records, key: str, step_key: str = "trainer/global_step") -> list[int]:
+    """The training steps (Lightning's ``trainer/global_step``) of the history rows that
+    hold ``key``, in the order they were logged."""
+    steps = []
+    for r in records:
+        if r.WhichOneof("record_type") != "history":
+            continue
+        row = {item.key or "/".join(item.nested_key): item.value_json for item in r.history.item}
+        if key in row:
+            steps.append(int(float(row[step_key])))
+    return steps

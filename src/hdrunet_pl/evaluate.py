@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
 from hydra.errors import InstantiationException
@@ -35,8 +34,7 @@ from hdrunet_pl.io import (
 )
 from hdrunet_pl.metrics import psnr_l, psnr_mu
 from hdrunet_pl.outputs import OutputFolder
-from hdrunet_pl.predict import exit_on_error, make_predictor
-from hdrunet_pl.quiet import install_filters
+from hdrunet_pl.predict import make_predictor
 from hdrunet_pl.run_files import CONFIG_FILE
 from hdrunet_pl.validation import check_required
 from hdrunet_pl.viz import comparison_strip
@@ -262,11 +260,7 @@ def run(cfg: DictConfig) -> list[ImageScore]:
     return scores
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
-def main(cfg: DictConfig) -> None:
-    install_filters()
-    exit_on_error(run)(cfg)
-
-
 if __name__ == "__main__":
-    main()
+    from hdrunet_pl.cli import evaluate as _main
+
+    _main()

@@ -14,7 +14,6 @@ import time
 import warnings
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
@@ -25,8 +24,6 @@ from hdrunet_pl.errors import HDRUNetError
 from hdrunet_pl.io import atomic_path
 from hdrunet_pl.models.checkpoints import load_model
 from hdrunet_pl.outputs import OutputFolder
-from hdrunet_pl.predict import exit_on_error
-from hdrunet_pl.quiet import install_filters
 
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 EXPORT_SIZE = (1, 3, 64, 64)
@@ -136,16 +133,7 @@ def run(cfg: DictConfig) -> Path:
     return path
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="export")
-def _hydra_main(cfg: DictConfig) -> None:
-    exit_on_error(run)(cfg)
-
-
-def main() -> None:
-    """Console entry point (``hdrunet-export``)."""
-    install_filters()
-    _hydra_main()
-
-
 if __name__ == "__main__":
-    main()
+    from hdrunet_pl.cli import export as _main
+
+    _main()

@@ -10,7 +10,7 @@ the stitched result equals whole-image inference up to rounding.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -119,7 +119,7 @@ class Tile:
     bottom: int
     left: int
     right: int
-    weight: torch.Tensor  # (bottom - top, right - left)
+    weight: torch.Tensor  # (bottom - top, right - left), float64
 
 
 def plan_tiles(height: int, width: int, tile: int, overlap: int, blend: int = BLEND) -> list[Tile]:
@@ -137,7 +137,7 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int, blend: int = BL
         return out
 
     return [
-        Tile(top, bottom, left, right, (wy[:, None] * wx[None, :]).float())
+        Tile(top, bottom, left, right, wy[:, None] * wx[None, :])
         for top, bottom, wy in spans(height)
         for left, right, wx in spans(width)
     ]
@@ -231,19 +231,45 @@ class Predictor:
         return out[0] if single else out
 
     def _tiled(self, batch: torch.Tensor, tile: int) -> torch.Tensor:
-        b, c, h, w = batch.shape
-        out = torch.zeros(b, c, h, w)
-        total = torch.zeros(h, w)
-        for group in _chunks(plan_tiles(h, w, tile, self.overlap), self.tile_batch):
-            crops = [batch[:, :, t.top : t.bottom, t.left : t.right] for t in group]
-            if len({x.shape for x in crops}) == 1:
-                preds = self._run(torch.cat(crops)).cpu().split(b)
-            else:
-                preds = [self._run(x).cpu() for x in crops]
-            for t, pred in zip(group, preds, strict=True):
-                out[:, :, t.top : t.bottom, t.left : t.right] += pred * t.weight
-                total[t.top : t.bottom, t.left : t.right] += t.weight
-        return out / total
+        return tiled_forward(
+            lambda x: self._run(x).cpu(), batch, tile, self.overlap, self.tile_batch
+        )
+
+
+def tiled_forward(
+    run: Callable[[torch.Tensor], torch.Tensor],
+    batch: torch.Tensor,
+    tile: int,
+    overlap: int = DEFAULT_OVERLAP,
+    tile_batch: int = 1,
+    blend: int = BLEND,
+) -> torch.Tensor:
+    """``run`` applied to overlapping tiles of ``batch`` and blended back together.
+
+    Args:
+        run: maps a (N, 3, h, w) crop to a (N, 3, h, w) output on ``batch``'s device.
+        batch: (B, 3, H, W) input; the result has its dtype (float64 stays float64).
+        tile: tile side in pixels; ``overlap``: pixels shared by neighbouring tiles.
+        tile_batch: tiles of equal size given to ``run`` together (in one batch).
+
+    Returns:
+        (B, 3, H, W): equal to ``run(batch)`` up to rounding when ``overlap`` covers the
+        receptive field (``DEFAULT_OVERLAP``).
+    """
+    b, c, h, w = batch.shape
+    out = torch.zeros(b, c, h, w, dtype=batch.dtype)
+    total = torch.zeros(h, w, dtype=batch.dtype)
+    for group in _chunks(plan_tiles(h, w, tile, overlap, blend), tile_batch):
+        crops = [batch[:, :, t.top : t.bottom, t.left : t.right] for t in group]
+        if len({x.shape for x in crops}) == 1:
+            preds = run(torch.cat(crops)).split(b)
+        else:
+            preds = [run(x) for x in crops]
+        for t, pred in zip(group, preds, strict=True):
+            weight = t.weight.to(batch.dtype)
+            out[:, :, t.top : t.bottom, t.left : t.right] += pred.to(batch.dtype) * weight
+            total[t.top : t.bottom, t.left : t.right] += weight
+    return out / total
 
 
 def _chunks(items: list[Tile], size: int) -> Iterator[list[Tile]]:

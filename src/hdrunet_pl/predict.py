@@ -25,7 +25,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
@@ -45,7 +44,6 @@ from hdrunet_pl.io import (
 )
 from hdrunet_pl.models.checkpoints import load_model
 from hdrunet_pl.outputs import OutputFolder
-from hdrunet_pl.quiet import install_filters
 from hdrunet_pl.tonemap import display_mu_law
 from hdrunet_pl.validation import INFERENCE_RULES, check_required, check_settings
 
@@ -230,11 +228,7 @@ def exit_on_error(func):
     return wrapper
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
-def main(cfg: DictConfig) -> None:
-    install_filters()
-    exit_on_error(run)(cfg)
-
-
 if __name__ == "__main__":
-    main()
+    from hdrunet_pl.cli import predict as _main
+
+    _main()

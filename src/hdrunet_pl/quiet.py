@@ -8,6 +8,9 @@ so every other warning still shows. What is silenced, and why:
 - Lightning's model-summary note on bf16 precision (the size estimate is all it affects);
 - Lightning's note on an ``IterableDataset`` with ``__len__`` (litdata splits the stream
   across workers itself, so its length is right);
+- Lightning's notes that a resumed run's ``csv/`` and ``checkpoints/`` folders are not
+  empty (the run keeps its earlier ``metrics.csv`` as ``metrics-<n>.csv`` before logging
+  again, and a fresh run refuses a folder that holds files already);
 - Lightning's "Tip" lines advertising litlogger and litmodels;
 - litdata's INFO lines (chunk mapping and cache size) on opening a streaming data set;
 - torch.onnx's "torchvision is not installed" lines (the model uses no torchvision ops).
@@ -23,6 +26,8 @@ WARNING_FILTERS: tuple[tuple[str, type[Warning]], ...] = (
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
     (r"Precision bf16-mixed is not supported by the model summary", UserWarning),
     (r"Your `IterableDataset` has `__len__` defined", UserWarning),
+    (r"Experiment logs directory .*csv/? exists and is not empty", UserWarning),
+    (r"Checkpoint directory .*checkpoints exists and is not empty", UserWarning),
 )
 """(message regex, category) pairs ignored by :func:`install_filters`."""
 

@@ -19,7 +19,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -30,11 +29,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from hdrunet_pl.cli import DDP_OVERRIDES, DDP_RUN_DIR
 from hdrunet_pl.data.datasets import check_patch_size
 from hdrunet_pl.errors import HDRUNetError, one_line
 from hdrunet_pl.loggers import finish_loggers, instantiate_loggers
 from hdrunet_pl.models.checkpoints import load_model
-from hdrunet_pl.quiet import install_filters
 from hdrunet_pl.reliability import (
     LAST_CHECKPOINT,
     LOCK_FILE,
@@ -50,9 +49,6 @@ from hdrunet_pl.runtime import keep_freed_memory
 from hdrunet_pl.validation import TRAIN_RULES, check_required, check_settings
 
 log = logging.getLogger(__name__)
-
-_DDP_RUN_DIR = "HDRUNET_DDP_RUN_DIR"
-_DDP_OVERRIDES = "HDRUNET_DDP_OVERRIDES"
 
 
 @dataclass
@@ -139,8 +135,8 @@ def _sweep_info() -> dict[str, str]:
 def _share_job_with_ddp_children(output_dir: Path) -> None:
     """Let DDP worker processes (started by Lightning with this argv) rerun this one job."""
     if HydraConfig.initialized():
-        os.environ[_DDP_RUN_DIR] = str(output_dir.resolve())
-        os.environ[_DDP_OVERRIDES] = json.dumps(list(HydraConfig.get().overrides.task))
+        os.environ[DDP_RUN_DIR] = str(output_dir.resolve())
+        os.environ[DDP_OVERRIDES] = json.dumps(list(HydraConfig.get().overrides.task))
 
 
 RESUME_CHOICES = ("auto", True, False)
@@ -342,21 +338,6 @@ def _end_process_group(launch_env: dict[str, str | None]) -> None:
             os.environ[key] = value
 
 
-def _argv_for_ddp_child(argv: list[str]) -> list[str]:
-    """The command line of a DDP worker: exactly the job rank 0 runs, in rank 0's folder.
-
-    Lightning starts workers with rank 0's command line, which for a multirun would start
-    the whole sweep again, in new folders. Rank 0 leaves its job's overrides and folder in
-    the environment; a worker (``LOCAL_RANK`` > 0) runs that single job instead.
-    """
-    if os.environ.get("LOCAL_RANK", "0") == "0" or _DDP_OVERRIDES not in os.environ:
-        return argv
-    overrides = json.loads(os.environ[_DDP_OVERRIDES])
-    run_dir = os.environ[_DDP_RUN_DIR]
-    quoted = "'" + run_dir.replace("\\", "\\\\").replace("'", "\\'") + "'"  # may hold = and ,
-    return [argv[0], *overrides, f"hydra.run.dir={quoted}", "hydra.output_subdir=null"]
-
-
 def log_lightning_to_root() -> None:
     """Send Lightning's messages through the root logger (Hydra's console and ``train.log``)
     instead of the stream handler Lightning installs for itself when imported."""
@@ -368,8 +349,9 @@ def log_lightning_to_root() -> None:
         logger.propagate = True
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def _hydra_main(cfg: DictConfig) -> float | None:
+def run_job(cfg: DictConfig) -> float | None:
+    """One ``hdrunet-train`` job in its Hydra run folder (the console script's work): trains,
+    prints one-line errors and exits 2 on bad input; returns the final val PSNR-mu."""
     log_lightning_to_root()
     output_dir = Path(cfg.paths.output_dir)
     rank_zero = os.environ.get("LOCAL_RANK", "0") == "0"
@@ -402,12 +384,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         raise
 
 
-def main() -> float | None:
-    """Console entry point; returns the final val PSNR-mu (for Hydra sweepers)."""
-    install_filters()
-    sys.argv = _argv_for_ddp_child(sys.argv)
-    return _hydra_main()
-
-
 if __name__ == "__main__":
-    main()
+    from hdrunet_pl.cli import train as _main
+
+    _main()

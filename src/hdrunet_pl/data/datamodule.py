@@ -9,6 +9,19 @@ from hdrunet_pl.data.datasets import RandomPatches
 from hdrunet_pl.data.sampling import ResumableRandomSampler, ShardSampler
 
 
+class StepResumableDataLoader(DataLoader):
+    """A training DataLoader whose sampler starts at the trainer's step (see
+    :class:`ResumableRandomSampler`): it resumes exactly, mid-epoch too. Its state is
+    therefore the step itself, which the checkpoint already holds; ``state_dict`` and
+    ``load_state_dict`` tell Lightning that it is resumable (Lightning warns otherwise)."""
+
+    def state_dict(self) -> dict[str, str]:
+        return {"resumes_from": "trainer.global_step"}
+
+    def load_state_dict(self, state_dict: dict[str, str]) -> None:
+        """Nothing to restore: the sampler was built from the restored step."""
+
+
 class HDRDataModule(L.LightningDataModule):
     """Serves random ``patch_size`` crops of ``train_set`` and whole ``val_set`` images.
 
@@ -65,7 +78,7 @@ class HDRDataModule(L.LightningDataModule):
             )
         else:
             sampler = ShardSampler(len(dataset), rank, world)  # every image once, no repeats
-        return DataLoader(
+        return (StepResumableDataLoader if train else DataLoader)(
             dataset,
             batch_size=batch_size,
             sampler=sampler,

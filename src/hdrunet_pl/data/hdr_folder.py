@@ -112,6 +112,42 @@ class HDRFolderDataset(Dataset):
         return {"ldr": ldr, "hdr": hdr, "name": path.stem}
 
 
+def split_files(files: list[Path], val_count: int) -> tuple[list[Path], list[Path]]:
+    """(training files, the last ``val_count`` files held out for validation)."""
+    if not 0 < val_count < len(files):
+        raise DatasetError(
+            f"cannot hold out {val_count} of {len(files)} HDR files for validation; "
+            "set val_count between 1 and the number of files - 1, or a separate val_root"
+        )
+    return files[:-val_count], files[-val_count:]
+
+
+def folder_dataset(
+    root: str | Path,
+    camera: CameraModel | None = None,
+    part: str = "all",
+    val_count: int = 0,
+    rows: tuple[float, float] | None = None,
+    min_size: int = 0,
+    seed: int = 1,
+) -> HDRFolderDataset:
+    """The HDR images under ``root`` as a pair data set (e.g. one source of ``data=mixed``).
+
+    ``part``: ``all`` files, or the ``train`` / ``val`` part of a split that holds out the
+    last ``val_count`` files; ``val`` items have camera settings fixed by ``seed``, the
+    others draw them per sample. ``rows`` and ``min_size`` as :class:`HDRFolderDataset`.
+    """
+    if part not in ("all", "train", "val"):
+        raise ValueError(f"part must be all, train or val, got {part!r}")
+    files = find_hdr_files(root)
+    if part != "all":
+        train_files, val_files = split_files(files, val_count)
+        files = val_files if part == "val" else train_files
+    return HDRFolderDataset(
+        files, camera, random_camera=part != "val", seed=seed, rows=rows, min_size=min_size
+    )
+
+
 class HDRFolderDataModule(HDRDataModule):
     """HDR images under ``root`` with LDRs made by ``camera``; see :class:`HDRFolderDataset`.
 
@@ -136,13 +172,8 @@ class HDRFolderDataModule(HDRDataModule):
         files = find_hdr_files(root)
         if val_root:
             train_files, val_files = files, find_hdr_files(val_root)
-        elif 0 < val_count < len(files):
-            train_files, val_files = files[:-val_count], files[-val_count:]
         else:
-            raise DatasetError(
-                f"cannot hold out {val_count} of {len(files)} HDR files for validation; "
-                "set data.val_count between 1 and the number of files - 1, or data.val_root"
-            )
+            train_files, val_files = split_files(files, val_count)
         camera = camera or CameraModel()
         super().__init__(
             train_set=HDRFolderDataset(train_files, camera, True, rows=rows, min_size=patch_size),

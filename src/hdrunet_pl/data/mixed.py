@@ -1,0 +1,139 @@
+"""Training on several sources at once: synthetic scenes and any number of HDR folders.
+
+:class:`MixedSources` draws each training item from one of its sources, chosen by weight,
+and an item of that source at random, both from the item's seed: the mixture is a function
+of ``(seed, position)`` like every other source, so runs resume exactly. Its length (an
+epoch) is set by ``samples_per_epoch``, not by how many files a folder holds: a folder of
+ten panoramas gives as many random crops per epoch as a folder of ten thousand photos.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch.utils.data import ConcatDataset, Dataset
+
+from hdrunet_pl.camera import CameraModel
+from hdrunet_pl.data.datamodule import HDRDataModule
+from hdrunet_pl.data.hdr_folder import folder_dataset
+from hdrunet_pl.data.sampling import SampleKey, item_generator, split_key
+from hdrunet_pl.data.synthetic import SyntheticHDRDataset
+
+
+class MixedSources(Dataset):
+    """Pair items drawn from ``sources`` with probabilities proportional to ``weights``.
+
+    Args:
+        sources: pair data sets (items ``{"ldr", "hdr", "name"}``) that take
+            ``(index, seed)`` keys.
+        weights: one non-negative weight per source (default: equal), not all zero.
+        length: items per epoch.
+
+    Key ``(index, seed)``: the seed picks the source, the item and that item's own seed;
+    a plain ``index`` does the same with the index as seed (deterministic).
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[Dataset],
+        weights: Sequence[float] | None = None,
+        length: int = 10_000,
+    ) -> None:
+        if not sources:
+            raise ValueError("MixedSources needs at least one source")
+        weights = [1.0] * len(sources) if weights is None else [float(w) for w in weights]
+        if len(weights) != len(sources):
+            raise ValueError(f"{len(sources)} sources but {len(weights)} weights")
+        if any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError(f"weights must be >= 0 and not all 0, got {weights}")
+        if length < 1:
+            raise ValueError(f"length must be >= 1, got {length}")
+        self.sources = list(sources)
+        self.weights = torch.tensor(weights, dtype=torch.float64)
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, key: SampleKey) -> dict[str, torch.Tensor | str]:
+        index, seed = split_key(key)
+        generator = item_generator(index if seed is None else seed)
+        source = self.sources[int(torch.multinomial(self.weights, 1, generator=generator))]
+        item = int(torch.randint(0, len(source), (), generator=generator))
+        return source[(item, int(torch.randint(0, 2**62, (), generator=generator)))]
+
+
+class MixedDataModule(HDRDataModule):
+    """Random patches from synthetic scenes and any number of HDR folders, mixed by weight;
+    validation on synthetic scenes and each folder's held-out files, in turn.
+
+    Args:
+        folders: name -> ``{"root": folder, "weight": float, "val_count": int, "rows":
+            [top, bottom] or None}``; each folder holds out its last ``val_count`` files
+            (0: none) for validation.
+        synthetic_weight: weight of synthetic scenes (0: folders only).
+        synthetic_val_images: synthetic validation scenes (256 x 384; 0: none).
+        camera: the camera model that makes every LDR input.
+        samples_per_epoch: training items per epoch (independent of the folders' sizes).
+        val_seed: fixes the validation camera settings.
+        patch_size, batch_size, num_workers, augment, seed: as :class:`HDRDataModule`.
+    """
+
+    def __init__(
+        self,
+        folders: Mapping[str, Mapping] | None = None,
+        synthetic_weight: float = 1.0,
+        synthetic_val_images: int = 8,
+        camera: CameraModel | None = None,
+        samples_per_epoch: int = 10_000,
+        val_seed: int = 1,
+        patch_size: int = 160,
+        batch_size: int = 16,
+        num_workers: int = 2,
+        augment: bool = True,
+        seed: int = 0,
+    ) -> None:
+        camera = camera or CameraModel()
+        sources, weights, val_sets = [], [], []
+        if synthetic_weight > 0:
+            sources.append(SyntheticHDRDataset(100_000, patch_size, seed=0, camera=camera))
+            weights.append(synthetic_weight)
+        if synthetic_val_images > 0:
+            val_sets.append(
+                SyntheticHDRDataset(synthetic_val_images, 256, 384, seed=val_seed, camera=camera)
+            )
+        for name, folder in (folders or {}).items():
+            unknown = sorted(set(folder) - {"root", "weight", "val_count", "rows"})
+            if "root" not in folder or unknown:
+                problem = f"unknown setting(s) {unknown}" if unknown else "no root"
+                raise ValueError(
+                    f"data.folders.{name}: {problem}; a folder takes root (required), weight, "
+                    "val_count and rows"
+                )
+            val_count, rows = int(folder.get("val_count", 0)), folder.get("rows")
+            part = "train" if val_count else "all"
+            sources.append(
+                folder_dataset(folder["root"], camera, part, val_count, rows, patch_size)
+            )
+            weights.append(float(folder.get("weight", 1.0)))
+            if val_count:
+                val_sets.append(
+                    folder_dataset(folder["root"], camera, "val", val_count, rows, seed=val_seed)
+                )
+        if not sources:
+            raise ValueError("data=mixed needs synthetic_weight > 0 or at least one folder")
+        if not val_sets:
+            raise ValueError(
+                "data=mixed validates on nothing: set synthetic_val_images > 0 or a folder's "
+                "val_count > 0"
+            )
+        super().__init__(
+            train_set=MixedSources(sources, weights, samples_per_epoch),
+            val_set=val_sets[0] if len(val_sets) == 1 else ConcatDataset(val_sets),
+            patch_size=patch_size,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            augment=augment,
+            seed=seed,
+        )

@@ -1,0 +1,81 @@
+"""What the tests share: override sets, the composed config and one way to run a tool."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+import hdrunet_pl
+
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = Path(hdrunet_pl.__file__).resolve().parent / "conf"
+DATA_DIR = Path(__file__).parent / "data"
+
+FAST = ["debug=fast", "logger=csv"]
+"""Overrides for a few-second run of a tiny network (any data source)."""
+SMALL_SYNTHETIC_VAL = [
+    "data.val_set.num_images=2",
+    "data.val_set.height=36",
+    "data.val_set.width=52",
+]
+"""With ``data=synthetic`` (the default): validate on two small scenes."""
+
+
+def compose_train(overrides: list[str], with_hydra: bool = False) -> DictConfig:
+    """The composed ``train.yaml`` for ``overrides``, as ``hdrunet-train`` would see it
+    (``with_hydra``: with the ``hydra`` node too)."""
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        return compose(config_name="train", overrides=overrides, return_hydra_config=with_hydra)
+
+
+def run_tool(
+    tool: str,
+    args: list[str],
+    cwd: Path,
+    *,
+    env: dict[str, str] | None = None,
+    timeout: int = 300,
+) -> subprocess.CompletedProcess:
+    """Run a console script of the package (``hdrunet-train``, ...) or, with
+    ``tool="python"``, this interpreter; returns the CompletedProcess without checking it.
+
+    W&B is offline, ``tests.helpers`` is importable (configs may name its callbacks) and
+    ``HYDRA_FULL_ERROR`` is unset, so errors read as a user sees them; ``env`` adds to or
+    overrides that environment (a value of ``None`` removes a variable).
+    """
+    exe = sys.executable if tool == "python" else str(Path(sys.executable).parent / tool)
+    full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    for key, value in (env or {}).items():
+        if value is None:
+            full_env.pop(key, None)
+        else:
+            full_env[key] = value
+    return subprocess.run(
+        [exe, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """``result``, once it is known to have exited 0 (else the test fails with its output)."""
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+NOISE = re.compile(r"warn|\bINFO\b|\btip\b|\.py:\d+[:\]] ", re.IGNORECASE)
+"""A warning (Python's or Lightning's ``file.py:line: message``, torch's glog-style
+``file.py:line] message``), an INFO log line or a tip."""
+
+
+def noise(result: subprocess.CompletedProcess, folder: Path) -> list[str]:
+    """The lines of a finished process's stdout and stderr that look like noise (the test's
+    ``folder``, named after the test by pytest, is left out of the match)."""
+    text = (result.stdout + result.stderr).replace(str(folder), "<tmp>")
+    lines = re.split(r"[\r\n]+", text)
+    return [line.strip() for line in lines if NOISE.search(line)]

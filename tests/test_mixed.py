@@ -1,0 +1,136 @@
+"""data=mixed: synthetic scenes and HDR folders mixed by weight, with epochs of a set length
+and the same batches after a resume."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from torch.utils.data import Dataset
+
+from hdrunet_pl.data import MixedDataModule, MixedSources
+from hdrunet_pl.io import write_radiance
+
+from .support import compose_train
+
+
+class Labelled(Dataset):
+    """``size`` items whose "name" says the source and which key they were given."""
+
+    def __init__(self, label: str, size: int) -> None:
+        self.label, self.size = label, size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, key):
+        index, seed = key
+        assert 0 <= index < self.size
+        return {"name": f"{self.label}:{index}:{seed}"}
+
+
+def test_sources_are_drawn_by_weight_whatever_their_size():
+    mixed = MixedSources([Labelled("a", 2), Labelled("b", 5000), Labelled("c", 7)], [1, 2, 0], 50)
+    assert len(mixed) == 50  # the epoch's length is set, not the sum of the sources'
+    names = [mixed[(i % 50, seed)]["name"] for i, seed in enumerate(range(3000))]
+    share = {s: sum(n.startswith(s + ":") for n in names) / len(names) for s in "abc"}
+    assert share["a"] == pytest.approx(1 / 3, abs=0.03)
+    assert share["b"] == pytest.approx(2 / 3, abs=0.03)
+    assert share["c"] == 0
+    # a small source is drawn from all over, many times (many crops per image)
+    assert {n.split(":")[1] for n in names if n.startswith("a:")} == {"0", "1"}
+
+
+def test_an_item_is_a_function_of_its_key():
+    mixed = MixedSources([Labelled("a", 10), Labelled("b", 10)])
+    assert mixed[(3, 77)] == mixed[(3, 77)]
+    assert len({mixed[(3, seed)]["name"] for seed in range(20)}) > 10
+    assert mixed[4] == mixed[4]  # a plain index (validation-style keys) is deterministic
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"sources": []}, "at least one source"),
+        ({"sources": [Labelled("a", 1)], "weights": [1, 2]}, "weights"),
+        ({"sources": [Labelled("a", 1)], "weights": [0]}, "not all 0"),
+        ({"sources": [Labelled("a", 1)], "length": 0}, "length"),
+    ],
+)
+def test_mixture_settings_are_checked(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MixedSources(**kwargs)
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """Three small linear HDR 'photographs'."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        image = (rng.random((40, 56, 3)) ** 4 * 50 + 0.01).astype(np.float32)
+        write_radiance(folder / f"photo{i}.hdr", image)
+    return folder
+
+
+def _datamodule(photos, *overrides: str) -> MixedDataModule:
+    cfg = compose_train(
+        [
+            "data=mixed",
+            f"data.folders.photos.root={photos}",
+            "data.folders.photos.val_count=1",
+            "data.synthetic_val_images=2",
+            "data.samples_per_epoch=24",
+            "patch=32px",
+            "data.batch_size=4",
+            "data.num_workers=0",
+            "camera=real",
+            *overrides,
+        ]
+    )
+    return instantiate(cfg.data)
+
+
+def _epochs(datamodule: MixedDataModule, step: int, count: int = 1) -> list[list[dict]]:
+    """The batches of ``count`` epochs of a run that starts (or resumes) after ``step``."""
+    datamodule.trainer = SimpleNamespace(global_step=step, global_rank=0, world_size=1)
+    loader = datamodule.train_dataloader()
+    return [list(loader) for _ in range(count)]
+
+
+def test_mixed_config_builds_sources_epochs_and_validation(photos):
+    datamodule = _datamodule(photos)
+    assert len(datamodule.train_set) == 24  # samples_per_epoch, not 2 files + scenes
+    (epoch,) = _epochs(datamodule, 0)
+    assert len(epoch) == 6
+    names = [name for batch in epoch for name in batch["name"]]
+    assert any(n.startswith("photo") for n in names) and any(n.startswith("synth") for n in names)
+    assert not any(n == "photo2" for n in names), "the held-out photo never trains"
+    val = [datamodule.val_set[i]["name"] for i in range(len(datamodule.val_set))]
+    assert len(val) == 3 and val[-1] == "photo2"  # 2 synthetic scenes, then the held-out file
+
+
+def test_a_resumed_mixed_stream_repeats_the_same_batches(photos):
+    first, second = _epochs(_datamodule(photos), 0, 2)  # 6 steps an epoch
+    resumed = _epochs(_datamodule(photos), 4, 2)  # a run resumed after step 4 ...
+    later = _epochs(_datamodule(photos), 7)  # ... and one after step 7, in the second epoch
+    pairs = [
+        *zip(first[4:], resumed[0], strict=True),
+        *zip(second, resumed[1], strict=True),
+        *zip(second[1:], later[0], strict=True),
+    ]
+    assert len(pairs) == 2 + 6 + 5
+    for a, b in pairs:
+        assert a["name"] == b["name"]
+        assert torch.equal(a["ldr"], b["ldr"]) and torch.equal(a["hdr"], b["hdr"])
+    assert first[0]["name"] != second[0]["name"], "epochs differ"
+    (other_seed,) = _epochs(_datamodule(photos, "seed=5"), 4)
+    assert not torch.equal(other_seed[0]["ldr"], first[4]["ldr"])
+
+
+def test_folder_settings_are_checked(photos):
+    with pytest.raises(InstantiationException, match=r"unknown setting.*colour"):
+        _datamodule(photos, "+data.folders.photos.colour=x")
