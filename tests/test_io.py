@@ -229,3 +229,39 @@ def test_real_poly_haven_panoramas_read_as_linear_float(poly_haven):
         assert image.min() >= 0
         lum = image.mean(axis=-1)
         assert np.percentile(lum, 99.9) / max(np.percentile(lum, 1), 1e-6) > 50  # real HDR
+
+
+def test_npm_exr_modules_are_decoded_with_their_licence(tmp_path):
+    import base64
+    import io as bytes_io
+    import json
+    import tarfile
+
+    from hdrunet_pl.samples import PMNDRS_SAME_AS_POLY_HAVEN, extract_npm_exrs
+
+    image = (np.random.default_rng(0).random((8, 16, 3)) * 30).astype(np.float32)
+    write_exr(tmp_path / "scene.exr", image)
+    payload = base64.b64encode((tmp_path / "scene.exr").read_bytes()).decode()
+    module = f"export default 'data:application/exr;base64,{payload}'\n".encode()
+    archive = bytes_io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        for name in ("package/hdri/bridge.exr.js", "package/hdri/night.exr.js"):
+            info = tarfile.TarInfo(name)
+            info.size = len(module)
+            tar.addfile(info, bytes_io.BytesIO(module))
+    dest = tmp_path / "held_out"
+    dest.mkdir()
+    files = extract_npm_exrs(
+        archive.getvalue(), dest, "pkg@1", "CC0-1.0", PMNDRS_SAME_AS_POLY_HAVEN
+    )
+    assert [f.name for f in files] == ["bridge.exr"]  # night is a poly_haven scene
+    np.testing.assert_array_equal(read_exr(files[0]), image)
+    record = json.loads((dest / "SOURCES.json").read_text())
+    assert record == {
+        "bridge.exr": {
+            "file": "bridge.exr",
+            "package": "pkg@1",
+            "registry": "npm",
+            "licence": "CC0-1.0",
+        }
+    }

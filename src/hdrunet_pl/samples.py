@@ -1,29 +1,87 @@
-"""Real HDR photographs for examples and tests, fetched from a package registry.
+"""Real HDR photographs for examples, training and held-out tests, fetched from package
+registries (nothing is committed to this repository).
 
-The PyPI wheel ``viser==1.0.16`` carries ten CC0 Poly Haven HDR panoramas (Radiance
-``.hdr``, 1024x512). :func:`poly_haven_hdris` downloads that wheel with pip and extracts
-them; nothing is committed to this repository.
+Sources (``SOURCES``), each recorded with its licence in ``<dest>/SOURCES.json``:
 
-python -m hdrunet_pl.samples data/hdri
-hdrunet-train data=hdr_folder data.root=data/hdri data.rows=[0.25,0.75]
+- ``poly_haven``: the PyPI wheel ``viser==1.0.16`` carries ten CC0 Poly Haven panoramas
+  (Radiance ``.hdr``, 1024x512);
+- ``pmndrs``: the npm package ``@pmndrs/assets@1.7.0`` (CC0-1.0) carries 18 OpenEXR
+  panoramas (512x256) as base64 JavaScript modules. Ten of them are the same scenes as
+  ``poly_haven``; ``pmndrs_held_out`` keeps the other eight (bridge, esplanade, hall, lab,
+  sky, sunrise, venice, workshop), which a model trained on ``poly_haven`` never saw.
+
+python -m hdrunet_pl.samples data/hdri                       # poly_haven
+python -m hdrunet_pl.samples data/held_out --source pmndrs_held_out
 """
 
 from __future__ import annotations
 
+import argparse
+import base64
+import hashlib
+import io
+import json
 import subprocess
 import sys
+import tarfile
 import tempfile
+import urllib.request
 import zipfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hdrunet_pl.errors import HDRUNetError
 
 VISER_SPEC = "viser==1.0.16"
 HDRI_FOLDER = "viser/client/public/hdri/"
+PMNDRS_PACKAGE = "@pmndrs/assets"
+PMNDRS_VERSION = "1.7.0"
+NPM_REGISTRY = "https://registry.npmjs.org"
+PMNDRS_SAME_AS_POLY_HAVEN = frozenset(
+    [
+        "apartment",
+        "city",
+        "dawn",
+        "forest",
+        "lobby",
+        "night",
+        "park",
+        "studio",
+        "sunset",
+        "warehouse",
+    ]
+)
+"""The pmndrs panoramas that show ``poly_haven`` scenes (the correlation of their log
+luminance with that scene's is 0.86-1.0; the other eight are other scenes, checked by eye,
+and correlate at most 0.85 with any poly_haven panorama)."""
 DOWNLOAD_TIMEOUT = 300
-"""Seconds that the wheel's download may take before it counts as failed."""
+"""Seconds that a package's download may take before it counts as failed."""
 EQUIRECT_BAND = (0.25, 0.75)
 """Rows (fractions) of an equirectangular panorama away from its distorted poles."""
+RECORD_FILE = "SOURCES.json"
+
+
+@dataclass(frozen=True)
+class SampleRecord:
+    """Where one sample file comes from and under which licence."""
+
+    file: str
+    package: str
+    registry: str
+    licence: str
+
+
+def _record(dest: Path, records: list[SampleRecord]) -> None:
+    path = dest / RECORD_FILE
+    known = json.loads(path.read_text()) if path.is_file() else {}
+    known.update({r.file: asdict(r) for r in records})
+    path.write_text(json.dumps(dict(sorted(known.items())), indent=2) + "\n")
+
+
+def _write(target: Path, data: bytes) -> None:
+    part = target.with_name(target.name + ".part")
+    part.write_bytes(data)
+    part.replace(target)
 
 
 def poly_haven_hdris(dest: str | Path) -> list[Path]:
@@ -45,16 +103,102 @@ def poly_haven_hdris(dest: str | Path) -> list[Path]:
         wheels = list(Path(tmp).glob("viser-*.whl"))
         if result.returncode or not wheels:
             raise HDRUNetError(f"could not download {VISER_SPEC}: {result.stderr.strip()}")
+        records = []
         with zipfile.ZipFile(wheels[0]) as wheel:
             for member in wheel.namelist():
                 if member.startswith(HDRI_FOLDER) and member.endswith(".hdr"):
-                    target = dest / Path(member).name
-                    tmp_target = target.with_suffix(".part")
-                    tmp_target.write_bytes(wheel.read(member))
-                    tmp_target.replace(target)
+                    _write(dest / Path(member).name, wheel.read(member))
+                    records.append(
+                        SampleRecord(Path(member).name, VISER_SPEC, "PyPI", "CC0 (Poly Haven)")
+                    )
+    _record(dest, records)
     return sorted(dest.glob("*.hdr"))
 
 
+def _npm_tarball(package: str, version: str) -> tuple[bytes, str]:
+    """The package's .tgz from the npm registry, checked against the registry's sha512;
+    and the licence its metadata declares."""
+    try:
+        with urllib.request.urlopen(
+            f"{NPM_REGISTRY}/{package}/{version}", timeout=DOWNLOAD_TIMEOUT
+        ) as response:
+            meta = json.load(response)
+        with urllib.request.urlopen(meta["dist"]["tarball"], timeout=DOWNLOAD_TIMEOUT) as r:
+            data = r.read()
+    except OSError as err:
+        raise HDRUNetError(f"could not download {package}@{version} from npm: {err}") from None
+    algorithm, _, expected = meta["dist"]["integrity"].partition("-")
+    digest = base64.b64encode(hashlib.new(algorithm, data).digest()).decode()
+    if digest != expected:
+        raise HDRUNetError(f"{package}@{version}: the download does not match its {algorithm}")
+    return data, str(meta.get("license", "unknown"))
+
+
+def pmndrs_exrs(dest: str | Path, held_out_only: bool = False) -> list[Path]:
+    """The OpenEXR panoramas of ``@pmndrs/assets`` in ``dest`` (downloaded once); with
+    ``held_out_only``, only the eight scenes that are not ``poly_haven``'s."""
+    dest = Path(dest)
+    wanted = None if not held_out_only else 18 - len(PMNDRS_SAME_AS_POLY_HAVEN)
+    found = sorted(dest.glob("*.exr"))
+    if found and len(found) >= (wanted or 18):
+        return found
+    dest.mkdir(parents=True, exist_ok=True)
+    data, licence = _npm_tarball(PMNDRS_PACKAGE, PMNDRS_VERSION)
+    package = f"{PMNDRS_PACKAGE}@{PMNDRS_VERSION}"
+    skip = PMNDRS_SAME_AS_POLY_HAVEN if held_out_only else frozenset()
+    return extract_npm_exrs(data, dest, package, licence, skip)
+
+
+def extract_npm_exrs(
+    tarball: bytes, dest: Path, package: str, licence: str, skip: frozenset[str] = frozenset()
+) -> list[Path]:
+    """The ``hdri/<scene>.exr.js`` modules of an npm .tgz (``export default
+    'data:application/exr;base64,...'``) decoded into ``dest/<scene>.exr``, except the
+    scenes in ``skip``; each file is recorded with ``package`` and ``licence``."""
+    records = []
+    with tarfile.open(fileobj=io.BytesIO(tarball), mode="r:gz") as archive:
+        for member in archive.getmembers():
+            name = Path(member.name).name
+            if not (member.name.startswith("package/hdri/") and name.endswith(".exr.js")):
+                continue
+            scene = name.removesuffix(".exr.js")
+            if scene in skip:
+                continue
+            module = archive.extractfile(member).read().decode()
+            start = module.index("base64,") + len("base64,")
+            payload = module[start:].strip().rstrip(";").rstrip("'\"")
+            _write(dest / f"{scene}.exr", base64.b64decode(payload))
+            records.append(SampleRecord(f"{scene}.exr", package, "npm", licence))
+    _record(dest, records)
+    return sorted(dest.glob("*.exr"))
+
+
+SOURCES = {
+    "poly_haven": poly_haven_hdris,
+    "pmndrs": pmndrs_exrs,
+    "pmndrs_held_out": lambda dest: pmndrs_exrs(dest, held_out_only=True),
+}
+"""Source name -> function(dest) that fetches its files into ``dest`` and lists them."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m hdrunet_pl.samples",
+        description="Fetch openly licensed HDR photographs from package registries.",
+    )
+    parser.add_argument("dest", nargs="?", default="hdri", help="folder for the files")
+    parser.add_argument(
+        "--source", choices=sorted(SOURCES), default="poly_haven", help="which set to fetch"
+    )
+    args = parser.parse_args(argv)
+    try:
+        for path in SOURCES[args.source](args.dest):
+            print(path)
+    except HDRUNetError as err:
+        print(f"samples: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
-    for path in poly_haven_hdris(sys.argv[1] if len(sys.argv) > 1 else "hdri"):
-        print(path)
+    sys.exit(main())
