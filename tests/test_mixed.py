@@ -10,7 +10,9 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from torch.utils.data import Dataset
 
-from hdrunet_pl.data import MixedDataModule, MixedSources
+from hdrunet_pl.camera import CameraModel
+from hdrunet_pl.data import HeldOutCaptures, MixedDataModule, MixedSources
+from hdrunet_pl.errors import HDRUNetError
 from hdrunet_pl.io import write_radiance
 
 from .support import compose_train
@@ -134,3 +136,48 @@ def test_a_resumed_mixed_stream_repeats_the_same_batches(photos):
 def test_folder_settings_are_checked(photos):
     with pytest.raises(InstantiationException, match=r"unknown setting.*colour"):
         _datamodule(photos, "+data.folders.photos.colour=x")
+
+
+def test_held_out_captures_are_scored_per_setting_with_side_by_sides(photos, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from hdrunet_pl import HDRUNet, save_model
+    from hdrunet_pl.evaluate import run
+
+    from .organisers import ntire_psnr_mu_numpy
+    from .support import CONF_DIR
+
+    ckpt = save_model(HDRUNet(nf=8), tmp_path / "net.ckpt")
+    overrides = [
+        f"ckpt={ckpt}",
+        "data=held_out",
+        f"data.root={photos}",
+        "data.rows=null",
+        "side_by_side=all",
+        f"output={tmp_path / 'eval'}",
+        "precision=32",
+    ]
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        cfg = compose(config_name="eval", overrides=overrides)
+    scores = {s.name: s for s in run(cfg)}
+    settings = ("dark", "normal", "bright")
+    assert sorted(scores) == sorted(f"photo{i}_{s}" for i in range(3) for s in settings)
+    strips = sorted(p.name for p in (tmp_path / "eval" / "side_by_side").iterdir())
+    assert strips == sorted(f"{name}.png" for name in scores)
+    # the identity baseline of each capture, by the organisers' formula
+    val_set = instantiate(cfg.data).val_set
+    for i in range(len(val_set)):
+        item = val_set[i]
+        res, ref = (item[k].permute(1, 2, 0).numpy() for k in ("ldr", "hdr"))
+        assert scores[item["name"]].identity_psnr_mu == pytest.approx(
+            ntire_psnr_mu_numpy(res, ref), abs=1e-3
+        )
+    # the settings are what they say: the dark capture clips least and is darkest
+    by_setting = {item["name"].split("_")[1]: item for item in (val_set[i] for i in (0, 3, 6))}
+    clipped = {s: (by_setting[s]["hdr"].amax(0) >= 1).float().mean() for s in settings}
+    assert clipped["dark"] < 1e-3 < clipped["normal"] < clipped["bright"]
+    assert by_setting["dark"]["ldr"].mean() < by_setting["normal"]["ldr"].mean()
+    with pytest.raises(HDRUNetError, match="evaluation set"):
+        instantiate(cfg.data).train_dataloader()
+    with pytest.raises(HDRUNetError, match="evaluation set"):  # as hdrunet-train builds it
+        HeldOutCaptures(str(photos), {"any": CameraModel()}, patch_size=64)

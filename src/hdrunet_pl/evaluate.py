@@ -211,8 +211,20 @@ def write_scores(path: Path, scores: list[ImageScore]) -> None:
         writer.writerow(["mean", *(fmt(v) for v in means(scores).values())])
 
 
-def evaluate(samples: Samples, output: Path) -> list[ImageScore]:
-    """Score every sample; write ``scores.csv`` and the best/worst PNGs under ``output``."""
+SIDE_BY_SIDE = ("best_worst", "all")
+
+
+def _write_strip(folder: OutputFolder, path: Path, sample: Sample, title: str) -> None:
+    strip = comparison_strip(sample.pred, sample.gt, sample.ldr, title)
+    folder.claim([path])
+    imwrite(path, np.ascontiguousarray(strip[..., ::-1]))
+
+
+def evaluate(samples: Samples, output: Path, side_by_side: str = "best_worst") -> list[ImageScore]:
+    """Score every sample; write ``scores.csv`` and the best/worst PNGs under ``output``
+    (``side_by_side="all"``: also one PNG per image in ``output/side_by_side``)."""
+    if side_by_side not in SIDE_BY_SIDE:
+        raise HDRUNetError(f"side_by_side={side_by_side}: choose one of {', '.join(SIDE_BY_SIDE)}")
     folder = OutputFolder(output, "hdrunet-eval")
     folder.claim([output / SCORES_FILE])  # before the work: a refusal costs nothing
     scores: list[ImageScore] = []
@@ -221,6 +233,13 @@ def evaluate(samples: Samples, output: Path) -> list[ImageScore]:
     for sample in tqdm(samples.items, total=samples.count, unit="image"):
         result = score(sample)
         scores.append(result)
+        if side_by_side == "all":
+            title = f"{sample.name}  PSNR-mu {result.psnr_mu:.2f} dB"
+            if result.identity_psnr_mu is not None:
+                title += f" (LDR {result.identity_psnr_mu:.2f} dB)"
+            path = output / "side_by_side" / f"{sample.name}.png"
+            path.parent.mkdir(exist_ok=True)
+            _write_strip(folder, path, sample, title)
         if best is None or result.psnr_mu > best[0]:
             best = (result.psnr_mu, sample)
         if worst is None or result.psnr_mu < worst[0]:
@@ -230,10 +249,7 @@ def evaluate(samples: Samples, output: Path) -> list[ImageScore]:
     write_scores(output / SCORES_FILE, scores)
     for label, (value, sample) in (("worst", worst), ("best", best)):
         title = f"{label}: {sample.name}  PSNR-mu {value:.2f} dB"
-        strip = comparison_strip(sample.pred, sample.gt, sample.ldr, title)
-        path = output / f"{label}_{sample.name}.png"
-        folder.claim([path])
-        imwrite(path, np.ascontiguousarray(strip[..., ::-1]))
+        _write_strip(folder, output / f"{label}_{sample.name}.png", sample, title)
     return scores
 
 
@@ -247,7 +263,7 @@ def run(cfg: DictConfig) -> list[ImageScore]:
         samples = model_samples(cfg)
     else:
         raise HDRUNetError("give ckpt= (with data=) or pred_dir= and gt_dir=")
-    scores = evaluate(samples, Path(cfg.output))
+    scores = evaluate(samples, Path(cfg.output), cfg.get("side_by_side", "best_worst"))
     mean = means(scores)
     print(f"{len(scores)} images; per-image means (NTIRE 2021 definitions):")
     print(f"  PSNR-mu {mean['psnr_mu']:.4f} dB   PSNR-L {mean['psnr_l']:.4f} dB")

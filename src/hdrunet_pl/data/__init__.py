@@ -8,6 +8,7 @@ from hdrunet_pl.data.hdr_folder import (
     find_hdr_files,
     folder_dataset,
 )
+from hdrunet_pl.data.held_out import HeldOutCaptures
 from hdrunet_pl.data.mixed import MixedDataModule, MixedSources
 from hdrunet_pl.data.ntire import NTIREDataModule, NTIREDataset, NTIREPair, find_ntire_pairs
 from hdrunet_pl.data.synthetic import SyntheticHDRDataset, render_scene
@@ -16,6 +17,7 @@ __all__ = [
     "HDRDataModule",
     "HDRFolderDataModule",
     "HDRFolderDataset",
+    "HeldOutCaptures",
     "MixedDataModule",
     "MixedSources",
     "NTIREDataModule",

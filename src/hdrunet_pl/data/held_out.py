@@ -1,0 +1,82 @@
+"""A held-out evaluation set: HDR photographs captured at fixed, named camera settings.
+
+Each file of ``root`` is captured once per setting (e.g. ``dark``, ``normal``, ``bright``)
+with noise fixed by ``seed``, and named ``<file>_<setting>``; the same inputs every time,
+for ``hdrunet-eval`` only (it has no training set).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+
+from hdrunet_pl.camera import CameraModel
+from hdrunet_pl.data.hdr_folder import HDRFolderDataset, find_hdr_files
+from hdrunet_pl.errors import HDRUNetError
+
+_EVALUATION_ONLY = (
+    "data=held_out is an evaluation set (hdrunet-eval ckpt=... data=held_out); "
+    "train on data=synthetic, hdr_folder or mixed"
+)
+
+
+class NamedCapture(Dataset):
+    """The items of a pair data set with ``_<suffix>`` added to their names."""
+
+    def __init__(self, dataset: Dataset, suffix: str) -> None:
+        self.dataset = dataset
+        self.suffix = suffix
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
+        item = dict(self.dataset[index])
+        item["name"] = f"{item['name']}_{self.suffix}"
+        return item
+
+
+class HeldOutCaptures:
+    """Every HDR file under ``root`` captured with each camera of ``captures``.
+
+    Args:
+        root: a folder of ``.exr``, ``.hdr`` or NTIRE ``*_gt.png`` files.
+        captures: setting name -> camera model (give each range as one value, low = high,
+            to fix the setting).
+        seed: fixes each capture's noise.
+        rows: keep a band of rows (see :class:`HDRFolderDataset`).
+        training_settings: what only training configs give (``patch_size`` from the
+            ``patch`` group, ``batch_size``, ...): refused, saying what to use instead, as
+            this is an evaluation set.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        captures: Mapping[str, CameraModel],
+        seed: int = 2027,
+        rows: tuple[float, float] | None = None,
+        **training_settings: object,
+    ) -> None:
+        if training_settings:
+            raise HDRUNetError(_EVALUATION_ONLY)
+        if not captures:
+            raise HDRUNetError("data.captures: give at least one camera setting")
+        files = find_hdr_files(root)
+        self.val_set = ConcatDataset(
+            [
+                NamedCapture(HDRFolderDataset(files, camera, False, seed=seed, rows=rows), name)
+                for name, camera in captures.items()
+            ]
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        """Nothing to prepare (for the LightningDataModule interface)."""
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=1)
+
+    def train_dataloader(self) -> DataLoader:
+        raise HDRUNetError(_EVALUATION_ONLY)
