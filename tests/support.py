@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -32,6 +33,18 @@ def compose_train(overrides: list[str], with_hydra: bool = False) -> DictConfig:
     (``with_hydra``: with the ``hydra`` node too)."""
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
         return compose(config_name="train", overrides=overrides, return_hydra_config=with_hydra)
+
+
+def bare_trainer(**settings: object) -> L.Trainer:
+    """A Lightning Trainer without logger, checkpoints, progress bar or model summary (for
+    in-process loops that a test inspects); ``settings`` add to or override those."""
+    quiet = {
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
+    return L.Trainer(**{**quiet, **settings})
 
 
 def run_tool(

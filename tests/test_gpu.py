@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 
-import lightning as L
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -18,7 +17,7 @@ from hdrunet_pl import HDRUNet
 from hdrunet_pl.inference import Predictor
 from hdrunet_pl.train import train
 
-from .support import FAST, SMALL_SYNTHETIC_VAL, compose_train
+from .support import FAST, SMALL_SYNTHETIC_VAL, bare_trainer, compose_train
 
 pytestmark = [
     pytest.mark.gpu,
@@ -80,15 +79,11 @@ def test_nccl_ddp_on_one_gpu(tmp_path):
         pytest.skip("this torch build has no NCCL")
     cfg = compose_train([*FAST, *SMALL_SYNTHETIC_VAL])
     model, data = instantiate(cfg.model), instantiate(cfg.data)
-    trainer = L.Trainer(
+    trainer = bare_trainer(
         accelerator="gpu",
         devices=1,
         strategy=DDPStrategy(process_group_backend="nccl"),
         max_steps=3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         limit_val_batches=1,
         use_distributed_sampler=False,
         default_root_dir=tmp_path,

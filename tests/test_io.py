@@ -9,7 +9,7 @@ import numpy as np
 import OpenEXR
 import pytest
 
-from hdrunet_pl.errors import ImageFileError
+from hdrunet_pl.errors import HDRUNetError, ImageFileError
 from hdrunet_pl.io import (
     alignratio_path_for,
     hdr_image_size,
@@ -256,6 +256,19 @@ def test_npm_exr_modules_are_decoded_with_their_licence(tmp_path):
     )
     assert [f.name for f in files] == ["bridge.exr"]  # night is a poly_haven scene
     np.testing.assert_array_equal(read_exr(files[0]), image)
+    # again into the same folder: its own files are replaced, a user's never
+    extract_npm_exrs(archive.getvalue(), dest, "pkg@1", "CC0-1.0", PMNDRS_SAME_AS_POLY_HAVEN)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "bridge.exr").write_bytes(b"my own picture")
+    with pytest.raises(HDRUNetError, match="not fetched by"):
+        extract_npm_exrs(archive.getvalue(), mine, "pkg@1", "CC0-1.0")
+    assert (mine / "bridge.exr").read_bytes() == b"my own picture"
+    (mine / "bridge.exr").unlink()
+    (mine / "SOURCES.json").write_text('{"notes": "mine"}')
+    with pytest.raises(HDRUNetError, match="not a record"):
+        extract_npm_exrs(archive.getvalue(), mine, "pkg@1", "CC0-1.0")
+    assert (mine / "SOURCES.json").read_text() == '{"notes": "mine"}'
     record = json.loads((dest / "SOURCES.json").read_text())
     assert record == {
         "bridge.exr": {

@@ -33,7 +33,7 @@ from hdrunet_pl.train import train
 from .helpers import NaNGradientAt
 from .ntire_files import random_hdr, write_ntire_frame
 from .organisers import ntire_psnr_l_numpy, ntire_psnr_mu_numpy
-from .support import CONF_DIR, FAST, SMALL_SYNTHETIC_VAL, compose_train
+from .support import CONF_DIR, FAST, SMALL_SYNTHETIC_VAL, bare_trainer, compose_train
 
 
 def compose_tool(tool: str, overrides: list[str]) -> DictConfig:
@@ -333,13 +333,9 @@ def _fp16_fit(poison: L.Callback) -> tuple:
             weights = [p.detach().clone() for p in pl_module.parameters()]
             snapshots.append((weights, scaler.get_scale()))
 
-    trainer = L.Trainer(
+    trainer = bare_trainer(
         accelerator="cpu",
         max_steps=3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         limit_val_batches=0,
         plugins=[MixedPrecision("16-mixed", "cpu", scaler)],
         callbacks=[poison, Snapshot()],

@@ -29,7 +29,15 @@ from hdrunet_pl.reliability import (
 )
 
 from .helpers import NaNGradientAt
-from .support import FAST, SMALL_SYNTHETIC_VAL, compose_train, noise, ok, run_tool
+from .support import (
+    FAST,
+    SMALL_SYNTHETIC_VAL,
+    bare_trainer,
+    compose_train,
+    noise,
+    ok,
+    run_tool,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_STEPS = 14
@@ -274,12 +282,8 @@ def test_skip_nonfinite_skips_poisoned_batches_and_saves_finite_weights(tmp_path
 def _gradient_run(skip: bool) -> tuple:
     cfg = compose_train([*FAST, *SMALL_SYNTHETIC_VAL, f"skip_nonfinite={skip}"])
     model = instantiate(cfg.model)
-    trainer = L.Trainer(
+    trainer = bare_trainer(
         max_steps=3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         limit_val_batches=0,
         callbacks=[NaNGradientAt(1)],
     )

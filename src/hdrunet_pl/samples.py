@@ -71,17 +71,45 @@ class SampleRecord:
     licence: str
 
 
-def _record(dest: Path, records: list[SampleRecord]) -> None:
+def _recorded(dest: Path) -> dict[str, dict]:
+    """The records of ``dest/SOURCES.json`` (empty when there is none); refuses a file of
+    that name that this module did not write."""
     path = dest / RECORD_FILE
-    known = json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        known = json.loads(path.read_text())
+        if not all(isinstance(v, dict) and "licence" in v for v in known.values()):
+            raise ValueError
+    except (ValueError, AttributeError):
+        raise HDRUNetError(
+            f"{path}: not a record of hdrunet_pl.samples; not written over (choose another folder)"
+        ) from None
+    return known
+
+
+def _record(dest: Path, records: list[SampleRecord]) -> None:
+    known = _recorded(dest)
     known.update({r.file: asdict(r) for r in records})
-    path.write_text(json.dumps(dict(sorted(known.items())), indent=2) + "\n")
+    _write(dest / RECORD_FILE, (json.dumps(dict(sorted(known.items())), indent=2) + "\n").encode())
 
 
 def _write(target: Path, data: bytes) -> None:
     part = target.with_name(target.name + ".part")
     part.write_bytes(data)
     part.replace(target)
+
+
+def _check_writable(dest: Path, names: list[str]) -> None:
+    """Refuses (one line) when a file of ``names`` exists in ``dest`` without a record of
+    this module: a sample never replaces a user's file."""
+    known = _recorded(dest)
+    foreign = [n for n in names if (dest / n).exists() and n not in known]
+    if foreign:
+        raise HDRUNetError(
+            f"{dest / foreign[0]}: exists and was not fetched by hdrunet_pl.samples; not "
+            "written over (choose another folder)"
+        )
 
 
 def poly_haven_hdris(dest: str | Path) -> list[Path]:
@@ -103,14 +131,16 @@ def poly_haven_hdris(dest: str | Path) -> list[Path]:
         wheels = list(Path(tmp).glob("viser-*.whl"))
         if result.returncode or not wheels:
             raise HDRUNetError(f"could not download {VISER_SPEC}: {result.stderr.strip()}")
-        records = []
         with zipfile.ZipFile(wheels[0]) as wheel:
-            for member in wheel.namelist():
-                if member.startswith(HDRI_FOLDER) and member.endswith(".hdr"):
-                    _write(dest / Path(member).name, wheel.read(member))
-                    records.append(
-                        SampleRecord(Path(member).name, VISER_SPEC, "PyPI", "CC0 (Poly Haven)")
-                    )
+            members = [
+                m for m in wheel.namelist() if m.startswith(HDRI_FOLDER) and m.endswith(".hdr")
+            ]
+            _check_writable(dest, [Path(m).name for m in members])
+            for member in members:
+                _write(dest / Path(member).name, wheel.read(member))
+        records = [
+            SampleRecord(Path(m).name, VISER_SPEC, "PyPI", "CC0 (Poly Haven)") for m in members
+        ]
     _record(dest, records)
     return sorted(dest.glob("*.hdr"))
 
@@ -157,13 +187,15 @@ def extract_npm_exrs(
     scenes in ``skip``; each file is recorded with ``package`` and ``licence``."""
     records = []
     with tarfile.open(fileobj=io.BytesIO(tarball), mode="r:gz") as archive:
-        for member in archive.getmembers():
-            name = Path(member.name).name
-            if not (member.name.startswith("package/hdri/") and name.endswith(".exr.js")):
-                continue
-            scene = name.removesuffix(".exr.js")
-            if scene in skip:
-                continue
+        members = {
+            Path(m.name).name.removesuffix(".exr.js"): m
+            for m in archive.getmembers()
+            if m.name.startswith("package/hdri/") and m.name.endswith(".exr.js")
+        }
+        scenes = sorted(scene for scene in members if scene not in skip)
+        _check_writable(dest, [f"{scene}.exr" for scene in scenes])
+        for scene in scenes:
+            member = members[scene]
             module = archive.extractfile(member).read().decode()
             start = module.index("base64,") + len("base64,")
             payload = module[start:].strip().rstrip(";").rstrip("'\"")
