@@ -290,3 +290,37 @@ def test_a_24_megapixel_photo_runs_in_under_4_gb(tmp_path):
     peak = float(result.stdout.split("peak memory ")[1].split(" GB")[0])
     assert peak < 4.0, result.stdout
     assert read_exr(tmp_path / "out" / "photo.exr").shape == (4000, 6000, 3)
+
+
+def test_folder_inference_pipeline_writes_what_one_image_at_a_time_writes(tmp_path, monkeypatch):
+    """Decoding and writing run in their own threads, ahead of and behind the network; the
+    files are byte for byte those of a plain loop, and a bad input in the middle only
+    fails itself."""
+    import threading
+
+    from hdrunet_pl import predict
+    from hdrunet_pl.io import read_ldr, write_hdr
+
+    predictor = Predictor(random_net(8), precision="32")
+    for i, item in enumerate(SyntheticHDRDataset(5, 29, 41, seed=6)):
+        write_ldr(tmp_path / "in" / f"{i:04d}_medium.png", item["ldr"].permute(1, 2, 0).numpy())
+    (tmp_path / "in" / "0002_medium.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    threads = set()
+    real_read = predict._read
+
+    def read(path):
+        threads.add(threading.current_thread().name)
+        return real_read(path)
+
+    monkeypatch.setattr(predict, "_read", read)
+    report = predict_files(predictor, list_inputs(tmp_path / "in"), tmp_path / "out", "png")
+    assert [p.name for p in report.written] == ["0000.png", "0001.png", "0003.png", "0004.png"]
+    assert list(report.failed) == [tmp_path / "in" / "0002_medium.png"]
+    assert threads and all(name.startswith("hdrunet-read") for name in threads)
+    for path in report.written:
+        ldr = torch.from_numpy(read_ldr(tmp_path / "in" / f"{path.stem}_medium.png"))
+        expected = predictor(ldr.permute(2, 0, 1)).clamp_min(0).permute(1, 2, 0).numpy()
+        write_hdr(tmp_path / "plain" / path.name, expected)
+        for name in (path.name, f"{path.stem}_alignratio.npy"):
+            written = (tmp_path / "out" / name).read_bytes()
+            assert written == (tmp_path / "plain" / name).read_bytes(), name

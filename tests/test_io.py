@@ -278,3 +278,33 @@ def test_npm_exr_modules_are_decoded_with_their_licence(tmp_path):
             "licence": "CC0-1.0",
         }
     }
+
+
+def test_negative_pixels_are_filled_from_their_valid_neighbours(tmp_path, caplog):
+    """Lossy EXR ringing (negative radiance) becomes its surroundings with negative="fill",
+    a black hole with the default "clip"."""
+    from hdrunet_pl.io import fill_negative
+
+    image = np.full((40, 50, 3), 0.5, dtype=np.float32)
+    image[:, 25:] = 2.0  # two flat regions
+    image[10, 10] = [-3.0, 0.4, 0.4]  # one negative channel: the whole pixel is refilled
+    image[20:23, 30:33] = -50.0  # a 3x3 hole in the bright region
+    image[30:40, 0:12] = -1.0  # a hole too large for 4 rounds of radius 2 at its far corner
+    filled, count = fill_negative(image)
+    assert count == 1 + 9 + 120
+    assert np.allclose(filled[10, 10], 0.5) and np.allclose(filled[20:23, 30:33], 2.0)
+    assert filled.min() >= 0 and filled[39, 0].max() == 0  # what is left is clipped
+    assert np.allclose(filled[30, 0:12], 0.5)  # the hole's edge filled from outside
+    untouched = (image >= 0).all(axis=-1)
+    assert np.array_equal(filled[untouched], image[untouched])
+    # through the EXR reader: clipped by default, filled on request, and said so
+    channels = {c: np.ascontiguousarray(image[..., i]) for i, c in enumerate("RGB")}
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    with OpenEXR.File(header, channels) as exr:
+        exr.write(str(tmp_path / "ringing.exr"))
+    assert read_linear_hdr(tmp_path / "ringing.exr")[21, 31].max() == 0
+    with caplog.at_level(logging.WARNING):
+        back = read_linear_hdr(tmp_path / "ringing.exr", negative="fill")
+    assert np.array_equal(back, filled) and "130 pixels with negative values filled" in caplog.text
+    with pytest.raises(ValueError, match="negative must be one of"):
+        read_exr(tmp_path / "ringing.exr", negative="zero")

@@ -66,16 +66,20 @@ def test_mixture_settings_are_checked(kwargs, message):
         MixedSources(**kwargs)
 
 
+def write_photos(folder, name: str, size: tuple[int, int], seed: int = 0):
+    """Three random linear HDR 'photographs' ``<name>0.hdr``... of ``size`` in ``folder``."""
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(3):
+        image = (rng.random((*size, 3)) ** 4 * 50 + 0.01).astype(np.float32)
+        write_radiance(folder / f"{name}{i}.hdr", image)
+    return folder
+
+
 @pytest.fixture
 def photos(tmp_path):
     """Three small linear HDR 'photographs'."""
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        image = (rng.random((40, 56, 3)) ** 4 * 50 + 0.01).astype(np.float32)
-        write_radiance(folder / f"photo{i}.hdr", image)
-    return folder
+    return write_photos(tmp_path / "photos", "photo", (40, 56))
 
 
 def _datamodule(photos, *overrides: str) -> MixedDataModule:
@@ -98,9 +102,22 @@ def _datamodule(photos, *overrides: str) -> MixedDataModule:
 
 def _epochs(datamodule: MixedDataModule, step: int, count: int = 1) -> list[list[dict]]:
     """The batches of ``count`` epochs of a run that starts (or resumes) after ``step``."""
-    datamodule.trainer = SimpleNamespace(global_step=step, global_rank=0, world_size=1)
+    datamodule.trainer = _fake_trainer(step)
     loader = datamodule.train_dataloader()
     return [list(loader) for _ in range(count)]
+
+
+def _fake_trainer(step: int, device: str = "cpu") -> SimpleNamespace:
+    strategy = SimpleNamespace(root_device=torch.device(device))
+    return SimpleNamespace(global_step=step, global_rank=0, world_size=1, strategy=strategy)
+
+
+def test_batches_are_page_locked_for_a_gpu_only(photos):
+    datamodule = _datamodule(photos)
+    for device, pinned in (("cpu", False), ("cuda", True)):
+        datamodule.trainer = _fake_trainer(0, device)
+        assert datamodule.train_dataloader().pin_memory is pinned
+        assert datamodule.val_dataloader().pin_memory is pinned
 
 
 def test_mixed_config_builds_sources_epochs_and_validation(photos):
@@ -138,7 +155,7 @@ def test_folder_settings_are_checked(photos):
         _datamodule(photos, "+data.folders.photos.colour=x")
 
 
-def test_held_out_captures_are_scored_per_setting_with_side_by_sides(photos, tmp_path):
+def test_held_out_captures_are_scored_per_setting_with_side_by_sides(photos, tmp_path, capsys):
     from hydra import compose, initialize_config_dir
 
     from hdrunet_pl import HDRUNet, save_model
@@ -162,10 +179,22 @@ def test_held_out_captures_are_scored_per_setting_with_side_by_sides(photos, tmp
     scores = {s.name: s for s in run(cfg)}
     settings = ("dark", "normal", "bright")
     assert sorted(scores) == sorted(f"photo{i}_{s}" for i in range(3) for s in settings)
+    # the summary: images below the identity, and each setting's means over its 3 captures
+    printed = capsys.readouterr().out
+    below_mu = sum(s.psnr_mu < s.identity_psnr_mu for s in scores.values())
+    below_l = sum(s.psnr_l < s.identity_psnr_l for s in scores.values())
+    assert f"below the LDR identity: {below_mu} in PSNR-mu, {below_l} in PSNR-L" in printed
+    for setting in settings:
+        group = [scores[f"photo{i}_{setting}"] for i in range(3)]
+        (line,) = [x for x in printed.splitlines() if x.split()[:1] == [setting]]
+        for column in ("psnr_mu", "identity_psnr_mu", "psnr_l", "identity_psnr_l"):
+            mean = sum(getattr(s, column) for s in group) / 3
+            assert f"{mean:8.4f}" in line, (setting, column, line)
     strips = sorted(p.name for p in (tmp_path / "eval" / "side_by_side").iterdir())
     assert strips == sorted(f"{name}.png" for name in scores)
     # the identity baseline of each capture, by the organisers' formula
     val_set = instantiate(cfg.data).val_set
+    assert all(part.dataset.negative == "fill" for part in val_set.datasets)  # no black holes
     for i in range(len(val_set)):
         item = val_set[i]
         res, ref = (item[k].permute(1, 2, 0).numpy() for k in ("ldr", "hdr"))
@@ -181,3 +210,31 @@ def test_held_out_captures_are_scored_per_setting_with_side_by_sides(photos, tmp
         instantiate(cfg.data).train_dataloader()
     with pytest.raises(HDRUNetError, match="evaluation set"):  # as hdrunet-train builds it
         HeldOutCaptures(str(photos), {"any": CameraModel()}, patch_size=64)
+
+
+def test_make_train_mixes_the_fetched_photos_with_synthetic_scenes(tmp_path):
+    """experiment=demo (`make train`): photos from paths.samples_dir plus synthetic scenes,
+    captured by camera=real, trained with Tanh_L1 + the PSNR-mu loss; and the recipe on it."""
+    folder = write_photos(tmp_path / "samples", "pano", (160, 192), seed=1)
+    cfg = compose_train(["experiment=demo", f"paths.samples_dir={folder}", "data.num_workers=0"])
+    assert cfg.model.loss.name == "tanh_l1_ntire_mu_l1"
+    camera = instantiate(cfg.camera)
+    assert camera.clip_sampling == "log" and camera.clip_fraction[0] < 1e-3
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    assert batch["ldr"].shape == batch["hdr"].shape == (8, 3, 64, 64)
+    assert len(datamodule.val_set) == 8 + 2  # synthetic scenes + the last two photos
+    recipe = compose_train(["experiment=real_photos", f"paths.samples_dir={folder}"])
+    assert recipe.data.folders == cfg.data.folders and recipe.model.loss == cfg.model.loss
+    assert recipe.trainer.max_steps > cfg.trainer.max_steps
+    assert recipe.callbacks.snapshots.save_top_k == -1
+    assert cfg.model.scheduler.milestones == [800, 1000]
+    assert recipe.model.scheduler.milestones == [10000, 15000]
+
+
+def test_a_missing_photo_folder_says_how_to_fetch_one(tmp_path):
+    missing = tmp_path / "not_fetched"
+    cfg = compose_train(["experiment=demo", f"paths.samples_dir={missing}"])
+    with pytest.raises(InstantiationException, match=rf"no such folder.*samples {missing}"):
+        instantiate(cfg.data)

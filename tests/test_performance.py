@@ -85,6 +85,9 @@ def test_bench_runs_and_writes_its_table(tmp_path):
         "--tasks",
         "train",
         "infer",
+        "folder",
+        "--frames",
+        "2",
         "--batch-size",
         "1",
         "--patch",
@@ -115,3 +118,12 @@ def test_bench_runs_and_writes_its_table(tmp_path):
         assert row["seconds"] > 0 and row["gflops"] > 0 and row["share_of_peak"] > 0
     assert 300e3 < report["info"]["macs_per_pixel"] < 400e3  # ~355 k MAC per pixel
     assert "speed-up vs eager" in result.stdout and "data wait" in result.stdout
+    # each eager baseline ran alone, in a process of its own
+    info = report["info"]
+    assert len({info["pid"], info["eager_train_pid"], info["eager_infer_pid"]}) == 3
+    phases = info["train_phases"]
+    assert all(phases[k] > 0 for k in ("forward", "backward", "optimizer", "check", "render"))
+    assert "phase by phase" in result.stdout
+    folder = report["folder"]
+    assert folder["frames"] == 2 and folder["network"] > 0 and folder["encode"] > 0
+    assert folder["pipeline_frames_per_s"] > 0 and "pipelined run" in result.stdout

@@ -4,13 +4,16 @@ hdrunet-bench                       # CPU here, the GPU where there is one
 hdrunet-bench --compile             # also torch.compile the package's paths
 hdrunet-bench --json bench.json --repeats 5
 
-In one process, with the same network and weights:
+With the same network (same initial weights):
 
 - train: the LightningModule step as ``hdrunet-train`` runs it (Lightning ``Trainer``, the
   default precision and memory format, the synthetic data loader with its workers) against
   a plain eager fp32 NCHW loop (forward, Tanh_L1, backward, Adam) on a fixed batch;
 - infer: ``hdrunet-predict``'s :class:`~hdrunet_pl.inference.Predictor` on a 1060x1900
   frame against eager fp32 NCHW ``net(x)`` under ``torch.no_grad``.
+
+Each eager baseline runs first, alone, in a fresh Python process (``--eager-only``) with
+the default allocator and threads, so that nothing of the package's run changes its time.
 
 Times are medians of the repeats after warm-up; ratios are to the eager baseline of the
 same run. GFLOP/s count 2 FLOPs per multiply-accumulate of the convolutions (training: 3x
@@ -23,6 +26,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -37,7 +41,7 @@ from hdrunet_pl.inference import Predictor, bf16_supported, resolve_device
 from hdrunet_pl.losses import tanh_l1
 from hdrunet_pl.models.hdrunet import HDRUNet
 from hdrunet_pl.quiet import install_filters
-from hdrunet_pl.runtime import keep_freed_memory, restore_malloc_defaults, trim_heap
+from hdrunet_pl.runtime import keep_freed_memory, trim_heap
 
 FRAME = (1060, 1900)
 """An NTIRE 2021 frame."""
@@ -169,6 +173,71 @@ def _eager_train_step(net: nn.Module, batch: dict, device: torch.device) -> Call
     return step
 
 
+def eager_train_seconds(
+    device: torch.device, batch_size: int, patch: int, warmup: int, repeats: int
+) -> dict:
+    """The plain eager fp32 NCHW training step (forward, Tanh_L1, backward, Adam) on a fixed
+    synthetic batch: median seconds and peak memory. Meant for a fresh process."""
+    from hdrunet_pl.data import SyntheticHDRDataset
+
+    torch.manual_seed(0)
+    net = HDRUNet().to(device)
+    items = [SyntheticHDRDataset(batch_size, patch, seed=0)[i] for i in range(batch_size)]
+    batch = {key: torch.stack([item[key] for item in items]) for key in ("ldr", "hdr")}
+    step = _eager_train_step(net, batch, device)
+    with PeakMemory(device) as memory:
+        seconds = median_time(step, device, warmup, repeats)
+    return {"seconds": seconds, "memory": memory.peak_bytes}
+
+
+def eager_infer_seconds(
+    device: torch.device, size: tuple[int, int], warmup: int, repeats: int
+) -> dict:
+    """Plain eager fp32 NCHW ``net(x)`` under ``torch.no_grad`` on one (1, 3, H, W) frame:
+    median seconds and peak memory. Meant for a fresh process."""
+    torch.manual_seed(0)
+    net = HDRUNet().to(device).eval()
+    x = torch.rand(1, 3, *size, device=device)
+
+    def forward() -> None:
+        with torch.no_grad():
+            net(x)
+
+    with PeakMemory(device) as memory:
+        seconds = median_time(forward, device, warmup, repeats)
+    return {"seconds": seconds, "memory": memory.peak_bytes}
+
+
+def eager_in_fresh_process(task: str, args: argparse.Namespace) -> dict:
+    """The eager baseline of ``task`` run by ``python -m hdrunet_pl.bench --eager-only`` in a
+    new process: nothing of the package's run (allocator settings, threads, a memory
+    sampler, compiled code, cached memory) can slow or speed it."""
+    command = [
+        sys.executable,
+        "-m",
+        "hdrunet_pl.bench",
+        "--eager-only",
+        task,
+        "--device",
+        args.device,
+        "--batch-size",
+        str(args.batch_size),
+        "--patch",
+        str(args.patch),
+        "--size",
+        *map(str, args.size),
+        "--warmup",
+        str(args.warmup),
+        "--repeats",
+        str(args.repeats),
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HDRUNET_")}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the eager {task} baseline failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def bench_train(
     device: torch.device,
     batch_size: int,
@@ -177,8 +246,8 @@ def bench_train(
     repeats: int,
     compile: bool,
     workers: int = 2,
-) -> tuple[dict, dict]:
-    """(package, eager) timings of one training step; see the module docstring."""
+) -> dict:
+    """Timing of the package's training step; see the module docstring."""
     import lightning as L
 
     from hdrunet_pl.data import HDRDataModule, SyntheticHDRDataset
@@ -187,8 +256,6 @@ def bench_train(
 
     torch.manual_seed(0)
     net = HDRUNet()
-    eager_net = HDRUNet().to(device)
-    eager_net.load_state_dict(net.state_dict())
     steps = warmup + repeats
     datamodule = HDRDataModule(
         SyntheticHDRDataset(num_images=batch_size * (steps + 2), height=patch, seed=0),
@@ -197,7 +264,6 @@ def bench_train(
         batch_size=batch_size,
         num_workers=workers,
     )
-    batch = next(iter(datamodule.train_dataloader()))
 
     class StepTimer(L.Callback):
         def __init__(self) -> None:
@@ -217,12 +283,6 @@ def bench_train(
             self._end = time.perf_counter()
             self.compute.append(self._end - self._start)
 
-    restore_malloc_defaults()
-    step = _eager_train_step(eager_net, batch, device)
-    with PeakMemory(device) as eager_memory:
-        eager_seconds = median_time(step, device, warmup, repeats)
-
-    del step
     keep_freed_memory()  # as hdrunet-train does
     module = HDRUNetModule(net, compile=compile)
     timer = StepTimer()
@@ -244,35 +304,71 @@ def bench_train(
     compile_seconds = (
         timer.compute[0] - statistics.median(timer.compute[warmup:]) if compile else 0.0
     )
+    batch = next(iter(datamodule.train_dataloader()))
+    phases = train_phases(module, batch, device, precision, repeats)
+    phases["render"] = median_time(  # one batch in one process (workers share it out)
+        lambda: [datamodule.train_set[i] for i in range(batch_size)],
+        torch.device("cpu"),
+        0,
+        max(1, repeats // 2),
+    )
     package = {
+        "phases": phases,
         "seconds": statistics.median(timer.compute[warmup:]),
         "data_wait": statistics.median(timer.wait[warmup:]) if len(timer.wait) > warmup else 0.0,
         "memory": package_memory.peak_bytes,
         "precision": precision,
         "compile_seconds": compile_seconds,
     }
-    return package, {"seconds": eager_seconds, "memory": eager_memory.peak_bytes}
+    return package
+
+
+def train_phases(
+    module: nn.Module, batch: dict, device: torch.device, precision: str, repeats: int
+) -> dict:
+    """Median seconds of each phase of the package's training step, timed one by one with
+    a device sync after each (so their sum is a little above the fused step): forward and
+    loss under the run's autocast, backward, the non-finite check (loss and gradient norm,
+    one host sync) and the optimizer step."""
+    module = module.to(device).train()
+    optimizer = module.configure_optimizers()["optimizer"]
+    ldr, hdr = batch["ldr"].to(device), batch["hdr"].to(device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled="bf16" in precision)
+    times: dict[str, list[float]] = {k: [] for k in ("forward", "backward", "check", "optimizer")}
+
+    def timed(name: str, fn: Callable[[], object]) -> object:
+        _sync(device)
+        start = time.perf_counter()
+        out = fn()
+        _sync(device)
+        times[name].append(time.perf_counter() - start)
+        return out
+
+    def forward() -> torch.Tensor:
+        with autocast:
+            return module.loss(module(ldr), hdr)
+
+    def check() -> bool:
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads).reshape(1)
+        return bool(torch.isfinite(torch.cat([loss.detach().reshape(1), norm])).all())
+
+    for _ in range(repeats + 1):  # the first round warms up
+        optimizer.zero_grad(set_to_none=True)
+        loss = timed("forward", forward)
+        timed("backward", loss.backward)
+        timed("check", check)
+        timed("optimizer", optimizer.step)
+    return {k: statistics.median(v[1:]) for k, v in times.items()}
 
 
 def bench_infer(
     device: torch.device, size: tuple[int, int], warmup: int, repeats: int, compile: bool
-) -> tuple[dict, dict]:
-    """(package, eager) timings of one whole-frame inference."""
+) -> dict:
+    """Timing of the package's whole-frame inference (``Predictor``)."""
     torch.manual_seed(0)
-    net = HDRUNet().to(device).eval()
     ldr = torch.rand(1, 3, *size)
-    eager_x = ldr.to(device)
-
-    def eager() -> None:
-        with torch.no_grad():
-            net(eager_x)
-
-    restore_malloc_defaults()
-    with PeakMemory(device) as eager_memory:
-        eager_seconds = median_time(eager, device, warmup, repeats)
-    package_net = HDRUNet()
-    package_net.load_state_dict(net.state_dict())
-    predictor = Predictor(package_net, device=str(device), compile=compile)
+    predictor = Predictor(HDRUNet(), device=str(device), compile=compile)
     with PeakMemory(device) as package_memory:
         start = time.perf_counter()
         predictor(ldr)  # first call: compilation when asked, and warm-up
@@ -286,7 +382,46 @@ def bench_infer(
         "layout": "channels_last" if predictor.memory_format == torch.channels_last else "NCHW",
         "compile_seconds": first - seconds if compile else 0.0,
     }
-    return package, {"seconds": eager_seconds, "memory": eager_memory.peak_bytes}
+    return package
+
+
+def bench_folder(device: torch.device, size: tuple[int, int], frames: int, compile: bool) -> dict:
+    """Where the time of ``hdrunet-predict`` on a folder of ``frames`` 8-bit PNGs goes:
+    median seconds per frame of decoding, the network (``Predictor``, including any host <->
+    device copies) and encoding the NTIRE 16-bit PNG pair, each alone, and the frames/s of
+    the whole pipelined run (:func:`~hdrunet_pl.predict.predict_files`), whose first frame
+    is a warm-up."""
+    import tempfile
+
+    from hdrunet_pl.io import read_ldr, write_hdr, write_ldr
+    from hdrunet_pl.predict import list_inputs, predict_files
+
+    torch.manual_seed(0)
+    predictor = Predictor(HDRUNet(), device=str(device), compile=compile)
+    with tempfile.TemporaryDirectory(prefix="hdrunet-bench-") as tmp:
+        folder = Path(tmp) / "in"
+        gen = torch.Generator().manual_seed(0)
+        for i in range(frames):
+            image = torch.rand(*size, 3, generator=gen).numpy()
+            write_ldr(folder / f"{i:04d}_medium.png", image)
+        inputs = list_inputs(folder)
+        decode = median_time(lambda: read_ldr(inputs[0]), torch.device("cpu"), 1, frames)
+        ldr = torch.from_numpy(read_ldr(inputs[0]).transpose(2, 0, 1).copy())
+        network = median_time(lambda: predictor(ldr), device, 1, frames)
+        hdr = predictor(ldr).clamp_min(0).permute(1, 2, 0).numpy()
+        encode = median_time(
+            lambda: write_hdr(Path(tmp) / "pair" / "0000.png", hdr), torch.device("cpu"), 1, 3
+        )
+        predict_files(predictor, inputs[:1], Path(tmp) / "warm", progress=False)
+        report = predict_files(predictor, inputs, Path(tmp) / "out", progress=False)
+    return {
+        "decode": decode,
+        "network": network,
+        "encode": encode,
+        "pipeline_frames_per_s": len(report.written) / report.seconds,
+        "network_frames_per_s": 1 / network,
+        "frames": frames,
+    }
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -305,8 +440,11 @@ def run(args: argparse.Namespace) -> dict:
         "macs_per_pixel": macs_pixel,
         "torch": torch.__version__,
     }
+    info["pid"] = os.getpid()
     if "train" in args.tasks:
-        package, eager = bench_train(
+        eager = eager_in_fresh_process("train", args)
+        info["eager_train_pid"] = eager["pid"]
+        package = bench_train(
             device,
             args.batch_size,
             args.patch,
@@ -325,10 +463,15 @@ def run(args: argparse.Namespace) -> dict:
             ("eager fp32 NCHW", eager, ""),
         ):
             rows.append(_row(label, path, result, eager["seconds"], flops, peak, extra))
+        phases = package["phases"]
+        network = sum(phases[k] for k in ("forward", "backward", "optimizer"))
+        phases["overhead"] = package["seconds"] - network - phases["check"]
+        phases["network_share_of_peak"] = flops / network / 1e9 / peak
+        info["train_phases"] = phases
     if "infer" in args.tasks:
-        package, eager = bench_infer(
-            device, tuple(args.size), args.warmup, args.repeats, args.compile
-        )
+        eager = eager_in_fresh_process("infer", args)
+        info["eager_infer_pid"] = eager["pid"]
+        package = bench_infer(device, tuple(args.size), args.warmup, args.repeats, args.compile)
         flops = 2 * macs_pixel * args.size[0] * args.size[1]
         label = f"inference {args.size[0]}x{args.size[1]}"
         tile = f"tile {package['tile']}" if package["tile"] else "whole frame"
@@ -338,7 +481,10 @@ def run(args: argparse.Namespace) -> dict:
             ("eager fp32 NCHW", eager, ""),
         ):
             rows.append(_row(label, path, result, eager["seconds"], flops, peak, extra))
-    return {"info": info, "rows": [asdict(r) for r in rows]}
+    report = {"info": info, "rows": [asdict(r) for r in rows]}
+    if "folder" in args.tasks:
+        report["folder"] = bench_folder(device, tuple(args.size), args.frames, args.compile)
+    return report
 
 
 def _row(task, path, result, baseline, flops, peak, note) -> Row:
@@ -372,6 +518,29 @@ def format_table(report: dict) -> str:
             f"{r['gflops']:.0f} | {r['share_of_peak']:.0%} | {r['peak_memory_gb']:.2f} | "
             f"{r['note']} |"
         )
+    phases = info.get("train_phases")
+    if phases:
+        lines += [
+            "",
+            "package training step, phase by phase (s; each timed alone): "
+            f"forward+loss {phases['forward']:.3f}, backward {phases['backward']:.3f}, "
+            f"optimizer {phases['optimizer']:.3f} (network: "
+            f"{phases['network_share_of_peak']:.0%} of the conv peak), non-finite check "
+            f"{phases['check']:.3f}, the rest of the Lightning step (hooks, logging) "
+            f"{phases['overhead']:.3f}; rendering a batch {phases['render']:.3f} in one "
+            "process (done by the loader workers, ahead of the step)",
+        ]
+    folder = report.get("folder")
+    if folder:
+        rate, alone = folder["pipeline_frames_per_s"], folder["network_frames_per_s"]
+        lines += [
+            "",
+            f"hdrunet-predict on a folder of {folder['frames']} PNG frames (s per frame, each "
+            "phase alone): "
+            f"decode {folder['decode']:.3f}, network {folder['network']:.3f}, "
+            f"encode 16-bit PNG pair {folder['encode']:.3f}; pipelined run {rate:.3f} "
+            f"frames/s = {rate / alone:.0%} of the network alone ({alone:.3f} frames/s)",
+        ]
     return "\n".join(lines)
 
 
@@ -385,9 +554,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tasks",
         nargs="+",
-        default=["train", "infer"],
-        choices=["train", "infer"],
-        help="what to measure: the training step, inference on one frame, or both",
+        default=["train", "infer", "folder"],
+        choices=["train", "infer", "folder"],
+        help="what to measure: the training step, inference on one frame, hdrunet-predict "
+        "on a folder of frames (decode, network, encode and the pipelined whole)",
+    )
+    parser.add_argument(
+        "--frames", type=int, default=4, help="frames in the folder of the `folder` task"
     )
     parser.add_argument(
         "--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1"
@@ -418,6 +591,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="data loader workers of the training benchmark (synthetic scenes are rendered there)",
     )
     parser.add_argument("--json", default="bench.json", help="where to write the results")
+    parser.add_argument(
+        "--eager-only",
+        choices=["train", "infer"],
+        help="only time the eager baseline of one task and print it as JSON (the benchmark "
+        "runs each baseline so, in a fresh process)",
+    )
     return parser
 
 
@@ -425,6 +604,16 @@ def main(argv: list[str] | None = None) -> int:
     install_filters()
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.eager_only:
+        device = resolve_device(args.device)
+        if args.eager_only == "train":
+            result = eager_train_seconds(
+                device, args.batch_size, args.patch, args.warmup, args.repeats
+            )
+        else:
+            result = eager_infer_seconds(device, tuple(args.size), args.warmup, args.repeats)
+        print(json.dumps(result | {"pid": os.getpid()}))
+        return 0
     report = run(args)
     table = format_table(report)
     print(table)

@@ -86,6 +86,33 @@ def means(scores: list[ImageScore]) -> dict[str, float | None]:
     return out
 
 
+def below_identity(scores: list[ImageScore]) -> tuple[int, int]:
+    """How many images score below their LDR identity in PSNR-mu and in PSNR-L."""
+    with_ldr = [s for s in scores if s.identity_psnr_mu is not None]
+    return (
+        sum(s.psnr_mu < s.identity_psnr_mu for s in with_ldr),
+        sum(s.psnr_l < s.identity_psnr_l for s in with_ldr),
+    )
+
+
+def group_scores(scores: list[ImageScore], groups: tuple[str, ...]) -> dict[str, list[ImageScore]]:
+    """The scores of the images named ``<image>_<group>``, for each group (in order)."""
+    return {g: [s for s in scores if s.name.endswith(f"_{g}")] for g in groups}
+
+
+def _print_means(label: str, scores: list[ImageScore]) -> None:
+    mean = means(scores)
+    line = f"  {label:<8} PSNR-mu {mean['psnr_mu']:8.4f}"
+    if mean["identity_psnr_mu"] is not None:
+        below_mu, below_l = below_identity(scores)
+        line += f" (LDR {mean['identity_psnr_mu']:8.4f})"
+        line += f"   PSNR-L {mean['psnr_l']:8.4f} (LDR {mean['identity_psnr_l']:8.4f})"
+        line += f"   below LDR: {below_mu} mu, {below_l} L"
+    else:
+        line += f"   PSNR-L {mean['psnr_l']:8.4f}"
+    print(f"{line}   [{len(scores)} images]")
+
+
 def _key(path: Path) -> str:
     stem = path.stem
     for suffix in (GT_SUFFIX, LDR_SUFFIX, "_pred"):
@@ -132,6 +159,7 @@ class Samples:
 
     count: int
     items: Iterator[Sample]
+    groups: tuple[str, ...] = ()  # name suffixes (``<image>_<group>``) to report means of
 
 
 def folder_samples(pred_dir: str, gt_dir: str, ldr_dir: str | None) -> Samples:
@@ -194,7 +222,8 @@ def model_samples(cfg: DictConfig) -> Samples:
                 pred = torch.from_numpy(as_submitted(pred)).permute(2, 0, 1)
                 yield Sample(name, pred, gt, ldr)
 
-    return Samples(len(datamodule.val_set), items())
+    groups = tuple(getattr(datamodule, "settings", ()))
+    return Samples(len(datamodule.val_set), items(), groups)
 
 
 def write_scores(path: Path, scores: list[ImageScore]) -> None:
@@ -272,6 +301,13 @@ def run(cfg: DictConfig) -> list[ImageScore]:
             f"  LDR identity: PSNR-mu {mean['identity_psnr_mu']:.4f} dB   "
             f"PSNR-L {mean['identity_psnr_l']:.4f} dB"
         )
+        below_mu, below_l = below_identity(scores)
+        print(f"  images below the LDR identity: {below_mu} in PSNR-mu, {below_l} in PSNR-L")
+    if samples.groups:
+        print("per capture setting (dB):")
+        for group, members in group_scores(scores, samples.groups).items():
+            if members:
+                _print_means(group, members)
     print(f"  scores and best/worst images in {cfg.output}")
     return scores
 

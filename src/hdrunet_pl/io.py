@@ -152,13 +152,49 @@ def _rgb_to_bgr(image: np.ndarray, path: Path) -> np.ndarray:
     return np.ascontiguousarray(image[..., ::-1])
 
 
-def _check_finite(image: np.ndarray, path: Path) -> np.ndarray:
+NEGATIVE = ("clip", "fill")
+"""What readers of linear HDR do with negative values: ``clip`` them to 0 (each channel), or
+``fill`` each pixel that has one from its valid neighbours (:func:`fill_negative`)."""
+
+
+def fill_negative(image: np.ndarray, radius: int = 2, rounds: int = 4) -> tuple[np.ndarray, int]:
+    """Pixels of linear ``(H, W, 3)`` ``image`` with a negative channel, replaced by the mean
+    of the valid pixels (no negative channel) within ``radius``; ``rounds`` passes fill
+    larger holes from their edges, and what is left is clipped to 0.
+
+    Negative radiance is an encoding artefact, such as the ringing of lossy (DWAB) EXR
+    compression around bright lights: clipped to 0, such pixels become black holes that a
+    reconstruction is scored against. Returns the image and how many pixels were filled.
+    """
+    image = np.array(image, dtype=np.float32)
+    invalid = (image < 0).any(axis=-1)
+    count = int(invalid.sum())
+    size = (2 * radius + 1, 2 * radius + 1)
+    for _ in range(rounds):
+        if not invalid.any():
+            break
+        valid = (~invalid).astype(np.float32)
+        sums = cv2.boxFilter(image * valid[..., None], -1, size, normalize=False)
+        counts = cv2.boxFilter(valid, -1, size, normalize=False)
+        fillable = invalid & (counts > 0.5)
+        image[fillable] = sums[fillable] / counts[fillable][:, None]
+        invalid &= ~fillable
+    return np.maximum(image, 0), count
+
+
+def _check_finite(image: np.ndarray, path: Path, negative: str = "clip") -> np.ndarray:
     bad = ~np.isfinite(image)
     if bad.any():
         raise ImageFileError(f"{path}: {int(bad.sum())} NaN/Inf values; fix or remove the file")
+    if negative not in NEGATIVE:
+        raise ValueError(f"negative must be one of {NEGATIVE}, got {negative!r}")
     if (image < 0).any():
-        log.warning("%s: %d negative values clipped to 0", path, int((image < 0).sum()))
-        image = np.maximum(image, 0)
+        if negative == "fill":
+            image, count = fill_negative(image)
+            log.warning("%s: %d pixels with negative values filled from neighbours", path, count)
+        else:
+            log.warning("%s: %d negative values clipped to 0", path, int((image < 0).sum()))
+            image = np.maximum(image, 0)
     return image
 
 
@@ -318,8 +354,9 @@ def write_alignratio(path: str | Path, ratio: float) -> None:
 # ---------------------------------------------------------------------------- OpenEXR
 
 
-def read_exr(path: str | Path) -> np.ndarray:
-    """Linear RGB (or Y, repeated) of an OpenEXR file as float32 ``(H, W, 3)``, >= 0."""
+def read_exr(path: str | Path, negative: str = "clip") -> np.ndarray:
+    """Linear RGB (or Y, repeated) of an OpenEXR file as float32 ``(H, W, 3)``, >= 0
+    (negative values: see ``NEGATIVE``)."""
     path = _existing(path)
     try:
         with OpenEXR.File(str(path), separate_channels=True) as exr:
@@ -333,7 +370,7 @@ def read_exr(path: str | Path) -> np.ndarray:
         image = np.repeat(channels["Y"][..., None], 3, axis=2)
     else:
         raise ImageFileError(f"{path}: no R, G, B (or Y) channels; has {sorted(channels)}")
-    return _check_finite(image.astype(np.float32), path)
+    return _check_finite(image.astype(np.float32), path, negative)
 
 
 def write_exr(
@@ -363,13 +400,13 @@ def write_exr(
 # ---------------------------------------------------------------------------- Radiance
 
 
-def read_radiance(path: str | Path) -> np.ndarray:
+def read_radiance(path: str | Path, negative: str = "clip") -> np.ndarray:
     """Linear RGB of a Radiance ``.hdr`` (RGBE) file as float32 ``(H, W, 3)``, >= 0."""
     path = _existing(path)
     image = imread(path, cv2.IMREAD_UNCHANGED)
     if image.dtype != np.float32:
         raise ImageFileError(f"{path}: decoded as {image.dtype}, not a Radiance HDR file")
-    return _check_finite(_bgr_to_rgb(image, path), path)
+    return _check_finite(_bgr_to_rgb(image, path), path, negative)
 
 
 def write_radiance(path: str | Path, image: np.ndarray) -> None:
@@ -411,14 +448,15 @@ def hdr_image_size(path: str | Path) -> tuple[int, int]:
     raise ImageFileError(f"{path}: unknown HDR format; use one of {', '.join(HDR_EXTENSIONS)}")
 
 
-def read_linear_hdr(path: str | Path) -> np.ndarray:
-    """Linear HDR from ``.exr``, ``.hdr`` or an NTIRE PNG pair (linearised with gamma 2.24)."""
+def read_linear_hdr(path: str | Path, negative: str = "clip") -> np.ndarray:
+    """Linear HDR from ``.exr``, ``.hdr`` or an NTIRE PNG pair (linearised with gamma 2.24);
+    negative values (EXR, Radiance) are clipped or filled, see ``NEGATIVE``."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".exr":
-        return read_exr(path)
+        return read_exr(path, negative)
     if suffix in (".hdr", ".pic"):
-        return read_radiance(path)
+        return read_radiance(path, negative)
     if suffix == ".png":
         return read_hdr_png(path) ** np.float32(GAMMA)
     raise ImageFileError(f"{path}: unknown HDR format; use one of {', '.join(HDR_EXTENSIONS)}")

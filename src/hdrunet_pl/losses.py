@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hdrunet_pl.constants import MU
-from hdrunet_pl.tonemap import mu_law
+from hdrunet_pl.constants import GAMMA, MU, NORM_PERCENTILE
+from hdrunet_pl.tonemap import mu_law, tanh_norm_mu_law, to_linear
 
 
 def _check(pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -55,12 +55,52 @@ def mu_l1(pred: torch.Tensor, target: torch.Tensor, mu: float = MU) -> torch.Ten
     return F.l1_loss(mu_law(pred.clamp_min(0), mu), mu_law(target.clamp_min(0), mu))
 
 
+def batch_percentile(x: torch.Tensor, q: float) -> torch.Tensor:
+    """The ``q``-th percentile (0-100) of each item of (B, ...) ``x``, shape (B, 1, ..., 1);
+    linear interpolation as ``numpy.percentile``."""
+    flat = x.reshape(x.shape[0], -1)
+    pos = (flat.shape[1] - 1) * q / 100.0
+    lo = int(pos)
+    low = flat.kthvalue(lo + 1, dim=1).values
+    high = flat.kthvalue(min(lo + 2, flat.shape[1]), dim=1).values
+    value = low + (high - low) * (pos - lo)
+    return value.reshape(-1, *([1] * (x.ndim - 1)))
+
+
+def ntire_mu_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 in the space that PSNR-mu compares images in, plus a penalty on negative values.
+
+    Each (B, 3, H, W) image is linearised (``x ** 2.24``), divided by the 99th percentile of
+    its linear target and tonemapped with ``log(1 + mu tanh(x)) / log(1 + mu)``, as the
+    challenge's PSNR-mu does, so errors count as much as the score counts them: most in the
+    shadows and in dark frames, where Tanh_L1 on the non-linear values barely sees them.
+    Negative predictions (which no HDR value can be, and which score as 0) add their size,
+    so that they still get a gradient.
+    """
+    _check(pred, target)
+    if pred.ndim != 4:
+        raise ValueError(f"expected (B, C, H, W) images, got shape {tuple(pred.shape)}")
+    ref = to_linear(target.clamp_min(0), GAMMA)
+    norm = batch_percentile(ref.detach(), NORM_PERCENTILE).clamp_min(1e-8)
+    res = to_linear(pred.clamp_min(0), GAMMA)
+    metric = F.l1_loss(tanh_norm_mu_law(res, norm, MU), tanh_norm_mu_law(ref, norm, MU))
+    return metric + F.relu(-pred).mean()
+
+
+def tanh_l1_ntire_mu_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``tanh_l1 + ntire_mu_l1``: the paper's loss, which keeps the bright regions (and
+    PSNR-L) right, plus the PSNR-mu loss, which keeps the shadows right."""
+    return tanh_l1(pred, target) + ntire_mu_l1(pred, target)
+
+
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "tanh_l1": tanh_l1,
     "l1": l1,
     "l2": l2,
     "tanh_l2": tanh_l2,
     "mu_l1": mu_l1,
+    "ntire_mu_l1": ntire_mu_l1,
+    "tanh_l1_ntire_mu_l1": tanh_l1_ntire_mu_l1,
 }
 
 

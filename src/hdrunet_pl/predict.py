@@ -22,6 +22,8 @@ from __future__ import annotations
 import resource
 import sys
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +46,7 @@ from hdrunet_pl.io import (
 )
 from hdrunet_pl.models.checkpoints import load_model
 from hdrunet_pl.outputs import OutputFolder
+from hdrunet_pl.resolvers import available_cpus
 from hdrunet_pl.tonemap import display_mu_law
 from hdrunet_pl.validation import INFERENCE_RULES, check_required, check_settings
 
@@ -115,13 +118,35 @@ class PredictReport:
 
     def summary(self) -> str:
         n = len(self.written)
-        rate = f", {self.seconds / n:.2f} s per image" if n else ""
+        rate = ""
+        if n:
+            rate = f", {self.seconds / n:.2f} s per image ({n / self.seconds:.2f} frames/s)"
         lines = [
             f"{n} written, {len(self.skipped)} skipped (exist), {len(self.failed)} failed "
             f"in {self.seconds:.1f} s{rate}; peak memory {self.peak_memory_gb:.2f} GB"
         ]
         lines += [f"  failed: {why}" for why in self.failed.values()]
         return "\n".join(lines)
+
+
+def _read(path: Path) -> torch.Tensor:
+    return torch.from_numpy(read_ldr(path).transpose(2, 0, 1).copy())
+
+
+def _write(unit: list[Path], hdr: torch.Tensor, preview: bool) -> None:
+    write_hdr(unit[0], hdr.permute(1, 2, 0).numpy())
+    if preview:
+        shown = display_mu_law(hdr).permute(1, 2, 0).numpy().astype(np.float32)
+        write_ldr(unit[-1], shown)
+
+
+def _failure(err: BaseException, target: Path) -> str | None:
+    """The message of a per-file error (None for an error that should stop the run)."""
+    if isinstance(err, HDRUNetError):
+        return str(err)
+    if isinstance(err, OSError):
+        return f"{target}: {err.strerror}"
+    return None
 
 
 def predict_files(
@@ -132,8 +157,17 @@ def predict_files(
     preview: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    read_ahead: int = 2,
 ) -> PredictReport:
-    """Convert every file in ``inputs``; see the module docstring for names and errors."""
+    """Convert every file in ``inputs``; see the module docstring for names and errors.
+
+    A pipeline: up to ``read_ahead`` images are decoded in a thread while the network runs,
+    and each result is encoded and written in another thread while the next one is
+    computed (OpenCV releases the GIL), so decoding and encoding hide behind the network.
+    Writers: one per spare CPU, up to 4 (for a GPU, whose frames come faster than one CPU
+    encodes them); at most ``2 * writers`` results wait in memory. The results are the same
+    as one image at a time.
+    """
     if fmt not in FORMATS:
         raise HDRUNetError(f"format must be one of {FORMATS}, got {fmt!r}")
     stems = [output_stem(p) for p in inputs]
@@ -144,30 +178,49 @@ def predict_files(
     folder = OutputFolder(output, "hdrunet-predict", inputs)
     report = PredictReport()
     start = time.perf_counter()
-    for path, stem in tqdm(
-        list(zip(inputs, stems, strict=True)), disable=not progress, unit="image"
-    ):
+    jobs = []
+    for path, stem in zip(inputs, stems, strict=True):
         target = output / f"{stem}.{fmt}"
         unit = [target, alignratio_path_for(target)] if fmt == "png" else [target]
         if preview:
             unit.append(output / f"{stem}_preview.png")
         if not overwrite and folder.complete(unit):
             report.skipped.append(target)
-            continue
-        try:
-            folder.claim(unit)
-            ldr = torch.from_numpy(read_ldr(path).transpose(2, 0, 1).copy())
-            hdr = predictor(ldr).clamp_min(0)
-            write_hdr(target, hdr.permute(1, 2, 0).numpy())
-            if preview:
-                shown = display_mu_law(hdr).permute(1, 2, 0).numpy().astype(np.float32)
-                write_ldr(unit[-1], shown)
-        except (HDRUNetError, OSError) as err:
-            message = str(err) if isinstance(err, HDRUNetError) else f"{target}: {err.strerror}"
-            tqdm.write(f"skipped: {message}", file=sys.stderr)
-            report.failed[path] = message
-            continue
-        report.written.append(target)
+        else:
+            jobs.append((path, unit))
+    writes: list[tuple[Path, Path, Future]] = []
+
+    def fail(path: Path, message: str) -> None:
+        tqdm.write(f"skipped: {message}", file=sys.stderr)
+        report.failed[path] = message
+
+    writers = max(1, min(4, available_cpus() - 1))
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="hdrunet-read") as reader,
+        ThreadPoolExecutor(writers, thread_name_prefix="hdrunet-write") as writer,
+    ):
+        reads = deque(reader.submit(_read, path) for path, _ in jobs[:read_ahead])
+        for i, (path, unit) in enumerate(tqdm(jobs, disable=not progress, unit="image")):
+            pending = reads.popleft()
+            if i + read_ahead < len(jobs):
+                reads.append(reader.submit(_read, jobs[i + read_ahead][0]))
+            try:
+                folder.claim(unit)
+                hdr = predictor(pending.result()).clamp_min(0)
+            except (HDRUNetError, OSError) as err:
+                fail(path, _failure(err, unit[0]))
+                continue
+            writes.append((path, unit[0], writer.submit(_write, unit, hdr, preview)))
+            if len(writes) > 2 * writers:
+                wait([writes[-2 * writers - 1][2]])  # bound the results held in memory
+        for path, target, done in writes:
+            err = done.exception()
+            if err is None:
+                report.written.append(target)
+            elif _failure(err, target) is None:
+                raise err
+            else:
+                fail(path, _failure(err, target))
     report.seconds = time.perf_counter() - start
     report.peak_memory_gb = peak_memory_gb(predictor.device)
     return report

@@ -84,6 +84,8 @@ class HDRDataModule(L.LightningDataModule):
             sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            # page-locked batches: Lightning's copies to a GPU are then truly asynchronous
+            pin_memory=trainer is not None and trainer.strategy.root_device.type == "cuda",
             drop_last=train,
         )
 

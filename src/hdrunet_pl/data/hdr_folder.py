@@ -19,7 +19,13 @@ from hdrunet_pl.data.sampling import SampleKey, item_generator, split_key
 from hdrunet_pl.data.synthetic import scene_generator
 from hdrunet_pl.data.walk import files_under
 from hdrunet_pl.errors import DatasetError, HDRUNetError
-from hdrunet_pl.io import GT_SUFFIX, alignratio_path_for, hdr_image_size, read_linear_hdr
+from hdrunet_pl.io import (
+    GT_SUFFIX,
+    NEGATIVE,
+    alignratio_path_for,
+    hdr_image_size,
+    read_linear_hdr,
+)
 
 
 def find_hdr_files(root: str | Path) -> list[Path]:
@@ -52,6 +58,8 @@ class HDRFolderDataset(Dataset):
         rows: keep only this band of rows, as fractions (e.g. ``[0.25, 0.75]`` for the
             undistorted middle of an equirectangular panorama).
         min_size: every (banded) image must be at least this tall and wide.
+        negative: what to do with negative values (``clip`` or ``fill``; see
+            :data:`hdrunet_pl.io.NEGATIVE`).
     """
 
     def __init__(
@@ -62,6 +70,7 @@ class HDRFolderDataset(Dataset):
         seed: int = 0,
         rows: tuple[float, float] | None = None,
         min_size: int = 0,
+        negative: str = "clip",
     ) -> None:
         if not files:
             raise DatasetError("no HDR files to serve")
@@ -72,6 +81,9 @@ class HDRFolderDataset(Dataset):
         self.random_camera = random_camera
         self.seed = seed
         self.rows = tuple(rows) if rows is not None else None
+        if negative not in NEGATIVE:
+            raise ValueError(f"negative must be one of {NEGATIVE}, got {negative!r}")
+        self.negative = negative
         problems = []
         for path in self.files:
             try:
@@ -101,7 +113,7 @@ class HDRFolderDataset(Dataset):
     def __getitem__(self, key: SampleKey) -> dict[str, torch.Tensor | str]:
         index, seed = split_key(key)
         path = self.files[index]
-        linear = read_linear_hdr(path)
+        linear = read_linear_hdr(path, self.negative)
         top, bottom = self._band(linear.shape[0])
         linear = torch.from_numpy(np.ascontiguousarray(linear[top:bottom].transpose(2, 0, 1)))
         if self.random_camera:

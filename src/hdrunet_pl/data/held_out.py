@@ -47,6 +47,8 @@ class HeldOutCaptures:
             to fix the setting).
         seed: fixes each capture's noise.
         rows: keep a band of rows (see :class:`HDRFolderDataset`).
+        negative: what to do with negative values of the files: ``fill`` (default) each such
+            pixel from its neighbours, or ``clip`` them to 0 (see :data:`hdrunet_pl.io.NEGATIVE`).
         training_settings: what only training configs give (``patch_size`` from the
             ``patch`` group, ``batch_size``, ...): refused, saying what to use instead, as
             this is an evaluation set.
@@ -58,6 +60,7 @@ class HeldOutCaptures:
         captures: Mapping[str, CameraModel],
         seed: int = 2027,
         rows: tuple[float, float] | None = None,
+        negative: str = "fill",
         **training_settings: object,
     ) -> None:
         if training_settings:
@@ -65,9 +68,13 @@ class HeldOutCaptures:
         if not captures:
             raise HDRUNetError("data.captures: give at least one camera setting")
         files = find_hdr_files(root)
+        self.settings = tuple(captures)
         self.val_set = ConcatDataset(
             [
-                NamedCapture(HDRFolderDataset(files, camera, False, seed=seed, rows=rows), name)
+                NamedCapture(
+                    HDRFolderDataset(files, camera, False, seed=seed, rows=rows, negative=negative),
+                    name,
+                )
                 for name, camera in captures.items()
             ]
         )

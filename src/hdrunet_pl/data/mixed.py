@@ -10,6 +10,7 @@ ten panoramas gives as many random crops per epoch as a folder of ten thousand p
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import torch
 from torch.utils.data import ConcatDataset, Dataset
@@ -19,6 +20,7 @@ from hdrunet_pl.data.datamodule import HDRDataModule
 from hdrunet_pl.data.hdr_folder import folder_dataset
 from hdrunet_pl.data.sampling import SampleKey, item_generator, split_key
 from hdrunet_pl.data.synthetic import SyntheticHDRDataset
+from hdrunet_pl.errors import DatasetError
 
 
 class MixedSources(Dataset):
@@ -113,6 +115,12 @@ class MixedDataModule(HDRDataModule):
                 )
             val_count, rows = int(folder.get("val_count", 0)), folder.get("rows")
             part = "train" if val_count else "all"
+            if not Path(folder["root"]).is_dir():
+                raise DatasetError(
+                    f"data.folders.{name}.root={folder['root']}: no such folder; "
+                    f"`python -m hdrunet_pl.samples {folder['root']}` fetches openly licensed "
+                    "HDR photographs there"
+                )
             sources.append(
                 folder_dataset(folder["root"], camera, part, val_count, rows, patch_size)
             )
