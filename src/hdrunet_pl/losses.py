@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hdrunet_pl.constants import GAMMA, MU, NORM_PERCENTILE
+from hdrunet_pl.metrics import batch_percentile
 from hdrunet_pl.tonemap import mu_law, tanh_norm_mu_law, to_linear
 
 
@@ -53,18 +54,6 @@ def mu_l1(pred: torch.Tensor, target: torch.Tensor, mu: float = MU) -> torch.Ten
     """
     _check(pred, target)
     return F.l1_loss(mu_law(pred.clamp_min(0), mu), mu_law(target.clamp_min(0), mu))
-
-
-def batch_percentile(x: torch.Tensor, q: float) -> torch.Tensor:
-    """The ``q``-th percentile (0-100) of each item of (B, ...) ``x``, shape (B, 1, ..., 1);
-    linear interpolation as ``numpy.percentile``."""
-    flat = x.reshape(x.shape[0], -1)
-    pos = (flat.shape[1] - 1) * q / 100.0
-    lo = int(pos)
-    low = flat.kthvalue(lo + 1, dim=1).values
-    high = flat.kthvalue(min(lo + 2, flat.shape[1]), dim=1).values
-    value = low + (high - low) * (pos - lo)
-    return value.reshape(-1, *([1] * (x.ndim - 1)))
 
 
 def ntire_mu_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

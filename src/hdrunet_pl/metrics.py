@@ -15,22 +15,29 @@ from hdrunet_pl.constants import GAMMA, MU, NORM_PERCENTILE
 from hdrunet_pl.tonemap import tanh_norm_mu_law, to_linear
 
 
-def percentile(x: torch.Tensor, q: float) -> torch.Tensor:
-    """The ``q``-th percentile (0-100) of all values, linear interpolation as ``numpy.percentile``.
+def batch_percentile(x: torch.Tensor, q: float) -> torch.Tensor:
+    """The ``q``-th percentile (0-100) of each item of (B, ...) ``x``, shape (B, 1, ..., 1);
+    linear interpolation as ``numpy.percentile``.
 
     Uses ``kthvalue`` so that it works on tensors of any size (``torch.quantile`` is capped).
     """
     if not 0 <= q <= 100:
         raise ValueError(f"percentile must be in [0, 100], got {q}")
-    flat = x.reshape(-1)
-    pos = (flat.numel() - 1) * q / 100.0
+    flat = x.reshape(x.shape[0], -1)
+    pos = (flat.shape[1] - 1) * q / 100.0
     lo = int(pos)
     frac = pos - lo
-    lo_val = flat.kthvalue(lo + 1).values
-    if frac == 0:
-        return lo_val
-    hi_val = flat.kthvalue(min(lo + 2, flat.numel())).values
-    return lo_val + (hi_val - lo_val) * frac
+    value = flat.kthvalue(lo + 1, dim=1).values
+    if frac != 0:
+        high = flat.kthvalue(min(lo + 2, flat.shape[1]), dim=1).values
+        value = value + (high - value) * frac
+    return value.reshape(-1, *([1] * (x.ndim - 1)))
+
+
+def percentile(x: torch.Tensor, q: float) -> torch.Tensor:
+    """The ``q``-th percentile (0-100) of all values of ``x`` (a 0-d tensor), as
+    ``numpy.percentile``; see :func:`batch_percentile`."""
+    return batch_percentile(x.reshape(1, -1), q).reshape(())
 
 
 def _check_image(pred: torch.Tensor, target: torch.Tensor) -> None:
