@@ -9,6 +9,10 @@ TORCH_INDEX ?=
 # and breaks `import torchmetrics`, so litdata is installed without it (its other
 # requirements are in pyproject.toml). With a matching torchvision, `pip install litdata`.
 LITDATA_SPEC ?= litdata==0.2.76
+# cvvdp (PU21 metrics and ColorVideoVDP) likewise: it imports torchvision for one Gaussian
+# blur, which hdrunet_pl.perceptual supplies by kornia when torchvision is absent (tested
+# against scipy); its other requirements are in pyproject.toml.
+CVVDP_SPEC ?= cvvdp==0.5.7
 BIN := $(VENV)/bin
 SAMPLES ?= .cache/poly_haven_hdri
 
@@ -19,7 +23,7 @@ install:
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -e ".[dev]" "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --no-deps "$(LITDATA_SPEC)"
+	$(BIN)/python -m pip install --no-deps "$(LITDATA_SPEC)" "$(CVVDP_SPEC)"
 	$(BIN)/python -m hdrunet_pl.samples $(SAMPLES) > /dev/null  # real HDR photos for the tests
 
 train:

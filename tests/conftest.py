@@ -57,17 +57,33 @@ def poly_haven() -> list[Path]:
     return poly_haven_hdris(SAMPLES_DIR)
 
 
-@pytest.fixture
-def tiny_checkpoint(tmp_path) -> Path:
-    """A saved nf-8 HDRUNet with non-trivial weights (load_model reads it)."""
-    from hdrunet_pl import HDRUNet, save_model
+def _save_tiny(net: torch.nn.Module, path: Path) -> Path:
+    """``net`` with its initial weights nudged (non-trivial, reproducible), saved as the
+    package saves networks."""
+    from hdrunet_pl import save_model
 
-    torch.manual_seed(3)
-    net = HDRUNet(nf=8)
     with torch.no_grad():
         for p in net.parameters():
             p.add_(torch.randn_like(p) * 0.05)
-    return save_model(net, tmp_path / "tiny.ckpt")
+    return save_model(net, path)
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path) -> Path:
+    """A saved nf-8 HDRUNet with non-trivial weights (load_model reads it)."""
+    from hdrunet_pl import HDRUNet
+
+    torch.manual_seed(3)
+    return _save_tiny(HDRUNet(nf=8), tmp_path / "tiny.ckpt")
+
+
+@pytest.fixture
+def tiny_expandnet_checkpoint(tmp_path) -> Path:
+    """A saved nf-8 ExpandNet (the baseline) with non-trivial weights."""
+    from hdrunet_pl import ExpandNet
+
+    torch.manual_seed(3)
+    return _save_tiny(ExpandNet(nf=8), tmp_path / "tiny_expandnet.ckpt")
 
 
 ATTACK_LOG = pytest.StashKey[AttackLog]()

@@ -219,7 +219,10 @@ def test_a_checkpoint_with_a_payload_is_refused_by_every_tool(attacks, tmp_path)
 # ------------------------------------------------------------------ silently wrong
 
 
-@pytest.mark.parametrize("ratio", [1e-50, 1e300])
+@pytest.mark.parametrize(
+    "ratio",
+    [pytest.param(1e-50, marks=pytest.mark.slow), 1e300],  # the tiny one: `make test-slow`
+)
 def test_an_align_ratio_out_of_float32_range_stops_training(attacks, data, tmp_path, ratio):
     np.save(data / "0002_alignratio.npy", np.float64(ratio))
     result = run_tool(

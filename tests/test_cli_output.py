@@ -13,7 +13,6 @@ from types import SimpleNamespace
 import pytest
 from hydra.utils import instantiate
 
-from .ntire_files import random_hdr, write_ntire_frame
 from .support import FAST, SMALL_SYNTHETIC_VAL, compose_train, noise, ok, run_tool
 
 
@@ -145,25 +144,6 @@ def test_rich_bar_shows_steps_not_epoch_minus_two():
 
 
 # --- C: progress of hdrunet-prepare stream -----------------------------------------------
-
-
-def test_prepare_stream_shows_progress_without_noise(tmp_path, monkeypatch):
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
-    monkeypatch.setenv("TMPDIR", str(scratch))  # what the tool leaves in its temp folder
-    frames = tmp_path / "frames"
-    for i in range(3):
-        write_ntire_frame(frames, f"{i:04d}", random_hdr(36, 40, seed=i))
-    args = ["stream", "--input", str(frames), "--output", str(tmp_path / "shards")]
-    result = ok(
-        run_tool("hdrunet-prepare", [*args, "--val-count", "1", "--workers", "1"], tmp_path)
-    )
-    assert "2 train pairs, 1 val pairs" in result.stdout
-    assert re.search(r"stream: 100%.*3/3", result.stderr), result.stderr[-2000:]
-    offending = noise(result, tmp_path)
-    assert not offending, "\n".join(offending)
-    # torch keeps its compile cache (torchinductor_<user>) in the temp folder by design
-    assert not [p.name for p in scratch.iterdir() if not p.name.startswith("torchinductor_")]
 
 
 # --- D: help texts -----------------------------------------------------------------------

@@ -89,8 +89,10 @@ def test_predict_then_eval_scores_what_eval_of_the_checkpoint_scores(
     assert set(files_rows) == {"name", "0000", "0001", "0002", "mean"}
     assert files_rows == ckpt_rows  # every image, every column, to the 4th decimal
     # the identity columns are the LDR's scores, not placeholders
-    ldr_mu = float(files_rows["mean"][2])
-    assert 5 < ldr_mu < 60 and ldr_mu != float(files_rows["mean"][0])
+    mean = dict(zip(files_rows["name"], files_rows["mean"], strict=True))
+    ldr_mu = float(mean["identity_psnr_mu"])
+    assert 5 < ldr_mu < 60 and ldr_mu != float(mean["psnr_mu"])
+    assert float(mean["identity_pu21_psnr"]) != float(mean["pu21_psnr"])
 
 
 def test_predict_refuses_to_write_into_a_data_or_input_folder(
@@ -223,8 +225,10 @@ def test_report_marks_failed_runs(tmp_path, capsys):
     (sweep / "1_loss-l2" / "metrics.json").write_text('{"psnr_mu_after": 30.5, "steps": 4')
     assert report_main([str(sweep)]) == 0
     out = capsys.readouterr().out
-    assert "| loss=l1 | - | - | - | - | failed: NonFiniteError: step 3: loss is nan |" in out
-    assert "| loss=l2 | - | - | - | - | unreadable metrics.json |" in out
+    # no config.yaml either: parameters and GMAC unknown ("-") too
+    failed = "| loss=l1 | - | - | - | - | - | - | failed: NonFiniteError: step 3: loss is nan |"
+    assert failed in out
+    assert "| loss=l2 | - | - | - | - | - | - | unreadable metrics.json |" in out
 
 
 def test_psnr_l_is_logged_as_the_challenge_defines_it(tmp_path):

@@ -62,7 +62,8 @@ def test_every_group_has_options():
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_composes(group, option):
     cfg = compose_train([f"{group}={option}"], with_hydra=True)
-    assert cfg.model.net._target_ == "hdrunet_pl.models.HDRUNet"
+    network = "ExpandNet" if (group, option) == ("model", "expandnet") else "HDRUNet"
+    assert cfg.model.net._target_ == f"hdrunet_pl.models.{network}"
     assert cfg.hydra.runtime.choices[group] == option
 
 

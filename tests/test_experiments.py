@@ -35,6 +35,8 @@ def test_ablation_sweep_and_report(loss_sweep, tmp_path):
     rows = [line for line in result.stdout.splitlines() if line.startswith("| loss=")]
     assert [row.split(" | ")[0][2:] for row in rows] == [f"loss={loss}" for loss in LOSSES]
     assert all(row.endswith("| 4 | done |") for row in rows)
+    # every variant's network: HDRUNet at nf 8 (smoke scale), its parameters and GMAC
+    assert all(row.split(" | ")[1:3] == ["27,466", "0.415"] for row in rows)
     for loss in LOSSES:
         metrics = json.loads(next(loss_sweep.glob(f"*_loss-{loss}/metrics.json")).read_text())
         assert f"{metrics['psnr_mu_after']:.2f}" in next(r for r in rows if f"loss={loss} " in r)
@@ -53,9 +55,9 @@ def test_report_on_a_partial_sweep_names_missing_runs(loss_sweep, tmp_path):
     result = run_tool("hdrunet-report", [str(partial)], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "missing runs: loss=mu_l1" in result.stdout
-    assert "| loss=mu_l1 | - | - | - | - | missing |" in result.stdout
+    assert "| loss=mu_l1 | - | - | - | - | - | - | missing |" in result.stdout
     tanh_l2 = next(line for line in result.stdout.splitlines() if "loss=tanh_l2" in line)
-    assert "running or stopped" in tanh_l2 and "| - |" not in tanh_l2.split("|")[2]
+    assert "running or stopped" in tanh_l2 and "-" not in tanh_l2.split("|")[4]  # PSNR-mu
 
 
 def test_report_without_runs_is_a_clear_error(tmp_path, capsys):
@@ -79,6 +81,7 @@ def ddp_args(ranks: Path) -> list[str]:
         *DDP_VAL,
         "+callbacks.rank_dump._target_=tests.helpers.RankMetricsDump",
         f"+callbacks.rank_dump.folder={ranks}",
+        "model.val_metrics=[pu21_psnr]",  # a perceptual score, synced like the others
     ]
 
 
@@ -87,61 +90,61 @@ def run_ddp(args: list[str], cwd: Path):
     return run_tool("hdrunet-train", args, cwd, env={"HDRUNET_LOG_DIR": str(cwd / "logs")})
 
 
-def test_two_process_ddp_on_cpu_syncs_metrics_and_writes_once(tmp_path):
-    result = run_ddp(ddp_args(tmp_path / "ranks"), tmp_path)
+def test_ddp_on_cpu_syncs_metrics_and_a_sweep_writes_one_folder_per_job(tmp_path):
+    """Two jobs (``-m loss=l1,tanh_l1``) of two DDP processes each: every job writes one
+    folder from rank 0, and the synced scores are the single-process ones."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", "loss=l1,tanh_l1", *ddp_args(tmp_path / "ranks"), f"hydra.sweep.dir={sweep}"]
+    result = run_ddp(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     offending = noise(result, tmp_path)  # no third-party advice a user cannot act on
     assert not offending, "\n".join(offending)
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [p.name.split("_")[0] for p in jobs] == ["0", "1"]
+    assert not (tmp_path / "logs").exists()  # no stray run folders from the workers
+    for job in jobs:  # the worker wrote into rank 0's folder, not a folder of its own
+        assert (job / "metrics.json").is_file()
+        assert sorted(p.name for p in (job / "checkpoints").iterdir()) == [
+            "best-step0000004.ckpt",
+            "last.ckpt",
+        ]
+    assert result.stdout.count("hdrunet-train summary") == 2  # rank 0 only, once per job
+    # the rank files are the last job's (loss=tanh_l1, the default loss)
     rank0, rank1 = (json.loads((tmp_path / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1))
     assert rank0["world_size"] == rank1["world_size"] == 2
-    for key in ("val/psnr_mu", "val/psnr_l", "val/psnr_mu_identity"):
+    for key in ("val/psnr_mu", "val/psnr_l", "val/psnr_mu_identity", "val/pu21_psnr"):
         assert rank0[key] == rank1[key]
     # the synced scores are the single-process scores of the same images and weights: every
     # image counted once although 3 images do not split over 2 processes
-    single_before, single_identity = single_process_scores([*FAST, *DDP_VAL])
-    runs = list((tmp_path / "logs" / "train" / "runs").iterdir())
-    metrics = json.loads((runs[0] / "metrics.json").read_text())
+    single_before, single_identity, single_pu21 = single_process_scores([*FAST, *DDP_VAL])
+    metrics = json.loads((jobs[1] / "metrics.json").read_text())
     assert metrics["psnr_mu_before"] == pytest.approx(single_before, abs=1e-4)
     assert rank0["val/psnr_mu_identity"] == pytest.approx(single_identity, abs=1e-5)
-    assert len(runs) == 1  # the worker wrote into rank 0's folder, not a folder of its own
-    assert sorted(p.name for p in (runs[0] / "checkpoints").iterdir()) == [
-        "best-step0000004.ckpt",
-        "last.ckpt",
-    ]
-    assert result.stdout.count("hdrunet-train summary") == 1
+    assert rank0["val/pu21_psnr_identity"] == pytest.approx(single_pu21, abs=1e-4)
 
 
-def single_process_scores(overrides: list[str]) -> tuple[float, float]:
-    """(PSNR-mu of the untrained network, PSNR-mu of the LDR) on the validation set, per
-    image in one process, with the weights ``hdrunet-train`` starts from."""
+def single_process_scores(overrides: list[str]) -> tuple[float, float, float]:
+    """(PSNR-mu of the untrained network, PSNR-mu and PU21-PSNR of the LDR) on the
+    validation set, per image in one process, with the weights ``hdrunet-train`` starts
+    from."""
     import lightning as L
     import torch
     from hydra.utils import instantiate
 
-    from hdrunet_pl.metrics import PSNRMu
+    from hdrunet_pl.metrics import PU21PSNR, PSNRMu
 
     cfg = compose_train(overrides)
     L.seed_everything(cfg.seed, verbose=False)
     datamodule, model = instantiate(cfg.data), instantiate(cfg.model).eval()
-    network, identity = PSNRMu(), PSNRMu()
+    network, identity, identity_pu21 = PSNRMu(), PSNRMu(), PU21PSNR()
     with torch.no_grad():
         for i in range(len(datamodule.val_set)):
             item = datamodule.val_set[i]
             ldr, hdr = item["ldr"][None], item["hdr"][None]
             network.update(model(ldr).float(), hdr)
             identity.update(ldr, hdr)
-    return network.compute().item(), identity.compute().item()
-
-
-def test_ddp_multirun_gives_one_folder_per_job(tmp_path):
-    sweep = tmp_path / "sweep"
-    args = ["-m", "loss=l1,tanh_l1", *ddp_args(tmp_path / "ranks"), f"hydra.sweep.dir={sweep}"]
-    result = run_ddp(args, tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
-    assert [p.name.split("_")[0] for p in jobs] == ["0", "1"]
-    assert all((job / "metrics.json").is_file() for job in jobs)
-    assert not (tmp_path / "logs").exists()  # no stray run folders from the workers
+            identity_pu21.update(ldr, hdr)
+    return network.compute().item(), identity.compute().item(), identity_pu21.compute().item()
 
 
 def test_tensorboard_logger_writes_events_and_previews(tmp_path):

@@ -241,8 +241,11 @@ def test_eval_cli_says_what_is_missing(tmp_path):
     )
 
 
+@pytest.mark.parametrize("network", ["hdrunet", "expandnet"])
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_export_matches_pytorch_on_odd_sizes(tmp_path, tiny_checkpoint, fmt):
+def test_export_matches_pytorch_on_odd_sizes(tmp_path, request, network, fmt):
+    fixture = "tiny_checkpoint" if network == "hdrunet" else "tiny_expandnet_checkpoint"
+    tiny_checkpoint = request.getfixturevalue(fixture)
     result = run_tool("hdrunet-export", [f"ckpt={tiny_checkpoint}", f"format={fmt}"], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     path = tiny_checkpoint.with_suffix(".onnx" if fmt == "onnx" else ".torchscript.pt")
@@ -250,6 +253,7 @@ def test_export_matches_pytorch_on_odd_sizes(tmp_path, tiny_checkpoint, fmt):
     offending = noise(result, tmp_path)  # no third-party warnings (torchvision, tracer)
     assert not offending, "\n".join(offending)
     net = load_model(tiny_checkpoint)
+    assert type(net).__name__ == {"hdrunet": "HDRUNet", "expandnet": "ExpandNet"}[network]
     ldr = torch.rand(2, 3, 45, 67)
     with torch.no_grad():
         expected = net(ldr).numpy()
@@ -324,3 +328,28 @@ def test_folder_inference_pipeline_writes_what_one_image_at_a_time_writes(tmp_pa
         for name in (path.name, f"{path.stem}_alignratio.npy"):
             written = (tmp_path / "out" / name).read_bytes()
             assert written == (tmp_path / "plain" / name).read_bytes(), name
+
+
+def test_eval_reads_ahead_in_order_on_another_thread():
+    import threading
+
+    from hdrunet_pl.evaluate import read_ahead
+
+    made_on, consumed = [], []
+
+    def items():
+        for i in range(5):
+            made_on.append((i, threading.current_thread().name))
+            if i == 3:
+                raise OSError("corrupt file 3")
+            yield i
+
+    with pytest.raises(OSError, match="corrupt file 3"):
+        for item in read_ahead(items(), depth=2):
+            consumed.append(item)
+    assert consumed == [0, 1, 2]  # in order, up to the failing item, which is raised in place
+    assert {name for _, name in made_on} == {"hdrunet-eval-read_0"}
+    early = read_ahead(iter(range(100)), depth=2)
+    assert [next(early), next(early)] == [0, 1]
+    early.close()  # a consumer that stops early leaves no thread behind
+    assert not [t for t in threading.enumerate() if t.name.startswith("hdrunet-eval-read")]

@@ -127,3 +127,20 @@ def test_bench_runs_and_writes_its_table(tmp_path):
     folder = report["folder"]
     assert folder["frames"] == 2 and folder["network"] > 0 and folder["encode"] > 0
     assert folder["pipeline_frames_per_s"] > 0 and "pipelined run" in result.stdout
+
+
+def test_bench_times_every_metric():
+    """``hdrunet-bench --tasks metrics``: seconds per image pair for each metric."""
+    import torch
+
+    from hdrunet_pl.bench import bench_metrics, build_parser, format_table
+    from hdrunet_pl.metrics import METRICS
+
+    assert "metrics" in build_parser().parse_args(["--tasks", "metrics"]).tasks
+    scoring = bench_metrics(torch.device("cpu"), (48, 64), repeats=1)
+    assert list(scoring["seconds"]) == list(METRICS)
+    assert all(v > 0 for v in scoring["seconds"].values()) and scoring["size"] == [48, 64]
+    info = {"device": "cpu", "threads": 1, "torch": "x", "macs_per_pixel": 1e5}
+    info |= {"conv_peak_dtype": "float32", "conv_peak_gflops": 1.0}
+    table = format_table({"info": info, "rows": [], "metrics": scoring})
+    assert "scoring one 48x64 pair (s, cpu): psnr_mu " in table and "| task |" not in table

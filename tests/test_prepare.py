@@ -1,5 +1,7 @@
 """hdrunet-prepare: the public sub-image rule, resumable crops, litdata shards; other sources."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -10,7 +12,7 @@ from hdrunet_pl.train import train
 
 from .ntire_files import random_hdr, write_ntire_frame
 from .organisers import organisers_val_scores
-from .support import FAST, compose_train, run_tool
+from .support import FAST, compose_train, noise, run_tool
 
 
 def public_rule(size, crop=480, step=240, thres=48):
@@ -89,7 +91,10 @@ def test_crop_cli_reports_bad_input_in_one_line(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_stream_shards_train_a_few_steps(tmp_path):
+def test_stream_shards_train_a_few_steps(tmp_path, monkeypatch):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))  # what the tool leaves in its temp folder
     src = tmp_path / "frames"
     for i in range(6):
         write_ntire_frame(src, f"{i:04d}", random_hdr(36, 40, seed=i))
@@ -111,6 +116,12 @@ def test_stream_shards_train_a_few_steps(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "4 train pairs, 2 val pairs" in result.stdout
+    # a progress bar that knows its total, no third-party noise, nothing left in TMPDIR
+    assert re.search(r"stream: 100%.*6/6", result.stderr), result.stderr[-2000:]
+    offending = noise(result, tmp_path)
+    assert not offending, "\n".join(offending)
+    # torch keeps its compile cache (torchinductor_<user>) in the temp folder by design
+    assert not [p.name for p in scratch.iterdir() if not p.name.startswith("torchinductor_")]
     assert (shards / "train" / "index.json").is_file() and (shards / "val" / "index.json").is_file()
     cfg = compose_train(
         [

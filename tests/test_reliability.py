@@ -139,8 +139,12 @@ def reference(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize(
     ("every_n", "kill_at", "saved_at"),
-    [(4, 9, 8), (100, 9, 7)],  # a periodic save mid-epoch; the save after validation
-    ids=["periodic-save", "after-validation"],
+    [
+        # a periodic save mid-epoch (the torn-save test below kills and resumes the same
+        # way; this variant runs with `make test-slow`); the save after validation
+        pytest.param(4, 9, 8, id="periodic-save", marks=pytest.mark.slow),
+        pytest.param(100, 9, 7, id="after-validation"),
+    ],
 )
 def test_sigkill_mid_epoch_then_ckpt_path_last_continues_step_for_step(
     reference, tmp_path, every_n, kill_at, saved_at
@@ -225,8 +229,13 @@ def test_kill_while_writing_a_checkpoint_leaves_the_previous_one(reference, tmp_
 
 @pytest.mark.parametrize(
     ("signum", "during", "step", "saved_at"),
-    [("SIGTERM", "train", 5, 6), ("SIGUSR1", "train", 5, 6), ("SIGTERM", "validation", 7, 7)],
-    ids=["SIGTERM", "SIGUSR1", "SIGTERM-in-validation"],
+    [
+        pytest.param("SIGTERM", "train", 5, 6, id="SIGTERM"),
+        # end to end with `make test-slow`; its handler is checked in-process below, and
+        # from the request on it takes SIGTERM's path (Preemption.on_train_batch_end)
+        pytest.param("SIGUSR1", "train", 5, 6, id="SIGUSR1", marks=pytest.mark.slow),
+        pytest.param("SIGTERM", "validation", 7, 7, id="SIGTERM-in-validation"),
+    ],
 )
 def test_preemption_signal_saves_exits_zero_and_requeue_resumes(
     reference, tmp_path, signum, during, step, saved_at
@@ -464,3 +473,21 @@ def test_readers_raise_only_the_package_error_on_damaged_files(valid_files, kind
             continue
         if isinstance(out, np.ndarray):  # what decodes is a finite RGB image
             assert out.ndim == 3 and out.shape[2] == 3 and np.isfinite(out).all()
+
+
+def test_sigusr1_requests_the_preemption_save_outside_slurm(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from hdrunet_pl.reliability import Preemption
+
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    monkeypatch.delenv("SLURM_JOB_NAME", raising=False)
+    before = signal.getsignal(signal.SIGUSR1)
+    callback = Preemption(str(tmp_path))
+    callback.setup(None, None, "fit")  # type: ignore[arg-type]
+    assert not callback.requested
+    os.kill(os.getpid(), signal.SIGUSR1)
+    assert callback.requested  # the next training batch end saves and stops
+    callback.teardown(None, None, "fit")  # type: ignore[arg-type]
+    assert signal.getsignal(signal.SIGUSR1) == before

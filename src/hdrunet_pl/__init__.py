@@ -13,12 +13,14 @@ from hdrunet_pl.errors import CheckpointError, HDRUNetError
 
 if TYPE_CHECKING:
     from hdrunet_pl.models.checkpoints import load_model, save_model
+    from hdrunet_pl.models.expandnet import ExpandNet
     from hdrunet_pl.models.hdrunet import HDRUNet
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",
+    "ExpandNet",
     "HDRUNet",
     "HDRUNetError",
     "__version__",
@@ -27,6 +29,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "ExpandNet": "hdrunet_pl.models.expandnet",
     "HDRUNet": "hdrunet_pl.models.hdrunet",
     "load_model": "hdrunet_pl.models.checkpoints",
     "save_model": "hdrunet_pl.models.checkpoints",

@@ -424,6 +424,21 @@ def bench_folder(device: torch.device, size: tuple[int, int], frames: int, compi
     }
 
 
+def bench_metrics(device: torch.device, size: tuple[int, int], repeats: int) -> dict:
+    """Median seconds to score one (3, H, W) image pair by each metric of
+    :data:`~hdrunet_pl.metrics.METRICS` on ``device`` (tables loaded once, untimed)."""
+    from hdrunet_pl.metrics import METRICS, scorer
+
+    gen = torch.Generator().manual_seed(0)
+    target = (0.1 + torch.rand(3, *size, generator=gen)).to(device)
+    pred = (target + 0.05 * torch.randn(3, *size, generator=gen).to(device)).clamp_min(0)
+    out = {}
+    for name in METRICS:
+        fn = scorer(name)
+        out[name] = median_time(lambda fn=fn: fn(pred, target), device, 1, repeats)
+    return {"seconds": out, "size": list(size), "device": str(device)}
+
+
 def run(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
     torch.set_float32_matmul_precision("high")
@@ -484,6 +499,8 @@ def run(args: argparse.Namespace) -> dict:
     report = {"info": info, "rows": [asdict(r) for r in rows]}
     if "folder" in args.tasks:
         report["folder"] = bench_folder(device, tuple(args.size), args.frames, args.compile)
+    if "metrics" in args.tasks:
+        report["metrics"] = bench_metrics(device, tuple(args.size), args.repeats)
     return report
 
 
@@ -507,11 +524,14 @@ def format_table(report: dict) -> str:
         f"device {info['device']} ({info['threads']} threads), torch {info['torch']}; "
         f"{info['macs_per_pixel'] / 1e3:.0f} k MAC/pixel; measured {info['conv_peak_dtype']} "
         f"3x3 conv peak {info['conv_peak_gflops']:.0f} GFLOP/s",
-        "",
-        "| task | path | time (s) | speed-up vs eager | GFLOP/s | share of conv peak "
-        "| memory (GB) | note |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
     ]
+    if report["rows"]:
+        lines += [
+            "",
+            "| task | path | time (s) | speed-up vs eager | GFLOP/s | share of conv peak "
+            "| memory (GB) | note |",
+            "|---|---|---:|---:|---:|---:|---:|---|",
+        ]
     for r in report["rows"]:
         lines.append(
             f"| {r['task']} | {r['path']} | {r['seconds']:.3f} | {r['ratio']:.2f}x | "
@@ -541,6 +561,11 @@ def format_table(report: dict) -> str:
             f"encode 16-bit PNG pair {folder['encode']:.3f}; pipelined run {rate:.3f} "
             f"frames/s = {rate / alone:.0%} of the network alone ({alone:.3f} frames/s)",
         ]
+    metrics = report.get("metrics")
+    if metrics:
+        height, width = metrics["size"]
+        timings = ", ".join(f"{k} {v:.3f}" for k, v in metrics["seconds"].items())
+        lines += ["", f"scoring one {height}x{width} pair (s, {metrics['device']}): {timings}"]
     return "\n".join(lines)
 
 
@@ -555,9 +580,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--tasks",
         nargs="+",
         default=["train", "infer", "folder"],
-        choices=["train", "infer", "folder"],
+        choices=["train", "infer", "folder", "metrics"],
         help="what to measure: the training step, inference on one frame, hdrunet-predict "
-        "on a folder of frames (decode, network, encode and the pipelined whole)",
+        "on a folder of frames (decode, network, encode and the pipelined whole), the "
+        "seconds to score one frame by each metric (not by default: ColorVideoVDP is slow "
+        "on a CPU)",
     )
     parser.add_argument(
         "--frames", type=int, default=4, help="frames in the folder of the `folder` task"

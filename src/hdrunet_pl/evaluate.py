@@ -1,15 +1,19 @@
-"""``hdrunet-eval``: PSNR-mu and PSNR-L per image, as the NTIRE 2021 challenge scored them.
+"""``hdrunet-eval``: PSNR-mu and PSNR-L per image, as the NTIRE 2021 challenge scored them,
+and on request the perceptual PU21-PSNR, PU21-SSIM and ColorVideoVDP (``metrics=[...]``).
 
 Writes ``scores.csv`` (one row per image, then the means), prints the means next to the
 LDR-identity baseline (the LDR itself read as the HDR) and saves tonemapped side-by-side
-PNGs (LDR | prediction | GT | error) of the worst and the best image.
+PNGs (LDR | prediction | GT | error) of the worst and the best image (by PSNR-mu).
 """
 
 from __future__ import annotations
 
 import csv
+import importlib.metadata
 import math
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from hdrunet_pl.constants import GAMMA
+from hdrunet_pl.constants import GAMMA, NORM_PERCENTILE
 from hdrunet_pl.errors import HDRUNetError
 from hdrunet_pl.io import (
     GT_SUFFIX,
@@ -32,26 +36,51 @@ from hdrunet_pl.io import (
     read_ldr,
     read_linear_hdr,
 )
-from hdrunet_pl.metrics import psnr_l, psnr_mu
+from hdrunet_pl.metrics import CHALLENGE_METRICS, check_metric_names, scorer
 from hdrunet_pl.outputs import OutputFolder
+from hdrunet_pl.perceptual import DISPLAY, REFERENCE_CD_M2
 from hdrunet_pl.predict import make_predictor
 from hdrunet_pl.run_files import CONFIG_FILE
 from hdrunet_pl.validation import check_required
 from hdrunet_pl.viz import comparison_strip
 
 SCORES_FILE = "scores.csv"
-SCORE_COLUMNS = ("psnr_mu", "psnr_l", "identity_psnr_mu", "identity_psnr_l")
+DEFAULT_METRICS = (*CHALLENGE_METRICS, "pu21_psnr", "pu21_ssim")
+"""Scored unless ``metrics=`` says otherwise: the challenge's two and the cheap perceptual
+ones (ColorVideoVDP takes seconds per image on a CPU: ask for ``cvvdp``)."""
+
+Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
 class ImageScore:
-    """Scores of one image (dB); identity scores are None without the LDR."""
+    """Scores of one image by metric name; ``identity`` (the LDR's) is None without the LDR."""
 
     name: str
-    psnr_mu: float
-    psnr_l: float
-    identity_psnr_mu: float | None = None
-    identity_psnr_l: float | None = None
+    values: dict[str, float]
+    identity: dict[str, float] | None = None
+
+    @property
+    def psnr_mu(self) -> float:
+        return self.values["psnr_mu"]
+
+    @property
+    def psnr_l(self) -> float:
+        return self.values["psnr_l"]
+
+    @property
+    def identity_psnr_mu(self) -> float | None:
+        return None if self.identity is None else self.identity["psnr_mu"]
+
+    @property
+    def identity_psnr_l(self) -> float | None:
+        return None if self.identity is None else self.identity["psnr_l"]
+
+    def column(self, column: str) -> float | None:
+        """The value of a ``scores.csv`` column (``<metric>`` or ``identity_<metric>``)."""
+        if column.startswith("identity_"):
+            return None if self.identity is None else self.identity[column[9:]]
+        return self.values[column]
 
 
 @dataclass
@@ -64,24 +93,38 @@ class Sample:
     ldr: torch.Tensor | None
 
 
-def score(sample: Sample) -> ImageScore:
-    """The challenge's scores of one sample (and of its LDR, when present)."""
-    result = ImageScore(
-        sample.name,
-        float(psnr_mu(sample.pred, sample.gt)),
-        float(psnr_l(sample.pred, sample.gt)),
-    )
+def metric_names(metrics: list[str] | tuple[str, ...] | None = None) -> list[str]:
+    """The metrics to score: the challenge's two first (always), then the others asked for."""
+    asked = check_metric_names(list(metrics or DEFAULT_METRICS), "metrics")
+    return [*CHALLENGE_METRICS, *(m for m in asked if m not in CHALLENGE_METRICS)]
+
+
+def make_scorers(metrics: list[str] | tuple[str, ...] | None = None) -> dict[str, Scorer]:
+    """Name -> image-pair scorer for :func:`metric_names` (perceptual ones loaded once)."""
+    return {name: scorer(name) for name in metric_names(metrics)}
+
+
+def score(sample: Sample, scorers: dict[str, Scorer] | None = None) -> ImageScore:
+    """Scores of one sample (and of its LDR, when present); the challenge's two by default."""
+    scorers = scorers or make_scorers(CHALLENGE_METRICS)
+    values = {name: float(fn(sample.pred, sample.gt)) for name, fn in scorers.items()}
+    result = ImageScore(sample.name, values)
     if sample.ldr is not None:
-        result.identity_psnr_mu = float(psnr_mu(sample.ldr, sample.gt))
-        result.identity_psnr_l = float(psnr_l(sample.ldr, sample.gt))
+        result.identity = {name: float(fn(sample.ldr, sample.gt)) for name, fn in scorers.items()}
     return result
+
+
+def score_columns(scores: list[ImageScore]) -> list[str]:
+    """``scores.csv``'s columns: each metric, then each metric's identity baseline."""
+    names = list(scores[0].values) if scores else list(CHALLENGE_METRICS)
+    return [*names, *(f"identity_{n}" for n in names)]
 
 
 def means(scores: list[ImageScore]) -> dict[str, float | None]:
     """Per-image means of every score column (None where a column has no values)."""
     out: dict[str, float | None] = {}
-    for column in SCORE_COLUMNS:
-        values = [getattr(s, column) for s in scores if getattr(s, column) is not None]
+    for column in score_columns(scores):
+        values = [s.column(column) for s in scores if s.column(column) is not None]
         out[column] = float(np.mean(values)) if values else None
     return out
 
@@ -215,8 +258,10 @@ def model_samples(cfg: DictConfig) -> Samples:
         cause = err.__cause__ or err
         raise HDRUNetError(f"data: {cause}") from None
 
+    batches = iter(datamodule.val_dataloader())  # loader workers start from this thread
+
     def items() -> Iterator[Sample]:
-        for batch in datamodule.val_dataloader():
+        for batch in batches:
             for ldr, gt, name in zip(batch["ldr"], batch["hdr"], batch["name"], strict=True):
                 pred = predictor(ldr).clamp_min(0).permute(1, 2, 0).numpy()
                 pred = torch.from_numpy(as_submitted(pred)).permute(2, 0, 1)
@@ -226,21 +271,44 @@ def model_samples(cfg: DictConfig) -> Samples:
     return Samples(len(datamodule.val_set), items(), groups)
 
 
+def read_ahead(items: Iterator[Sample], depth: int = 2) -> Iterator[Sample]:
+    """``items`` in order, each made up to ``depth`` items ahead in one worker thread: the
+    next images are read (and, for a checkpoint, predicted) while this one is scored. An
+    error of the producer is raised where its item would have come."""
+    end = object()
+    with ThreadPoolExecutor(1, thread_name_prefix="hdrunet-eval-read") as pool:
+        pending = deque(pool.submit(next, items, end) for _ in range(depth))
+        try:
+            while (item := pending.popleft().result()) is not end:
+                pending.append(pool.submit(next, items, end))
+                yield item
+        finally:
+            for future in pending:
+                future.cancel()
+
+
 def write_scores(path: Path, scores: list[ImageScore]) -> None:
     """``scores.csv``: one row per image, then a ``mean`` row."""
 
     def fmt(value: float | None) -> str:
         return "" if value is None or math.isnan(value) else f"{value:.4f}"
 
+    columns = score_columns(scores)
     with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["name", *SCORE_COLUMNS])
+        writer.writerow(["name", *columns])
         for s in scores:
-            writer.writerow([s.name, *(fmt(getattr(s, c)) for c in SCORE_COLUMNS)])
+            writer.writerow([s.name, *(fmt(s.column(c)) for c in columns)])
         writer.writerow(["mean", *(fmt(v) for v in means(scores).values())])
 
 
 SIDE_BY_SIDE = ("best_worst", "all")
+LABELS = {"pu21_psnr": "PU21-PSNR", "pu21_ssim": "PU21-SSIM", "cvvdp": "CVVDP"}
+UNITS = {"pu21_psnr": "dB", "pu21_ssim": "", "cvvdp": "JOD"}
+PERCEPTUAL_NOTE = (
+    "cvvdp {version}; the reference's "
+    f"p{NORM_PERCENTILE:g} shown at {REFERENCE_CD_M2:g} cd/m2 on {DISPLAY}"
+)
 
 
 def _write_strip(folder: OutputFolder, path: Path, sample: Sample, title: str) -> None:
@@ -249,18 +317,28 @@ def _write_strip(folder: OutputFolder, path: Path, sample: Sample, title: str) -
     imwrite(path, np.ascontiguousarray(strip[..., ::-1]))
 
 
-def evaluate(samples: Samples, output: Path, side_by_side: str = "best_worst") -> list[ImageScore]:
-    """Score every sample; write ``scores.csv`` and the best/worst PNGs under ``output``
-    (``side_by_side="all"``: also one PNG per image in ``output/side_by_side``)."""
+def evaluate(
+    samples: Samples,
+    output: Path,
+    side_by_side: str = "best_worst",
+    metrics: list[str] | tuple[str, ...] | None = None,
+) -> list[ImageScore]:
+    """Score every sample with ``metrics`` (see :func:`metric_names`); write ``scores.csv``
+    and the best/worst PNGs under ``output`` (``side_by_side="all"``: also one PNG per image
+    in ``output/side_by_side``)."""
     if side_by_side not in SIDE_BY_SIDE:
         raise HDRUNetError(f"side_by_side={side_by_side}: choose one of {', '.join(SIDE_BY_SIDE)}")
+    try:
+        scorers = make_scorers(metrics)
+    except ValueError as err:
+        raise HDRUNetError(str(err)) from None
     folder = OutputFolder(output, "hdrunet-eval")
     folder.claim([output / SCORES_FILE])  # before the work: a refusal costs nothing
     scores: list[ImageScore] = []
     best: tuple[float, Sample] | None = None
     worst: tuple[float, Sample] | None = None
-    for sample in tqdm(samples.items, total=samples.count, unit="image"):
-        result = score(sample)
+    for sample in tqdm(read_ahead(samples.items), total=samples.count, unit="image"):
+        result = score(sample, scorers)
         scores.append(result)
         if side_by_side == "all":
             title = f"{sample.name}  PSNR-mu {result.psnr_mu:.2f} dB"
@@ -292,7 +370,9 @@ def run(cfg: DictConfig) -> list[ImageScore]:
         samples = model_samples(cfg)
     else:
         raise HDRUNetError("give ckpt= (with data=) or pred_dir= and gt_dir=")
-    scores = evaluate(samples, Path(cfg.output), cfg.get("side_by_side", "best_worst"))
+    metrics = cfg.get("metrics")
+    metrics = DEFAULT_METRICS if metrics is None else list(metrics)
+    scores = evaluate(samples, Path(cfg.output), cfg.get("side_by_side", "best_worst"), metrics)
     mean = means(scores)
     print(f"{len(scores)} images; per-image means (NTIRE 2021 definitions):")
     print(f"  PSNR-mu {mean['psnr_mu']:.4f} dB   PSNR-L {mean['psnr_l']:.4f} dB")
@@ -303,6 +383,15 @@ def run(cfg: DictConfig) -> list[ImageScore]:
         )
         below_mu, below_l = below_identity(scores)
         print(f"  images below the LDR identity: {below_mu} in PSNR-mu, {below_l} in PSNR-L")
+    perceptual = [m for m in scores[0].values if m not in CHALLENGE_METRICS]
+    if perceptual:
+        note = PERCEPTUAL_NOTE.format(version=importlib.metadata.version("cvvdp"))
+        print(f"perceptual ({note}):")
+        for name in perceptual:
+            line = f"  {LABELS[name]:<10} {mean[name]:8.4f} {UNITS[name]:<3}"
+            if mean[f"identity_{name}"] is not None:
+                line += f" (LDR {mean[f'identity_{name}']:8.4f})"
+            print(line)
     if samples.groups:
         print("per capture setting (dB):")
         for group, members in group_scores(scores, samples.groups).items():

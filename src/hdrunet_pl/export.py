@@ -3,9 +3,9 @@
 hdrunet-export ckpt=last.ckpt format=onnx              # -> last.onnx
 hdrunet-export ckpt=HDRUNet.pth format=torchscript     # -> HDRUNet.torchscript.pt
 
-The exported model takes (B, 3, H, W) LDR in [0, 1] of any size (input ``ldr``) and returns
-the non-linear HDR. Each export is run on an odd-sized input and compared with PyTorch
-before the file is kept.
+The exported model (HDRUNet or ExpandNet, as the checkpoint records) takes (B, 3, H, W) LDR
+in [0, 1] of any size (input ``ldr``) and returns the non-linear HDR. Each export is run on
+an odd-sized input and compared with PyTorch before the file is kept.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def export_torchscript(model: nn.Module, path: Path) -> None:
             "ignore",
             message="Converting a tensor to a Python boolean",
             category=TracerWarning,
-            module=r"hdrunet_pl\.models\.hdrunet",
+            module=r"hdrunet_pl\.models\.(hdrunet|expandnet)",
         )
         warnings.filterwarnings(
             "ignore", message=r"`torch\.jit\.trace", category=DeprecationWarning

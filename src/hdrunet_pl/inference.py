@@ -4,7 +4,10 @@ HDRUNet's receptive field is about 190 pixels wide (radius ``RECEPTIVE_RADIUS``)
 pixel depends on the input up to ~95 pixels away. Tiles therefore overlap by
 ``DEFAULT_OVERLAP`` pixels; each tile's contribution is zero within ``RECEPTIVE_RADIUS`` of
 an inner edge and ramps linearly across a ``BLEND`` band in the middle of the overlap, so
-the stitched result equals whole-image inference up to rounding.
+the stitched result equals whole-image inference up to rounding. A network with image-wide
+features (ExpandNet's global branch: a ``global_features`` method and a second ``forward``
+argument) computes them once from the whole image and gives them to every tile, so that
+its tiles also stitch to the whole-image result.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ BLEND = 32
 DEFAULT_OVERLAP = 2 * RECEPTIVE_RADIUS + BLEND
 BYTES_PER_PIXEL_PER_CHANNEL = {torch.float32: 28, torch.bfloat16: 16, torch.float16: 16}
 """Peak inference memory per pixel and feature channel (measured on CPU with nf 64)."""
+MEMORY_VS_HDRUNET = {"expandnet": 1.35}
+"""Peak inference memory of a network (by its config's ``arch``) relative to HDRUNet's at
+the same nf (ExpandNet: 1.2-1.35x, measured on CPU in fp32 at 0.25 and 1 megapixel)."""
 PRECISIONS = ("auto", "32", "bf16", "16")
 IMAGE_BUFFERS = 5
 """Whole-image float32 RGB buffers alive besides the activations (counted in the budget)."""
@@ -189,10 +195,12 @@ class Predictor:
         self.overlap = overlap
         self.memory_gb = memory_gb
         self.tile_batch = tile_batch
-        self.nf = getattr(getattr(model, "config", None), "nf", 64)
+        config = getattr(model, "config", None)
+        self.nf = getattr(config, "nf", 64)
+        self.memory_factor = MEMORY_VS_HDRUNET.get(getattr(config, "arch", "hdrunet"), 1.0)
 
     def bytes_per_pixel(self) -> int:
-        return BYTES_PER_PIXEL_PER_CHANNEL[self.dtype] * self.nf
+        return round(BYTES_PER_PIXEL_PER_CHANNEL[self.dtype] * self.nf * self.memory_factor)
 
     def auto_tile(self, height: int, width: int) -> int:
         """The tile side used for an image: 0 (whole image) if it fits the budget."""
@@ -213,10 +221,10 @@ class Predictor:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def _run(self, batch: torch.Tensor) -> torch.Tensor:
+    def _run(self, batch: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
         batch = batch.to(self.device).contiguous(memory_format=self.memory_format)
         with self._autocast():
-            return self.model(batch).float()
+            return self.model(batch, *extra).float()
 
     @torch.inference_mode()
     def __call__(self, ldr: torch.Tensor) -> torch.Tensor:
@@ -231,9 +239,21 @@ class Predictor:
         return out[0] if single else out
 
     def _tiled(self, batch: torch.Tensor, tile: int) -> torch.Tensor:
-        return tiled_forward(
-            lambda x: self._run(x).cpu(), batch, tile, self.overlap, self.tile_batch
-        )
+        global_features = getattr(self.model, "global_features", None)
+        if global_features is None:
+            return tiled_forward(
+                lambda x: self._run(x).cpu(), batch, tile, self.overlap, self.tile_batch
+            )
+        with self._autocast():  # (B, nf, 1, 1), of the whole image, for each of its tiles
+            features = global_features(
+                batch.to(self.device).contiguous(memory_format=self.memory_format)
+            )
+        images = batch.shape[0]  # tiles come as (tiles * B, 3, h, w), tile by tile
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            return self._run(x, features.repeat(x.shape[0] // images, 1, 1, 1)).cpu()
+
+        return tiled_forward(run, batch, tile, self.overlap, self.tile_batch)
 
 
 def tiled_forward(

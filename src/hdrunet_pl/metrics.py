@@ -1,12 +1,16 @@
-"""The NTIRE 2021 HDR challenge's scores, functional and as torchmetrics ``Metric`` classes.
+"""HDR scores, functional and as torchmetrics ``Metric`` classes.
 
-Both take one non-linear HDR image at a time (the functional form) or a batch that is
-scored image by image and averaged per image (the classes), never pooled over pixels.
-Computation is in float64; predictions are clamped to >= 0, as in the 16-bit PNG
-submission format.
+The NTIRE 2021 challenge's PSNR-mu and PSNR-L, and the perceptual PU21-PSNR, PU21-SSIM and
+ColorVideoVDP (JOD) of ``cvvdp`` (see :mod:`hdrunet_pl.perceptual` for their luminance
+convention). Each takes one non-linear HDR image at a time (the functional form) or a batch
+that is scored image by image and averaged per image (the classes, synced across
+processes), never pooled over pixels. PSNR-mu and PSNR-L compute in float64; predictions
+are clamped to >= 0, as in the 16-bit PNG submission format.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torchmetrics import Metric
@@ -98,8 +102,7 @@ class _PerImageMean(Metric):
         )
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
-    @staticmethod
-    def score(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+    def score(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
@@ -128,3 +131,96 @@ class PSNRL(_PerImageMean):
     """Mean per-image :func:`psnr_l` (dB)."""
 
     score = staticmethod(psnr_l)
+
+
+def pu21_psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """PU21-PSNR (dB) of one non-linear HDR image (3, H, W): ``cvvdp``'s ``pu_psnr_y`` on
+    the luminance of both images shown as :mod:`hdrunet_pl.perceptual` states."""
+    from hdrunet_pl.perceptual import PerceptualScorer
+
+    return PerceptualScorer("pu21_psnr")(pred, target)
+
+
+def pu21_ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """PU21-SSIM (<= 1) of one non-linear HDR image (3, H, W): SSIM of the PU21-encoded
+    luminance (``cvvdp``'s ``ssim_metric``)."""
+    from hdrunet_pl.perceptual import PerceptualScorer
+
+    return PerceptualScorer("pu21_ssim")(pred, target)
+
+
+def cvvdp_jod(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """ColorVideoVDP (JOD, 10 = no visible difference) of one non-linear HDR image (3, H, W).
+    Loads the metric's tables each call: score many images with :class:`CVVDP`."""
+    from hdrunet_pl.perceptual import PerceptualScorer
+
+    return PerceptualScorer("cvvdp")(pred, target)
+
+
+class _PerceptualMean(_PerImageMean):
+    """Mean per-image score of one of ``cvvdp``'s metrics (built on first use, per device)."""
+
+    metric_name = ""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._scorer = None
+
+    def score(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        from hdrunet_pl.perceptual import PerceptualScorer
+
+        if self._scorer is None or self._scorer.device != pred.device:
+            self._scorer = PerceptualScorer(self.metric_name, pred.device)
+        return self._scorer(pred, target)
+
+
+class PU21PSNR(_PerceptualMean):
+    """Mean per-image :func:`pu21_psnr` (dB)."""
+
+    metric_name = "pu21_psnr"
+
+
+class PU21SSIM(_PerceptualMean):
+    """Mean per-image :func:`pu21_ssim`."""
+
+    metric_name = "pu21_ssim"
+
+
+class CVVDP(_PerceptualMean):
+    """Mean per-image :func:`cvvdp_jod` (JOD); slow on a CPU."""
+
+    metric_name = "cvvdp"
+
+
+METRICS: dict[str, type[_PerImageMean]] = {
+    "psnr_mu": PSNRMu,
+    "psnr_l": PSNRL,
+    "pu21_psnr": PU21PSNR,
+    "pu21_ssim": PU21SSIM,
+    "cvvdp": CVVDP,
+}
+"""Every score by name (as in ``hdrunet-eval metrics=[...]`` and ``model.val_metrics``)."""
+
+CHALLENGE_METRICS: tuple[str, ...] = ("psnr_mu", "psnr_l")
+"""The NTIRE 2021 scores: always computed by ``hdrunet-eval`` and in validation."""
+
+
+def check_metric_names(names: list[str] | tuple[str, ...], setting: str) -> list[str]:
+    """``names`` as a list, refused in one line if one is not in :data:`METRICS`."""
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        raise ValueError(
+            f"{setting}: unknown metric {unknown[0]!r}; choose from {', '.join(METRICS)}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def scorer(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """A function scoring one image pair (3, H, W) by metric ``name`` (reusing what it loads)."""
+    if name == "psnr_mu":
+        return psnr_mu
+    if name == "psnr_l":
+        return psnr_l
+    from hdrunet_pl.perceptual import PerceptualScorer
+
+    return PerceptualScorer(check_metric_names([name], "metric")[0])

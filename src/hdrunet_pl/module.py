@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -12,9 +12,8 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from hdrunet_pl.losses import HDRLoss
-from hdrunet_pl.metrics import PSNRL, PSNRMu
-from hdrunet_pl.models.checkpoints import CONFIG_KEY
-from hdrunet_pl.models.hdrunet import HDRUNet
+from hdrunet_pl.metrics import CHALLENGE_METRICS, METRICS, PSNRL, PSNRMu, check_metric_names
+from hdrunet_pl.models.checkpoints import CONFIG_KEY, Network
 from hdrunet_pl.reliability import NonFiniteError
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -30,7 +29,7 @@ class HDRUNetModule(L.LightningModule):
     """Trains ``net`` with ``loss``; validates with PSNR-mu and PSNR-L (per-image means).
 
     Args:
-        net: the network (``HDRUNet``).
+        net: the network (``HDRUNet``, or the ``ExpandNet`` baseline).
         loss: module ``loss(pred, target) -> scalar`` (default Tanh_L1).
         optimizer: ``params -> Optimizer`` (a Hydra ``_partial_``); default the paper's Adam.
         scheduler: ``optimizer -> LRScheduler`` stepped every iteration (e.g. MultiStepLR with
@@ -39,6 +38,9 @@ class HDRUNetModule(L.LightningModule):
         compile: ``torch.compile`` the network (compiled on the first step).
         skip_nonfinite: skip a batch whose loss or gradients are NaN/Inf (counted in
             ``train/skipped``) instead of stopping with :class:`NonFiniteError`.
+        val_metrics: more validation scores by name (``pu21_psnr``, ``pu21_ssim``,
+            ``cvvdp``; see :data:`hdrunet_pl.metrics.METRICS`), logged as ``val/<name>``
+            with their identity baseline ``val/<name>_identity``.
 
     Logged: ``train/loss``, ``val/psnr_mu``, ``val/psnr_l`` and, once, the LDR-identity
     baseline ``val/psnr_mu_identity`` and ``val/psnr_l_identity``. Every value is logged at
@@ -49,13 +51,14 @@ class HDRUNetModule(L.LightningModule):
 
     def __init__(
         self,
-        net: HDRUNet,
+        net: Network,
         loss: nn.Module | None = None,
         optimizer: OptimizerFactory = paper_optimizer,
         scheduler: SchedulerFactory | None = None,
         channels_last: bool = True,
         compile: bool = False,
         skip_nonfinite: bool = False,
+        val_metrics: Sequence[str] = (),
     ) -> None:
         super().__init__()
         self.net = net
@@ -73,6 +76,10 @@ class HDRUNetModule(L.LightningModule):
         self.val_psnr_l = PSNRL()
         self.identity_psnr_mu = PSNRMu()
         self.identity_psnr_l = PSNRL()
+        extra = check_metric_names(list(val_metrics), "model.val_metrics")
+        extra = [name for name in extra if name not in CHALLENGE_METRICS]
+        self.val_extra = nn.ModuleDict({name: METRICS[name]() for name in extra})
+        self.identity_extra = nn.ModuleDict({name: METRICS[name]() for name in extra})
         self._identity_logged = False
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
@@ -147,28 +154,40 @@ class HDRUNetModule(L.LightningModule):
         pred = self(ldr).float()
         self.val_psnr_mu.update(pred, hdr)
         self.val_psnr_l.update(pred, hdr)
+        for metric in self.val_extra.values():
+            metric.update(pred, hdr)
         if not self._identity_logged:
             self.identity_psnr_mu.update(ldr, hdr)
             self.identity_psnr_l.update(ldr, hdr)
+            for metric in self.identity_extra.values():
+                metric.update(ldr, hdr)
         return {"pred": pred.detach()}
 
     def on_validation_epoch_end(self) -> None:
         # torchmetrics objects: Lightning computes them (synced across processes) and resets
         self.log("val/psnr_mu", self.val_psnr_mu, prog_bar=True)
         self.log("val/psnr_l", self.val_psnr_l)
+        for name, metric in self.val_extra.items():
+            self.log(f"val/{name}", metric)
         self._log_step(self.global_step)
         if self.trainer.sanity_checking:
             self.identity_psnr_mu.reset()
             self.identity_psnr_l.reset()
+            for metric in self.identity_extra.values():
+                metric.reset()
             return
         # The LDR-identity baseline does not change: compute it on the first real pass only,
         # then keep logging the same value so that every validation row carries it.
         if not self._identity_logged:
-            self._identity = (self.identity_psnr_mu.compute(), self.identity_psnr_l.compute())
+            self._identity = {
+                "psnr_mu": self.identity_psnr_mu.compute(),
+                "psnr_l": self.identity_psnr_l.compute(),
+                **{name: m.compute() for name, m in self.identity_extra.items()},
+            }
             self._identity_logged = True
         # computed by torchmetrics, so already equal on every process: syncing is a no-op
-        self.log("val/psnr_mu_identity", self._identity[0], sync_dist=True)
-        self.log("val/psnr_l_identity", self._identity[1], sync_dist=True)
+        for name, value in self._identity.items():
+            self.log(f"val/{name}_identity", value, sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(self.net.parameters())

@@ -32,8 +32,13 @@ from omegaconf import DictConfig
 
 from hdrunet_pl.errors import CheckpointError, HDRUNetError
 from hdrunet_pl.io import atomic_path, remove_stale_temporaries
-from hdrunet_pl.models.checkpoints import CONFIG_KEY, config_from_record, read_checkpoint_file
-from hdrunet_pl.models.hdrunet import HDRUNetConfig
+from hdrunet_pl.models.checkpoints import (
+    CONFIG_KEY,
+    NetConfig,
+    config_from_record,
+    network_name,
+    read_checkpoint_file,
+)
 
 LAST_CHECKPOINT = "last.ckpt"
 
@@ -255,7 +260,7 @@ class ResumePoint:
     """What a training checkpoint to resume from holds: its step and network variant."""
 
     step: int
-    config: HDRUNetConfig
+    config: NetConfig
 
 
 def check_resume_checkpoint(path: str | Path) -> ResumePoint:
@@ -278,10 +283,11 @@ def check_resume_checkpoint(path: str | Path) -> ResumePoint:
     return ResumePoint(step, config)
 
 
-def check_resume_fits(point: ResumePoint, net_config: HDRUNetConfig, path: str | Path) -> None:
-    """Refuse to resume a checkpoint of another network variant than the configured one."""
+def check_resume_fits(point: ResumePoint, net_config: NetConfig, path: str | Path) -> None:
+    """Refuse to resume a checkpoint of another network (or variant) than the configured one."""
     if point.config != net_config:
         raise CheckpointError(
-            f"{path}: holds HDRUNet({point.config}), but this run configures "
-            f"HDRUNet({net_config}); resume with the overrides of the run that wrote it"
+            f"{path}: holds {network_name(point.config)}({point.config}), but this run "
+            f"configures {network_name(net_config)}({net_config}); resume with the overrides "
+            "of the run that wrote it"
         )

@@ -1,8 +1,10 @@
 """``hdrunet-report <sweep dir>``: the paper-style table of a Hydra multirun.
 
-Reads each job's overrides (``.hydra/overrides.yaml``) and final metrics (``metrics.json``,
-or the last validation in ``csv/metrics.csv`` for a job still running), and writes
-``report.md``, ``report.csv`` and ``report.png`` (PSNR-mu per variant) into the sweep
+Reads each job's overrides (``.hydra/overrides.yaml``), network (``config.yaml``: its
+parameters and multiply-accumulates for one 256x256 input, counted on the meta device) and
+final metrics (``metrics.json``, or the last validation in ``csv/metrics.csv`` for a job
+still running; PU21 and ColorVideoVDP scores from the CSV where a run logged them), and
+writes ``report.md``, ``report.csv`` and ``report.png`` (PSNR-mu per variant) into the sweep
 folder. Variants the sweep asked for but that have no folder yet are listed as missing.
 """
 
@@ -13,35 +15,58 @@ import csv
 import itertools
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from hdrunet_pl.errors import HDRUNetError
 from hdrunet_pl.io import atomic_path
 from hdrunet_pl.outputs import OutputFolder
-from hdrunet_pl.run_files import FAILED_FILE, METRICS_FILE
+from hdrunet_pl.run_files import CONFIG_FILE, FAILED_FILE, METRICS_FILE
+
+if TYPE_CHECKING:
+    from hdrunet_pl.models.checkpoints import NetConfig
 
 SCORES_NOTE = (
     "Validation scores as the NTIRE 2021 scoring program defines them, averaged per image: "
     "PSNR-mu after gamma 2.24, 99th-percentile normalisation and mu-law (5000) tonemapping; "
     "PSNR-L on the non-linear values normalised by the GT maximum (no gamma)."
 )
-COLUMNS = ("variant", "psnr_mu", "psnr_l", "identity_psnr_mu", "steps", "status", "run")
+SCORES = ("psnr_mu", "psnr_l", "identity_psnr_mu")
+"""Score columns of every report (as :class:`RunResult` fields)."""
+COST_SIZE = 256
+"""Side of the square input whose multiply-accumulates the report counts."""
+COST_NOTE = (
+    f"params: trainable parameters; GMAC: billions of multiply-accumulates for one "
+    f"{COST_SIZE}x{COST_SIZE} input (FLOPs counted by torch's FlopCounterMode, halved)."
+)
+OPTIONAL_METRICS = {
+    "pu21_psnr": ("val/pu21_psnr", "PU21-PSNR (dB)"),
+    "pu21_ssim": ("val/pu21_ssim", "PU21-SSIM"),
+    "cvvdp": ("val/cvvdp", "CVVDP (JOD)"),
+}
+"""Report column -> (logged validation metric, markdown header): shown when a run has it."""
+NETWORKS = {"hdrunet_pl.models.HDRUNet": None, "hdrunet_pl.models.ExpandNet": "expandnet"}
+"""``model.net._target_`` values the report counts, with the ``arch`` their configs record."""
 
 
 @dataclass
 class RunResult:
-    """One row of the table: a variant, its scores (dB) and where it stands."""
+    """One row of the table: a variant, its network's size, its scores (dB) and where it
+    stands. ``gmacs``: billions of multiply-accumulates for one 256x256 input."""
 
     variant: str
+    params: int | None = None
+    gmacs: float | None = None
     psnr_mu: float | None = None
     psnr_l: float | None = None
     identity_psnr_mu: float | None = None
     steps: int | None = None
     status: str = "missing"
     run: str = ""
+    extra: dict[str, float] = field(default_factory=dict)  # OPTIONAL_METRICS found
 
 
 def _split_sweep(value: str) -> list[str]:
@@ -85,13 +110,70 @@ def _last_csv_metrics(run_dir: Path) -> dict[str, float]:
     return found
 
 
-def read_run(run_dir: Path, keys: list[str]) -> RunResult:
-    """The result of one job folder, labelled by its values of the swept ``keys``."""
+def _variant(run_dir: Path, keys: list[str]) -> str:
+    """A job's label: its values of the swept ``keys`` (its folder name if it has none)."""
     overrides_file = run_dir / ".hydra" / "overrides.yaml"
     overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
     chosen = dict(str(o).partition("=")[::2] for o in overrides)
-    variant = " ".join(f"{k}={chosen[k]}" for k in keys if k in chosen) or run_dir.name
-    result = RunResult(variant=variant, run=run_dir.name)
+    return " ".join(f"{k}={chosen[k]}" for k in keys if k in chosen) or run_dir.name
+
+
+def recorded_network(run_dir: Path) -> NetConfig | None:
+    """The network configuration in a run's ``config.yaml`` (validated as a checkpoint's
+    record is), or None when there is none or it is not one this package builds."""
+    from hdrunet_pl.errors import CheckpointError
+    from hdrunet_pl.models.checkpoints import config_from_record
+
+    try:
+        net = yaml.safe_load((run_dir / CONFIG_FILE).read_text())["model"]["net"]
+        record = {k: v for k, v in net.items() if k != "_target_"}
+        arch = NETWORKS[net["_target_"]]
+    except (OSError, yaml.YAMLError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+        return None
+    if arch is not None:
+        record["arch"] = arch
+    try:
+        return config_from_record(record)
+    except CheckpointError:
+        return None
+
+
+def network_cost(config: NetConfig, size: int = COST_SIZE) -> tuple[int, float]:
+    """(trainable parameters, GMAC for one (1, 3, size, size) input) of the network that
+    ``config`` describes: ``FlopCounterMode``'s FLOPs / 2, on the meta device (no memory,
+    no computation)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from hdrunet_pl.models.blocks import num_parameters
+    from hdrunet_pl.models.checkpoints import build_network
+
+    with torch.device("meta"):
+        net = build_network(config)
+        ldr = torch.empty(1, 3, size, size)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(ldr)
+    return num_parameters(net), counter.get_total_flops() / 2 / 1e9
+
+
+def read_run(
+    run_dir: Path, keys: list[str], costs: dict[NetConfig, tuple[int, float]] | None = None
+) -> RunResult:
+    """The result of one job folder, labelled by its values of the swept ``keys``
+    (``costs``: network costs already counted, filled in as they are)."""
+    result = RunResult(variant=_variant(run_dir, keys), run=run_dir.name)
+    config = recorded_network(run_dir)
+    if config is not None:
+        costs = {} if costs is None else costs
+        if config not in costs:
+            costs[config] = network_cost(config)
+        result.params, result.gmacs = costs[config]
+    csv_metrics = _last_csv_metrics(run_dir)
+    result.extra = {
+        column: csv_metrics[logged]
+        for column, (logged, _) in OPTIONAL_METRICS.items()
+        if logged in csv_metrics
+    }
     metrics_file = run_dir / METRICS_FILE
     if (run_dir / FAILED_FILE).is_file():
         result.status = "failed: " + (run_dir / FAILED_FILE).read_text().strip()[:120]
@@ -109,7 +191,7 @@ def read_run(run_dir: Path, keys: list[str]) -> RunResult:
         result.identity_psnr_mu = metrics.get("psnr_mu_identity")
         result.steps, result.status = metrics.get("steps"), "done"
         return result
-    metrics = _last_csv_metrics(run_dir)
+    metrics = csv_metrics
     result.status = "running or stopped"
     result.psnr_mu, result.psnr_l = metrics.get("val/psnr_mu"), metrics.get("val/psnr_l")
     result.identity_psnr_mu = metrics.get("val/psnr_mu_identity")
@@ -135,8 +217,9 @@ def collect(sweep_dir: str | Path) -> list[RunResult]:
         )
     params = swept_values(sweep_dir)
     keys = list(params)
+    costs: dict[NetConfig, tuple[int, float]] = {}
     runs = [
-        read_run(d, keys)
+        read_run(d, keys, costs)
         for d in sorted(sweep_dir.iterdir(), key=_job_order)
         if d.is_dir() and (d / ".hydra").is_dir()
     ]
@@ -168,7 +251,7 @@ def load_curves(
                         steps.append(int(float(row["step"])))
                         values.append(float(row[metric]))
         if steps:
-            curves[read_run(run_dir, keys).variant] = (steps, values)
+            curves[_variant(run_dir, keys)] = (steps, values)
     return curves
 
 
@@ -178,14 +261,42 @@ def _fmt(value: float | int | None) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
+def _fmt_gmacs(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def optional_columns(runs: list[RunResult]) -> list[str]:
+    """The :data:`OPTIONAL_METRICS` columns that at least one run has, in their order."""
+    return [c for c in OPTIONAL_METRICS if any(c in r.extra for r in runs)]
+
+
 def markdown_table(runs: list[RunResult]) -> str:
     """The table in GitHub markdown."""
-    head = "| variant | PSNR-mu (dB) | PSNR-L (dB) | LDR identity PSNR-mu | steps | status |"
-    lines = [head, "|---|---:|---:|---:|---:|---|"]
+    extra = optional_columns(runs)
+    heads = [
+        "variant",
+        "params",
+        f"GMAC ({COST_SIZE}x{COST_SIZE})",
+        "PSNR-mu (dB)",
+        "PSNR-L (dB)",
+        "LDR identity PSNR-mu",
+        *(OPTIONAL_METRICS[c][1] for c in extra),
+        "steps",
+        "status",
+    ]
+    lines = ["| " + " | ".join(heads) + " |", "|---|" + "---:|" * (len(heads) - 2) + "---|"]
     for r in runs:
-        cells = [r.variant, _fmt(r.psnr_mu), _fmt(r.psnr_l), _fmt(r.identity_psnr_mu)]
+        cells = [
+            r.variant,
+            "-" if r.params is None else f"{r.params:,}",
+            _fmt_gmacs(r.gmacs),
+            _fmt(r.psnr_mu),
+            _fmt(r.psnr_l),
+            _fmt(r.identity_psnr_mu),
+            *(_fmt(r.extra.get(c)) for c in extra),
+        ]
         lines.append("| " + " | ".join([*cells, _fmt(r.steps), r.status]) + " |")
-    lines += ["", SCORES_NOTE]
+    lines += ["", SCORES_NOTE, COST_NOTE]
     return "\n".join(lines)
 
 
@@ -201,14 +312,23 @@ def write_report(sweep_dir: str | Path, runs: list[RunResult]) -> list[Path]:
     OutputFolder(sweep_dir, "hdrunet-report").claim([md, table, png])
     with atomic_path(md) as tmp:
         tmp.write_text(markdown_table(runs) + "\n")
+    extra = optional_columns(runs)
     with atomic_path(table) as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(COLUMNS)
+        writer.writerow(
+            ["variant", "params", "gmacs_256", *SCORES, *extra, "steps", "status", "run"]
+        )
         for r in runs:
             writer.writerow(
                 [
-                    _fmt(getattr(r, c)) if c not in ("variant", "status", "run") else getattr(r, c)
-                    for c in COLUMNS
+                    r.variant,
+                    _fmt(r.params),
+                    _fmt_gmacs(r.gmacs),
+                    *(_fmt(getattr(r, c)) for c in SCORES),
+                    *(_fmt(r.extra.get(c)) for c in extra),
+                    _fmt(r.steps),
+                    r.status,
+                    r.run,
                 ]
             )
     scored = [r for r in runs if r.psnr_mu is not None]

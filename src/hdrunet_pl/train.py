@@ -33,7 +33,7 @@ from hdrunet_pl.cli import DDP_OVERRIDES, DDP_RUN_DIR
 from hdrunet_pl.data.datasets import check_patch_size
 from hdrunet_pl.errors import HDRUNetError, one_line
 from hdrunet_pl.loggers import finish_loggers, instantiate_loggers
-from hdrunet_pl.models.checkpoints import load_model
+from hdrunet_pl.models.checkpoints import load_model, network_name
 from hdrunet_pl.reliability import (
     LAST_CHECKPOINT,
     LOCK_FILE,
@@ -172,14 +172,16 @@ def resume_path(cfg: DictConfig, output_dir: Path) -> str | None:
 
 
 def _load_initial_weights(model: L.LightningModule, path: str) -> None:
-    """Start training from the weights in ``path`` (this package's checkpoint or the public
-    HDRUNet ``.pth``); the network's variant must match the configured one."""
+    """Start training from the weights in ``path`` (this package's checkpoint, the public
+    HDRUNet or ExpandNet ``.pth``); the network and its variant must match the configured
+    one."""
     source = load_model(path)
     net = model.net
     if source.config != net.config:
         raise HDRUNetError(
-            f"init_weights={path}: holds HDRUNet({source.config}), but the configured "
-            f"network is HDRUNet({net.config}); choose the matching model/modulation/condition"
+            f"init_weights={path}: holds {network_name(source.config)}({source.config}), but "
+            f"the configured network is {network_name(net.config)}({net.config}); choose the "
+            "matching model/modulation/condition"
         )
     net.load_state_dict(source.state_dict())
 

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from hdrunet_pl.data.datamodule import HDRDataModule
 from hdrunet_pl.data.sampling import SampleKey, split_key
 from hdrunet_pl.data.walk import files_under
 from hdrunet_pl.errors import DatasetError, HDRUNetError
@@ -157,38 +156,3 @@ def split_pairs(pairs: list[NTIREPair], val_count: int) -> tuple[list[NTIREPair]
             "set data.val_count between 1 and the number of pairs - 1, or data.val_root"
         )
     return pairs[:-val_count], pairs[-val_count:]
-
-
-class NTIREDataModule(HDRDataModule):
-    """NTIRE pairs under ``root``: random patches for training, whole frames for validation.
-
-    Validation uses the pairs under ``val_root`` or, without one, the last ``val_count``
-    pairs of ``root`` (held out of training). Works on full frames and on sub-images made
-    by ``hdrunet-prepare crop``.
-    """
-
-    def __init__(
-        self,
-        root: str,
-        val_root: str | None = None,
-        val_count: int = 16,
-        patch_size: int = 160,
-        batch_size: int = 16,
-        num_workers: int = 2,
-        augment: bool = True,
-        seed: int = 0,
-    ) -> None:
-        pairs = find_ntire_pairs(root)
-        if val_root:
-            train_pairs, val_pairs = pairs, find_ntire_pairs(val_root)
-        else:
-            train_pairs, val_pairs = split_pairs(pairs, val_count)
-        super().__init__(
-            train_set=NTIREDataset(train_pairs, min_size=patch_size),
-            val_set=NTIREDataset(val_pairs),
-            patch_size=patch_size,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            augment=augment,
-            seed=seed,
-        )

@@ -1,4 +1,5 @@
-"""Loading HDRUNet weights: the public repository's state_dict and this project's checkpoints.
+"""Loading network weights: the public HDRUNet and ExpandNet state_dicts and this project's
+checkpoints (of either network).
 
 Every file is read with ``torch.load(weights_only=True)``: a checkpoint that would run code
 when unpickled is refused. Whatever the file holds is checked before a network is built: the
@@ -24,10 +25,17 @@ import torch
 
 from hdrunet_pl.errors import CheckpointError
 from hdrunet_pl.models.blocks import MODULATIONS
+from hdrunet_pl.models.expandnet import ARCH as EXPANDNET_ARCH
+from hdrunet_pl.models.expandnet import OUTPUTS, ExpandNet, ExpandNetConfig
 from hdrunet_pl.models.hdrunet import CONDITIONS, HDRUNet, HDRUNetConfig
 
+NetConfig = HDRUNetConfig | ExpandNetConfig
+"""The configuration of a network this package trains (its ``.config``)."""
+Network = HDRUNet | ExpandNet
+
 CONFIG_KEY = "hdrunet_config"
-"""Key under which this project's checkpoints store :class:`HDRUNetConfig` as a plain dict."""
+"""Key under which this project's checkpoints store the network's config as a plain dict:
+:class:`HDRUNetConfig` (no ``arch`` key) or :class:`ExpandNetConfig` (``arch: expandnet``)."""
 
 NET_PREFIX = "net."
 """Prefix of the network's parameters inside a Lightning checkpoint's ``state_dict``."""
@@ -57,6 +65,19 @@ _OFFICIAL_TO_OURS: tuple[tuple[str, str], ...] = (
     (r"SFT_shift_conv0\.", "shift.0."),
     (r"SFT_shift_conv1\.", "shift.2."),
 )
+
+# (published ExpandNet branch, our branch) and the published ``<layer>.0.`` (conv + SELU) or
+# ``<layer>.`` (a bare conv) names: layer i of a branch is our ``<branch>.<2 i>.``.
+_EXPANDNET_BRANCHES = {
+    "local_net": "local_branch",
+    "mid_net": "dilated_branch",
+    "glob_net": "global_branch.body",
+    "end_net": "fusion",
+}
+_EXPANDNET_KEY = re.compile(r"^(local_net|mid_net|glob_net|end_net)\.(\d+)\.(?:0\.)?(weight|bias)$")
+EXPANDNET_FIRST = "local_branch.0.weight"
+"""The first convolution of this package's :class:`ExpandNet` (its width and channels)."""
+PUBLISHED_EXPANDNET_FIRST = "local_net.0.0.weight"
 
 # File signatures of things people pass by mistake: (leading bytes, what the file is).
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
@@ -102,6 +123,38 @@ def is_own_state_dict(state_dict: Mapping[str, object]) -> bool:
     return "conv_first.weight" in state_dict and "hr_conv1.weight" in state_dict
 
 
+def published_expandnet_to_ours(key: str) -> str:
+    """Translate a parameter name of the published ExpandNet code to this package's name
+    (``glob_net.6.weight`` -> ``global_branch.body.12.weight``); others are kept."""
+    match = _EXPANDNET_KEY.match(key)
+    if match is None:
+        return key
+    branch, layer, kind = match.groups()
+    return f"{_EXPANDNET_BRANCHES[branch]}.{2 * int(layer)}.{kind}"
+
+
+def is_published_expandnet_state_dict(state_dict: Mapping[str, object]) -> bool:
+    """True when the keys follow the published ExpandNet code (``local_net``, ``glob_net``)."""
+    return PUBLISHED_EXPANDNET_FIRST in state_dict and "glob_net.0.0.weight" in state_dict
+
+
+def is_own_expandnet_state_dict(state_dict: Mapping[str, object]) -> bool:
+    """True when the keys are this package's :class:`ExpandNet` names (``local_branch``, ...)."""
+    return EXPANDNET_FIRST in state_dict and "global_branch.body.0.weight" in state_dict
+
+
+def network_name(config: NetConfig) -> str:
+    """``"HDRUNet"`` or ``"ExpandNet"``: the network ``config`` describes."""
+    return "ExpandNet" if isinstance(config, ExpandNetConfig) else "HDRUNet"
+
+
+def build_network(config: NetConfig) -> Network:
+    """The (freshly initialised) network that ``config`` describes."""
+    if isinstance(config, ExpandNetConfig):
+        return ExpandNet(nf=config.nf, output=config.output)
+    return HDRUNet(**asdict(config))
+
+
 def _one_line(text: str, limit: int = 100_000) -> str:
     """``text`` with control characters (newlines from crafted key names) escaped, shortened."""
     text = _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
@@ -126,8 +179,24 @@ def _width_and_channels(state_dict: Mapping[str, object]) -> tuple[int, int]:
     return int(weight.shape[0]), int(weight.shape[1])
 
 
-def _check_config_values(config: HDRUNetConfig) -> None:
-    """Raise :class:`CheckpointError` for values that no :class:`HDRUNet` accepts."""
+def _expandnet_width(state_dict: Mapping[str, object], key: str) -> int:
+    """nf read from ExpandNet's first convolution ``key``, a (nf, 3, 3, 3) tensor."""
+    weight = state_dict.get(key)
+    if not isinstance(weight, torch.Tensor):
+        raise CheckpointError(f"'{key}' is a {type(weight).__name__}, not a tensor")
+    if weight.ndim != 4 or tuple(weight.shape[1:]) != (3, 3, 3):
+        raise CheckpointError(f"'{key}' has shape {tuple(weight.shape)}, not (nf, 3, 3, 3)")
+    return int(weight.shape[0])
+
+
+def _check_config_values(config: NetConfig) -> None:
+    """Raise :class:`CheckpointError` for values that no network accepts."""
+    if isinstance(config, ExpandNetConfig):
+        if config.nf < 1:
+            raise CheckpointError(f"width nf={config.nf}; ExpandNet needs a width >= 1")
+        if config.output not in OUTPUTS:
+            raise CheckpointError(f"output={config.output!r}; must be one of {', '.join(OUTPUTS)}")
+        return
     if config.nf < 2 or config.nf % 2:
         raise CheckpointError(f"width nf={config.nf}; HDRUNet needs an even width >= 2")
     if config.in_ch < 1:
@@ -187,15 +256,26 @@ def config_from_state_dict(state_dict: Mapping[str, object]) -> tuple[HDRUNetCon
     return config, note
 
 
-def config_from_record(record: object) -> HDRUNetConfig:
+def config_from_record(record: object) -> NetConfig:
     """Validate the ``hdrunet_config`` dict of a checkpoint (keys, types, values).
 
-    Missing keys take :class:`HDRUNetConfig`'s defaults; unknown keys, values of the wrong
-    type (``bool`` is not an ``int``) and values no network accepts are refused.
+    A record with an ``arch`` key describes that network (``expandnet``: an
+    :class:`ExpandNetConfig`); one without describes an :class:`HDRUNet`. Missing keys take
+    the config's defaults; unknown keys, values of the wrong type (``bool`` is not an
+    ``int``) and values no network accepts are refused.
     """
     if not isinstance(record, Mapping):
         raise CheckpointError(f"'{CONFIG_KEY}' is a {type(record).__name__}, not a dict")
-    fields = {f.name: f for f in dataclasses.fields(HDRUNetConfig)}
+    cls: type[HDRUNetConfig] | type[ExpandNetConfig] = HDRUNetConfig
+    if "arch" in record:
+        arch = record["arch"]
+        if type(arch) is not str or arch != EXPANDNET_ARCH:
+            raise CheckpointError(
+                f"'{CONFIG_KEY}' arch={_one_line(repr(arch), 60)}: unknown network; "
+                f"known: {EXPANDNET_ARCH!r} (an HDRUNet record has no arch)"
+            )
+        cls = ExpandNetConfig
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(repr(k) for k in record if k not in fields)
     if unknown:
         raise CheckpointError(
@@ -208,7 +288,7 @@ def config_from_record(record: object) -> HDRUNetConfig:
                 f"'{CONFIG_KEY}' {name}={value!r:.60}: expected {expected.__name__}, "
                 f"got {type(value).__name__}"
             )
-    config = HDRUNetConfig(**record)
+    config = cls(**record)
     try:
         _check_config_values(config)
     except CheckpointError as err:
@@ -314,8 +394,14 @@ def _first_keys(mapping: Mapping[str, object]) -> str:
     return ", ".join(_one_line(k, 120) for k in list(mapping)[:5]) or "none"
 
 
-def _split(obj: object) -> tuple[dict[str, object], HDRUNetConfig | None, str]:
-    """(network state_dict, recorded config or None, what it is: public or hdrunet-pl names)."""
+PUBLIC_HDRUNET, OWN_HDRUNET = "public HDRUNet", "hdrunet-pl"
+PUBLISHED_EXPANDNET, OWN_EXPANDNET = "published ExpandNet", "hdrunet-pl ExpandNet"
+_EXPANDNET_LAYOUTS = (PUBLISHED_EXPANDNET, OWN_EXPANDNET)
+
+
+def _split(obj: object) -> tuple[dict[str, object], NetConfig | None, str, str]:
+    """(network state_dict, recorded config or None, its names' layout, what it is: the
+    layout and the container, e.g. ``hdrunet-pl Lightning checkpoint``)."""
     if isinstance(obj, torch.Tensor):
         raise CheckpointError("holds a single tensor, not a dict of tensors")
     if not isinstance(obj, Mapping):
@@ -332,20 +418,27 @@ def _split(obj: object) -> tuple[dict[str, object], HDRUNetConfig | None, str]:
         kind = "Lightning checkpoint"
     else:
         state, kind = top, "state_dict"
-    if NET_PREFIX + "conv_first.weight" in state:  # the LightningModule's names
+    if any(NET_PREFIX + k in state for k in ("conv_first.weight", EXPANDNET_FIRST)):
+        # the LightningModule's names
         state = {k[len(NET_PREFIX) :]: v for k, v in state.items() if k.startswith(NET_PREFIX)}
-    if is_official_state_dict(state):  # names translated by the caller
-        return state, config, "public HDRUNet " + kind
-    if is_own_state_dict(state):
-        return state, config, "hdrunet-pl " + kind
+    for layout, matches in (
+        (PUBLIC_HDRUNET, is_official_state_dict),  # names translated by the caller
+        (OWN_HDRUNET, is_own_state_dict),
+        (PUBLISHED_EXPANDNET, is_published_expandnet_state_dict),  # translated by the caller
+        (OWN_EXPANDNET, is_own_expandnet_state_dict),
+    ):
+        if matches(state):
+            return state, config, layout, f"{layout} {kind}"
     if kind == "state_dict":
         raise CheckpointError(
             "not an HDRUNet checkpoint: no 'conv_first.weight' nor 'state_dict' "
-            f"(first keys: {_first_keys(state)})"
+            f"(first keys: {_first_keys(state)}); not an ExpandNet one either (no "
+            f"'{EXPANDNET_FIRST}' nor '{PUBLISHED_EXPANDNET_FIRST}')"
         )
     raise CheckpointError(
         "not an HDRUNet checkpoint: its 'state_dict' has no 'net.conv_first.weight' nor "
-        f"'conv_first.weight' (first keys: {_first_keys(state)})"
+        f"'conv_first.weight' (first keys: {_first_keys(state)}); not an ExpandNet one "
+        f"either (no 'net.{EXPANDNET_FIRST}')"
     )
 
 
@@ -381,19 +474,20 @@ def _check_tensors(state: Mapping[str, object]) -> None:
         )
 
 
-def _expected_shapes(config: HDRUNetConfig) -> dict[str, tuple[int, ...]]:
-    """Parameter shapes of ``HDRUNet(config)``, from a network on the meta device (no memory)."""
+def _expected_shapes(config: NetConfig) -> dict[str, tuple[int, ...]]:
+    """Parameter shapes of the network ``config`` describes, from a network on the meta
+    device (no memory)."""
     with torch.device("meta"):
-        model = HDRUNet(**asdict(config))
+        model = build_network(config)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def _config_text(config: HDRUNetConfig) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in asdict(config).items())
+def _config_text(config: NetConfig) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in asdict(config).items() if k != "arch")
 
 
-def _check_fit(config: HDRUNetConfig, state: Mapping[str, torch.Tensor]) -> None:
-    """Raise unless ``state`` has exactly the keys and shapes of ``HDRUNet(config)``."""
+def _check_fit(config: NetConfig, state: Mapping[str, torch.Tensor]) -> None:
+    """Raise unless ``state`` has exactly the keys and shapes of the network of ``config``."""
     expected = _expected_shapes(config)
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -413,12 +507,30 @@ def _check_fit(config: HDRUNetConfig, state: Mapping[str, torch.Tensor]) -> None
     ]
     if problems:
         raise CheckpointError(
-            f"does not fit HDRUNet({_config_text(config)}); " + "; ".join(problems)
+            f"does not fit {network_name(config)}({_config_text(config)}); " + "; ".join(problems)
         )
 
 
-def _check_config_against_tensors(config: HDRUNetConfig, state: Mapping[str, object]) -> None:
-    """Cheap check that the recorded width and channels are those of ``conv_first.weight``."""
+def _check_config_against_tensors(
+    config: NetConfig, state: Mapping[str, object], layout: str
+) -> None:
+    """Cheap check that the recorded network, width and channels are those of the first
+    convolution's weight (before any network is built)."""
+    if isinstance(config, ExpandNetConfig) != (layout in _EXPANDNET_LAYOUTS):
+        names = "ExpandNet" if layout in _EXPANDNET_LAYOUTS else "HDRUNet"
+        raise CheckpointError(
+            f"'{CONFIG_KEY}' describes {network_name(config)} but the tensors have "
+            f"{names}'s names; refused"
+        )
+    if isinstance(config, ExpandNetConfig):
+        first = EXPANDNET_FIRST if layout == OWN_EXPANDNET else PUBLISHED_EXPANDNET_FIRST
+        nf = _expandnet_width(state, first)
+        if config.nf != nf:
+            raise CheckpointError(
+                f"'{CONFIG_KEY}' says nf={config.nf} but {first} has shape "
+                f"{tuple(state[first].shape)}; refused"  # type: ignore[union-attr]
+            )
+        return
     nf, in_ch = _width_and_channels(state)
     if (config.nf, config.in_ch) != (nf, in_ch):
         raise CheckpointError(
@@ -427,16 +539,37 @@ def _check_config_against_tensors(config: HDRUNetConfig, state: Mapping[str, obj
         )
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> HDRUNet:
-    """Build a ready :class:`HDRUNet` (in eval mode) from a weights file.
+def _inferred_config(state: Mapping[str, object], layout: str) -> tuple[NetConfig, str]:
+    """The configuration of a file without a record, from its names and shapes, and a note
+    on what they cannot tell (see :func:`config_from_state_dict`)."""
+    if layout == PUBLIC_HDRUNET:
+        return config_from_official(state), ""
+    if layout == OWN_HDRUNET:
+        return config_from_state_dict(state)
+    if layout == PUBLISHED_EXPANDNET:  # the published network ends in a sigmoid
+        nf = _expandnet_width(state, PUBLISHED_EXPANDNET_FIRST)
+        return ExpandNetConfig(nf=nf, output="sigmoid"), ""
+    default = ExpandNetConfig().output
+    note = (
+        "a plain ExpandNet state_dict does not record the output map "
+        f"({', '.join(map(repr, OUTPUTS))}: none has weights); assuming {default!r} "
+        "(save_model() files record it)"
+    )
+    return ExpandNetConfig(nf=_expandnet_width(state, EXPANDNET_FIRST)), note
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Network:
+    """Build a ready network (in eval mode) from a weights file.
 
     Accepts (a) the public HDRUNet repository's plain ``state_dict`` (its key names are
     translated; every tensor must be used), (b) a Lightning checkpoint written by this
-    package's training or :func:`save_model` (it records the variant: modulation, condition,
-    width) and (c) a plain ``state_dict`` of this package's :class:`HDRUNet` or of its
-    LightningModule (``net.`` names): the configuration is inferred from the keys and shapes,
-    and a :class:`UserWarning` says what could not be inferred (see
-    :func:`config_from_state_dict`).
+    package's training or :func:`save_model` (it records the network and its variant:
+    modulation, condition, width; or ExpandNet's width and output map), (c) a plain
+    ``state_dict`` of this package's :class:`HDRUNet` or :class:`ExpandNet` or of its
+    LightningModule (``net.`` names): the configuration is inferred from the keys and
+    shapes, and a :class:`UserWarning` says what could not be inferred (see
+    :func:`config_from_state_dict`), and (d) the published ExpandNet's plain ``state_dict``
+    (names translated; built with its ``sigmoid`` output).
 
     Raises:
         CheckpointError: one line: unreadable file (saying what it is), unknown layout, a bad
@@ -446,25 +579,25 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> HD
     obj = read_checkpoint_file(path)
     where = str(path)
     try:
-        state, config, kind = _split(obj)
+        state, config, layout, kind = _split(obj)
         where = f"{path} ({kind})"
         _check_tensors(state)
         note = ""
         if config is not None:
-            _check_config_against_tensors(config, state)
-        elif kind.startswith("public"):
-            config = config_from_official(state)
+            _check_config_against_tensors(config, state, layout)
         else:
-            config, note = config_from_state_dict(state)
-        if kind.startswith("public"):
+            config, note = _inferred_config(state, layout)
+        if layout == PUBLIC_HDRUNET:
             state = {official_to_ours(k): v for k, v in state.items()}
+        elif layout == PUBLISHED_EXPANDNET:
+            state = {published_expandnet_to_ours(k): v for k, v in state.items()}
         tensors: dict[str, torch.Tensor] = state  # type: ignore[assignment]
         _check_fit(config, tensors)  # before the real network is allocated
     except CheckpointError as err:
         raise CheckpointError(_one_line(f"{where}: {err}")) from None
     if note:
         warnings.warn(f"{path}: {note}", UserWarning, stacklevel=2)
-    model = HDRUNet(**asdict(config))
+    model = build_network(config)
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as err:  # not expected after _check_fit; kept to one line anyway
@@ -473,7 +606,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> HD
     return model.to(map_location).eval()
 
 
-def save_model(model: HDRUNet, path: str | Path) -> Path:
+def save_model(model: Network, path: str | Path) -> Path:
     """Save ``model`` as a minimal checkpoint that :func:`load_model` reads (weights + variant).
 
     Same layout as this package's Lightning checkpoints, without optimizer state; written
