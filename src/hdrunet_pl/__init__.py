@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from hdrunet_pl import resolvers as _resolvers  # noqa: F401  (config resolvers)
 from hdrunet_pl.errors import CheckpointError, HDRUNetError
+from hdrunet_pl.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from hdrunet_pl.models.checkpoints import load_model, save_model
@@ -36,11 +37,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'hdrunet_pl' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+from kornia.filters import gaussian_blur2d
 from torch import nn
 
 from hdrunet_pl.constants import GAMMA, NORM_PERCENTILE
@@ -59,8 +60,6 @@ class _KorniaGaussianBlur(nn.Module):
         self.sigma = float(sigma)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        from kornia.filters import gaussian_blur2d
-
         shape = image.shape
         flat = image.reshape(-1, 1, *shape[-2:])
         size = (self.kernel_size, self.kernel_size)

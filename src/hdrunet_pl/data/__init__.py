@@ -6,8 +6,9 @@ load Lightning (``from hdrunet_pl.data import NTIREDataset`` works as usual).
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from hdrunet_pl.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from hdrunet_pl.data.datamodule import HDRDataModule
@@ -65,12 +66,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:
