@@ -23,7 +23,7 @@ from hdrunet_pl.perceptual import (
     to_display,
 )
 
-from .support import run_tool
+from .support import CONF_DIR, run_tool
 
 CLI_COLUMNS = {"pu21_psnr": "PU21-PSNR-Y", "pu21_ssim": "SSIM", "cvvdp": "cvvdp"}
 
@@ -202,3 +202,25 @@ def test_validation_metrics_are_chosen_by_name():
     assert isinstance(module.val_extra["cvvdp"], CVVDP)
     with pytest.raises(ValueError, match=r"model\.val_metrics: unknown metric 'vmaf'"):
         HDRUNetModule(HDRUNet(nf=8), val_metrics=["vmaf"])
+
+
+def test_bad_inputs_get_one_line(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from hdrunet_pl.evaluate import run
+
+    result = run_tool(
+        "python",
+        ["-m", "hdrunet_pl.perceptual", "-t", str(tmp_path / "none.exr"), "-r", "x.exr", "-q"],
+        tmp_path,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "cvvdp: error: File" in result.stderr
+    ref = _reference(24, 28)
+    write_hdr_png(tmp_path / "gt" / "0000_gt.png", ref.permute(1, 2, 0).numpy())
+    write_hdr_png(tmp_path / "pred" / "0000.png", (ref * 0.9).permute(1, 2, 0).numpy())
+    overrides = [f"pred_dir={tmp_path / 'pred'}", f"gt_dir={tmp_path / 'gt'}"]
+    overrides += ["metrics=pu21_psnr", f"output={tmp_path / 'eval'}"]  # one name, not a list
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        scores = run(compose(config_name="eval", overrides=overrides))
+    assert list(scores[0].values) == ["psnr_mu", "psnr_l", "pu21_psnr"]

@@ -371,6 +371,8 @@ def run(cfg: DictConfig) -> list[ImageScore]:
     else:
         raise HDRUNetError("give ckpt= (with data=) or pred_dir= and gt_dir=")
     metrics = cfg.get("metrics")
+    if isinstance(metrics, str):  # metrics=cvvdp on the command line: one name
+        metrics = [metrics]
     metrics = DEFAULT_METRICS if metrics is None else list(metrics)
     scores = evaluate(samples, Path(cfg.output), cfg.get("side_by_side", "best_worst"), metrics)
     mean = means(scores)

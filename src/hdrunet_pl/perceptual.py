@@ -211,7 +211,11 @@ def main(argv: list[str] | None = None) -> int:
 
     register_metric(_ssim_class())  # offered as `-m ssim-metric`, like its PSNRs
     sys.argv = ["cvvdp", *(sys.argv[1:] if argv is None else argv)]
-    return run_cvvdp.main() or 0
+    try:
+        return run_cvvdp.main() or 0
+    except (OSError, ValueError, import_pycvvdp().vq_exception) as err:  # a bad file or option
+        print(f"cvvdp: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
