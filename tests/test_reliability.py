@@ -176,6 +176,7 @@ def test_sigkill_mid_epoch_then_ckpt_path_last_continues_step_for_step(
     assert learning_rates(killed_log) == expected_learning_rates(range(kill_at - 1))
 
 
+@pytest.mark.slow  # three two-process runs, ~60 s: `make test-slow`
 def test_ddp_run_killed_and_resumed_logs_the_same_losses(tmp_path):
     """Two processes (each with its share of every step, from the package's own sampler)
     killed with SIGKILL after step 5 and resumed from step 4 log the same losses at steps
