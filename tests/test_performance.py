@@ -1,14 +1,15 @@
 """Speed paths keep quality: bf16 vs fp32 inference and training; the benchmark runs."""
 
 import json
+from pathlib import Path
 
+import pytest
 import torch
 from hydra.utils import instantiate
 
 from hdrunet_pl import HDRUNet
 from hdrunet_pl.data import SyntheticHDRDataset
 from hdrunet_pl.inference import Predictor, bf16_supported
-from hdrunet_pl.runtime import keep_freed_memory
 
 from .support import FAST, compose_train, run_tool
 
@@ -76,8 +77,44 @@ def test_bf16_training_runs_bf16_kernels_and_follows_fp32(tmp_path):
     assert 0 < relative < 0.01, losses
 
 
-def test_allocator_tuning_takes_effect_on_linux():
-    assert keep_freed_memory() is True
+FAULTS_AFTER_REUSE = """
+import ctypes, resource
+from hdrunet_pl.runtime import keep_freed_memory, trim_heap
+
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+
+def faults_to_fill(n=2**31 + 2**27):  # 2.125 GiB, beyond any finite trim threshold (an int)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = libc.malloc(n)
+    ctypes.memset(block, 1, n)  # touches every page
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    libc.free(block)
+    return faults
+
+assert keep_freed_memory() is True
+faults_to_fill()
+kept = faults_to_fill()  # the freed block is reused
+trim_heap()  # returned to the system: the next one faults its pages in
+fresh = faults_to_fill()
+print(kept, fresh)
+assert fresh > 1000 and kept < fresh / 20, (kept, fresh)
+"""
+
+
+def test_freed_memory_is_reused_even_beyond_2_gib():
+    """keep_freed_memory(): a heap block larger than 2 GiB (a whole 1060x1900 frame's fp32
+    activations are 3.4 GB), freed and allocated again, is not page-faulted in again (a
+    finite trim threshold, at most 2 GiB, returned it to the system: every page faulted)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", FAULTS_AFTER_REUSE], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_bench_runs_and_writes_its_table(tmp_path):
@@ -114,8 +151,11 @@ def test_bench_runs_and_writes_its_table(tmp_path):
         ("inference", "package"),
         ("inference", "eager"),
     ]
+    peak = report["info"]["conv_peak_gflops"]  # the best of the start and the end of the run
+    assert peak > 0 and report["info"]["conv_train_peak_gflops"] > 0
     for row in report["rows"]:
-        assert row["seconds"] > 0 and row["gflops"] > 0 and row["share_of_peak"] > 0
+        assert row["seconds"] > 0 and row["gflops"] > 0
+        assert row["share_of_peak"] == pytest.approx(row["gflops"] / peak)
     assert 300e3 < report["info"]["macs_per_pixel"] < 400e3  # ~355 k MAC per pixel
     assert "speed-up vs eager" in result.stdout and "data wait" in result.stdout
     # each eager baseline ran alone, in a process of its own
@@ -141,6 +181,71 @@ def test_bench_times_every_metric():
     assert list(scoring["seconds"]) == list(METRICS)
     assert all(v > 0 for v in scoring["seconds"].values()) and scoring["size"] == [48, 64]
     info = {"device": "cpu", "threads": 1, "torch": "x", "macs_per_pixel": 1e5}
-    info |= {"conv_peak_dtype": "float32", "conv_peak_gflops": 1.0}
+    info |= {"conv_peak_dtype": "float32", "conv_peak_gflops": 1.0, "conv_train_peak_gflops": 1.0}
     table = format_table({"info": info, "rows": [], "metrics": scoring})
     assert "scoring one 48x64 pair (s, cpu): psnr_mu " in table and "| task |" not in table
+
+
+def test_memory_format_follows_the_trainer_precision():
+    """``channels_last="auto"`` (the default): channels_last weights and batches under 16-bit
+    precision, NCHW in fp32; ``True``/``False`` are kept whatever the precision."""
+    import lightning as L
+
+    from hdrunet_pl.module import HDRUNetModule
+
+    channels_last, nchw = torch.channels_last, torch.contiguous_format
+    for setting, precision, want in (
+        ("auto", "bf16-mixed", channels_last),
+        ("auto", "32-true", nchw),
+        (True, "32-true", channels_last),
+        (False, "bf16-mixed", nchw),
+    ):
+        module = HDRUNetModule(HDRUNet(nf=8), channels_last=setting)
+        module.trainer = L.Trainer(
+            precision=precision, accelerator="cpu", logger=False, enable_progress_bar=False
+        )
+        module.setup("fit")
+        conv = next(m for m in module.net.modules() if isinstance(m, torch.nn.Conv2d))
+        inputs: list[torch.Tensor] = []
+        hook = conv.register_forward_pre_hook(lambda _m, args, seen=inputs: seen.append(args[0]))
+        module(torch.rand(1, 3, 16, 16))
+        hook.remove()
+        assert conv.weight.is_contiguous(memory_format=want), (setting, precision)
+        assert len(inputs) == 1 and inputs[0].is_contiguous(memory_format=want)
+
+
+def test_bench_commands_cancels_start_up_and_runs_valid_commands(monkeypatch, tmp_path):
+    """``hdrunet-bench --tasks commands``: the per-step and per-frame costs are the
+    differences of two runs; the commands it runs compose as the tools would see them."""
+    from hydra import compose, initialize_config_dir
+
+    from hdrunet_pl import bench
+    from hdrunet_pl.models.checkpoints import load_model
+
+    from .support import CONF_DIR
+
+    calls: list[list[str]] = []
+
+    def fake_wall_seconds(command: list[str], cwd) -> float:
+        """A start-up of 7 s, then 0.5 s a step or 3 s a frame; checks the inputs exist."""
+        calls.append(command)
+        args = dict(a.split("=", 1) for a in command if "=" in a)
+        if "trainer.max_steps" in args:
+            return 7.0 + 0.5 * int(args["trainer.max_steps"])
+        assert isinstance(load_model(args["ckpt"]), HDRUNet)
+        return 5.0 + 3.0 * len(list(Path(args["input"]).glob("*_medium.png")))
+
+    monkeypatch.setattr(bench, "_wall_seconds", fake_wall_seconds)
+    out = bench.bench_commands(torch.device("cpu"), 4, 160, (10, 60), (48, 64), frames=3)
+    assert out["train_step"] == pytest.approx(0.5) and out["predict_frame"] == pytest.approx(3)
+    assert out["train_run_seconds"] == [12.0, 37.0] and out["predict_run_seconds"] == [8, 14]
+    train, predict = calls[1], calls[3]
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        overrides = [a for a in train if "=" in a and not a.startswith("hydra.")]
+        cfg = compose(config_name="train", overrides=overrides)
+        assert (cfg.data.batch_size, cfg.data.patch_size, cfg.trainer.max_steps) == (4, 160, 60)
+        assert cfg.trainer.limit_val_batches == 0 and cfg.validate_first is False
+        cfg = compose(config_name="predict", overrides=[a for a in predict if "=" in a])
+        assert cfg.device == "cpu" and cfg.input.endswith("many")
+    with pytest.raises(ValueError, match="frames >= 2"):
+        bench.bench_commands(torch.device("cpu"), 4, 160, (10, 60), (48, 64), frames=1)

@@ -3,6 +3,7 @@
 hdrunet-bench                       # CPU here, the GPU where there is one
 hdrunet-bench --compile             # also torch.compile the package's paths
 hdrunet-bench --json bench.json --repeats 5
+hdrunet-bench --tasks train commands    # also time hdrunet-train/-predict as commands
 
 With the same network (same initial weights):
 
@@ -17,7 +18,15 @@ the default allocator and threads, so that nothing of the package's run changes 
 
 Times are medians of the repeats after warm-up; ratios are to the eager baseline of the
 same run. GFLOP/s count 2 FLOPs per multiply-accumulate of the convolutions (training: 3x
-the forward pass); the peak is a bf16 3x3 convolution measured in the same run.
+the forward pass). The peaks are a 64->64 3x3 convolution in the precision the package
+picks (bf16 where it is fast, else fp32), the best of both memory formats and a few sizes:
+its forward pass (the "conv peak") and its forward+backward (the roofline of a training
+step). They are measured at the start and at the end of the run and the best is kept (a
+slow moment of a shared machine must not lower them).
+
+``--tasks commands`` runs ``hdrunet-train`` and ``hdrunet-predict`` themselves, each twice
+(10 and 60 steps; 1 and ``--frames`` frames), and divides the difference of the wall times:
+the cost of a step and of a frame as a user pays it, start-up cancelled.
 """
 
 from __future__ import annotations
@@ -126,23 +135,41 @@ def median_time(fn: Callable[[], object], device: torch.device, warmup: int, rep
     return statistics.median(times)
 
 
-def conv_peak_gflops(device: torch.device, dtype: torch.dtype, repeats: int = 5) -> float:
-    """Best throughput of a 64->64 3x3 convolution in ``dtype``, channels_last, over a few
-    input sizes (the machine's practical peak for this network's main operation)."""
-    conv = nn.Conv2d(64, 64, 3, padding=1).to(
-        device, dtype=dtype, memory_format=torch.channels_last
-    )
+def conv_peak_gflops(
+    device: torch.device, dtype: torch.dtype, repeats: int = 5, backward: bool = False
+) -> float:
+    """Best throughput of a 64->64 3x3 convolution in ``dtype``, over both memory formats
+    (NCHW, channels_last) and a few input sizes: the machine's practical peak for this
+    network's main operation.
+
+    ``backward=False``: the forward pass (2 FLOPs per multiply-accumulate). ``True``: a
+    training step of that convolution, forward and backward (input and weight gradients,
+    3x the forward FLOPs), which is the roofline of a training step."""
     best = 0.0
-    for shape in ((1, 64, 64, 64), (1, 64, 128, 128), (4, 64, 160, 160), (1, 64, 512, 512)):
-        x = torch.rand(shape, device=device, dtype=dtype).contiguous(
-            memory_format=torch.channels_last
-        )
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        conv = nn.Conv2d(64, 64, 3, padding=1).to(device, dtype=dtype, memory_format=memory_format)
+        for shape in ((1, 64, 64, 64), (1, 64, 128, 128), (4, 64, 160, 160), (1, 64, 512, 512)):
+            x = torch.rand(shape, device=device, dtype=dtype).contiguous(
+                memory_format=memory_format
+            )
+            flops = 2 * x.numel() * 64 * 9
 
-        def run(x: torch.Tensor = x) -> None:
-            with torch.no_grad():
-                conv(x)
+            if backward:
+                x.requires_grad_(True)
 
-        best = max(best, 2 * x.numel() * 64 * 9 / median_time(run, device, 3, repeats) / 1e9)
+                def run(x: torch.Tensor = x, conv: nn.Module = conv) -> None:
+                    conv.zero_grad(set_to_none=True)
+                    x.grad = None
+                    conv(x).sum().backward()
+
+                flops *= 3
+            else:
+
+                def run(x: torch.Tensor = x, conv: nn.Module = conv) -> None:
+                    with torch.no_grad():
+                        conv(x)
+
+            best = max(best, flops / median_time(run, device, 2, repeats) / 1e9)
     return best
 
 
@@ -318,6 +345,7 @@ def bench_train(
         "data_wait": statistics.median(timer.wait[warmup:]) if len(timer.wait) > warmup else 0.0,
         "memory": package_memory.peak_bytes,
         "precision": precision,
+        "layout": "channels_last" if module.memory_format == torch.channels_last else "NCHW",
         "compile_seconds": compile_seconds,
     }
     return package
@@ -424,6 +452,101 @@ def bench_folder(device: torch.device, size: tuple[int, int], frames: int, compi
     }
 
 
+def _tool(name: str) -> list[str]:
+    """The command line of a console script of this package, as installed beside Python."""
+    script = Path(sys.executable).parent / name
+    if script.exists():
+        return [str(script)]
+    module = {"hdrunet-train": "hdrunet_pl.train", "hdrunet-predict": "hdrunet_pl.predict"}
+    return [sys.executable, "-m", module[name]]
+
+
+def _wall_seconds(command: list[str], cwd: Path) -> float:
+    """Wall time of ``command`` run to completion in a new process (it must succeed)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HDRUNET_")}
+    env.setdefault("WANDB_MODE", "offline")
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env, check=False)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
+    return seconds
+
+
+def bench_commands(
+    device: torch.device,
+    batch_size: int,
+    patch: int,
+    steps: tuple[int, int],
+    size: tuple[int, int],
+    frames: int,
+) -> dict:
+    """``hdrunet-train`` and ``hdrunet-predict`` as a user runs them, start-up cancelled.
+
+    Training: two runs of ``hdrunet-train`` (default configuration: synthetic data, the
+    automatic precision and memory format, CSV logger, checkpoints) with ``steps[0]`` and
+    ``steps[1]`` steps at ``batch_size`` x ``patch``, no validation; a step costs the
+    difference of their wall times over the difference of their steps. Inference: two runs
+    of ``hdrunet-predict`` on folders of 1 and of ``frames`` 8-bit PNGs of ``size`` (an
+    untrained HDRUNet saved as a checkpoint); a frame costs the difference over
+    ``frames - 1``. Every run is a new process, timed from outside."""
+    import tempfile
+
+    from hdrunet_pl.io import write_ldr
+    from hdrunet_pl.models.checkpoints import save_model
+
+    if not steps[0] < steps[1] or frames < 2:
+        raise ValueError("need two step counts, the first smaller, and frames >= 2")
+    accelerator = "gpu" if device.type == "cuda" else "cpu"
+    out: dict = {"steps": list(steps), "frames": frames}
+    with tempfile.TemporaryDirectory(prefix="hdrunet-bench-") as tmp:
+        tmp_path = Path(tmp)
+        train = []
+        for n in steps:
+            train.append(
+                _wall_seconds(
+                    [
+                        *_tool("hdrunet-train"),
+                        f"data.batch_size={batch_size}",
+                        f"data.patch_size={patch}",
+                        f"trainer.max_steps={n}",
+                        f"trainer.accelerator={accelerator}",
+                        "+trainer.limit_val_batches=0",
+                        "validate_first=false",
+                        f"hydra.run.dir={tmp_path / f'train-{n}'}",
+                    ],
+                    tmp_path,
+                )
+            )
+        out["train_run_seconds"] = train
+        out["train_step"] = (train[1] - train[0]) / (steps[1] - steps[0])
+        torch.manual_seed(0)
+        ckpt = save_model(HDRUNet(), tmp_path / "hdrunet.ckpt")
+        gen = torch.Generator().manual_seed(0)
+        for i in range(frames):
+            image = torch.rand(*size, 3, generator=gen).numpy()
+            folders = ("many", "one") if i == 0 else ("many",)
+            for folder in folders:
+                write_ldr(tmp_path / folder / f"{i:04d}_medium.png", image)
+        predict = []
+        for folder in ("one", "many"):
+            predict.append(
+                _wall_seconds(
+                    [
+                        *_tool("hdrunet-predict"),
+                        f"ckpt={ckpt}",
+                        f"input={tmp_path / folder}",
+                        f"output={tmp_path / (folder + '-out')}",
+                        f"device={device}",
+                    ],
+                    tmp_path,
+                )
+            )
+        out["predict_run_seconds"] = predict
+        out["predict_frame"] = (predict[1] - predict[0]) / (frames - 1)
+    return out
+
+
 def bench_metrics(device: torch.device, size: tuple[int, int], repeats: int) -> dict:
     """Median seconds to score one (3, H, W) image pair by each metric of
     :data:`~hdrunet_pl.metrics.METRICS` on ``device`` (tables loaded once, untimed)."""
@@ -444,6 +567,7 @@ def run(args: argparse.Namespace) -> dict:
     torch.set_float32_matmul_precision("high")
     peak_dtype = torch.bfloat16 if bf16_supported(device) else torch.float32
     peak = conv_peak_gflops(device, peak_dtype)
+    train_peak = conv_peak_gflops(device, peak_dtype, backward=True)
     net = HDRUNet()
     macs_pixel = conv_macs(net, 64, 64) / (64 * 64)
     rows: list[Row] = []
@@ -451,6 +575,7 @@ def run(args: argparse.Namespace) -> dict:
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "threads": torch.get_num_threads(),
         "conv_peak_gflops": peak,
+        "conv_train_peak_gflops": train_peak,
         "conv_peak_dtype": str(peak_dtype).removeprefix("torch."),
         "macs_per_pixel": macs_pixel,
         "torch": torch.__version__,
@@ -474,15 +599,17 @@ def run(args: argparse.Namespace) -> dict:
         if args.compile:
             note += f"; compile {package['compile_seconds']:.0f} s"
         for path, result, extra in (
-            (f"package ({package['precision']}, channels_last)", package, note),
+            (f"package ({package['precision']}, {package['layout']})", package, note),
             ("eager fp32 NCHW", eager, ""),
         ):
             rows.append(_row(label, path, result, eager["seconds"], flops, peak, extra))
         phases = package["phases"]
         network = sum(phases[k] for k in ("forward", "backward", "optimizer"))
         phases["overhead"] = package["seconds"] - network - phases["check"]
-        phases["network_share_of_peak"] = flops / network / 1e9 / peak
+        phases["network_gflops"] = flops / network / 1e9
+        phases["step_gflops"] = flops / package["seconds"] / 1e9
         info["train_phases"] = phases
+        info["train_step_seconds"] = package["seconds"]
     if "infer" in args.tasks:
         eager = eager_in_fresh_process("infer", args)
         info["eager_infer_pid"] = eager["pid"]
@@ -501,7 +628,49 @@ def run(args: argparse.Namespace) -> dict:
         report["folder"] = bench_folder(device, tuple(args.size), args.frames, args.compile)
     if "metrics" in args.tasks:
         report["metrics"] = bench_metrics(device, tuple(args.size), args.repeats)
+    if "commands" in args.tasks:
+        commands = bench_commands(
+            device, args.batch_size, args.patch, tuple(args.steps), tuple(args.size), args.frames
+        )
+        train_flops = 3 * 2 * macs_pixel * args.batch_size * args.patch**2
+        frame_flops = 2 * macs_pixel * args.size[0] * args.size[1]
+        predictor = Predictor(HDRUNet(), device=str(device))  # as hdrunet-predict builds it
+        frame = torch.rand(3, *args.size)
+        network = median_time(lambda: predictor(frame), device, 1, 2)
+        commands |= {
+            "train_gflops": train_flops / commands["train_step"] / 1e9,
+            "predict_gflops": frame_flops / commands["predict_frame"] / 1e9,
+            "network_frame": network,
+            "predict_vs_network": network / commands["predict_frame"],
+        }
+        if "train_step_seconds" in info:
+            commands["train_vs_bench_step"] = commands["train_step"] / info["train_step_seconds"]
+        report["commands"] = commands
+    if rows or "commands" in report:
+        _final_peaks(report, rows, device, peak_dtype)
     return report
+
+
+def _final_peaks(report: dict, rows: list[Row], device: torch.device, dtype: torch.dtype) -> None:
+    """Measure the conv peaks again after the tasks and keep the best of both measurements
+    (a slow moment of a shared machine must not lower the peak), then fill in every share of
+    the peak from it."""
+    info = report["info"]
+    peak = max(info["conv_peak_gflops"], conv_peak_gflops(device, dtype))
+    train_peak = max(info["conv_train_peak_gflops"], conv_peak_gflops(device, dtype, backward=True))
+    info |= {"conv_peak_gflops": peak, "conv_train_peak_gflops": train_peak}
+    for row in rows:
+        row.share_of_peak = row.gflops / peak
+    report["rows"] = [asdict(r) for r in rows]
+    phases = info.get("train_phases")
+    if phases:
+        phases["network_share_of_peak"] = phases["network_gflops"] / peak
+        phases["step_share_of_train_peak"] = phases["step_gflops"] / train_peak
+    commands = report.get("commands")
+    if commands:
+        commands["train_share_of_peak"] = commands["train_gflops"] / peak
+        commands["train_share_of_train_peak"] = commands["train_gflops"] / train_peak
+        commands["predict_share_of_peak"] = commands["predict_gflops"] / peak
 
 
 def _row(task, path, result, baseline, flops, peak, note) -> Row:
@@ -523,7 +692,8 @@ def format_table(report: dict) -> str:
     lines = [
         f"device {info['device']} ({info['threads']} threads), torch {info['torch']}; "
         f"{info['macs_per_pixel'] / 1e3:.0f} k MAC/pixel; measured {info['conv_peak_dtype']} "
-        f"3x3 conv peak {info['conv_peak_gflops']:.0f} GFLOP/s",
+        f"3x3 conv peak {info['conv_peak_gflops']:.0f} GFLOP/s (forward; forward+backward "
+        f"{info['conv_train_peak_gflops']:.0f} GFLOP/s)",
     ]
     if report["rows"]:
         lines += [
@@ -548,7 +718,8 @@ def format_table(report: dict) -> str:
             f"{phases['network_share_of_peak']:.0%} of the conv peak), non-finite check "
             f"{phases['check']:.3f}, the rest of the Lightning step (hooks, logging) "
             f"{phases['overhead']:.3f}; rendering a batch {phases['render']:.3f} in one "
-            "process (done by the loader workers, ahead of the step)",
+            "process (done by the loader workers, ahead of the step); the whole step is "
+            f"{phases['step_share_of_train_peak']:.0%} of the forward+backward conv peak",
         ]
     folder = report.get("folder")
     if folder:
@@ -560,6 +731,22 @@ def format_table(report: dict) -> str:
             f"decode {folder['decode']:.3f}, network {folder['network']:.3f}, "
             f"encode 16-bit PNG pair {folder['encode']:.3f}; pipelined run {rate:.3f} "
             f"frames/s = {rate / alone:.0%} of the network alone ({alone:.3f} frames/s)",
+        ]
+    commands = report.get("commands")
+    if commands:
+        (short, long), frames = commands["steps"], commands["frames"]
+        versus = commands.get("train_vs_bench_step")
+        versus = f", {versus:.2f}x the benchmark's step" if versus else ""
+        lines += [
+            "",
+            f"hdrunet-train as run ({long} minus {short} steps): {commands['train_step']:.3f} s "
+            f"per step = {commands['train_share_of_peak']:.0%} of the conv peak, "
+            f"{commands['train_share_of_train_peak']:.0%} of the forward+backward peak{versus}",
+            f"hdrunet-predict as run ({frames} minus 1 frames): "
+            f"{commands['predict_frame']:.3f} s per frame = "
+            f"{commands['predict_share_of_peak']:.0%} of the conv peak; frames/s "
+            f"{commands['predict_vs_network']:.0%} of the network alone "
+            f"({commands['network_frame']:.3f} s per frame)",
         ]
     metrics = report.get("metrics")
     if metrics:
@@ -580,14 +767,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--tasks",
         nargs="+",
         default=["train", "infer", "folder"],
-        choices=["train", "infer", "folder", "metrics"],
+        choices=["train", "infer", "folder", "metrics", "commands"],
         help="what to measure: the training step, inference on one frame, hdrunet-predict "
         "on a folder of frames (decode, network, encode and the pipelined whole), the "
         "seconds to score one frame by each metric (not by default: ColorVideoVDP is slow "
-        "on a CPU)",
+        "on a CPU), hdrunet-train and hdrunet-predict run as commands with start-up "
+        "cancelled (not by default: minutes on a CPU; see --steps and --frames)",
     )
     parser.add_argument(
-        "--frames", type=int, default=4, help="frames in the folder of the `folder` task"
+        "--steps",
+        type=int,
+        nargs=2,
+        default=[10, 60],
+        metavar=("SHORT", "LONG"),
+        help="steps of the two hdrunet-train runs of the `commands` task",
+    )
+    parser.add_argument(
+        "--frames",
+        type=int,
+        default=4,
+        help="frames in the folder of the `folder` task and of the longer hdrunet-predict run "
+        "of the `commands` task",
     )
     parser.add_argument(
         "--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1"

@@ -29,8 +29,10 @@ RECEPTIVE_RADIUS = 96
 BLEND = 32
 """Width of the linear cross-fade between neighbouring tiles."""
 DEFAULT_OVERLAP = 2 * RECEPTIVE_RADIUS + BLEND
-BYTES_PER_PIXEL_PER_CHANNEL = {torch.float32: 28, torch.bfloat16: 16, torch.float16: 16}
-"""Peak inference memory per pixel and feature channel (measured on CPU with nf 64)."""
+BYTES_PER_PIXEL_PER_CHANNEL = {torch.float32: 38, torch.bfloat16: 20, torch.float16: 20}
+"""Peak inference memory per pixel and feature channel, measured on CPU (channels_last,
+nf 64, a 1060x1900 frame whole): fp32 4.64 GB above the process's start (first frame and
+steady state alike), bf16 2.6 GB (AVX-512 bf16 machines); a GPU needs less."""
 MEMORY_VS_HDRUNET = {"expandnet": 1.35}
 """Peak inference memory of a network (by its config's ``arch``) relative to HDRUNet's at
 the same nf (ExpandNet: 1.2-1.35x, measured on CPU in fp32 at 0.25 and 1 megapixel)."""
@@ -171,7 +173,7 @@ class Predictor:
         precision: str | int = "auto",
         tile: int | None = None,
         overlap: int = DEFAULT_OVERLAP,
-        memory_gb: float = 2.25,
+        memory_gb: float = 5.0,
         tile_batch: int = 1,
         compile: bool = False,
     ) -> None:

@@ -18,13 +18,19 @@ import sys
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
-TRIM_THRESHOLD = 2**31 - 1
-"""Free memory at the top of the heap kept before it is returned to the system (bytes)."""
+NEVER_TRIM = -1
+"""``M_TRIM_THRESHOLD`` value that keeps all freed memory (``man mallopt``). A finite
+threshold is an ``int`` (at most 2 GiB): the activations of a whole 1060x1900 frame in fp32
+(3.4 GB) went beyond it, and each frame page-faulted its top gigabytes in again (sys time
+4.7-8.2 s of a 14-18 s frame, measured; none with tiles under 2 GiB)."""
 DISABLE_ENV = "HDRUNET_KEEP_FREED_MEMORY"
 
 
 def keep_freed_memory() -> bool:
     """Tune glibc malloc for large, repeated tensor allocations; True if it took effect.
+
+    Large blocks come from the heap (not ``mmap``) and freed memory is kept for reuse (the
+    process keeps its peak size; :func:`trim_heap` returns it on request).
 
     No effect (False) off Linux/glibc or when ``HDRUNET_KEEP_FREED_MEMORY=0``.
     """
@@ -36,7 +42,7 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, NEVER_TRIM))
 
 
 def restore_malloc_defaults() -> None:
