@@ -106,7 +106,7 @@ assert fresh > 1000 and kept < fresh / 20, (kept, fresh)
 
 def test_freed_memory_is_reused_even_beyond_2_gib():
     """keep_freed_memory(): a heap block larger than 2 GiB (a whole 1060x1900 frame's fp32
-    activations are 3.4 GB), freed and allocated again, is not page-faulted in again (a
+    activations are 4.6 GB), freed and allocated again, is not page-faulted in again (a
     finite trim threshold, at most 2 GiB, returned it to the system: every page faulted)."""
     import subprocess
     import sys

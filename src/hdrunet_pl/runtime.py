@@ -21,7 +21,7 @@ M_MMAP_MAX = -4
 NEVER_TRIM = -1
 """``M_TRIM_THRESHOLD`` value that keeps all freed memory (``man mallopt``). A finite
 threshold is an ``int`` (at most 2 GiB): the activations of a whole 1060x1900 frame in fp32
-(3.4 GB) went beyond it, and each frame page-faulted its top gigabytes in again (sys time
+(4.6 GB) went beyond it, and each frame page-faulted its top gigabytes in again (sys time
 4.7-8.2 s of a 14-18 s frame, measured; none with tiles under 2 GiB)."""
 DISABLE_ENV = "HDRUNET_KEEP_FREED_MEMORY"
 
