@@ -239,6 +239,12 @@ def eager_infer_seconds(
     return {"seconds": seconds, "memory": memory.peak_bytes}
 
 
+def _clean_env() -> dict[str, str]:
+    """This process's environment without the package's own settings (``HDRUNET_*``), for
+    the processes the benchmark starts: they run with the defaults a user gets."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("HDRUNET_")}
+
+
 def eager_in_fresh_process(task: str, args: argparse.Namespace) -> dict:
     """The eager baseline of ``task`` run by ``python -m hdrunet_pl.bench --eager-only`` in a
     new process: nothing of the package's run (allocator settings, threads, a memory
@@ -262,8 +268,7 @@ def eager_in_fresh_process(task: str, args: argparse.Namespace) -> dict:
         "--repeats",
         str(args.repeats),
     ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HDRUNET_")}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    done = subprocess.run(command, capture_output=True, text=True, env=_clean_env(), check=False)
     if done.returncode != 0:
         raise RuntimeError(f"the eager {task} baseline failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -467,7 +472,7 @@ def _tool(name: str) -> list[str]:
 
 def _wall_seconds(command: list[str], cwd: Path) -> float:
     """Wall time of ``command`` run to completion in a new process (it must succeed)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HDRUNET_")}
+    env = _clean_env()
     env.setdefault("WANDB_MODE", "offline")
     start = time.perf_counter()
     done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env, check=False)
