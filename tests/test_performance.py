@@ -247,5 +247,9 @@ def test_bench_commands_cancels_start_up_and_runs_valid_commands(monkeypatch, tm
         assert cfg.trainer.limit_val_batches == 0 and cfg.validate_first is False
         cfg = compose(config_name="predict", overrides=[a for a in predict if "=" in a])
         assert cfg.device == "cpu" and cfg.input.endswith("many")
+    for wrong in (["--frames", "1"], ["--steps", "60", "10"]):  # refused before any timing
+        with pytest.raises(SystemExit) as refused:
+            bench.main(["--tasks", "commands", *wrong])
+        assert refused.value.code == 2
     with pytest.raises(ValueError, match="frames >= 2"):
         bench.bench_commands(torch.device("cpu"), 4, 160, (10, 60), (48, 64), frames=1)

@@ -849,6 +849,8 @@ def main(argv: list[str] | None = None) -> int:
     install_filters()
     parser = build_parser()
     args = parser.parse_args(argv)
+    if "commands" in args.tasks and not (0 < args.steps[0] < args.steps[1] and args.frames >= 2):
+        parser.error("--tasks commands needs 0 < SHORT < LONG steps and --frames >= 2")
     if args.eager_only:
         device = resolve_device(args.device)
         if args.eager_only == "train":
