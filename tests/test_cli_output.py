@@ -122,14 +122,18 @@ def _progress_bar(callbacks: str):
 
 def test_tqdm_bar_counts_steps_of_the_run(capsys):
     bar = _progress_bar("default")
-    trainer = bar.trainer
-    bar.on_train_start(trainer, None)
-    bar.on_train_epoch_start(trainer, None)
+    trainer = bar.trainer  # resumed at step 120 in the middle of an epoch: Lightning calls
+    bar.on_train_start(trainer, None)  # on_train_start but not on_train_epoch_start
     tqdm_bar = bar.train_progress_bar
     assert tqdm_bar.desc.startswith("step") and (tqdm_bar.n, tqdm_bar.total) == (120, 1200)
+    assert tqdm_bar.format_dict["initial"] == 120  # rate and ETA: this session's steps only
     trainer.global_step = 130
     bar.on_train_batch_end(trainer, None, None, None, 9)
     assert tqdm_bar.n == 130
+    trainer.current_epoch, trainer.global_step = 1, 140
+    bar.on_train_epoch_start(trainer, None)  # a new epoch goes on counting the run's steps
+    assert bar.train_progress_bar is tqdm_bar and (tqdm_bar.n, tqdm_bar.total) == (130, 1200)
+    assert tqdm_bar.format_dict["initial"] == 120
     bar.train_progress_bar.close()
     assert "Epoch" not in capsys.readouterr().out
 

@@ -19,13 +19,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hdrunet_pl import io
-from hdrunet_pl.errors import HDRUNetError, ImageFileError
+from hdrunet_pl.errors import CheckpointError, HDRUNetError, ImageFileError
 from hdrunet_pl.loggers import keep_previous_csv, previous_wandb_run_id
 from hdrunet_pl.reliability import (
     AtomicCheckpointIO,
     NonFiniteError,
     check_output_dir,
     check_resume_checkpoint,
+    check_resume_schedule,
 )
 
 from .helpers import NaNGradientAt
@@ -174,6 +175,31 @@ def test_sigkill_mid_epoch_then_ckpt_path_last_continues_step_for_step(
     assert sorted(killed_losses) == list(range(1, kill_at))  # step kill_at died unsaved
     assert killed_losses == {step: reference_losses[step] for step in killed_losses}
     assert learning_rates(killed_log) == expected_learning_rates(range(kill_at - 1))
+
+
+def test_resume_refuses_optimizer_or_schedule_settings_it_would_ignore(reference, tmp_path):
+    """The checkpoint's Adam settings and MultiStepLR state are restored over whatever a
+    resumed run configures, so a changed learning rate or milestone is refused, not lost."""
+    last = reference / "checkpoints" / "last.ckpt"
+    point = check_resume_checkpoint(last)
+    assert point.optimizer["lr"] == LR and point.scheduler["gamma"] == 0.5
+    same = {"lr": LR, "betas": [0.9, 0.99]}
+    check_resume_schedule(point, same, {"milestones": [MILESTONE], "gamma": 0.5}, last)
+    with pytest.raises(CheckpointError) as raised:
+        check_resume_schedule(point, same | {"lr": 1e-3}, {"milestones": [5, 12]}, last)
+    message = str(raised.value)
+    assert "model.optimizer.lr=0.001 (checkpoint: 0.0002)" in message
+    assert f"model.scheduler.milestones=[5, 12] (checkpoint: [{MILESTONE}])" in message
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir)
+    before = load(run_dir / "checkpoints" / "last.ckpt")["global_step"]
+    refused = train_process(
+        run_dir, "trainer.max_steps=20", "model.scheduler.milestones=[16]", "ckpt_path=last"
+    )
+    assert refused.returncode != 0
+    assert "model.scheduler.milestones=[16] (checkpoint: [11])" in refused.stderr
+    assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == before
 
 
 @pytest.mark.slow  # three two-process runs, ~60 s: `make test-slow`

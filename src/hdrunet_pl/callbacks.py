@@ -131,16 +131,19 @@ class StepTQDMProgressBar(TQDMProgressBar):
             return STEP_DESCRIPTION
         return super().train_description
 
+    def on_train_start(self, trainer: L.Trainer, *args: Any) -> None:
+        super().on_train_start(trainer, *args)
+        if counts_steps(trainer):
+            # One bar for the whole run, set up here: Lightning does not call
+            # on_train_epoch_start when a run resumes in the middle of an epoch.
+            bar = self.train_progress_bar
+            bar.reset(total=self.total_train_batches)
+            bar.initial = trainer.global_step  # rate and ETA count this session's steps
+            _set_n(bar, trainer.global_step)
+
     def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
         if not counts_steps(trainer):
             super().on_train_epoch_start(trainer, *args)
-            return
-        if self._leave:
-            self.train_progress_bar = self.init_train_tqdm()
-        bar = self.train_progress_bar
-        bar.reset(total=self.total_train_batches)
-        bar.initial = trainer.global_step  # rate and ETA count this session's steps
-        _set_n(bar, trainer.global_step)
 
     def on_train_batch_end(
         self,

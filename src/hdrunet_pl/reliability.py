@@ -16,8 +16,9 @@ import os
 import shutil
 import signal
 import sys
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from hdrunet_pl.errors import CheckpointError, HDRUNetError
 from hdrunet_pl.io import atomic_path, remove_stale_temporaries
@@ -261,6 +262,10 @@ class ResumePoint:
 
     step: int
     config: NetConfig
+    optimizer: dict[str, Any] = field(default_factory=dict)
+    """The optimizer's settings as saved (first parameter group; ``lr`` is the initial one)."""
+    scheduler: dict[str, Any] = field(default_factory=dict)
+    """The learning-rate scheduler's saved state (empty without a scheduler)."""
 
 
 def check_resume_checkpoint(path: str | Path) -> ResumePoint:
@@ -280,7 +285,54 @@ def check_resume_checkpoint(path: str | Path) -> ResumePoint:
         config = config_from_record(state[CONFIG_KEY])
     except CheckpointError as err:
         raise CheckpointError(f"{path}: {err}") from None
-    return ResumePoint(step, config)
+    groups = [g for o in state.get("optimizer_states") or [] for g in o.get("param_groups", [])]
+    optimizer = {k: v for k, v in groups[0].items() if k != "params"} if groups else {}
+    if "initial_lr" in optimizer:  # lr itself is where the schedule has brought it
+        optimizer["lr"] = optimizer.pop("initial_lr")
+    schedulers = state.get("lr_schedulers") or [{}]
+    return ResumePoint(step, config, optimizer, dict(schedulers[0]))
+
+
+def _comparable(value: Any) -> Any:
+    if isinstance(value, Counter):  # MultiStepLR keeps its milestones as a Counter
+        return sorted(value.elements())
+    if isinstance(value, (list, tuple)):
+        return [_comparable(v) for v in value]
+    if isinstance(value, float):
+        return round(value, 12)
+    return value
+
+
+def check_resume_schedule(
+    point: ResumePoint,
+    optimizer_cfg: DictConfig | dict | None,
+    scheduler_cfg: DictConfig | dict | None,
+    path: str | Path,
+) -> None:
+    """Refuse to resume with optimizer or scheduler settings other than the checkpoint's.
+
+    A resumed run continues with the optimizer and schedule saved in the checkpoint
+    (learning rate, betas, milestones, gamma): changed settings would be ignored silently.
+    """
+    changed = []
+    for group, configured, saved in (
+        ("optimizer", optimizer_cfg, point.optimizer),
+        ("scheduler", scheduler_cfg, point.scheduler),
+    ):
+        if isinstance(configured, DictConfig):
+            configured = OmegaConf.to_container(configured, resolve=True)
+        for key, value in (configured or {}).items():
+            if key.startswith("_") or key not in saved:
+                continue
+            if _comparable(value) != _comparable(saved[key]):
+                was = _comparable(saved[key])
+                changed.append(f"model.{group}.{key}={_comparable(value)} (checkpoint: {was})")
+    if changed:
+        raise CheckpointError(
+            f"{path}: a resumed run keeps the checkpoint's optimizer and schedule, but this "
+            f"run configures {', '.join(changed)}; resume without these overrides, or start "
+            f"a new run from its weights with init_weights={path}"
+        )
 
 
 def check_resume_fits(point: ResumePoint, net_config: NetConfig, path: str | Path) -> None:

@@ -41,6 +41,7 @@ from hdrunet_pl.reliability import (
     check_output_dir,
     check_resume_checkpoint,
     check_resume_fits,
+    check_resume_schedule,
     run_folder_lock,
 )
 from hdrunet_pl.resolvers import dirname
@@ -238,6 +239,10 @@ def train(cfg: DictConfig) -> TrainSummary:
     model: L.LightningModule = _build(cfg.model, "model")
     if resume_point is not None:
         check_resume_fits(resume_point, model.net.config, ckpt_path)
+        model_cfg = cfg.model
+        check_resume_schedule(
+            resume_point, model_cfg.get("optimizer"), model_cfg.get("scheduler"), ckpt_path
+        )
     elif cfg.get("init_weights"):
         _load_initial_weights(model, cfg.init_weights)
     callbacks = [_build(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c]
