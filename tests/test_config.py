@@ -21,10 +21,12 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from hdrunet_pl.callbacks import ImagePreview, StepRichProgressBar, StepTQDMProgressBar
 from hdrunet_pl.camera import CameraModel
+from hdrunet_pl.errors import HDRUNetError
 from hdrunet_pl.inference import DEFAULT_OVERLAP, resolve_device, resolve_dtype
 from hdrunet_pl.io import write_radiance
 from hdrunet_pl.predict import make_predictor
 from hdrunet_pl.reliability import AtomicCheckpointIO, LastCheckpoint, Preemption
+from hdrunet_pl.validation import check_groups_apply
 
 from .support import CONF_DIR, REPO, compose_train
 
@@ -110,8 +112,16 @@ def test_model_ablations_set_the_modules():
         "base_condition": (True, False),
     }
     for option, (cond, weight) in expected.items():
-        net = compose_train([f"model={option}"], with_hydra=True).model.net
+        cfg = compose_train([f"model={option}"], with_hydra=True)
+        net = cfg.model.net
         assert (net.use_condition, net.use_weighting) == (cond, weight), option
+        for choice in ("modulation=channel", "condition=gradient", "+modulation=none"):
+            if cond:  # the condition network reads hdrunet.modulation / hdrunet.condition
+                check_groups_apply(cfg, [choice], option)
+            else:  # nothing reads them: the run would repeat another under a new name
+                with pytest.raises(HDRUNetError, match=re.escape(f"{choice} does not apply to model=")):
+                    check_groups_apply(cfg, [choice], option)
+        check_groups_apply(cfg, ["loss=l1", "data.modulation=x"], option)  # other settings
 
 
 def test_configs_ship_inside_the_package():
@@ -317,6 +327,7 @@ def test_every_ablation_sweep_expands_to_the_papers_jobs_and_each_job_composes()
             assert cfg.data.patch_size == patch and (group == "patch" or patch == 160)
             assert cfg.model.loss.name == (choices.loss if group == "loss" else "tanh_l1")
             assert cfg.model.net.modulation == choices.modulation
+            check_groups_apply(cfg, job, choices.model)  # no paper job is refused
             assert cfg.model.net.condition == choices.condition
             if group == "model":
                 assert cfg.model.net.use_condition == ("condition" in job[0] or "full" in job[0])

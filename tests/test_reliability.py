@@ -396,8 +396,12 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path):
         (["ckpt_path=/nonexistent.ckpt"], "no such checkpoint to resume from"),
         (["ckpt_path=last"], "ckpt_path=last: no "),
         (["paths.min_free_gb=1e9"], "below paths.min_free_gb=1000000000.0"),
+        (
+            ["model=expandnet", "modulation=channel"],
+            "modulation=channel does not apply to model=expandnet",
+        ),
     ],
-    ids=["patch", "loss", "root", "ckpt", "last", "disk-full"],
+    ids=["patch", "loss", "root", "ckpt", "last", "disk-full", "ignored-group"],
 )
 def test_bad_input_is_a_one_line_error_before_training(tmp_path, overrides, message):
     run_dir = tmp_path / "run"

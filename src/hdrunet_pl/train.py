@@ -47,7 +47,12 @@ from hdrunet_pl.reliability import (
 from hdrunet_pl.resolvers import dirname
 from hdrunet_pl.run_files import CONFIG_FILE, FAILED_FILE, METRICS_FILE
 from hdrunet_pl.runtime import keep_freed_memory
-from hdrunet_pl.validation import TRAIN_RULES, check_required, check_settings
+from hdrunet_pl.validation import (
+    TRAIN_RULES,
+    check_groups_apply,
+    check_required,
+    check_settings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +218,10 @@ def train(cfg: DictConfig) -> TrainSummary:
     """
     check_required(cfg)
     check_settings(cfg, TRAIN_RULES)
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        model_choice = hydra_cfg.runtime.choices.get("model")
+        check_groups_apply(cfg, list(hydra_cfg.overrides.task), model_choice)
     output_dir = Path(cfg.paths.output_dir)
     if os.environ.get("LOCAL_RANK", "0") == "0":
         check_output_dir(output_dir, cfg.paths.get("min_free_gb", 1.0))

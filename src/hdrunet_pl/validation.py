@@ -91,3 +91,29 @@ def check_required(cfg: DictConfig) -> None:
     if missing:
         given = " ".join(f"{key}=..." for key in missing)
         raise HDRUNetError(f"missing required setting(s): {', '.join(missing)}; add {given}")
+
+
+NETWORK_GROUPS = ("modulation", "condition")
+"""Config groups that configure HDRUNet's condition network (``hdrunet.*``)."""
+
+
+def check_groups_apply(cfg: DictConfig, overrides: list[str], model: str | None = None) -> None:
+    """Refuse a ``modulation=`` or ``condition=`` choice that the configured network would
+    ignore: ExpandNet, or an HDRUNet without its condition network (``model=base``,
+    ``model=base_weighting``). Such a run would train the same network under another name.
+
+    ``overrides`` are the run's command-line overrides (Hydra's ``overrides.task``),
+    ``model`` the ``model`` group's choice (for the message).
+    """
+    net = cfg.get("model", {}).get("net", {})
+    if str(net.get("_target_", "")).endswith("HDRUNet") and net.get("use_condition", True):
+        return
+    chosen = [
+        o for o in overrides if o.split("=", 1)[0].lstrip("+~").split("@")[0] in NETWORK_GROUPS
+    ]
+    if chosen:
+        what = f"model={model}" if model else f"this model ({net.get('_target_')})"
+        raise HDRUNetError(
+            f"{', '.join(chosen)} does not apply to {what}: it has no condition network, so "
+            "the run would train the same network under another name; drop the override"
+        )
