@@ -119,7 +119,9 @@ def test_model_ablations_set_the_modules():
             if cond:  # the condition network reads hdrunet.modulation / hdrunet.condition
                 check_groups_apply(cfg, [choice], option)
             else:  # nothing reads them: the run would repeat another under a new name
-                with pytest.raises(HDRUNetError, match=re.escape(f"{choice} does not apply to model=")):
+                with pytest.raises(
+                    HDRUNetError, match=re.escape(f"{choice} does not apply to model=")
+                ):
                     check_groups_apply(cfg, [choice], option)
         check_groups_apply(cfg, ["loss=l1", "data.modulation=x"], option)  # other settings
 

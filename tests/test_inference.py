@@ -10,6 +10,7 @@ from hydra import compose, initialize_config_dir
 
 from hdrunet_pl import HDRUNet, load_model
 from hdrunet_pl.data import SyntheticHDRDataset
+from hdrunet_pl.errors import HDRUNetError
 from hdrunet_pl.inference import (
     DEFAULT_OVERLAP,
     RECEPTIVE_RADIUS,
@@ -241,6 +242,41 @@ def test_eval_cli_says_what_is_missing(tmp_path):
     )
 
 
+def test_eval_names_the_image_it_cannot_score():
+    from hdrunet_pl.evaluate import Sample, score
+
+    gt = torch.rand(3, 16, 9) + 0.1
+    black = torch.zeros(3, 16, 9)
+    black[:, 0, 0] = 1.0  # one bright pixel: the 99th percentile is still 0
+    with pytest.raises(HDRUNetError, match=r"^0001: the ground truth is black in 99% of"):
+        score(Sample("0001", gt, black, None))
+    with pytest.raises(HDRUNetError, match=r"^0002: pred shape \(3, 17, 9\) != target"):
+        score(Sample("0002", torch.rand(3, 17, 9), gt, None))
+    assert np.isfinite(score(Sample("0003", gt * 0.9, gt, gt.clamp(0, 1))).psnr_mu)
+
+
+def test_eval_refuses_to_write_into_the_folders_it_reads_or_over_a_file(tmp_path):
+    rng = np.random.default_rng(1)
+    for folder, suffix in (("gt", "_gt"), ("pred", "")):
+        write_hdr_png(tmp_path / folder / f"0000{suffix}.png", rng.random((12, 16, 3)) + 0.1)
+    before = {p: p.read_bytes() for p in (tmp_path / "gt").iterdir()}
+    args = [f"pred_dir={tmp_path / 'pred'}", f"gt_dir={tmp_path / 'gt'}"]
+    result = run_tool("hdrunet-eval", [*args, f"output={tmp_path / 'gt'}"], tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith("is the gt_dir folder; give another output folder")
+    assert {p: p.read_bytes() for p in (tmp_path / "gt").iterdir()} == before
+
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "side_by_side").write_text("a file where a folder goes")
+    result = run_tool(
+        "hdrunet-eval", [*args, f"output={tmp_path / 'eval'}", "side_by_side=all"], tmp_path
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (  # before any image is scored
+        f"hdrunet-eval: error: {tmp_path / 'eval' / 'side_by_side'}: File exists"
+    )
+
+
 @pytest.mark.parametrize("network", ["hdrunet", "expandnet"])
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_export_matches_pytorch_on_odd_sizes(tmp_path, request, network, fmt):
@@ -353,3 +389,78 @@ def test_eval_reads_ahead_in_order_on_another_thread():
     assert [next(early), next(early)] == [0, 1]
     early.close()  # a consumer that stops early leaves no thread behind
     assert not [t for t in threading.enumerate() if t.name.startswith("hdrunet-eval-read")]
+
+
+def test_output_folder_owns_only_the_unchanged_files_it_wrote(tmp_path):
+    """A claimed name is not enough: a file is the package's to write over only while it
+    is the file the package wrote (size and time as recorded)."""
+    from hdrunet_pl.outputs import OutputFolder
+
+    folder = OutputFolder(tmp_path, "tool")
+    kept, failed, edited = (tmp_path / n for n in ("kept.png", "failed.png", "edited.png"))
+    folder.claim([kept, failed, edited])
+    kept.write_bytes(b"result")
+    edited.write_bytes(b"result")
+    folder.written([kept, edited])  # `failed` never got written (its input was bad)
+    failed.write_bytes(b"the user's file, put there later")
+    edited.write_bytes(b"the user's edit")
+    shards = tmp_path / "train"
+    folder.claim([shards])
+    shards.mkdir()
+    for view in (folder, OutputFolder(tmp_path, "tool")):  # as recorded in the manifest
+        assert view.owns(kept) and view.complete([kept]) and view.owns(shards)
+        assert not view.owns(failed) and not view.owns(edited)
+        assert view.foreign([kept, failed, edited]) == [failed, edited]
+        view.claim([kept])
+        with pytest.raises(HDRUNetError, match=r"failed\.png: exists and was not written by tool"):
+            view.claim([failed])
+    assert failed.read_bytes() == b"the user's file, put there later"
+
+
+def test_predict_keeps_a_file_put_where_a_failed_input_left_its_name(tmp_path):
+    predictor = Predictor(random_net(8), precision="32")
+    (tmp_path / "in").mkdir()
+    bad = tmp_path / "in" / "photo.png"
+    bad.write_bytes(b"")  # unreadable: fails, after its output names were claimed
+    report = predict_files(predictor, [bad], tmp_path / "out", "png", preview=True)
+    assert list(report.failed) == [bad] and not report.written
+    user_file = tmp_path / "out" / "photo.png"
+    user_file.write_bytes(b"USER DATA")
+    write_ldr(bad, np.full((20, 24, 3), 0.4, np.float32))  # now a good photo
+    for overwrite in (False, True):
+        report = predict_files(predictor, [bad], tmp_path / "out", "png", overwrite=overwrite)
+        assert "photo.png: exists and was not written" in report.failed[bad]
+    assert user_file.read_bytes() == b"USER DATA"
+
+
+def test_predict_refuses_an_input_whose_name_is_another_inputs_preview(tmp_path):
+    predictor = Predictor(random_net(8), precision="32")
+    inputs = [tmp_path / "photo.png", tmp_path / "photo_preview.png"]
+    for path in inputs:
+        write_ldr(path, np.full((16, 16, 3), 0.5, np.float32))
+    with pytest.raises(HDRUNetError, match=r"photo\.png and .*photo_preview\.png would both write"):
+        predict_files(predictor, inputs, tmp_path / "out", "png", preview=True)
+    assert not (tmp_path / "out").exists()
+    report = predict_files(predictor, inputs, tmp_path / "out", "png", preview=False)
+    assert len(report.written) == 2  # without previews the names do not meet
+
+
+def test_export_check_refuses_an_onnx_file_of_another_opset(tmp_path):
+    """torch.onnx writes its own opset (18) when it cannot convert to the one asked for
+    and returns normally: the file's opset is checked, not assumed."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from hdrunet_pl.export import check_onnx_file
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    check_onnx_file(path, 18)
+    with pytest.raises(HDRUNetError, match=r"opset=17: .* wrote opset 18\); choose opset=18"):
+        check_onnx_file(path, 17)

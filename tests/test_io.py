@@ -155,6 +155,24 @@ def test_grayscale_is_converted_and_alpha_dropped_with_a_log_line(tmp_path, capl
     assert "a.png: alpha channel dropped" in caplog.text
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_jpegs_exif_orientation_is_applied(tmp_path, orientation):
+    """A phone photo taken upright is stored sideways with an EXIF orientation tag: it is
+    read upright, pixel for pixel as Pillow's ``exif_transpose`` shows it."""
+    from PIL import Image, ImageOps
+
+    stored = np.zeros((20, 40, 3), np.uint8)  # four quadrants, one colour each
+    stored[:10, :20], stored[:10, 20:], stored[10:, :20] = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(stored).save(path, exif=exif, quality=95)
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(path)))
+    read = read_ldr(path)
+    assert read.shape == upright.shape == ((20, 40, 3) if orientation < 5 else (40, 20, 3))
+    assert np.array_equal(np.round(read * 255).astype(np.uint8), upright)
+
+
 @pytest.mark.parametrize("half", [False, True])
 def test_exr_round_trip(tmp_path, half):
     hdr = hdr_image(peak=1000.0)

@@ -36,7 +36,7 @@ from hdrunet_pl.io import (
     read_ldr,
     read_linear_hdr,
 )
-from hdrunet_pl.metrics import CHALLENGE_METRICS, check_metric_names, scorer
+from hdrunet_pl.metrics import CHALLENGE_METRICS, check_metric_names, percentile, scorer
 from hdrunet_pl.outputs import OutputFolder
 from hdrunet_pl.perceptual import DISPLAY, REFERENCE_CD_M2
 from hdrunet_pl.predict import make_predictor
@@ -107,10 +107,18 @@ def make_scorers(metrics: list[str] | tuple[str, ...] | None = None) -> dict[str
 def score(sample: Sample, scorers: dict[str, Scorer] | None = None) -> ImageScore:
     """Scores of one sample (and of its LDR, when present); the challenge's two by default."""
     scorers = scorers or make_scorers(CHALLENGE_METRICS)
-    values = {name: float(fn(sample.pred, sample.gt)) for name, fn in scorers.items()}
-    result = ImageScore(sample.name, values)
-    if sample.ldr is not None:
-        result.identity = {name: float(fn(sample.ldr, sample.gt)) for name, fn in scorers.items()}
+    if not float(percentile(sample.gt, NORM_PERCENTILE)) > 0:
+        raise HDRUNetError(
+            f"{sample.name}: the ground truth is black in {NORM_PERCENTILE:g}% of its values "
+            "or more, so PSNR-mu (normalised by that percentile) is undefined; leave it out"
+        )
+    try:
+        values = {name: float(fn(sample.pred, sample.gt)) for name, fn in scorers.items()}
+        result = ImageScore(sample.name, values)
+        if sample.ldr is not None:
+            result.identity = {n: float(fn(sample.ldr, sample.gt)) for n, fn in scorers.items()}
+    except ValueError as err:  # e.g. a result of another size than its ground truth
+        raise HDRUNetError(f"{sample.name}: {err}") from None
     return result
 
 
@@ -315,6 +323,7 @@ def _write_strip(folder: OutputFolder, path: Path, sample: Sample, title: str) -
     strip = comparison_strip(sample.pred, sample.gt, sample.ldr, title)
     folder.claim([path])
     imwrite(path, np.ascontiguousarray(strip[..., ::-1]))
+    folder.written([path])
 
 
 def evaluate(
@@ -334,6 +343,8 @@ def evaluate(
         raise HDRUNetError(str(err)) from None
     folder = OutputFolder(output, "hdrunet-eval")
     folder.claim([output / SCORES_FILE])  # before the work: a refusal costs nothing
+    if side_by_side == "all":
+        (output / "side_by_side").mkdir(exist_ok=True)
     scores: list[ImageScore] = []
     best: tuple[float, Sample] | None = None
     worst: tuple[float, Sample] | None = None
@@ -345,7 +356,6 @@ def evaluate(
             if result.identity_psnr_mu is not None:
                 title += f" (LDR {result.identity_psnr_mu:.2f} dB)"
             path = output / "side_by_side" / f"{sample.name}.png"
-            path.parent.mkdir(exist_ok=True)
             _write_strip(folder, path, sample, title)
         if best is None or result.psnr_mu > best[0]:
             best = (result.psnr_mu, sample)
@@ -354,10 +364,20 @@ def evaluate(
     if not scores:
         raise HDRUNetError("nothing to evaluate")
     write_scores(output / SCORES_FILE, scores)
+    folder.written([output / SCORES_FILE])
     for label, (value, sample) in (("worst", worst), ("best", best)):
         title = f"{label}: {sample.name}  PSNR-mu {value:.2f} dB"
         _write_strip(folder, output / f"{label}_{sample.name}.png", sample, title)
     return scores
+
+
+def _check_output_is_not_an_input(output: str, *folders: str | None) -> None:
+    """Refuse an output folder that is one of the folders read: the images written there
+    (best_*.png, ...) would be read as results or ground truth by the next evaluation."""
+    target = Path(output).resolve()
+    for name, folder in zip(("pred_dir", "gt_dir", "ldr_dir"), folders, strict=True):
+        if folder is not None and Path(folder).resolve() == target:
+            raise HDRUNetError(f"output={output} is the {name} folder; give another output folder")
 
 
 def run(cfg: DictConfig) -> list[ImageScore]:
@@ -365,6 +385,7 @@ def run(cfg: DictConfig) -> list[ImageScore]:
     if cfg.pred_dir is not None or cfg.gt_dir is not None:
         if cfg.pred_dir is None or cfg.gt_dir is None:
             raise HDRUNetError("give both pred_dir= and gt_dir= (or ckpt= and data=)")
+        _check_output_is_not_an_input(cfg.output, cfg.pred_dir, cfg.gt_dir, cfg.ldr_dir)
         samples = folder_samples(cfg.pred_dir, cfg.gt_dir, cfg.ldr_dir)
     elif cfg.ckpt is not None:
         samples = model_samples(cfg)

@@ -69,8 +69,9 @@ def export_torchscript(model: nn.Module, path: Path) -> None:
     traced.save(str(path))
 
 
-def check_self_contained(path: Path) -> None:
-    """Refuse an ONNX file whose weights live in other files (it would not load once moved)."""
+def check_onnx_file(path: Path, opset: int) -> None:
+    """Refuse an ONNX file whose weights live in other files (it would not load once moved)
+    or whose opset is not the one asked for (torch writes its own when it cannot convert)."""
     import onnx
     from onnx.external_data_helper import uses_external_data
 
@@ -78,6 +79,12 @@ def check_self_contained(path: Path) -> None:
     external = [t.name for t in model.graph.initializer if uses_external_data(t)]
     if external:
         raise HDRUNetError(f"{path}: weights stored outside the file ({external[0]}, ...)")
+    written = {o.domain: o.version for o in model.opset_import}.get("")
+    if written != opset:
+        raise HDRUNetError(
+            f"opset={opset}: torch.onnx could not convert the network to it (it wrote opset "
+            f"{written}); choose opset={written} or higher"
+        )
 
 
 def run_exported(path: Path, fmt: str, ldr: torch.Tensor) -> np.ndarray:
@@ -102,8 +109,9 @@ def export(
     if fmt not in SUFFIXES:
         raise HDRUNetError(f"format must be one of {sorted(SUFFIXES)}, got {fmt!r}")
     target = Path(output) if output else Path(ckpt).with_suffix(SUFFIXES[fmt])
-    OutputFolder(target.parent, "hdrunet-export", [Path(ckpt)]).claim([target])
-    model = load_model(ckpt).eval()
+    model = load_model(ckpt).eval()  # before the claim: a bad checkpoint leaves no trace
+    folder = OutputFolder(target.parent, "hdrunet-export", [Path(ckpt)])
+    folder.claim([target])
     with atomic_path(target) as tmp:
         if fmt == "onnx":
             export_onnx(model, tmp, opset)
@@ -113,10 +121,11 @@ def export(
         with torch.inference_mode():
             expected = model(ldr).numpy()
         if fmt == "onnx":
-            check_self_contained(tmp)
+            check_onnx_file(tmp, opset)
         error = float(np.abs(run_exported(tmp, fmt, ldr) - expected).max())
         if not error <= tolerance:
             raise HDRUNetError(f"export differs from PyTorch by {error:.2e} > {tolerance}")
+    folder.written([target])
     return target, error
 
 

@@ -225,9 +225,13 @@ def png_info(path: str | Path) -> PNGInfo:
 
 
 def read_ldr(path: str | Path) -> np.ndarray:
-    """An 8-bit (or 16-bit) LDR image as float32 ``(H, W, 3)`` RGB in [0, 1]."""
+    """An 8-bit (or 16-bit) LDR image as float32 ``(H, W, 3)`` RGB in [0, 1], upright: a
+    JPEG's (TIFF's, WebP's) EXIF orientation is applied, as photo viewers do."""
     path = _existing(path)
-    image = imread(path, cv2.IMREAD_UNCHANGED)
+    # OpenCV applies EXIF orientation unless asked for the file unchanged; PNGs are read
+    # unchanged so that an alpha channel is seen (and its dropping logged)
+    png = path.suffix.lower() == ".png"
+    image = imread(path, cv2.IMREAD_UNCHANGED if png else cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     if image.dtype == np.uint8:
         scale = 255.0
     elif image.dtype == np.uint16:

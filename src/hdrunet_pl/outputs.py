@@ -1,15 +1,18 @@
 """Where results go: every tool writes through an :class:`OutputFolder`, which never
 replaces or deletes a file that this package did not write.
 
-An output folder keeps a manifest, ``.hdrunet-outputs``: one line per file the package
-wrote there (its name relative to the folder). A file is entered before it gets its final
-name, so a kill in between leaves at worst a listed name without a file. A file that
-exists but is not listed (the user's data, another program's results, an input) is never
-written over or deleted; a tool that would have to stops with one line instead.
+An output folder keeps a manifest, ``.hdrunet-outputs``: a line with a file's name
+(relative to the folder) when the package is about to write it, and a line with its name,
+size and modification time once it is written. A file may be written over only when the
+manifest records it as written and it is still that file (same size and time): the user's
+data, another program's results, an input, a file put where a failed or killed run left
+only a name, and an output changed since are never written over or deleted; a tool that
+would have to stops with one line instead. Folders (stream shards) are owned by name.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -38,15 +41,34 @@ class OutputFolder:
         except OSError as err:
             raise HDRUNetError(f"output {self.path}: cannot be made ({err.strerror})") from None
         self._inputs = {p.resolve() for p in inputs}
+        self._lock = threading.Lock()  # writer threads record their files
+        self._ours: set[str] = set()  # names claimed
+        self._stats: dict[str, tuple[int, int]] = {}  # name -> (size, mtime_ns) as written
         manifest = self.path / MANIFEST
-        self._ours = set(manifest.read_text().splitlines()) if manifest.is_file() else set()
+        for line in manifest.read_text().splitlines() if manifest.is_file() else []:
+            name, *stat = line.rsplit("\t", 2)
+            if len(stat) == 2 and all(v.isdigit() for v in stat):
+                self._stats[name] = (int(stat[0]), int(stat[1]))
+            else:
+                name = line
+            self._ours.add(name)
 
     def _name(self, path: Path) -> str:
         return path.resolve().relative_to(self.path.resolve()).as_posix()
 
     def owns(self, path: Path) -> bool:
-        """True when ``path`` (in this folder) was written by this package."""
-        return self._name(path) in self._ours
+        """True when ``path`` (in this folder) was written by this package and is unchanged
+        since (a folder: when this package made it)."""
+        name = self._name(path)
+        if name not in self._ours:
+            return False
+        try:
+            stat = path.stat()
+        except OSError:
+            return True  # nothing there to lose
+        if path.is_dir():
+            return True
+        return self._stats.get(name) == (stat.st_size, stat.st_mtime_ns)
 
     def foreign(self, paths: Iterable[Path]) -> list[Path]:
         """The files among ``paths`` that exist but must not be written over."""
@@ -61,19 +83,34 @@ class OutputFolder:
         refused = self.foreign(paths)
         if refused:
             raise HDRUNetError(
-                f"{refused[0]}: exists and was not written by {self.tool}; not written over "
-                "(move it, or choose another output folder)"
+                f"{refused[0]}: exists and was not written by {self.tool} (or was changed "
+                "since); not written over (move it, or choose another output folder)"
             )
-        new = [self._name(p) for p in paths if not self.owns(p)]
-        if new:
+        self._append([self._name(p) for p in paths if self._name(p) not in self._ours])
+
+    def written(self, paths: Iterable[Path]) -> None:
+        """Record ``paths``, just written by this package (claimed before), as its files:
+        they may be written over until they change. Safe to call from writer threads."""
+        records = {}
+        for path in paths:
+            stat = path.stat()
+            records[self._name(path)] = (stat.st_size, stat.st_mtime_ns)
+        self._append([f"{name}\t{size}\t{mtime}" for name, (size, mtime) in records.items()])
+        with self._lock:
+            self._stats.update(records)
+
+    def _append(self, lines: list[str]) -> None:
+        if not lines:
+            return
+        with self._lock:
             try:
                 with (self.path / MANIFEST).open("a") as f:
-                    f.write("".join(f"{name}\n" for name in new))
+                    f.write("".join(f"{line}\n" for line in lines))
             except OSError as err:
                 raise HDRUNetError(
                     f"output {self.path}: cannot be written ({err.strerror})"
                 ) from None
-            self._ours.update(new)
+            self._ours.update(line.rsplit("\t", 2)[0] for line in lines)
 
     def complete(self, paths: Iterable[Path]) -> bool:
         """True when every file of a result group exists and was written by this package."""

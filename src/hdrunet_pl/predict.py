@@ -133,11 +133,21 @@ def _read(path: Path) -> torch.Tensor:
     return torch.from_numpy(read_ldr(path).transpose(2, 0, 1).copy())
 
 
-def _write(unit: list[Path], hdr: torch.Tensor, preview: bool) -> None:
+def _unit(output: Path, stem: str, fmt: str, preview: bool) -> list[Path]:
+    """The files one input's result is written to: the HDR (+ align ratio), the preview."""
+    target = output / f"{stem}.{fmt}"
+    unit = [target, alignratio_path_for(target)] if fmt == "png" else [target]
+    if preview:
+        unit.append(output / f"{stem}_preview.png")
+    return unit
+
+
+def _write(folder: OutputFolder, unit: list[Path], hdr: torch.Tensor, preview: bool) -> None:
     write_hdr(unit[0], hdr.permute(1, 2, 0).numpy())
     if preview:
         shown = display_mu_law(hdr).permute(1, 2, 0).numpy().astype(np.float32)
         write_ldr(unit[-1], shown)
+    folder.written(unit)
 
 
 def _failure(err: BaseException, target: Path) -> str | None:
@@ -170,22 +180,22 @@ def predict_files(
     """
     if fmt not in FORMATS:
         raise HDRUNetError(f"format must be one of {FORMATS}, got {fmt!r}")
-    stems = [output_stem(p) for p in inputs]
-    clashes = {s for s in stems if stems.count(s) > 1}
-    if clashes:
-        raise HDRUNetError(f"inputs map to the same output name: {sorted(clashes)}")
+    units = [_unit(output, output_stem(p), fmt, preview) for p in inputs]
+    owner: dict[Path, Path] = {}
+    for path, unit in zip(inputs, units, strict=True):
+        for name in unit:  # e.g. photo.png and photo_preview.png with preview=true
+            if owner.setdefault(name, path) != path:
+                raise HDRUNetError(
+                    f"{owner[name]} and {path} would both write {name.name}; rename one"
+                )
     check_output_folder(output, inputs)
     folder = OutputFolder(output, "hdrunet-predict", inputs)
     report = PredictReport()
     start = time.perf_counter()
     jobs = []
-    for path, stem in zip(inputs, stems, strict=True):
-        target = output / f"{stem}.{fmt}"
-        unit = [target, alignratio_path_for(target)] if fmt == "png" else [target]
-        if preview:
-            unit.append(output / f"{stem}_preview.png")
+    for path, unit in zip(inputs, units, strict=True):
         if not overwrite and folder.complete(unit):
-            report.skipped.append(target)
+            report.skipped.append(unit[0])
         else:
             jobs.append((path, unit))
     writes: list[tuple[Path, Path, Future]] = []
@@ -210,7 +220,7 @@ def predict_files(
             except (HDRUNetError, OSError) as err:
                 fail(path, _failure(err, unit[0]))
                 continue
-            writes.append((path, unit[0], writer.submit(_write, unit, hdr, preview)))
+            writes.append((path, unit[0], writer.submit(_write, folder, unit, hdr, preview)))
             if len(writes) > 2 * writers:
                 wait([writes[-2 * writers - 1][2]])  # bound the results held in memory
         for path, target, done in writes:
@@ -274,6 +284,10 @@ def exit_on_error(func):
             result = func(cfg)
         except (HDRUNetError, ValueError) as err:
             print(f"{Path(sys.argv[0]).name}: error: {one_line(err)}", file=sys.stderr)
+            sys.exit(2)
+        except OSError as err:  # a file or folder that cannot be made, read or written
+            where = f"{err.filename}: " if err.filename else ""
+            print(f"{Path(sys.argv[0]).name}: error: {where}{err.strerror}", file=sys.stderr)
             sys.exit(2)
         if getattr(result, "failed", None):
             sys.exit(1)

@@ -117,7 +117,9 @@ def crop_pair(
         window = (slice(top, top + crop), slice(left, left + crop))
         imwrite(gt_path, np.ascontiguousarray(gt[window]))
         write_alignratio(ratio_path, ratio)
+        folder.written([gt_path, ratio_path])
         imwrite(ldr_path, np.ascontiguousarray(ldr[window]))  # last: marks the sub-image done
+        folder.written([ldr_path])
         written += 1
     return written, skipped
 

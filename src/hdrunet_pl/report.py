@@ -309,7 +309,8 @@ def write_report(sweep_dir: str | Path, runs: list[RunResult]) -> list[Path]:
 
     sweep_dir = Path(sweep_dir)
     md, table, png = (sweep_dir / f"report.{ext}" for ext in ("md", "csv", "png"))
-    OutputFolder(sweep_dir, "hdrunet-report").claim([md, table, png])
+    folder = OutputFolder(sweep_dir, "hdrunet-report")
+    folder.claim([md, table, png])
     with atomic_path(md) as tmp:
         tmp.write_text(markdown_table(runs) + "\n")
     extra = optional_columns(runs)
@@ -350,6 +351,7 @@ def write_report(sweep_dir: str | Path, runs: list[RunResult]) -> list[Path]:
     with atomic_path(png) as tmp:
         fig.savefig(tmp)
     plt.close(fig)
+    folder.written([md, table, png])
     return [md, table, png]
 
 
