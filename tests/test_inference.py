@@ -464,3 +464,25 @@ def test_export_check_refuses_an_onnx_file_of_another_opset(tmp_path):
     check_onnx_file(path, 18)
     with pytest.raises(HDRUNetError, match=r"opset=17: .* wrote opset 18\); choose opset=18"):
         check_onnx_file(path, 17)
+
+
+def test_a_tile_too_small_for_its_overlap_is_refused_before_any_image():
+    with pytest.raises(ValueError, match=r"tile \(100\) must exceed overlap \(224\)"):
+        Predictor(random_net(8), tile=100)
+    with pytest.raises(ValueError, match=r"give tile=36 or more"):
+        Predictor(random_net(8), tile=34, overlap=32)
+    assert Predictor(random_net(8), tile=36, overlap=32).tile == 36
+    assert Predictor(random_net(8), tile=0).tile == 0  # 0: never tile
+
+
+def test_list_inputs_says_what_a_file_is_when_it_is_not_an_ldr_input(tmp_path):
+    for name, message in (
+        ("0001_gt.png", "an NTIRE ground-truth file, not an LDR input"),
+        ("scene.exr", "an HDR file already; the inputs are 8- or 16-bit LDR images"),
+        ("scene.HDR", "an HDR file already"),
+    ):
+        (tmp_path / name).write_bytes(b"x")
+        with pytest.raises(HDRUNetError, match=message):
+            list_inputs(tmp_path / name)
+    (tmp_path / "photo.jpg").write_bytes(b"x")
+    assert list_inputs(tmp_path) == [tmp_path / "photo.jpg"]  # a folder: only LDR images

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import re
 from pathlib import Path
 
@@ -224,3 +225,14 @@ def test_bad_inputs_get_one_line(tmp_path):
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
         scores = run(compose(config_name="eval", overrides=overrides))
     assert list(scores[0].values) == ["psnr_mu", "psnr_l", "pu21_psnr"]
+
+
+def test_cvvdp_units_guess_is_not_printed_for_dark_images(caplog):
+    """Images reach cvvdp in cd/m2 (to_display); a dark one's mean is rightly below 1, so
+    cvvdp's 'may not be scaled in absolute photometric units' guess is left out."""
+    ref = _reference()
+    with caplog.at_level(logging.DEBUG):
+        jod = float(PerceptualScorer("cvvdp")(ref * 0.01, ref))
+    assert 0 < jod < 10
+    assert "photometric units" not in caplog.text
+    assert not logging.getLogger().filters  # the filter lives only for the call

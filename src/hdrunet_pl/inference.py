@@ -181,6 +181,11 @@ class Predictor:
             raise ValueError(f"tile must be >= 0 (0: never tile), got {tile}")
         if overlap < 0 or tile_batch < 1 or memory_gb <= 0:
             raise ValueError("need overlap >= 0, tile_batch >= 1 and memory_gb > 0")
+        if tile and (tile - overlap) // SCALE_FACTOR < 1:  # before any image, not at a large one
+            raise ValueError(
+                f"tile ({tile}) must exceed overlap ({overlap}) by at least {SCALE_FACTOR} "
+                f"pixels: give tile={overlap + SCALE_FACTOR} or more, or a smaller overlap"
+            )
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(precision, self.device)
         if self.device.type == "cpu":

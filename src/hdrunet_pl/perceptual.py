@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import logging
 import sys
 import types
 from collections.abc import Iterator
@@ -197,8 +198,30 @@ class PerceptualScorer:
             dim_order="CHW",
             display_photometry=self.metric.display_photometry,
         )
-        value, _ = self.metric.predict_video_source(source)
+        with _without_units_warning():
+            value, _ = self.metric.predict_video_source(source)
         return torch.as_tensor(value, dtype=torch.float64).reshape(())
+
+
+UNITS_WARNING = "The mean color value is less than 1"
+"""cvvdp's guess that an image is not in cd/m2 (its mean is <= 1): here images are put on
+the display in cd/m2 by :func:`to_display`, and a dark scene's mean is rightly below 1."""
+
+
+class _DropUnitsWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(UNITS_WARNING)
+
+
+@contextlib.contextmanager
+def _without_units_warning() -> Iterator[None]:
+    """Leave out cvvdp's units warning (logged to the root logger once per image)."""
+    drop, root = _DropUnitsWarning(), logging.getLogger()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
 
 
 def main(argv: list[str] | None = None) -> int:

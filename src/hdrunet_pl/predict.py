@@ -63,6 +63,11 @@ def list_inputs(path: str | Path) -> list[Path]:
     if path.is_file():
         if path.stem.endswith(GT_SUFFIX):
             raise HDRUNetError(f"input {path}: an NTIRE ground-truth file, not an LDR input")
+        if path.suffix.lower() in (".exr", ".hdr"):
+            raise HDRUNetError(
+                f"input {path}: an HDR file already; the inputs are 8- or 16-bit LDR images "
+                f"({', '.join(LDR_EXTENSIONS)})"
+            )
         return [path]
     if not path.is_dir():
         raise HDRUNetError(f"input {path}: no such file or folder")
