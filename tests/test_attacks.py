@@ -498,14 +498,27 @@ def test_eval_train_and_report_never_write_over_a_users_files(attacks, data, tmp
     (data / "0002_gt.png").rename(tmp_path / "0002_gt.png")
     (data / "0003_gt.png").rename(tmp_path / "0003_gt.png")
     before = snapshot(data)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "scores.csv").write_text("my own scores")
+    mine_before = snapshot(mine)
     result = run_tool(
-        "hdrunet-eval", [f"pred_dir={pred}", f"gt_dir={data}", f"output={data}"], tmp_path
+        "hdrunet-eval", [f"pred_dir={pred}", f"gt_dir={data}", f"output={mine}"], tmp_path
     )
     attacks.check(
         "eval output= a folder with the user's scores.csv",
         result,
-        protected=before,
+        protected=mine_before,
         message="was not written by hdrunet-eval",
+    )
+    result = run_tool(
+        "hdrunet-eval", [f"pred_dir={pred}", f"gt_dir={data}", f"output={data}"], tmp_path
+    )
+    attacks.check(
+        "eval output= its ground-truth folder",
+        result,
+        protected=before,
+        message="is the gt_dir folder",
     )
     result = run_tool("hdrunet-train", [*TRAIN, f"hydra.run.dir={data}"], tmp_path)
     attacks.check(

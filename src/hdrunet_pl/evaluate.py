@@ -371,11 +371,12 @@ def evaluate(
     return scores
 
 
-def _check_output_is_not_an_input(output: str, *folders: str | None) -> None:
-    """Refuse an output folder that is one of the folders read: the images written there
-    (best_*.png, ...) would be read as results or ground truth by the next evaluation."""
+def _check_output_is_not_an_input(output: str, gt_dir: str, ldr_dir: str | None) -> None:
+    """Refuse an output folder that holds the ground truth or the LDR inputs: the images
+    written there (``best_*.png``, ...) would be taken for frames by the next evaluation.
+    (The results' folder may take the scores: files without an align ratio are no results.)"""
     target = Path(output).resolve()
-    for name, folder in zip(("pred_dir", "gt_dir", "ldr_dir"), folders, strict=True):
+    for name, folder in (("gt_dir", gt_dir), ("ldr_dir", ldr_dir)):
         if folder is not None and Path(folder).resolve() == target:
             raise HDRUNetError(f"output={output} is the {name} folder; give another output folder")
 
@@ -385,7 +386,7 @@ def run(cfg: DictConfig) -> list[ImageScore]:
     if cfg.pred_dir is not None or cfg.gt_dir is not None:
         if cfg.pred_dir is None or cfg.gt_dir is None:
             raise HDRUNetError("give both pred_dir= and gt_dir= (or ckpt= and data=)")
-        _check_output_is_not_an_input(cfg.output, cfg.pred_dir, cfg.gt_dir, cfg.ldr_dir)
+        _check_output_is_not_an_input(cfg.output, cfg.gt_dir, cfg.ldr_dir)
         samples = folder_samples(cfg.pred_dir, cfg.gt_dir, cfg.ldr_dir)
     elif cfg.ckpt is not None:
         samples = model_samples(cfg)
