@@ -109,3 +109,41 @@ def test_unknown_group_options_fail_with_hydra_message(tmp_path, bad, group):
     assert "Could not find" in result.stderr
     assert f"Available options in '{group}'" in result.stderr
     assert not (tmp_path / "logs").exists()  # nothing ran
+
+
+def test_ema_weights_are_validated_saved_and_resumed_exactly(tmp_path):
+    """callbacks=[default,ema]: validation, the checkpoints' state_dict (what load_model,
+    hdrunet-predict and hdrunet-eval read) and weights-only snapshots hold the moving
+    average; a run stopped at step 3 and resumed ends where an uninterrupted one does."""
+    import torch
+
+    ema = [
+        *FAST,
+        "callbacks=[default,ema]",
+        "callbacks.ema.decay=0.5",  # moves visibly in six steps
+        "trainer.max_steps=6",
+        "+callbacks.snapshot._target_=lightning.pytorch.callbacks.ModelCheckpoint",
+        "+callbacks.snapshot.save_weights_only=true",
+        "+callbacks.snapshot.every_n_train_steps=6",
+        "+callbacks.snapshot.filename=snapshot",
+        "+callbacks.snapshot.dirpath=${paths.output_dir}/checkpoints",
+    ]
+    whole = tmp_path / "whole"
+    cfg = compose_train([*ema, f"paths.output_dir={whole}"])
+    summary = train(cfg)
+    saved = torch.load(whole / "checkpoints" / "last.ckpt", weights_only=True)
+    raw, average = saved["current_model_state"], saved["state_dict"]
+    assert raw.keys() == average.keys() and saved["global_step"] == 6
+    assert any(not torch.equal(raw[k], average[k]) for k in raw)  # the average is not the raw
+    snapshot = torch.load(whole / "checkpoints" / "snapshot.ckpt", weights_only=True)
+    assert all(torch.equal(snapshot["state_dict"][k], average[k]) for k in average)
+    # the scores in the summary are those of the saved (averaged) network
+    after_mu, _ = organisers_val_scores(cfg, load_model(whole / "checkpoints" / "last.ckpt"))
+    assert summary.psnr_mu_after == pytest.approx(after_mu, abs=1e-3)
+
+    split = tmp_path / "split"
+    train(compose_train([*ema, "trainer.max_steps=3", f"paths.output_dir={split}"]))
+    train(compose_train([*ema, "resume=auto", f"paths.output_dir={split}"]))
+    resumed = torch.load(split / "checkpoints" / "last.ckpt", weights_only=True)
+    for key in ("state_dict", "current_model_state"):
+        assert all(torch.equal(resumed[key][k], saved[key][k]) for k in saved[key]), key

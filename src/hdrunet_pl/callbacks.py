@@ -10,7 +10,7 @@ import cv2
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import EMAWeightAveraging, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 from hdrunet_pl.viz import comparison_strip
@@ -204,3 +204,23 @@ class StepRichProgressBar(RichProgressBar):
         self._update(self.train_progress_bar_id, trainer.global_step)
         self._update_metrics(trainer, pl_module)
         self.refresh()
+
+
+class EMA(EMAWeightAveraging):
+    """Lightning's exponential moving average of the weights (BasicSR's ``params_ema``):
+    validation runs on the average, and every checkpoint's ``state_dict`` holds it (the raw
+    weights, which resuming needs, are kept beside it as ``current_model_state``).
+
+    One change: the average replaces the module's weights after the whole fit
+    (``teardown``) instead of in ``on_train_end``, which Lightning calls before the
+    checkpoint callbacks' own ``on_train_end``: the last checkpoint saved there would
+    otherwise hold the average as the raw weights, and a resumed run would train on from it.
+    """
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pass
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit" and self._average_model is not None:
+            self._copy_average_to_current(pl_module)
+        super().teardown(trainer, pl_module, stage)

@@ -8,6 +8,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
@@ -218,3 +219,21 @@ class HDRUNetModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CONFIG_KEY] = asdict(self.net.config)
+        average = self._weight_average()
+        if average is not None and "current_model_state" not in checkpoint:
+            # A weights-only checkpoint (snapshots): Lightning does not run the callbacks'
+            # hooks for it, so the weight average would be missing; it gets the average
+            # too, as every full checkpoint's state_dict does (the raw weights are only
+            # needed to resume, which a weights-only checkpoint cannot).
+            state = average.state_dict()
+            checkpoint["state_dict"] = {k[7:]: v for k, v in state.items() if k[:7] == "module."}
+
+    def _weight_average(self) -> nn.Module | None:
+        """The averaged model of the run's weight-averaging callback (``callbacks=[...,ema]``),
+        once training has made it; else None."""
+        if self._trainer is None:
+            return None
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, WeightAveraging):
+                return callback._average_model  # Lightning keeps no public handle on it
+        return None
