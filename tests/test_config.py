@@ -19,7 +19,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from hdrunet_pl.callbacks import ImagePreview, StepRichProgressBar, StepTQDMProgressBar
+from hdrunet_pl.callbacks import EMA, ImagePreview, StepRichProgressBar, StepTQDMProgressBar
 from hdrunet_pl.camera import CameraModel
 from hdrunet_pl.errors import HDRUNetError
 from hdrunet_pl.inference import DEFAULT_OVERLAP, resolve_device, resolve_dtype
@@ -243,6 +243,7 @@ CALLBACKS = {
     "tqdm_progress_bar": StepTQDMProgressBar,
     "rich_progress_bar": StepRichProgressBar,
     "image_preview": ImagePreview,
+    "ema": EMA,  # added to another option: callbacks=[default,ema]
 }
 
 
@@ -274,7 +275,7 @@ def test_every_callbacks_option_instantiates_and_a_trainer_takes_it(tmp_path):
         else:
             bar = StepRichProgressBar if option == "rich" else StepTQDMProgressBar
             bars = {StepTQDMProgressBar, StepRichProgressBar}
-            assert kinds == (set(CALLBACKS.values()) - bars) | {bar}, option
+            assert kinds == (set(CALLBACKS.values()) - bars - {EMA}) | {bar}, option
         for callback in callbacks:
             if hasattr(callback, "dirpath"):
                 assert Path(callback.dirpath) == tmp_path / "checkpoints"
