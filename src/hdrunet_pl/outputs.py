@@ -86,7 +86,8 @@ class OutputFolder:
                 f"{refused[0]}: exists and was not written by {self.tool} (or was changed "
                 "since); not written over (move it, or choose another output folder)"
             )
-        self._append([self._name(p) for p in paths if self._name(p) not in self._ours])
+        new = [self._name(p) for p in paths if self._name(p) not in self._ours]
+        self._append(new, new)
 
     def written(self, paths: Iterable[Path]) -> None:
         """Record ``paths``, just written by this package (claimed before), as its files:
@@ -95,11 +96,13 @@ class OutputFolder:
         for path in paths:
             stat = path.stat()
             records[self._name(path)] = (stat.st_size, stat.st_mtime_ns)
-        self._append([f"{name}\t{size}\t{mtime}" for name, (size, mtime) in records.items()])
+        lines = [f"{name}\t{size}\t{mtime}" for name, (size, mtime) in records.items()]
+        self._append(lines, list(records))
         with self._lock:
             self._stats.update(records)
 
-    def _append(self, lines: list[str]) -> None:
+    def _append(self, lines: list[str], names: list[str]) -> None:
+        """Add ``lines`` to the manifest and ``names`` (their files) to this package's."""
         if not lines:
             return
         with self._lock:
@@ -110,7 +113,7 @@ class OutputFolder:
                 raise HDRUNetError(
                     f"output {self.path}: cannot be written ({err.strerror})"
                 ) from None
-            self._ours.update(line.rsplit("\t", 2)[0] for line in lines)
+            self._ours.update(names)
 
     def complete(self, paths: Iterable[Path]) -> bool:
         """True when every file of a result group exists and was written by this package."""
