@@ -485,4 +485,6 @@ def test_list_inputs_says_what_a_file_is_when_it_is_not_an_ldr_input(tmp_path):
         with pytest.raises(HDRUNetError, match=message):
             list_inputs(tmp_path / name)
     (tmp_path / "photo.jpg").write_bytes(b"x")
-    assert list_inputs(tmp_path) == [tmp_path / "photo.jpg"]  # a folder: only LDR images
+    (tmp_path / "portrait_gt.jpg").write_bytes(b"x")  # a photo's name, not NTIRE GT
+    assert list_inputs(tmp_path) == [tmp_path / "photo.jpg", tmp_path / "portrait_gt.jpg"]
+    assert list_inputs(tmp_path / "portrait_gt.jpg") == [tmp_path / "portrait_gt.jpg"]

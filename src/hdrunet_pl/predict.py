@@ -53,6 +53,11 @@ from hdrunet_pl.validation import INFERENCE_RULES, check_required, check_setting
 FORMATS = ("png", "exr", "hdr")
 
 
+def _is_ntire_gt(path: Path) -> bool:
+    """An NTIRE ground-truth PNG (``NNNN_gt.png``); a photo named ``x_gt.jpg`` is an input."""
+    return path.suffix.lower() == ".png" and path.stem.endswith(GT_SUFFIX)
+
+
 def list_inputs(path: str | Path) -> list[Path]:
     """The LDR images to convert: ``path`` itself or the images in folder ``path``.
 
@@ -61,7 +66,7 @@ def list_inputs(path: str | Path) -> list[Path]:
     """
     path = Path(path)
     if path.is_file():
-        if path.stem.endswith(GT_SUFFIX):
+        if _is_ntire_gt(path):
             raise HDRUNetError(f"input {path}: an NTIRE ground-truth file, not an LDR input")
         if path.suffix.lower() in (".exr", ".hdr"):
             raise HDRUNetError(
@@ -74,7 +79,7 @@ def list_inputs(path: str | Path) -> list[Path]:
     files = sorted(
         p
         for p in path.iterdir()
-        if p.suffix.lower() in LDR_EXTENSIONS and p.is_file() and not p.stem.endswith(GT_SUFFIX)
+        if p.suffix.lower() in LDR_EXTENSIONS and p.is_file() and not _is_ntire_gt(p)
     )
     ntire = [p for p in files if p.stem.endswith(LDR_SUFFIX)]
     if ntire:
