@@ -501,25 +501,19 @@ def test_eval_train_and_report_never_write_over_a_users_files(attacks, data, tmp
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "scores.csv").write_text("my own scores")
-    mine_before = snapshot(mine)
-    result = run_tool(
-        "hdrunet-eval", [f"pred_dir={pred}", f"gt_dir={data}", f"output={mine}"], tmp_path
-    )
-    attacks.check(
-        "eval output= a folder with the user's scores.csv",
-        result,
-        protected=mine_before,
-        message="was not written by hdrunet-eval",
-    )
-    result = run_tool(
-        "hdrunet-eval", [f"pred_dir={pred}", f"gt_dir={data}", f"output={data}"], tmp_path
-    )
-    attacks.check(
-        "eval output= its ground-truth folder",
-        result,
-        protected=before,
-        message="is the gt_dir folder",
-    )
+    for case, output, protected, message in (
+        (
+            "a folder with the user's scores.csv",
+            mine,
+            snapshot(mine),
+            "not written by hdrunet-eval",
+        ),
+        ("its ground-truth folder", data, before, "is the gt_dir folder"),
+    ):
+        result = run_tool(
+            "hdrunet-eval", [f"pred_dir={pred}", f"gt_dir={data}", f"output={output}"], tmp_path
+        )
+        attacks.check(f"eval output= {case}", result, protected=protected, message=message)
     result = run_tool("hdrunet-train", [*TRAIN, f"hydra.run.dir={data}"], tmp_path)
     attacks.check(
         "train hydra.run.dir= a data folder",
