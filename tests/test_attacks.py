@@ -287,8 +287,13 @@ def test_a_decompression_bomb_is_skipped_and_the_rest_converted(attacks, tiny_ch
         ("hdrunet-predict", ["ckpt=x.ckpt", "input=y"], "missing required setting(s): output"),
         ("hdrunet-train", ["model.optimizer.lr=abc"], "model.optimizer.lr must be a number > 0"),
         ("hdrunet-predict", ["ckpt=CKPT", "input=PHOTO", "output=o", "device=cuda"], "device=cuda"),
+        (
+            "hdrunet-predict",
+            ["ckpt=CKPT", "input=x/${oops}.png", "output=o"],
+            "Interpolation key 'oops' not found (in input)",
+        ),
     ],
-    ids=["no-root", "no-output", "lr", "cuda"],
+    ids=["no-root", "no-output", "lr", "cuda", "interpolation"],
 )
 def test_bad_settings_are_one_line(attacks, tiny_checkpoint, tmp_path, tool, args, message):
     if tool == "hdrunet-train":

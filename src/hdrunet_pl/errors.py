@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from omegaconf.errors import OmegaConfBaseException
+
 
 class HDRUNetError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -35,8 +37,13 @@ def one_line(err: BaseException) -> str:
     """The message of ``err`` for a one-line report.
 
     An error re-raised from a DataLoader worker carries the worker's whole traceback in its
-    message; only its last line, the original message, is kept.
+    message; only its last line, the original message, is kept. An OmegaConf error (e.g. an
+    unresolvable ``${...}`` in a path) gives its message and the setting it is in.
     """
+    if isinstance(err, OmegaConfBaseException) and str(err).strip():
+        message = str(err).strip().splitlines()[0]  # then lines naming the key and type
+        key = getattr(err, "full_key", None)
+        return f"{message} (in {key})" if key else message
     text = str(err)
     if "\nOriginal Traceback" in text:
         last = text.rstrip().splitlines()[-1]
