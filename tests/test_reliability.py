@@ -14,9 +14,11 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from omegaconf import open_dict
 
 from hdrunet_pl import io
 from hdrunet_pl.errors import CheckpointError, HDRUNetError, ImageFileError
@@ -28,6 +30,7 @@ from hdrunet_pl.reliability import (
     check_resume_checkpoint,
     check_resume_schedule,
 )
+from hdrunet_pl.train import run_job
 
 from .helpers import NaNGradientAt
 from .support import (
@@ -387,6 +390,24 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path):
     assert not marker.exists()
 
 
+def train_in_this_process(run_dir: Path, *overrides: str, base: tuple[str, ...]) -> int:
+    """``hdrunet-train``'s job (``run_job``) on the composed config, in this process, as
+    Hydra starts it (run folder made, ``HydraConfig`` set): its exit code."""
+    cfg = compose_train([*base, f"hydra.run.dir={run_dir}", *overrides], with_hydra=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)  # what ${hydra:runtime.output_dir} gives
+    run_dir.mkdir()
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]  # as Hydra hands the job its config
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            run_job(cfg)
+    finally:
+        HydraConfig.instance().cfg = None
+    return exit_info.value.code
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -403,16 +424,26 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path):
     ],
     ids=["patch", "loss", "root", "ckpt", "last", "disk-full", "ignored-group"],
 )
-def test_bad_input_is_a_one_line_error_before_training(tmp_path, overrides, message):
+def test_bad_input_is_a_one_line_error_before_training(tmp_path, capsys, overrides, message):
+    """The console script for two cases (disk-full is caught by a Hydra callback before
+    the job); the job itself, in this process, for the others (the same code, without
+    another start-up of torch and Lightning)."""
     run_dir = tmp_path / "run"
     other_data = overrides[0].startswith("data=")  # RUN's overrides are for data=synthetic
-    result = train_process(run_dir, *overrides, base=tuple(FAST) if other_data else tuple(RUN))
-    assert result.returncode == 2
-    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    base = tuple(FAST) if other_data else tuple(RUN)
+    if overrides[0] in ("paths.min_free_gb=1e9", "model=expandnet"):
+        result = train_process(run_dir, *overrides, base=base)
+        code, stderr = result.returncode, result.stderr
+    else:
+        code = train_in_this_process(run_dir, *overrides, base=base)
+        stderr = capsys.readouterr().err
+    assert code == 2
+    errors = [line for line in stderr.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and errors[0].startswith("hdrunet-train: error: ")
     assert message in errors[0]
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in stderr
     assert not (run_dir / "checkpoints").exists()
+    assert not run_dir.exists()  # failed at start: the run folder is removed
 
 
 def test_unwritable_run_folder_is_refused_before_anything_starts(tmp_path):

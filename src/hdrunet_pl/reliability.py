@@ -187,8 +187,10 @@ class Preemption(L.Callback):
 
 def check_output_dir(path: str | Path, min_free_gb: float = 1.0) -> Path:
     """Create ``path`` and check that a file can be written there and that the disk has at
-    least ``min_free_gb`` free; raises :class:`HDRUNetError` saying what to change."""
+    least ``min_free_gb`` free; raises :class:`HDRUNetError` saying what to change (and
+    removes the folders it made)."""
     path = Path(path)
+    made = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".write-test-{os.getpid()}"
@@ -201,6 +203,9 @@ def check_output_dir(path: str | Path, min_free_gb: float = 1.0) -> Path:
         ) from None
     free_gb = shutil.disk_usage(path).free / 2**30
     if free_gb < min_free_gb:
+        for folder in made:
+            with contextlib.suppress(OSError):  # only while empty
+                folder.rmdir()
         raise HDRUNetError(
             f"only {free_gb:.2f} GB free under {path}, below paths.min_free_gb={min_free_gb}; "
             "free space or choose another output folder"
