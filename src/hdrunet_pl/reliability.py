@@ -191,21 +191,26 @@ def check_output_dir(path: str | Path, min_free_gb: float = 1.0) -> Path:
     removes the folders it made)."""
     path = Path(path)
     made = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
+
+    def remove_made() -> None:
+        for folder in made:
+            with contextlib.suppress(OSError):  # only while empty
+                folder.rmdir()
+
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".write-test-{os.getpid()}"
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as err:
+        remove_made()
         raise HDRUNetError(
             f"cannot write to the output folder {path} ({err.strerror or err}); "
             "choose another with hydra.run.dir=... or HDRUNET_LOG_DIR=..."
         ) from None
     free_gb = shutil.disk_usage(path).free / 2**30
     if free_gb < min_free_gb:
-        for folder in made:
-            with contextlib.suppress(OSError):  # only while empty
-                folder.rmdir()
+        remove_made()
         raise HDRUNetError(
             f"only {free_gb:.2f} GB free under {path}, below paths.min_free_gb={min_free_gb}; "
             "free space or choose another output folder"
