@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from hdrunet_pl.train import train
@@ -91,10 +92,17 @@ def run_ddp(args: list[str], cwd: Path):
 
 
 def test_ddp_on_cpu_syncs_metrics_and_a_sweep_writes_one_folder_per_job(tmp_path):
-    """Two jobs (``-m loss=l1,tanh_l1``) of two DDP processes each: every job writes one
-    folder from rank 0, and the synced scores are the single-process ones."""
+    """Two jobs (``-m loss=l1,tanh_l1``) of two DDP processes each, with the weight EMA:
+    every job writes one folder from rank 0, its checkpoints hold the average beside the
+    raw weights, and the synced scores are the single-process ones."""
     sweep = tmp_path / "sweep"
-    args = ["-m", "loss=l1,tanh_l1", *ddp_args(tmp_path / "ranks"), f"hydra.sweep.dir={sweep}"]
+    args = [
+        "-m",
+        "loss=l1,tanh_l1",
+        "callbacks=[default,ema]",
+        *ddp_args(tmp_path / "ranks"),
+        f"hydra.sweep.dir={sweep}",
+    ]
     result = run_ddp(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     offending = noise(result, tmp_path)  # no third-party advice a user cannot act on
@@ -108,6 +116,10 @@ def test_ddp_on_cpu_syncs_metrics_and_a_sweep_writes_one_folder_per_job(tmp_path
             "best-step0000004.ckpt",
             "last.ckpt",
         ]
+        saved = torch.load(job / "checkpoints" / "last.ckpt", weights_only=True)
+        average, raw = saved["state_dict"], saved["current_model_state"]
+        assert average.keys() == raw.keys()
+        assert any(not torch.equal(average[k], raw[k]) for k in average)  # 4 steps averaged
     assert result.stdout.count("hdrunet-train summary") == 2  # rank 0 only, once per job
     # the rank files are the last job's (loss=tanh_l1, the default loss)
     rank0, rank1 = (json.loads((tmp_path / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1))
