@@ -5,6 +5,7 @@ wrong. (Prose may show refused commands on purpose; only the code blocks are che
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 
@@ -13,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from hdrunet_pl import bench, prepare, samples
 from hdrunet_pl.data.datasets import check_patch_size
@@ -85,7 +86,13 @@ def _check_train_job(cfg: DictConfig, job: list[str]) -> None:
     check_groups_apply(cfg, job, cfg.hydra.runtime.choices.get("model"))
     if "patch_size" in cfg.data:
         check_patch_size(cfg.data.patch_size)
-    instantiate(cfg.model)  # the network, loss and metrics the job would build
+    _build_model(OmegaConf.to_yaml(cfg.model, resolve=True))
+
+
+@functools.cache
+def _build_model(model_yaml: str) -> None:
+    """The network, loss and metrics a job would build (once per distinct model config)."""
+    instantiate(OmegaConf.create(model_yaml))
 
 
 def _check_tool_job(config: str, cfg: DictConfig) -> None:
