@@ -10,6 +10,8 @@ from pathlib import Path
 
 import lightning as L
 from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
 import hdrunet_pl
@@ -28,11 +30,22 @@ SMALL_SYNTHETIC_VAL = [
 """With ``data=synthetic`` (the default): validate on two small scenes."""
 
 
-def compose_train(overrides: list[str], with_hydra: bool = False) -> DictConfig:
-    """The composed ``train.yaml`` for ``overrides``, as ``hdrunet-train`` would see it
-    (``with_hydra``: with the ``hydra`` node too)."""
+def compose_config(name: str, overrides: list[str], with_hydra: bool = False) -> DictConfig:
+    """The composed tool config ``name`` (``train``, ``predict``, ``eval``, ``export``) for
+    ``overrides``, as the tool would see it (``with_hydra``: with the ``hydra`` node too)."""
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        return compose(config_name="train", overrides=overrides, return_hydra_config=with_hydra)
+        return compose(config_name=name, overrides=overrides, return_hydra_config=with_hydra)
+
+
+def compose_train(overrides: list[str], with_hydra: bool = False) -> DictConfig:
+    """The composed ``train.yaml`` for ``overrides``, as ``hdrunet-train`` would see it."""
+    return compose_config("train", overrides, with_hydra)
+
+
+def sweep_jobs(overrides: list[str]) -> list[list[str]]:
+    """The jobs Hydra's basic sweeper makes of ``overrides`` (its own code)."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
 
 def bare_trainer(**settings: object) -> L.Trainer:

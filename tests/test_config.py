@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra._internal.utils import _locate
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
@@ -28,7 +26,7 @@ from hdrunet_pl.predict import make_predictor
 from hdrunet_pl.reliability import AtomicCheckpointIO, LastCheckpoint, Preemption
 from hdrunet_pl.validation import check_groups_apply
 
-from .support import CONF_DIR, REPO, compose_train
+from .support import CONF_DIR, REPO, compose_config, compose_train, sweep_jobs
 
 GROUPS = [
     "data",
@@ -302,12 +300,6 @@ def _readme_sweeps() -> dict[str, str]:
     return dict(rows)
 
 
-def _sweep_jobs(params: DictConfig) -> list[list[str]]:
-    """The jobs Hydra's basic sweeper makes of ``hydra.sweeper.params`` (its own code)."""
-    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
-    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
-
-
 def test_every_ablation_sweep_expands_to_the_papers_jobs_and_each_job_composes():
     sweeps = [
         o for o in options("experiment") if o.startswith("ablation_") and o != "ablation_base"
@@ -317,7 +309,7 @@ def test_every_ablation_sweep_expands_to_the_papers_jobs_and_each_job_composes()
     for experiment, (group, variants) in PAPER_SWEEPS.items():
         assert readme[experiment] == f"{group}={','.join(variants)}", experiment
         params = OmegaConf.load(CONF_DIR / "experiment" / f"{experiment}.yaml").hydra.sweeper.params
-        jobs = _sweep_jobs(params)
+        jobs = sweep_jobs([f"{k}={v}" for k, v in params.items()])
         assert jobs == [[f"{group}={v}"] for v in variants], experiment  # in the table's order
         for job in jobs:
             cfg = compose_train([f"experiment={experiment}", *job], with_hydra=True)
@@ -414,16 +406,11 @@ def test_every_camera_option_reaches_the_datasets_camera_model(option, tmp_path)
             assert {k: getattr(model, k) for k in settings} == expected
 
 
-def _compose_tool(tool: str, overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        return compose(config_name=tool, overrides=overrides)
-
-
 @pytest.mark.parametrize("option", options("inference"))
 def test_every_inference_option_reaches_the_predictor(option, tiny_checkpoint):
     """The group's values reach predict's Predictor; eval's, with overrides, win over them."""
     settings = OmegaConf.load(CONF_DIR / "inference" / f"{option}.yaml")
-    cfg = _compose_tool("predict", [f"inference={option}", f"ckpt={tiny_checkpoint}"])
+    cfg = compose_config("predict", [f"inference={option}", f"ckpt={tiny_checkpoint}"])
     assert {key: cfg[key] for key in settings} == settings
     predictor = make_predictor(cfg)
     assert predictor.device == resolve_device(settings.device)
@@ -433,7 +420,7 @@ def test_every_inference_option_reaches_the_predictor(option, tiny_checkpoint):
     assert predictor.tile_batch == settings.tile_batch
     assert (predictor.model._compiled_call_impl is not None) == settings.compile
     changed = {"precision": 32, "tile": 320, "overlap": 100, "memory_gb": 0.5, "tile_batch": 3}
-    cfg = _compose_tool(
+    cfg = compose_config(
         "eval",
         [
             f"inference={option}",

@@ -18,10 +18,8 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from lightning.pytorch.plugins import MixedPrecision
-from omegaconf import DictConfig
 from torch._dynamo.utils import counters
 
 from hdrunet_pl import evaluate
@@ -33,13 +31,13 @@ from hdrunet_pl.train import train
 from .helpers import NaNGradientAt
 from .ntire_files import random_hdr, write_ntire_frame
 from .organisers import ntire_psnr_l_numpy, ntire_psnr_mu_numpy
-from .support import CONF_DIR, FAST, SMALL_SYNTHETIC_VAL, bare_trainer, compose_train
-
-
-def compose_tool(tool: str, overrides: list[str]) -> DictConfig:
-    """The composed ``predict.yaml`` or ``eval.yaml``, as the tool would see it."""
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        return compose(config_name=tool, overrides=overrides)
+from .support import (
+    FAST,
+    SMALL_SYNTHETIC_VAL,
+    bare_trainer,
+    compose_config,
+    compose_train,
+)
 
 
 @pytest.fixture
@@ -68,11 +66,11 @@ def compiled_graphs() -> int:
 
 def test_compile_true_compiles_the_predictors_network(tiny_checkpoint, eager_backend):
     ldr = torch.rand(3, 36, 52)
-    eager = make_predictor(compose_tool("predict", [f"ckpt={tiny_checkpoint}", "precision=32"]))
+    eager = make_predictor(compose_config("predict", [f"ckpt={tiny_checkpoint}", "precision=32"]))
     expected = eager(ldr)
     assert compiled_graphs() == 0
     for tool in ("predict", "eval"):
-        cfg = compose_tool(tool, [f"ckpt={tiny_checkpoint}", "precision=32", "compile=true"])
+        cfg = compose_config(tool, [f"ckpt={tiny_checkpoint}", "precision=32", "compile=true"])
         predictor = make_predictor(cfg)
         assert predictor.model._compiled_call_impl is not None, tool  # nn.Module.compile
     got = predictor(ldr)
@@ -120,8 +118,8 @@ def test_inductor_compile_matches_eager_inference(tiny_checkpoint):
     torch._dynamo.reset()
     counters.clear()
     ldr = torch.rand(3, 32, 32)
-    eager = make_predictor(compose_tool("predict", [f"ckpt={tiny_checkpoint}", "precision=32"]))
-    cfg = compose_tool("predict", [f"ckpt={tiny_checkpoint}", "precision=32", "compile=true"])
+    eager = make_predictor(compose_config("predict", [f"ckpt={tiny_checkpoint}", "precision=32"]))
+    cfg = compose_config("predict", [f"ckpt={tiny_checkpoint}", "precision=32", "compile=true"])
     got = make_predictor(cfg)(ldr)
     assert compiled_graphs() >= 1
     torch.testing.assert_close(got, eager(ldr), atol=1e-4, rtol=1e-4)
@@ -136,7 +134,7 @@ def test_tile_batch_runs_tiles_together_with_the_same_result(tiny_checkpoint):
     tiling = [f"ckpt={tiny_checkpoint}", "precision=32", "tile=48", "overlap=16"]
     outputs, batch_sizes = {}, {}
     for tile_batch in (1, 3):
-        predictor = make_predictor(compose_tool("predict", [*tiling, f"tile_batch={tile_batch}"]))
+        predictor = make_predictor(compose_config("predict", [*tiling, f"tile_batch={tile_batch}"]))
         sizes = batch_sizes[tile_batch] = []
         predictor.model.register_forward_pre_hook(lambda m, args, s=sizes: s.append(len(args[0])))
         outputs[tile_batch] = predictor(ldr)
@@ -168,7 +166,7 @@ def test_ntire_val_root_is_what_validation_and_eval_read(tmp_path, tiny_checkpoi
     assert _names(datamodule.val_dataloader()) == ["0007", "0008"]
     assert [p.name for p in datamodule.train_set.dataset.pairs] == ["0000", "0001", "0002"]
     # hdrunet-eval ckpt=... data=ntire2021 data.root=... data.val_root=...
-    cfg = compose_tool(
+    cfg = compose_config(
         "eval", [f"ckpt={tiny_checkpoint}", "precision=32", f"output={tmp_path / 'eval'}", *data]
     )
     scores = evaluate.run(cfg)
@@ -254,7 +252,7 @@ def scored(tmp_path_factory) -> dict:
     scores = {}
     for kind, extra in (("png", []), ("png+ldr", [f"ldr_dir={root / 'data'}"]), ("exr", [])):
         kind_dir = kind.split("+")[0]
-        cfg = compose_tool(
+        cfg = compose_config(
             "eval",
             [
                 f"pred_dir={root / kind_dir}",
@@ -266,7 +264,7 @@ def scored(tmp_path_factory) -> dict:
         evaluate.run(cfg)
         with open(root / kind / "scores.csv") as f:
             scores[kind] = {r["name"]: r for r in csv.DictReader(f)}
-    cfg = compose_tool(
+    cfg = compose_config(
         "eval", [f"pred_dir={root / 'hdr'}", f"gt_dir={root / 'data'}", f"output={root / 'hdr_'}"]
     )
     evaluate.run(cfg)

@@ -10,8 +10,6 @@ import re
 import shlex
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -26,7 +24,7 @@ from hdrunet_pl.validation import (
     check_settings,
 )
 
-from .support import CONF_DIR, REPO
+from .support import REPO, compose_config, sweep_jobs
 
 HYDRA_TOOLS = {
     "hdrunet-train": "train",
@@ -64,21 +62,15 @@ def readme_commands() -> list[tuple[int, list[str]]]:
 COMMANDS = readme_commands()
 
 
-def _compose(config: str, overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        return compose(config_name=config, overrides=overrides, return_hydra_config=True)
-
-
 def _jobs(config: str, overrides: list[str], multirun: bool) -> list[list[str]]:
     """The jobs Hydra runs for the command: one, or a sweep's, expanded as its basic
     sweeper does (the config's ``hydra.sweeper.params`` first, then the command line)."""
     if not multirun:
         return [overrides]
-    parser = OverridesParser.create()
-    fixed = [o.input_line for o in parser.parse_overrides(overrides) if not o.is_sweep_override()]
-    params = _compose(config, fixed).hydra.sweeper.params or {}
-    parsed = parser.parse_overrides([f"{k}={v}" for k, v in params.items()] + overrides)
-    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    params = compose_config(config, fixed, with_hydra=True).hydra.sweeper.params or {}
+    return sweep_jobs([f"{k}={v}" for k, v in params.items()] + overrides)
 
 
 def _check_train_job(cfg: DictConfig, job: list[str]) -> None:
@@ -127,7 +119,7 @@ def test_readme_command_is_accepted(line, argv):
     jobs = _jobs(config, overrides, multirun="-m" in args or "--multirun" in args)
     assert jobs, f"README line {line}: a sweep without jobs"
     for job in jobs:
-        cfg = _compose(config, job)
+        cfg = compose_config(config, job, with_hydra=True)
         if config == "train":
             _check_train_job(cfg, job)
         else:
