@@ -244,3 +244,16 @@ def test_psnr_l_is_logged_as_the_challenge_defines_it(tmp_path):
         [-10 * np.log10(np.mean(((gt[i] - pred[i]) / gt[i].max()).numpy() ** 2)) for i in (0, 1)]
     )
     assert metric.compute().item() == pytest.approx(want, abs=1e-4)
+
+
+def test_a_nan_score_is_reported_as_n_a_and_metrics_json_stays_json():
+    from dataclasses import asdict
+
+    from hdrunet_pl.train import TrainSummary, _metric
+
+    metrics = {"val/psnr_mu": torch.tensor(float("nan")), "val/psnr_l": torch.tensor(31.5)}
+    after = _metric(metrics, "val/psnr_mu")
+    assert after is None and _metric(metrics, "val/psnr_l") == 31.5
+    summary = TrainSummary(4, 1.0, None, after, 31.5, 20.0, 25.0, None, None, "/run")
+    json.loads(json.dumps(asdict(summary), allow_nan=False))  # strict JSON: no bare NaN
+    assert "val PSNR-mu after    n/a" in summary.lines()

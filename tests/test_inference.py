@@ -1,6 +1,7 @@
 """Inference: any size, tiles equal to whole images, formats round-trip, eval and export."""
 
 import csv
+import logging
 import re
 
 import numpy as np
@@ -250,8 +251,10 @@ def test_eval_names_the_image_it_cannot_score():
     black[:, 0, 0] = 1.0  # one bright pixel: the 99th percentile is still 0
     with pytest.raises(HDRUNetError, match=r"^0001: the ground truth is black in 99% of"):
         score(Sample("0001", gt, black, None))
-    with pytest.raises(HDRUNetError, match=r"^0002: pred shape \(3, 17, 9\) != target"):
+    with pytest.raises(HDRUNetError, match=r"^0002: the result is 17x9, its ground truth 16x9$"):
         score(Sample("0002", torch.rand(3, 17, 9), gt, None))
+    with pytest.raises(HDRUNetError, match=r"^0004: the LDR is 10x10, its ground truth 16x9$"):
+        score(Sample("0004", gt, gt, torch.rand(3, 10, 10)))  # the result itself is right
     assert np.isfinite(score(Sample("0003", gt * 0.9, gt, gt.clamp(0, 1))).psnr_mu)
 
 
@@ -415,6 +418,37 @@ def test_output_folder_owns_only_the_unchanged_files_it_wrote(tmp_path):
         with pytest.raises(HDRUNetError, match=r"failed\.png: exists and was not written by tool"):
             view.claim([failed])
     assert failed.read_bytes() == b"the user's file, put there later"
+
+
+def test_output_folder_refuses_links_and_names_its_manifest_cannot_hold(tmp_path):
+    """A symbolic link in the output folder (live or dangling) is never the package's: the
+    name is refused with one line and what it points to is left alone. A name with a
+    newline would break the manifest's lines, so it is refused too."""
+    from hdrunet_pl.outputs import OutputFolder
+
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (out / "a.png").symlink_to(victim)
+    (out / "b.png").symlink_to(tmp_path / "nothing")
+    folder = OutputFolder(out, "tool")
+    for link in (out / "a.png", out / "b.png"):
+        assert folder.foreign([link]) == [link]
+        with pytest.raises(HDRUNetError, match=f"{link.name}: exists and was not written by"):
+            folder.claim([link])
+    with pytest.raises(HDRUNetError, match="control character"):
+        folder.claim([out / "a\nb.png"])
+    assert victim.read_text() == "keep me"
+    assert not (out / ".hdrunet-outputs").exists()  # nothing was claimed
+
+
+def test_tiles_much_smaller_than_twice_the_overlap_are_warned_about(caplog):
+    with caplog.at_level(logging.WARNING, logger="hdrunet_pl.inference"):
+        Predictor(random_net(8), tile=512)
+        assert not caplog.records
+        Predictor(random_net(8), tile=256)
+    assert "tile=256 with overlap=224 computes each pixel about 64 times" in caplog.text
 
 
 def test_predict_keeps_a_file_put_where_a_failed_input_left_its_name(tmp_path):

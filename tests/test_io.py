@@ -84,6 +84,13 @@ def test_bad_align_ratios_are_refused(tmp_path, value, message):
     assert "0001_alignratio.npy" in str(err.value)
 
 
+@pytest.mark.parametrize("value", [np.array("3.0"), np.array(True), np.array(1 + 2j)])
+def test_an_align_ratio_that_is_not_a_real_number_says_so(tmp_path, value):
+    np.save(tmp_path / "0001_alignratio.npy", value)
+    with pytest.raises(ImageFileError, match=f"need a real number, got {value.dtype} data"):
+        read_alignratio(tmp_path / "0001_alignratio.npy")
+
+
 def test_npz_under_an_align_ratio_name_is_an_image_file_error(tmp_path):
     np.savez(tmp_path / "0001_alignratio", ratio=np.float32(3.0))
     (tmp_path / "0001_alignratio.npz").rename(tmp_path / "0001_alignratio.npy")
@@ -155,22 +162,50 @@ def test_grayscale_is_converted_and_alpha_dropped_with_a_log_line(tmp_path, capl
     assert "a.png: alpha channel dropped" in caplog.text
 
 
-@pytest.mark.parametrize("orientation", range(1, 9))
-def test_a_jpegs_exif_orientation_is_applied(tmp_path, orientation):
-    """A phone photo taken upright is stored sideways with an EXIF orientation tag: it is
-    read upright, pixel for pixel as Pillow's ``exif_transpose`` shows it."""
-    from PIL import Image, ImageOps
+def _quadrants(height: int = 20, width: int = 40) -> np.ndarray:
+    """An RGB uint8 image with a different colour in each quadrant (any turn or flip shows)."""
+    image = np.zeros((height, width, 3), np.uint8)
+    h, w = height // 2, width // 2
+    image[:h, :w], image[:h, w:], image[h:, :w] = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+    return image
 
-    stored = np.zeros((20, 40, 3), np.uint8)  # four quadrants, one colour each
-    stored[:10, :20], stored[:10, 20:], stored[10:, :20] = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+
+def _save_with_orientation(path: Path, stored: np.ndarray, orientation: int) -> None:
+    import tifffile
+    from PIL import Image
+
+    if path.suffix == ".tif":  # the orientation tag (274) of the TIFF itself
+        tifffile.imwrite(path, stored, photometric="rgb", extratags=[(274, "H", 1, orientation)])
+        return
     exif = Image.Exif()
     exif[0x0112] = orientation
-    path = tmp_path / "photo.jpg"
-    Image.fromarray(stored).save(path, exif=exif, quality=95)
-    upright = np.asarray(ImageOps.exif_transpose(Image.open(path)))
+    options = {"quality": 95} if path.suffix == ".jpg" else {"lossless": True}
+    Image.fromarray(stored).save(
+        path, format=path.suffix[1:].replace("jpg", "jpeg"), exif=exif, **options
+    )
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".tif", ".webp"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_an_exif_orientation_is_applied_in_every_format(tmp_path, suffix, orientation):
+    """A photo taken upright is stored sideways with an orientation tag (JPEG, PNG eXIf,
+    TIFF, WebP): it is read upright, pixel for pixel as Pillow's ``exif_transpose`` shows
+    it. OpenCV 5's ``imread`` failed outright on TIFFs with orientation 5-8."""
+    from PIL import Image, ImageOps
+
+    path = tmp_path / f"photo{suffix}"
+    _save_with_orientation(path, _quadrants(), orientation)
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
     read = read_ldr(path)
     assert read.shape == upright.shape == ((20, 40, 3) if orientation < 5 else (40, 20, 3))
-    assert np.array_equal(np.round(read * 255).astype(np.uint8), upright)
+    assert np.abs(np.round(read * 255).astype(int) - upright).max() <= 2  # JPEG rounding
+
+
+def test_orientation_follows_the_content_not_the_suffix(tmp_path):
+    """A JPEG saved under a .png name (orientation 6) is turned as a JPEG would be."""
+    _save_with_orientation(tmp_path / "photo.jpg", _quadrants(), 6)
+    (tmp_path / "photo.jpg").rename(tmp_path / "photo.png")
+    assert read_ldr(tmp_path / "photo.png").shape == (40, 20, 3)
 
 
 @pytest.mark.parametrize("half", [False, True])
@@ -222,6 +257,105 @@ def test_radiance_round_trip_within_rgbe_precision(tmp_path):
     assert back.dtype == np.float32
     assert (np.abs(back - hdr) <= hdr.max(axis=-1, keepdims=True) / 100).all()  # shared exponent
     assert hdr_image_size(tmp_path / "a.hdr") == (12, 17)
+
+
+RADIANCE_ORIENTATIONS = {
+    # resolution string -> the stored scanlines, from the upright (H, W, 3) image (Ward's
+    # format: the first axis is the major one; -Y runs top to bottom, +X left to right)
+    "-Y {h} +X {w}": lambda a: a,
+    "+Y {h} +X {w}": lambda a: a[::-1],
+    "-Y {h} -X {w}": lambda a: a[:, ::-1],
+    "+Y {h} -X {w}": lambda a: a[::-1, ::-1],
+    "+X {w} -Y {h}": lambda a: a.transpose(1, 0, 2),
+    "+X {w} +Y {h}": lambda a: a[::-1].transpose(1, 0, 2),
+    "-X {w} -Y {h}": lambda a: a[:, ::-1].transpose(1, 0, 2),
+    "-X {w} +Y {h}": lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+}
+
+
+def _radiance_file(path: Path, upright: np.ndarray, resolution: str, header: bytes = b"") -> None:
+    """``upright`` stored with ``resolution``'s orientation and extra ``header`` lines."""
+    h, w = upright.shape[:2]
+    stored = np.ascontiguousarray(RADIANCE_ORIENTATIONS[resolution](upright))
+    write_radiance(path, stored)
+    data = path.read_bytes()
+    standard = b"-Y %d +X %d\n" % stored.shape[:2]
+    assert data.count(standard) == 1 and data.count(b"\n\n") >= 1
+    data = data.replace(standard, resolution.format(h=h, w=w).encode() + b"\n", 1)
+    path.write_bytes(data.replace(b"\n\n", b"\n" + header + b"\n", 1))
+
+
+@pytest.mark.parametrize("resolution", RADIANCE_ORIENTATIONS)
+def test_radiance_files_of_every_orientation_read_upright(tmp_path, resolution):
+    upright = hdr_image(6, 9, peak=4.0) + 0.1
+    _radiance_file(tmp_path / "standard.hdr", upright, "-Y {h} +X {w}")
+    _radiance_file(tmp_path / "turned.hdr", upright, resolution)
+    assert hdr_image_size(tmp_path / "turned.hdr") == (6, 9)
+    np.testing.assert_array_equal(
+        read_radiance(tmp_path / "turned.hdr"), read_radiance(tmp_path / "standard.hdr")
+    )
+
+
+def test_radiance_exposure_and_colorcorr_are_divided_out(tmp_path):
+    """Ward's format: EXPOSURE and COLORCORR record what the pixels were multiplied by
+    (cumulative); the reader returns the radiance before."""
+    scaled = hdr_image(6, 9, peak=4.0) + 0.1
+    factor = np.array([2.0 * 1.5 * 0.5, 2.0 * 1.5 * 1.0, 2.0 * 1.5 * 4.0], np.float32)
+    header = b"EXPOSURE=2.0\nEXPOSURE=1.5\nCOLORCORR=0.5 1 4\n"
+    _radiance_file(tmp_path / "plain.hdr", scaled, "-Y {h} +X {w}")
+    _radiance_file(tmp_path / "scaled.hdr", scaled, "-Y {h} +X {w}", header)
+    stored = read_radiance(tmp_path / "plain.hdr")  # the same pixels, no header lines
+    assert not np.allclose(stored / factor, stored)
+    np.testing.assert_allclose(read_radiance(tmp_path / "scaled.hdr"), stored / factor, rtol=1e-6)
+
+
+def test_radiance_xyze_and_bad_headers_are_refused_from_the_header(tmp_path):
+    upright = hdr_image(6, 9) + 0.1
+    _radiance_file(tmp_path / "a.hdr", upright, "-Y {h} +X {w}")
+    data = (tmp_path / "a.hdr").read_bytes()
+    cases = {
+        "xyze.hdr": (data.replace(b"32-bit_rle_rgbe", b"32-bit_rle_xyze"), "only 32-bit_rle_rgbe"),
+        "exposure.hdr": (data.replace(b"\n\n", b"\nEXPOSURE=0\n\n", 1), "finite and > 0"),
+        "axes.hdr": (data.replace(b"-Y 6 +X 9", b"-Y 6 +Y 9"), "without a valid image size"),
+        "cut.hdr": (data[:20], "without its end"),
+    }
+    for name, (content, message) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        for read in (hdr_image_size, read_radiance):
+            with pytest.raises(ImageFileError, match=message):
+                read(tmp_path / name)
+
+
+def _exr_part(name: str, channels: dict[str, np.ndarray]):
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    return OpenEXR.Part(header | {"name": name}, channels)
+
+
+def test_a_multi_part_exr_is_read_from_its_one_image_part_or_refused(tmp_path):
+    image = hdr_image(6, 9)
+    depth = np.full((6, 9), 3.0, np.float32)
+    with OpenEXR.File([_exr_part("depth", {"Z": depth}), _exr_part("beauty", {"RGB": image})]) as f:
+        f.write(str(tmp_path / "render.exr"))
+    np.testing.assert_array_equal(read_exr(tmp_path / "render.exr"), image)
+    assert hdr_image_size(tmp_path / "render.exr") == (6, 9)
+    with OpenEXR.File([_exr_part("a", {"RGB": image * 0}), _exr_part("b", {"RGB": image})]) as f:
+        f.write(str(tmp_path / "two.exr"))
+    for read in (read_exr, hdr_image_size):
+        with pytest.raises(ImageFileError, match=r"two\.exr: multi-part .* 2 of 2 parts"):
+            read(tmp_path / "two.exr")
+
+
+def test_a_luminance_chroma_exr_is_refused_not_read_as_grey(tmp_path):
+    image = hdr_image(6, 9) + 0.1
+    luma = image.mean(axis=-1)
+    chroma = {"RY": image[..., 0] / luma - 1, "BY": image[..., 2] / luma - 1}
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    channels = {"Y": luma} | {k: np.ascontiguousarray(v) for k, v in chroma.items()}
+    with OpenEXR.File(header, channels) as f:
+        f.write(str(tmp_path / "yc.exr"))
+    for read in (read_exr, hdr_image_size):
+        with pytest.raises(ImageFileError, match="luminance/chroma OpenEXR"):
+            read(tmp_path / "yc.exr")
 
 
 def test_write_hdr_dispatch_writes_nonlinear_png_and_linear_exr_hdr(tmp_path):

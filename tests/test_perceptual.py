@@ -13,6 +13,7 @@ import torch
 from scipy import ndimage
 
 from hdrunet_pl.constants import GAMMA, NORM_PERCENTILE
+from hdrunet_pl.errors import HDRUNetError
 from hdrunet_pl.io import write_hdr_png
 from hdrunet_pl.metrics import CVVDP, PU21PSNR, PU21SSIM, cvvdp_jod, pu21_psnr, pu21_ssim
 from hdrunet_pl.perceptual import (
@@ -225,6 +226,21 @@ def test_bad_inputs_get_one_line(tmp_path):
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
         scores = run(compose(config_name="eval", overrides=overrides))
     assert list(scores[0].values) == ["psnr_mu", "psnr_l", "pu21_psnr"]
+
+
+def test_images_too_small_for_a_metric_are_refused_by_name():
+    """SSIM's 11-pixel window: cvvdp skips its smoothing below it and reports a near-1 SSIM
+    whatever the images; ColorVideoVDP fails on one pixel. PU21-PSNR scores any size."""
+    from hdrunet_pl.evaluate import Sample, make_scorers, score
+
+    gt = torch.rand(3, 7, 7) + 0.1
+    for name, size in (("pu21_ssim", 7), ("cvvdp", 1)):
+        image = gt[:, :size, :size]
+        with pytest.raises(HDRUNetError, match=rf"^0001: {size}x{size} pixels is too small for "):
+            score(Sample("0001", image * 0.5, image, None), make_scorers([name]))
+    pixel = gt[:, :1, :1]
+    scored = score(Sample("0001", pixel * 0.5, pixel, None), make_scorers(["pu21_psnr"]))
+    assert np.isfinite(scored.values["pu21_psnr"])
 
 
 def test_cvvdp_units_guess_is_not_printed_for_dark_images(caplog):

@@ -4,6 +4,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 
 from hdrunet_pl import load_model
 from hdrunet_pl.data import NTIREDataset, find_ntire_pairs
@@ -186,3 +187,24 @@ def test_hdr_folder_checks_files_at_start_up(tmp_path):
         HDRFolderDataModule(str(tmp_path), val_count=1, patch_size=32)
     assert "a.exr: 20x30 is smaller than the 32x32 patch" in str(err.value)
     assert "0.hdr: not a Radiance HDR file" in str(err.value)
+
+
+def test_a_black_validation_image_is_refused_instead_of_scoring_nan(tmp_path):
+    """PSNR-mu normalises by the ground truth's 99th percentile: a validation image that is
+    black there would make every val/psnr_mu NaN; training crops may be black."""
+    from hdrunet_pl.data.hdr_folder import HDRFolderDataset
+    from hdrunet_pl.errors import DatasetError
+    from hdrunet_pl.io import write_exr
+
+    lit = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32) + 0.1
+    night = np.zeros((32, 32, 3), np.float32)
+    night[:2, :2] = 50.0  # a few lights: black in 99.6% of the values
+    write_exr(tmp_path / "lit.exr", lit)
+    write_exr(tmp_path / "night.exr", night)
+    files = [tmp_path / "lit.exr", tmp_path / "night.exr"]
+    val = HDRFolderDataset(files, random_camera=False)
+    assert val[0]["hdr"].amax() > 0
+    with pytest.raises(DatasetError, match=r"night\.exr: the ground truth is black in 99%"):
+        val[1]
+    train_set = HDRFolderDataset(files, random_camera=True)
+    assert torch.isfinite(train_set[(1, 7)]["hdr"]).all()

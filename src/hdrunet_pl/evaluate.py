@@ -36,7 +36,13 @@ from hdrunet_pl.io import (
     read_ldr,
     read_linear_hdr,
 )
-from hdrunet_pl.metrics import CHALLENGE_METRICS, check_metric_names, percentile, scorer
+from hdrunet_pl.metrics import (
+    BLACK_GROUND_TRUTH,
+    CHALLENGE_METRICS,
+    check_metric_names,
+    is_black,
+    scorer,
+)
 from hdrunet_pl.outputs import OutputFolder
 from hdrunet_pl.perceptual import DISPLAY, REFERENCE_CD_M2
 from hdrunet_pl.predict import make_predictor
@@ -104,14 +110,22 @@ def make_scorers(metrics: list[str] | tuple[str, ...] | None = None) -> dict[str
     return {name: scorer(name) for name in metric_names(metrics)}
 
 
+def _size(image: torch.Tensor) -> str:
+    """``HxW`` (and the channels when not 3) of a (C, H, W) image."""
+    size = "x".join(str(n) for n in image.shape[-2:])
+    return size if image.ndim == 3 and image.shape[0] == 3 else f"{size} ({tuple(image.shape)})"
+
+
 def score(sample: Sample, scorers: dict[str, Scorer] | None = None) -> ImageScore:
     """Scores of one sample (and of its LDR, when present); the challenge's two by default."""
     scorers = scorers or make_scorers(CHALLENGE_METRICS)
-    if not float(percentile(sample.gt, NORM_PERCENTILE)) > 0:
-        raise HDRUNetError(
-            f"{sample.name}: the ground truth is black in {NORM_PERCENTILE:g}% of its values "
-            "or more, so PSNR-mu (normalised by that percentile) is undefined; leave it out"
-        )
+    if is_black(sample.gt):
+        raise HDRUNetError(f"{sample.name}: {BLACK_GROUND_TRUTH}; leave it out")
+    for what, image in (("result", sample.pred), ("LDR", sample.ldr)):
+        if image is not None and image.shape != sample.gt.shape:
+            raise HDRUNetError(
+                f"{sample.name}: the {what} is {_size(image)}, its ground truth {_size(sample.gt)}"
+            )
     try:
         values = {name: float(fn(sample.pred, sample.gt)) for name, fn in scorers.items()}
         result = ImageScore(sample.name, values)

@@ -12,6 +12,7 @@ its tiles also stitch to the whole-image result.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -23,6 +24,8 @@ from torch import nn
 from hdrunet_pl.errors import HDRUNetError
 from hdrunet_pl.models.hdrunet import SCALE_FACTOR
 from hdrunet_pl.runtime import keep_freed_memory
+
+log = logging.getLogger(__name__)
 
 RECEPTIVE_RADIUS = 96
 """Pixels beyond which an input change cannot reach an output pixel (measured: 92)."""
@@ -185,6 +188,15 @@ class Predictor:
             raise ValueError(
                 f"tile ({tile}) must exceed overlap ({overlap}) by at least {SCALE_FACTOR} "
                 f"pixels: give tile={overlap + SCALE_FACTOR} or more, or a smaller overlap"
+            )
+        if tile and (tile / (tile - overlap)) ** 2 > 4:
+            log.warning(
+                "tile=%d with overlap=%d computes each pixel about %.0f times over; "
+                "tile=%d or more computes it at most 4 times",
+                tile,
+                overlap,
+                (tile / ((tile - overlap) // SCALE_FACTOR * SCALE_FACTOR)) ** 2,
+                2 * overlap,
             )
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(precision, self.device)

@@ -89,15 +89,27 @@ def _existing(path: str | Path) -> Path:
     return path
 
 
-def imread(path: Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
-    """OpenCV's raw decode (BGR, file dtype) with a clear error for bad files."""
+def imdecode(data: bytes, path: Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
+    """OpenCV's decode of a file's bytes (BGR, file dtype) with a clear error naming ``path``."""
     try:
-        image = cv2.imread(str(path), flags)
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     except cv2.error as err:
         raise ImageFileError(f"{path}: unreadable image ({err.msg.strip()})") from None
     if image is None or image.size == 0:
         raise ImageFileError(f"{path}: unreadable, truncated or not an image")
     return image
+
+
+def imread(path: Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
+    """OpenCV's raw decode (BGR, file dtype) with a clear error for bad files.
+
+    Decoded from the file's bytes: OpenCV 5's ``imread`` fails on TIFFs whose orientation
+    swaps the axes (EXIF orientation 5-8), ``imdecode`` does not."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise ImageFileError(f"{path}: unreadable ({err.strerror})") from None
+    return imdecode(data, path, flags)
 
 
 def imwrite(path: Path, image: np.ndarray) -> None:
@@ -224,14 +236,22 @@ def png_info(path: str | Path) -> PNGInfo:
 # ---------------------------------------------------------------------------- LDR
 
 
+def _png_with_alpha(path: Path) -> bool:
+    try:
+        return png_info(path).channels in (2, 4)
+    except ImageFileError:  # not a PNG
+        return False
+
+
 def read_ldr(path: str | Path) -> np.ndarray:
-    """An 8-bit (or 16-bit) LDR image as float32 ``(H, W, 3)`` RGB in [0, 1], upright: a
-    JPEG's (TIFF's, WebP's) EXIF orientation is applied, as photo viewers do."""
+    """An 8-bit (or 16-bit) LDR image as float32 ``(H, W, 3)`` RGB in [0, 1], upright: the
+    EXIF orientation of a JPEG, PNG, TIFF or WebP is applied, as photo viewers do."""
     path = _existing(path)
-    # OpenCV applies EXIF orientation unless asked for the file unchanged; PNGs are read
-    # unchanged so that an alpha channel is seen (and its dropping logged)
-    png = path.suffix.lower() == ".png"
-    image = imread(path, cv2.IMREAD_UNCHANGED if png else cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    # these flags keep 8/16 bits and apply the EXIF orientation of every format (JPEG, PNG
+    # eXIf, TIFF, WebP), found by content, not by the file's suffix; alpha is dropped
+    image = imread(path, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    if _png_with_alpha(path):
+        log.warning("%s: alpha channel dropped", path)
     if image.dtype == np.uint8:
         scale = 255.0
     elif image.dtype == np.uint16:
@@ -276,8 +296,11 @@ def read_alignratio(path: str | Path) -> float:
         raise ImageFileError(f"{path}: unreadable .npy file ({type(err).__name__})") from None
     if not isinstance(value, np.ndarray):
         raise ImageFileError(f"{path}: a {type(value).__name__} (.npz?), not a plain .npy number")
-    if value.size != 1 or value.dtype.kind not in "fiu":
+    if value.size != 1:
         raise ImageFileError(f"{path}: need one number, got an array of shape {value.shape}")
+    if value.dtype.kind not in "fiu":
+        shown = repr(value)[:60]
+        raise ImageFileError(f"{path}: need a real number, got {value.dtype} data ({shown})")
     ratio = float(value.reshape(()))
     # checked in float32, the precision images are decoded in: 1e-50 would be 0 there and
     # 1e300 infinite, giving all-inf or all-zero HDR images
@@ -358,13 +381,46 @@ def write_alignratio(path: str | Path, ratio: float) -> None:
 # ---------------------------------------------------------------------------- OpenEXR
 
 
+def _image_part(exr: OpenEXR.File, path: Path):  # -> OpenEXR.Part
+    """The part of an OpenEXR file that holds the image: the only part, or the only one of a
+    multi-part file (a render's beauty pass beside its AOVs) with R, G, B or Y channels.
+    Luminance/chroma images (``Y``, ``RY``, ``BY``) are refused: their colour would be lost."""
+
+    def names(part) -> set[str]:  # from the header: a file opened header_only has no pixels
+        return {c.name for c in part.header.get("channels", [])}
+
+    parts = list(exr.parts)
+    images = [p for p in parts if {"R", "G", "B"} <= names(p) or "Y" in names(p)]
+    if len(parts) == 1:
+        part = parts[0]
+    elif len(images) == 1:
+        part = images[0]
+        log.info("%s: multi-part OpenEXR, reading its image part %r", path, part.name())
+    else:
+        listed = ", ".join(repr(p.name()) for p in parts)
+        raise ImageFileError(
+            f"{path}: multi-part OpenEXR whose {len(images)} of {len(parts)} parts ({listed}) "
+            "hold an image; save the one to use as its own file"
+        )
+    if not {"R", "G", "B"} <= names(part) and names(part) & {"RY", "BY"}:
+        raise ImageFileError(
+            f"{path}: luminance/chroma OpenEXR (Y, RY, BY) is not read (its colour would be "
+            "lost); save it as RGB"
+        )
+    return part
+
+
 def read_exr(path: str | Path, negative: str = "clip") -> np.ndarray:
     """Linear RGB (or Y, repeated) of an OpenEXR file as float32 ``(H, W, 3)``, >= 0
-    (negative values: see ``NEGATIVE``)."""
+    (negative values: see ``NEGATIVE``). A multi-part file is read when exactly one part
+    holds an image; luminance/chroma files are refused."""
     path = _existing(path)
     try:
         with OpenEXR.File(str(path), separate_channels=True) as exr:
-            channels = {name: ch.pixels for name, ch in exr.channels().items()}
+            part = _image_part(exr, path)
+            channels = {name: ch.pixels for name, ch in part.channels.items()}
+    except ImageFileError:
+        raise
     except Exception as err:
         raise ImageFileError(f"{path}: unreadable OpenEXR file ({err})") from None
     if all(c in channels for c in "RGB"):
@@ -403,14 +459,125 @@ def write_exr(
 
 # ---------------------------------------------------------------------------- Radiance
 
+_RADIANCE_RGBE = b"32-bit_rle_rgbe"
+_RADIANCE_HEAD_BYTES = 1 << 16  # header lines (commands, comments) before the pixels
+_RADIANCE_AXES = (b"-Y", b"+Y", b"-X", b"+X")
+
+
+@dataclass(frozen=True)
+class RadianceHeader:
+    """What a Radiance ``.hdr`` header says (Greg Ward's format: header lines, a blank line,
+    the resolution string, then RGBE scanlines)."""
+
+    height: int
+    width: int
+    scanlines: int  # the resolution string's first (major) axis length
+    scanline_length: int  # its second (minor) axis length
+    columns_major: bool  # scanlines are columns (``+X W -Y H`` and kin): transpose
+    bottom_up: bool  # rows stored bottom to top (``+Y``): flip vertically
+    right_to_left: bool  # columns stored right to left (``-X``): flip horizontally
+    scale: tuple[float, float, float]  # EXPOSURE x COLORCORR: what the pixels were multiplied by
+    data_offset: int  # where the scanlines start
+
+
+def radiance_header(path: str | Path, data: bytes | None = None) -> RadianceHeader:
+    """Parse a Radiance header (all eight orientations of the resolution string; cumulative
+    ``EXPOSURE`` and ``COLORCORR``); ``data`` is the file's bytes or its start.
+
+    Only RGB files (``FORMAT=32-bit_rle_rgbe``) are accepted: an XYZE file is refused.
+    """
+    path = Path(path)
+    if data is None:
+        with _existing(path).open("rb") as f:
+            data = f.read(_RADIANCE_HEAD_BYTES)
+    if not data.startswith(b"#?"):
+        raise ImageFileError(f"{path}: not a Radiance HDR file (no #? signature)")
+    scale = np.ones(3)
+    pos = data.find(b"\n") + 1
+    while True:
+        end = data.find(b"\n", pos)
+        if pos == 0 or end < 0:
+            raise ImageFileError(f"{path}: Radiance header without its end (truncated?)")
+        line, pos = data[pos:end].strip(), end + 1
+        if not line:
+            break
+        key, _, value = line.partition(b"=")
+        if key == b"FORMAT" and value.strip() != _RADIANCE_RGBE:
+            raise ImageFileError(
+                f"{path}: Radiance FORMAT={value.strip().decode(errors='replace')}; only "
+                f"{_RADIANCE_RGBE.decode()} (RGB) files are read: convert it to RGB"
+            )
+        try:
+            if key == b"EXPOSURE":
+                scale *= float(value)
+            elif key == b"COLORCORR":
+                scale *= np.array([float(v) for v in value.split()], dtype=float)
+        except ValueError:
+            raise ImageFileError(f"{path}: unreadable Radiance header line {line[:60]!r}") from None
+    if not (np.isfinite(scale).all() and (scale > 0).all()):
+        raise ImageFileError(f"{path}: Radiance EXPOSURE/COLORCORR must be finite and > 0")
+    end = data.find(b"\n", pos)
+    fields = data[pos:end].split() if end > 0 else []
+    if (
+        len(fields) != 4
+        or fields[0] not in _RADIANCE_AXES
+        or fields[2] not in _RADIANCE_AXES
+        or fields[0][1:] == fields[2][1:]
+        or not (fields[1].isdigit() and fields[3].isdigit())
+        or int(fields[1]) * int(fields[3]) == 0
+    ):
+        raise ImageFileError(f"{path}: Radiance header without a valid image size")
+    major, minor = int(fields[1]), int(fields[3])
+    columns_major = fields[0].endswith(b"X")
+    signs = {fields[0][1:]: fields[0][:1], fields[2][1:]: fields[2][:1]}
+    return RadianceHeader(
+        height=minor if columns_major else major,
+        width=major if columns_major else minor,
+        scanlines=major,
+        scanline_length=minor,
+        columns_major=columns_major,
+        bottom_up=signs[b"Y"] == b"+",
+        right_to_left=signs[b"X"] == b"-",
+        scale=tuple(float(v) for v in scale),
+        data_offset=end + 1,
+    )
+
 
 def read_radiance(path: str | Path, negative: str = "clip") -> np.ndarray:
-    """Linear RGB of a Radiance ``.hdr`` (RGBE) file as float32 ``(H, W, 3)``, >= 0."""
+    """Linear RGB of a Radiance ``.hdr`` (RGBE) file as float32 ``(H, W, 3)``, >= 0, upright
+    whatever its resolution string, and divided by its ``EXPOSURE`` / ``COLORCORR``."""
     path = _existing(path)
-    image = imread(path, cv2.IMREAD_UNCHANGED)
-    if image.dtype != np.float32:
-        raise ImageFileError(f"{path}: decoded as {image.dtype}, not a Radiance HDR file")
-    return _check_finite(_bgr_to_rgb(image, path), path, negative)
+    head = radiance_header(path)
+    if head.columns_major or head.bottom_up or head.right_to_left:
+        # OpenCV decodes only the standard orientation (-Y H +X W): give it that header,
+        # then turn the image upright (its RGBE decoder goes through a temporary file)
+        data = path.read_bytes()
+        standard = b"#?RADIANCE\nFORMAT=%s\n\n-Y %d +X %d\n" % (
+            _RADIANCE_RGBE,
+            head.scanlines,
+            head.scanline_length,
+        )
+        data = standard + data[radiance_header(path, data).data_offset :]
+        image = imdecode(data, path, cv2.IMREAD_UNCHANGED)
+    else:
+        try:
+            image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        except cv2.error:
+            image = None
+        if image is None:
+            raise ImageFileError(f"{path}: unreadable, truncated or not an image")
+    if image.dtype != np.float32 or image.shape != (head.scanlines, head.scanline_length, 3):
+        raise ImageFileError(f"{path}: decoded as {image.dtype} {image.shape}, not Radiance RGBE")
+    if head.columns_major:
+        image = image.transpose(1, 0, 2)
+    if head.bottom_up:
+        image = image[::-1]
+    if head.right_to_left:
+        image = image[:, ::-1]
+    image = _bgr_to_rgb(image, path)
+    if head.scale != (1.0, 1.0, 1.0):
+        image = image / np.asarray(head.scale, dtype=np.float32)
+    return _check_finite(image, path, negative)
 
 
 def write_radiance(path: str | Path, image: np.ndarray) -> None:
@@ -433,22 +600,15 @@ def hdr_image_size(path: str | Path) -> tuple[int, int]:
     if suffix == ".exr":
         try:
             with OpenEXR.File(str(path), header_only=True) as exr:
-                (x0, y0), (x1, y1) = exr.header()["dataWindow"]
+                (x0, y0), (x1, y1) = _image_part(exr, path).header["dataWindow"]
+        except ImageFileError:
+            raise
         except Exception as err:
             raise ImageFileError(f"{path}: unreadable OpenEXR header ({err})") from None
         return int(y1 - y0 + 1), int(x1 - x0 + 1)
     if suffix in (".hdr", ".pic"):
-        with path.open("rb") as f:
-            head = f.read(4096).split(b"\n")
-        if not head[0].startswith(b"#?"):
-            raise ImageFileError(f"{path}: not a Radiance HDR file")
-        for line in head[1:]:
-            fields = line.split()
-            if len(fields) == 4 and fields[0] in (b"-Y", b"+Y") and fields[2] in (b"+X", b"-X"):
-                if fields[1].isdigit() and fields[3].isdigit() and int(fields[1]) * int(fields[3]):
-                    return int(fields[1]), int(fields[3])
-                break
-        raise ImageFileError(f"{path}: Radiance header without a valid image size")
+        head = radiance_header(path)
+        return head.height, head.width
     raise ImageFileError(f"{path}: unknown HDR format; use one of {', '.join(HDR_EXTENSIONS)}")
 
 

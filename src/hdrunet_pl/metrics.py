@@ -44,6 +44,19 @@ def percentile(x: torch.Tensor, q: float) -> torch.Tensor:
     return batch_percentile(x.reshape(1, -1), q).reshape(())
 
 
+BLACK_GROUND_TRUTH = (
+    f"the ground truth is black in {NORM_PERCENTILE:g}% of its values or more, so PSNR-mu "
+    "(normalised by that percentile) is undefined"
+)
+"""Why an image that :func:`is_black` flags cannot be scored."""
+
+
+def is_black(target: torch.Tensor) -> bool:
+    """True where PSNR-mu of non-linear ``target`` (any shape, >= 0) is undefined: its
+    99th percentile (the normalisation) is 0."""
+    return not float(percentile(target, NORM_PERCENTILE)) > 0
+
+
 def _check_image(pred: torch.Tensor, target: torch.Tensor) -> None:
     if pred.shape != target.shape:
         raise ValueError(f"pred shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")

@@ -54,13 +54,21 @@ class OutputFolder:
             self._ours.add(name)
 
     def _name(self, path: Path) -> str:
-        return path.resolve().relative_to(self.path.resolve()).as_posix()
+        # the parent is resolved, not the file: a symbolic link in the folder is named as
+        # itself (and is never this package's), wherever it points
+        name = (path.parent.resolve() / path.name).relative_to(self.path.resolve()).as_posix()
+        if any(ord(c) < 32 or ord(c) == 127 for c in name):
+            raise HDRUNetError(
+                f"{name!r}: a file name with a control character (a newline, a tab) cannot be "
+                "recorded in the output manifest; rename the input"
+            )
+        return name
 
     def owns(self, path: Path) -> bool:
         """True when ``path`` (in this folder) was written by this package and is unchanged
         since (a folder: when this package made it)."""
         name = self._name(path)
-        if name not in self._ours:
+        if name not in self._ours or path.is_symlink():  # this package writes no links
             return False
         try:
             stat = path.stat()
@@ -73,7 +81,9 @@ class OutputFolder:
     def foreign(self, paths: Iterable[Path]) -> list[Path]:
         """The files among ``paths`` that exist but must not be written over."""
         return [
-            p for p in paths if p.resolve() in self._inputs or (p.exists() and not self.owns(p))
+            p
+            for p in paths
+            if p.resolve() in self._inputs or ((p.exists() or p.is_symlink()) and not self.owns(p))
         ]
 
     def claim(self, paths: Iterable[Path]) -> None:

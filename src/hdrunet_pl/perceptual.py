@@ -49,6 +49,10 @@ REFERENCE_CD_M2: float = 1000.0
 
 PERCEPTUAL_METRICS: tuple[str, ...] = ("pu21_psnr", "pu21_ssim", "cvvdp")
 """Names of the metrics of this module (as in ``hdrunet-eval metrics=[...]``)."""
+MIN_SIZE = {"pu21_ssim": 11, "cvvdp": 2}
+"""The smallest image side a metric scores: SSIM's 11-pixel Gaussian window (``cvvdp``
+skips the smoothing below it and gives a near-1 SSIM whatever the images); ColorVideoVDP's
+pyramid fails on a single pixel."""
 
 
 class _KorniaGaussianBlur(nn.Module):
@@ -188,6 +192,12 @@ class PerceptualScorer:
     @torch.no_grad()
     def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Score one non-linear HDR image (3, H, W) against its reference: a 0-d tensor."""
+        smallest = MIN_SIZE.get(self.name, 1)
+        if pred.ndim == 3 and min(pred.shape[-2:]) < smallest:
+            raise ValueError(
+                f"{pred.shape[-2]}x{pred.shape[-1]} pixels is too small for {self.name} (its "
+                f"filters need {smallest}x{smallest} or more); score it without {self.name}"
+            )
         test, ref = to_display(pred, target)
         # vq_metric.predict would do this, but cvvdp 0.5.7's import order leaves the name
         # out of its module; the same class, reached directly

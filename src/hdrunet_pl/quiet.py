@@ -13,7 +13,10 @@ so every other warning still shows. What is silenced, and why:
   again, and a fresh run refuses a folder that holds files already);
 - Lightning's "Tip" lines advertising litlogger and litmodels;
 - litdata's INFO lines (chunk mapping and cache size) on opening a streaming data set;
-- torch.onnx's "torchvision is not installed" lines (the model uses no torchvision ops).
+- torch.onnx's "torchvision is not installed" lines (the model uses no torchvision ops);
+- OpenCV's ``[ERROR:...] global loadsave.cpp ...`` lines on an image it cannot decode (its
+  log has levels, not messages: set to fatal only); the tool's own one-line error names
+  the file instead.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from __future__ import annotations
 import logging
 import re
 import warnings
+
+import cv2
 
 WARNING_FILTERS: tuple[tuple[str, type[Warning]], ...] = (
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
@@ -67,6 +72,7 @@ def install_filters() -> None:
         warnings.filterwarnings("ignore", message=pattern, category=category)
     for name, pattern in LOG_FILTERS.items():
         _add_once(logging.getLogger(name), DropMessages(pattern))
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_FATAL)
     for name in QUIET_LOGGERS:
         # a level, not a filter: filters do not apply to records logged on child loggers
         logger = logging.getLogger(name)

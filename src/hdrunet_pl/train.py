@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import shlex
 import shutil
@@ -124,7 +125,8 @@ def next_commands(summary: TrainSummary, overrides: list[str]) -> dict[str, str]
 
 def _metric(metrics: dict, key: str) -> float | None:
     value = metrics.get(key)
-    return None if value is None else float(value)
+    # NaN is not JSON (metrics.json) and not a score: reported as n/a
+    return None if value is None or not math.isfinite(float(value)) else float(value)
 
 
 def _sweep_info() -> dict[str, str]:

@@ -26,6 +26,7 @@ from hdrunet_pl.io import (
     hdr_image_size,
     read_linear_hdr,
 )
+from hdrunet_pl.metrics import BLACK_GROUND_TRUTH, is_black
 
 
 def find_hdr_files(root: str | Path) -> list[Path]:
@@ -121,6 +122,9 @@ class HDRFolderDataset(Dataset):
         else:
             generator = scene_generator(self.seed, index)
         ldr, hdr = self.camera(linear, generator)
+        if not self.random_camera and is_black(hdr):
+            # a validation image nobody can score: every val/psnr_mu would be NaN
+            raise DatasetError(f"{path}: {BLACK_GROUND_TRUTH}; remove it from the validation files")
         return {"ldr": ldr, "hdr": hdr, "name": path.stem}
 
 
