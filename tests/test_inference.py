@@ -443,6 +443,15 @@ def test_output_folder_refuses_links_and_names_its_manifest_cannot_hold(tmp_path
     assert not (out / ".hdrunet-outputs").exists()  # nothing was claimed
 
 
+def test_an_input_link_that_leads_nowhere_is_named_as_such(tmp_path):
+    (tmp_path / "a.png").symlink_to(tmp_path / "b.png")
+    (tmp_path / "b.png").symlink_to(tmp_path / "a.png")
+    with pytest.raises(HDRUNetError, match=r"a\.png: a symbolic link that leads to no file"):
+        list_inputs(tmp_path / "a.png")
+    with pytest.raises(HDRUNetError, match=r"c\.png: no such file or folder"):
+        list_inputs(tmp_path / "c.png")
+
+
 def test_tiles_much_smaller_than_twice_the_overlap_are_warned_about(caplog):
     with caplog.at_level(logging.WARNING, logger="hdrunet_pl.inference"):
         Predictor(random_net(8), tile=512)

@@ -75,6 +75,8 @@ def list_inputs(path: str | Path) -> list[Path]:
             )
         return [path]
     if not path.is_dir():
+        if path.is_symlink():
+            raise HDRUNetError(f"input {path}: a symbolic link that leads to no file (a loop?)")
         raise HDRUNetError(f"input {path}: no such file or folder")
     files = sorted(
         p
