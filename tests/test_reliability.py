@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import os
 import pickle
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -289,22 +290,48 @@ def test_preemption_signal_saves_exits_zero_and_requeue_resumes(
     reference, tmp_path, signum, during, step, saved_at
 ):
     run_dir = tmp_path / "run"
-    stopped = ok(
-        train_process(
-            run_dir,
-            "+callbacks.signal._target_=tests.helpers.SignalAtStep",
-            f"+callbacks.signal.step={step}",
-            f"+callbacks.signal.signum={signum}",
-            f"+callbacks.signal.during={during}",
-        )
-    )
+    signal_at = [
+        "+callbacks.signal._target_=tests.helpers.SignalAtStep",
+        f"+callbacks.signal.step={step}",
+        f"+callbacks.signal.signum={signum}",
+        f"+callbacks.signal.during={during}",
+    ]
+    stopped = ok(train_process(run_dir, *signal_at))
     assert "pre-empted: saved" in stopped.stdout
-    assert f"stopped at step {saved_at} on request" in stopped.stdout
+    assert f"stopped at step {saved_at} on request; to continue:" in stopped.stdout
+    # the whole command, pasteable: the run's own overrides, its folder, resume=auto
+    printed = stopped.stdout.split("to continue:")[1].split("\n")[1].strip()
+    assert shlex.split(printed) == [
+        "hdrunet-train",
+        *RUN,
+        *signal_at,
+        f"hydra.run.dir={run_dir.resolve()}",
+        "resume=auto",
+    ]
     assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == saved_at
     assert not (run_dir / "metrics.json").exists()  # no summary: the run is not finished
 
     ok(train_process(run_dir, "resume=auto"))  # the requeued job, same command + resume=auto
     assert_resumed_run_matches(reference, run_dir, saved_at)
+
+
+def test_ctrl_c_says_what_was_saved_and_how_to_continue(tmp_path):
+    """Ctrl-C stops at once (Lightning's graceful shutdown, exit 1; the step may be half
+    done, so nothing is saved then): the message names the last checkpoint saved (here the
+    one after the validation at step 7) and the whole command that continues from it."""
+    run_dir = tmp_path / "run"
+    signal_at = [
+        "+callbacks.signal._target_=tests.helpers.SignalAtStep",
+        "+callbacks.signal.step=9",
+        "+callbacks.signal.signum=SIGINT",
+    ]
+    stopped = train_process(run_dir, *signal_at)
+    assert stopped.returncode == 1 and "Traceback" not in stopped.stderr
+    last = (run_dir / "checkpoints" / "last.ckpt").resolve()
+    assert f"interrupted; the last checkpoint saved is {last} (step 7)" in stopped.stdout
+    printed = stopped.stdout.split("to continue from it:")[1].split("\n")[1].strip()
+    assert shlex.split(printed)[-2:] == [f"hydra.run.dir={run_dir.resolve()}", "resume=auto"]
+    assert load(last)["global_step"] == 7
 
 
 POISONED = [

@@ -178,11 +178,8 @@ class Preemption(L.Callback):
         self.saved = self.dirpath / LAST_CHECKPOINT
         trainer.save_checkpoint(self.saved, weights_only=False)
         if trainer.is_global_zero:
-            print(
-                f"\npre-empted: saved {self.saved} at step {trainer.global_step}; "
-                f"resume with ckpt_path={self.saved} (or resume=auto in the same run folder)",
-                flush=True,
-            )
+            # hdrunet-train then prints the whole command line that resumes the run
+            print(f"\npre-empted: saved {self.saved} at step {trainer.global_step}", flush=True)
 
 
 def check_output_dir(path: str | Path, min_free_gb: float = 1.0) -> Path:

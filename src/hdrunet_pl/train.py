@@ -99,6 +99,18 @@ class TrainSummary:
         return out
 
 
+def resume_command(overrides: list[str], run_dir: str | Path) -> str:
+    """The shell line that trains the run in ``run_dir`` on from its ``last.ckpt``: the run's
+    own command-line ``overrides`` (the experiment, ...), its folder and ``resume=auto``."""
+    own = ("hydra.run.dir=", "resume=", "ckpt_path=")
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(own)]
+    return shlex.join(["hdrunet-train", *kept, f"hydra.run.dir={run_dir}", "resume=auto"])
+
+
+def _run_overrides() -> list[str]:
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
 def next_commands(summary: TrainSummary, overrides: list[str]) -> dict[str, str]:
     """Ready-to-run command lines for a finished run: resume (train on), predict, eval.
 
@@ -106,11 +118,9 @@ def next_commands(summary: TrainSummary, overrides: list[str]) -> dict[str, str]
     package's folder naming, need no quoting inside an override.
     """
     run_dir = summary.output_dir
-    own = ("hydra.run.dir=", "resume=", "ckpt_path=")
-    kept = [o for o in overrides if not o.lstrip("+~").startswith(own)]
     weights = summary.best_checkpoint or summary.last_checkpoint
-    resume = ["hdrunet-train", *kept, f"hydra.run.dir={run_dir}", "resume=auto"]
-    commands = {"resume": shlex.join(resume) + f"  # append trainer.max_steps=N > {summary.steps}"}
+    resume = resume_command(overrides, run_dir)
+    commands = {"resume": resume + f"  # append trainer.max_steps=N > {summary.steps}"}
     if weights:
         commands["eval"] = shlex.join(
             ["hdrunet-eval", f"ckpt={weights}", f"run={run_dir}", f"output={run_dir}/eval"]
@@ -121,6 +131,21 @@ def next_commands(summary: TrainSummary, overrides: list[str]) -> dict[str, str]
             + shlex.quote(f"output={run_dir}/predictions")
         )
     return commands
+
+
+def _report_interrupted(output_dir: Path) -> None:
+    """After Ctrl-C: what was saved, and the line that continues from it."""
+    last = output_dir / "checkpoints" / LAST_CHECKPOINT
+    if last.is_file():
+        step = torch.load(last, map_location="cpu", weights_only=False).get("global_step")
+        log.info(
+            "interrupted; the last checkpoint saved is %s (step %s); to continue from it:\n  %s",
+            last.resolve(),
+            step,
+            resume_command(_run_overrides(), output_dir.resolve()),
+        )
+    else:
+        log.info("interrupted before the first checkpoint was saved; nothing to resume from")
 
 
 def _metric(metrics: dict, key: str) -> float | None:
@@ -278,8 +303,16 @@ def train(cfg: DictConfig) -> TrainSummary:
         except SIGTERMException:
             _end_process_group(launch_env)
             if trainer.is_global_zero:
-                log.info("stopped at step %d on request; exiting", trainer.global_step)
+                log.info(
+                    "stopped at step %d on request; to continue:\n  %s",
+                    trainer.global_step,
+                    resume_command(_run_overrides(), output_dir.resolve()),
+                )
             sys.exit(0)
+        except SystemExit:  # Lightning's exit after Ctrl-C (the step may be half done)
+            if trainer.interrupted and trainer.is_global_zero:
+                _report_interrupted(output_dir)
+            raise
         seconds = time.perf_counter() - start
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         best = next(
@@ -307,8 +340,7 @@ def train(cfg: DictConfig) -> TrainSummary:
         _end_process_group(launch_env)
     if trainer.is_global_zero:
         (output_dir / METRICS_FILE).write_text(json.dumps(asdict(summary), indent=2))
-        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-        lines = summary.lines(next_commands(summary, overrides))
+        lines = summary.lines(next_commands(summary, _run_overrides()))
         log.info("\n".join(["", "== hdrunet-train summary ==", *lines]))
     return summary
 
