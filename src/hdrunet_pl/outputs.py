@@ -125,6 +125,15 @@ class OutputFolder:
                 ) from None
             self._ours.update(names)
 
+    def remove_own(self, paths: Iterable[Path]) -> list[Path]:
+        """Delete the files among ``paths`` that this package wrote and that are unchanged
+        since (results of an earlier run that this one replaces); returns them. Anything
+        else is left where it is."""
+        removed = [p for p in paths if p.is_file() and not p.is_symlink() and self.owns(p)]
+        for path in removed:
+            path.unlink()
+        return removed
+
     def complete(self, paths: Iterable[Path]) -> bool:
         """True when every file of a result group exists and was written by this package."""
         return all(p.is_file() and self.owns(p) for p in paths)

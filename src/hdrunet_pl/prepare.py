@@ -138,7 +138,7 @@ def run_crop(
         )
     output = Path(output_dir)
     _refuse_output_inside_input(Path(input_dir), output)
-    pairs = NTIREDataset(find_ntire_pairs(input_dir), min_size=crop).pairs
+    pairs = NTIREDataset(find_ntire_pairs(input_dir, "--input"), min_size=crop).pairs
     OutputFolder(output, TOOL)  # made (or refused) before the workers start
     jobs = [(pair, output, crop, step, threshold) for pair in pairs]
     written = skipped = 0
@@ -222,7 +222,7 @@ def run_stream(
     progress bar over all pairs (litdata's own, verbose output stays off)."""
     import litdata
 
-    pairs = NTIREDataset(find_ntire_pairs(input_dir)).pairs
+    pairs = NTIREDataset(find_ntire_pairs(input_dir, "--input")).pairs
     if not 0 <= val_count < len(pairs):
         raise HDRUNetError(f"--val-count must be in [0, {len(pairs)}), got {val_count}")
     split = {"train": pairs[: len(pairs) - val_count], "val": pairs[len(pairs) - val_count :]}

@@ -50,15 +50,16 @@ def _index(paths: Iterable[Path], suffix: str) -> dict[str, Path]:
     return found
 
 
-def find_ntire_pairs(root: str | Path) -> list[NTIREPair]:
-    """Every complete NTIRE pair under ``root``, sorted by name.
+def find_ntire_pairs(root: str | Path, setting: str = "data.root") -> list[NTIREPair]:
+    """Every complete NTIRE pair under ``root``, sorted by name; ``setting`` is the option
+    that gave ``root``, named when the folder is missing.
 
     Raises :class:`DatasetError` listing every LDR without GT or align ratio, GT without
     LDR, or an empty folder.
     """
     root = Path(root)
     if not root.is_dir():
-        raise DatasetError(f"{root}: no such folder (set data.root to the NTIRE data)")
+        raise DatasetError(f"{root}: no such folder (set {setting} to the NTIRE data)")
     files = list(files_under(root))
     ldrs = _index((p for p in files if p.name.endswith(f"{LDR_SUFFIX}.png")), f"{LDR_SUFFIX}.png")
     gts = _index((p for p in files if p.name.endswith(f"{GT_SUFFIX}.png")), f"{GT_SUFFIX}.png")

@@ -28,7 +28,7 @@ class NTIREDataModule(HDRDataModule):
     ) -> None:
         pairs = find_ntire_pairs(root)
         if val_root:
-            train_pairs, val_pairs = pairs, find_ntire_pairs(val_root)
+            train_pairs, val_pairs = pairs, find_ntire_pairs(val_root, "data.val_root")
         else:
             train_pairs, val_pairs = split_pairs(pairs, val_count)
         super().__init__(
