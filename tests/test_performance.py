@@ -141,6 +141,8 @@ def test_bench_runs_and_writes_its_table(tmp_path):
     ]
     result = run_tool("hdrunet-bench", args, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
+    progress = [line for line in result.stderr.splitlines() if line.startswith("hdrunet-bench: ")]
+    assert progress[0].startswith("hdrunet-bench: conv peak") and len(progress) == 7, progress
     report = json.loads((tmp_path / "bench.json").read_text())
     paths = [
         (r["task"].split(",")[0].split(" ")[0], r["path"].split(" ")[0]) for r in report["rows"]

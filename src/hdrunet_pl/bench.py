@@ -46,6 +46,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hdrunet_pl.errors import HDRUNetError
 from hdrunet_pl.inference import Predictor, bf16_supported, resolve_device
 from hdrunet_pl.losses import tanh_l1
 from hdrunet_pl.models.hdrunet import HDRUNet
@@ -571,10 +572,16 @@ def bench_metrics(device: torch.device, size: tuple[int, int], repeats: int) -> 
     return {"seconds": out, "size": list(size), "device": str(device)}
 
 
+def _progress(step: str) -> None:
+    """One line on stderr as each measurement starts: a benchmark takes minutes."""
+    print(f"hdrunet-bench: {step} ...", file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
     torch.set_float32_matmul_precision("high")
     peak_dtype = torch.bfloat16 if bf16_supported(device) else torch.float32
+    _progress(f"conv peak ({str(peak_dtype).removeprefix('torch.')}, forward and training)")
     peak = conv_peak_gflops(device, peak_dtype, args.repeats, warmup=args.warmup)
     train_peak = conv_peak_gflops(device, peak_dtype, args.repeats, True, args.warmup)
     net = HDRUNet()
@@ -591,8 +598,10 @@ def run(args: argparse.Namespace) -> dict:
     }
     info["pid"] = os.getpid()
     if "train" in args.tasks:
+        _progress("training step: eager fp32 baseline in a fresh process")
         eager = eager_in_fresh_process("train", args)
         info["eager_train_pid"] = eager["pid"]
+        _progress("training step: the package's, phase by phase")
         package = bench_train(
             device,
             args.batch_size,
@@ -620,8 +629,10 @@ def run(args: argparse.Namespace) -> dict:
         info["train_phases"] = phases
         info["train_step_seconds"] = package["seconds"]
     if "infer" in args.tasks:
+        _progress("inference: eager fp32 baseline in a fresh process")
         eager = eager_in_fresh_process("infer", args)
         info["eager_infer_pid"] = eager["pid"]
+        _progress("inference: the package's")
         package = bench_infer(device, tuple(args.size), args.warmup, args.repeats, args.compile)
         flops = 2 * macs_pixel * args.size[0] * args.size[1]
         label = f"inference {args.size[0]}x{args.size[1]}"
@@ -634,10 +645,13 @@ def run(args: argparse.Namespace) -> dict:
             rows.append(_row(label, path, result, eager["seconds"], flops, peak, extra))
     report = {"info": info, "rows": [asdict(r) for r in rows]}
     if "folder" in args.tasks:
+        _progress(f"folder inference: {args.frames} frames")
         report["folder"] = bench_folder(device, tuple(args.size), args.frames, args.compile)
     if "metrics" in args.tasks:
+        _progress("metrics")
         report["metrics"] = bench_metrics(device, tuple(args.size), args.repeats)
     if "commands" in args.tasks:
+        _progress("hdrunet-train and hdrunet-predict as commands (minutes)")
         commands = bench_commands(
             device, args.batch_size, args.patch, tuple(args.steps), tuple(args.size), args.frames
         )
@@ -656,6 +670,7 @@ def run(args: argparse.Namespace) -> dict:
             commands["train_vs_bench_step"] = commands["train_step"] / info["train_step_seconds"]
         report["commands"] = commands
     if rows or "commands" in report:
+        _progress("conv peak again")
         _final_peaks(report, rows, device, peak_dtype, args.repeats, args.warmup)
     return report
 
@@ -861,7 +876,14 @@ def main(argv: list[str] | None = None) -> int:
             result = eager_infer_seconds(device, tuple(args.size), args.warmup, args.repeats)
         print(json.dumps(result | {"pid": os.getpid()}))
         return 0
-    report = run(args)
+    try:
+        report = run(args)
+    except HDRUNetError as err:
+        print(f"hdrunet-bench: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hdrunet-bench: interrupted; nothing written", file=sys.stderr)
+        return 130
     table = format_table(report)
     print(table)
     Path(args.json).write_text(json.dumps(report, indent=2))
