@@ -370,6 +370,19 @@ def remove_fresh_run_dir(output_dir: Path) -> None:
     if output_dir.resolve() != Path.cwd().resolve():
         with contextlib.suppress(OSError):
             output_dir.rmdir()
+    _remove_empty_sweep_dir()
+
+
+def _remove_empty_sweep_dir() -> None:
+    """In a multirun whose folder holds nothing but Hydra's ``multirun.yaml`` (its first job
+    failed at start), remove that too: a failed sweep leaves nothing, as a failed run."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    sweep_dir = Path(HydraConfig.get().sweep.dir)
+    if sweep_dir.is_dir() and [p.name for p in sweep_dir.iterdir()] == ["multirun.yaml"]:
+        (sweep_dir / "multirun.yaml").unlink()
+        with contextlib.suppress(OSError):
+            sweep_dir.rmdir()
 
 
 _LAUNCH_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
