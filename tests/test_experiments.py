@@ -196,3 +196,19 @@ def test_submitit_slurm_launcher_and_multinode_trainer_compose():
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
     assert cfg.trainer.num_nodes == 4 and cfg.trainer.strategy == "ddp"
     assert cfg.trainer.accelerator == "gpu"
+
+
+def test_the_slurm_launcher_off_a_cluster_is_one_line(monkeypatch, capsys):
+    import shutil
+
+    from hdrunet_pl.cli import check_launcher
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # no srun, no sbatch
+    with pytest.raises(SystemExit) as exit_info:
+        check_launcher(["-m", "hydra/launcher=submitit_slurm", "experiment=ablation_loss"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [err[0]] and err[0].startswith("hdrunet-train: error: hydra/launcher=submitit")
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")  # on the cluster
+    check_launcher(["-m", "hydra/launcher=submitit_slurm"])
+    check_launcher(["-m", "experiment=ablation_loss"])  # another launcher: not checked

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 
 import hydra
@@ -67,9 +68,25 @@ def _export(cfg: DictConfig) -> None:
     exit_on_error(run)(cfg)
 
 
+def check_launcher(argv: list[str]) -> None:
+    """Exit with one line when a sweep asks for the SLURM launcher on a machine without
+    SLURM (Hydra would show the launcher's traceback)."""
+    if any(a.startswith("hydra/launcher=submitit_slurm") for a in argv) and not (
+        shutil.which("srun") and shutil.which("sbatch")
+    ):
+        print(
+            "hdrunet-train: error: hydra/launcher=submitit_slurm submits the jobs with SLURM "
+            "(sbatch, srun), which this machine does not have: run the command on the "
+            "cluster's login node",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+
+
 def train() -> float | None:
     """``hdrunet-train``; returns the final val PSNR-mu (for Hydra sweepers)."""
     install_filters()
+    check_launcher(sys.argv[1:])
     sys.argv = argv_for_ddp_child(sys.argv)
     return _train()
 
