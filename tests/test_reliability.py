@@ -214,6 +214,10 @@ def test_resume_refuses_optimizer_or_schedule_settings_it_would_ignore(reference
     message = str(raised.value)
     assert "model.optimizer.lr=0.001 (checkpoint: 0.0002)" in message
     assert f"model.scheduler.milestones=[5, 12] (checkpoint: [{MILESTONE}])" in message
+    # the way out: the command line of the run that wrote it, as Hydra recorded it there
+    recorded = shlex.split(message.split("as it was set up: ")[1].split(", or start")[0])
+    assert recorded[0] == "hdrunet-train" and f"model.optimizer.lr={LR}" in recorded
+    assert recorded[-2:] == [f"hydra.run.dir={reference.resolve()}", "resume=auto"]
 
     run_dir = tmp_path / "run"  # the job hdrunet-train runs, in this process
     shutil.copytree(reference, run_dir)

@@ -40,6 +40,7 @@ from hdrunet_pl.models.checkpoints import (
     network_name,
     read_checkpoint_file,
 )
+from hdrunet_pl.run_files import recorded_resume_command
 
 LAST_CHECKPOINT = "last.ckpt"
 
@@ -337,9 +338,18 @@ def check_resume_schedule(
     if changed:
         raise CheckpointError(
             f"{path}: a resumed run keeps the checkpoint's optimizer and schedule, but this "
-            f"run configures {', '.join(changed)}; resume without these overrides, or start "
-            f"a new run from its weights with init_weights={path}"
+            f"run configures {', '.join(changed)}; {_how_to_resume(path)}, or start a new "
+            f"run from its weights with init_weights={path}"
         )
+
+
+def _how_to_resume(path: str | Path) -> str:
+    """Advice for a checkpoint that does not fit this run's settings: the command line of
+    the run that wrote it, where Hydra recorded that run's overrides."""
+    recorded = recorded_resume_command(path)
+    if recorded:
+        return f"resume that run as it was set up: {recorded}"
+    return "resume with the settings of the run that wrote it"
 
 
 def check_resume_fits(point: ResumePoint, net_config: NetConfig, path: str | Path) -> None:
@@ -347,6 +357,5 @@ def check_resume_fits(point: ResumePoint, net_config: NetConfig, path: str | Pat
     if point.config != net_config:
         raise CheckpointError(
             f"{path}: holds {network_name(point.config)}({point.config}), but this run "
-            f"configures {network_name(net_config)}({net_config}); resume with the overrides "
-            "of the run that wrote it"
+            f"configures {network_name(net_config)}({net_config}); {_how_to_resume(path)}"
         )

@@ -1,4 +1,12 @@
-"""Names of the files a training run keeps in its folder (read by eval and report too)."""
+"""Names of the files a training run keeps in its folder (read by eval and report too), and
+the command line that resumes a run."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import yaml
 
 CONFIG_FILE = "config.yaml"
 """The run's resolved config, written into the run directory before training starts."""
@@ -8,3 +16,28 @@ METRICS_FILE = "metrics.json"
 
 FAILED_FILE = "failed.txt"
 """Written into the run directory (with the error) when a started run fails."""
+
+HYDRA_OVERRIDES_FILE = ".hydra/overrides.yaml"
+"""Where Hydra records a run's command-line overrides, inside its run directory."""
+
+
+def resume_command(overrides: list[str], run_dir: str | Path) -> str:
+    """The shell line that trains the run in ``run_dir`` on from its ``last.ckpt``: the run's
+    own command-line ``overrides`` (the experiment, ...), its folder and ``resume=auto``."""
+    own = ("hydra.run.dir=", "resume=", "ckpt_path=")
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(own)]
+    return shlex.join(["hdrunet-train", *kept, f"hydra.run.dir={run_dir}", "resume=auto"])
+
+
+def recorded_resume_command(checkpoint: str | Path) -> str | None:
+    """:func:`resume_command` of the run that wrote ``checkpoint``
+    (``<run>/checkpoints/*.ckpt``), from the overrides Hydra recorded there; None when
+    there is no such record."""
+    run_dir = Path(checkpoint).resolve().parent.parent
+    try:
+        overrides = yaml.safe_load((run_dir / HYDRA_OVERRIDES_FILE).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        return None
+    return resume_command(overrides, run_dir)

@@ -46,7 +46,7 @@ from hdrunet_pl.reliability import (
     run_folder_lock,
 )
 from hdrunet_pl.resolvers import dirname
-from hdrunet_pl.run_files import CONFIG_FILE, FAILED_FILE, METRICS_FILE
+from hdrunet_pl.run_files import CONFIG_FILE, FAILED_FILE, METRICS_FILE, resume_command
 from hdrunet_pl.runtime import keep_freed_memory
 from hdrunet_pl.validation import (
     TRAIN_RULES,
@@ -97,14 +97,6 @@ class TrainSummary:
             out += ["", "next (paste as they are):"]
             out += [f"  {label:<8} {line}" for label, line in commands.items()]
         return out
-
-
-def resume_command(overrides: list[str], run_dir: str | Path) -> str:
-    """The shell line that trains the run in ``run_dir`` on from its ``last.ckpt``: the run's
-    own command-line ``overrides`` (the experiment, ...), its folder and ``resume=auto``."""
-    own = ("hydra.run.dir=", "resume=", "ckpt_path=")
-    kept = [o for o in overrides if not o.lstrip("+~").startswith(own)]
-    return shlex.join(["hdrunet-train", *kept, f"hydra.run.dir={run_dir}", "resume=auto"])
 
 
 def _run_overrides() -> list[str]:
