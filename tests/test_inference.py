@@ -258,24 +258,23 @@ def test_eval_names_the_image_it_cannot_score():
     assert np.isfinite(score(Sample("0003", gt * 0.9, gt, gt.clamp(0, 1))).psnr_mu)
 
 
-def test_a_second_eval_into_one_folder_replaces_the_first_ones_images(tmp_path):
-    """best_*/worst_* (and side_by_side/) images of an earlier evaluation that this package
-    wrote go when the next one writes there; a user's file of such a name stays."""
+def test_eval_never_writes_through_a_linked_side_by_side_folder(tmp_path):
+    """side_by_side/ as a symbolic link to a user's folder elsewhere: nothing is written
+    there, and the refusal names the path (not pathlib's ValueError)."""
     from hdrunet_pl.evaluate import Sample, Samples, evaluate
 
-    def samples(names: list[str]) -> Samples:
-        gt = torch.rand(3, 16, 16) + 0.1
-        items = [Sample(n, gt * (0.5 + 0.1 * i), gt, None) for i, n in enumerate(names)]
-        return Samples(len(items), iter(items))
-
+    gt = torch.rand(3, 16, 16) + 0.1
+    user = tmp_path / "user_pictures"
+    user.mkdir()
+    (user / "a1.png").write_bytes(b"the user's")
     out = tmp_path / "eval"
-    evaluate(samples(["a1", "a2"]), out, "all")
-    assert {p.name for p in out.glob("*.png")} == {"best_a2.png", "worst_a1.png"}
-    (out / "best_mine.png").write_bytes(b"the user's")
-    evaluate(samples(["b1", "b2", "b3"]), out)
-    assert {p.name for p in out.glob("*.png")} == {"best_b3.png", "worst_b1.png", "best_mine.png"}
-    assert not list((out / "side_by_side").glob("*.png"))
-    assert len((out / "scores.csv").read_text().splitlines()) == 1 + 3 + 1  # header, mean
+    out.mkdir()
+    (out / "side_by_side").symlink_to(user)
+    samples = Samples(1, iter([Sample("a1", gt * 0.5, gt, None)]))
+    with pytest.raises(HDRUNetError, match=r"a1\.png: leads outside the output folder"):
+        evaluate(samples, out, "all")
+    assert [p.name for p in user.iterdir()] == ["a1.png"]
+    assert (user / "a1.png").read_bytes() == b"the user's"
 
 
 def test_eval_refuses_to_write_into_the_folders_it_reads_or_over_a_file(tmp_path):

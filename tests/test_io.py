@@ -315,7 +315,10 @@ def test_radiance_xyze_and_bad_headers_are_refused_from_the_header(tmp_path):
     data = (tmp_path / "a.hdr").read_bytes()
     cases = {
         "xyze.hdr": (data.replace(b"32-bit_rle_rgbe", b"32-bit_rle_xyze"), "only 32-bit_rle_rgbe"),
-        "exposure.hdr": (data.replace(b"\n\n", b"\nEXPOSURE=0\n\n", 1), "finite and > 0"),
+        "exposure.hdr": (data.replace(b"\n\n", b"\nEXPOSURE=0\n\n", 1), "finite factor > 0"),
+        # 1e40 is finite in float64 but not in float32, the pixels' type
+        "e40.hdr": (data.replace(b"\n\n", b"\nEXPOSURE=1e40\n\n", 1), "finite factor > 0"),
+        "huge.hdr": (data.replace(b"-Y 6 +X 9", b"-Y 99999999999 +X 9"), "valid image size"),
         "axes.hdr": (data.replace(b"-Y 6 +X 9", b"-Y 6 +Y 9"), "without a valid image size"),
         "cut.hdr": (data[:20], "without its end"),
     }
@@ -324,6 +327,24 @@ def test_radiance_xyze_and_bad_headers_are_refused_from_the_header(tmp_path):
         for read in (hdr_image_size, read_radiance):
             with pytest.raises(ImageFileError, match=message):
                 read(tmp_path / name)
+
+
+def test_radiance_headers_opencv_alone_would_refuse_are_read(tmp_path):
+    """FORMAT is optional in Ward's format, and header lines may end in CR LF: OpenCV's
+    reader refuses both in the standard orientation; the package reads them."""
+    upright = hdr_image(6, 9, peak=4.0) + 0.1
+    _radiance_file(tmp_path / "a.hdr", upright, "-Y {h} +X {w}")
+    data = (tmp_path / "a.hdr").read_bytes()
+    expected = read_radiance(tmp_path / "a.hdr")
+    head, pixels = data.split(b"\n\n", 1)
+    variants = {
+        "no_format.hdr": head.replace(b"\nFORMAT=32-bit_rle_rgbe", b"") + b"\n\n" + pixels,
+        "crlf.hdr": head.replace(b"\n", b"\r\n") + b"\r\n\r\n" + pixels,
+    }
+    for name, content in variants.items():
+        (tmp_path / name).write_bytes(content)
+        assert hdr_image_size(tmp_path / name) == (6, 9)
+        np.testing.assert_array_equal(read_radiance(tmp_path / name), expected)
 
 
 def _exr_part(name: str, channels: dict[str, np.ndarray]):
@@ -343,6 +364,15 @@ def test_a_multi_part_exr_is_read_from_its_one_image_part_or_refused(tmp_path):
     for read in (read_exr, hdr_image_size):
         with pytest.raises(ImageFileError, match=r"two\.exr: multi-part .* 2 of 2 parts"):
             read(tmp_path / "two.exr")
+    with OpenEXR.File([_exr_part("z", {"Z": depth}), _exr_part("n", {"N": depth})]) as f:
+        f.write(str(tmp_path / "aovs.exr"))
+    with OpenEXR.File(
+        {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}, {"Z": depth}
+    ) as f:
+        f.write(str(tmp_path / "depth.exr"))
+    for name in ("aovs.exr", "depth.exr"):  # refused from the header, before any training
+        with pytest.raises(ImageFileError, match="no R, G, B \\(or Y\\) channels"):
+            hdr_image_size(tmp_path / name)
 
 
 def test_a_luminance_chroma_exr_is_refused_not_read_as_grey(tmp_path):

@@ -379,20 +379,9 @@ def evaluate(
         raise HDRUNetError("nothing to evaluate")
     write_scores(output / SCORES_FILE, scores)
     folder.written([output / SCORES_FILE])
-    strips = (
-        {output / "side_by_side" / f"{r.name}.png" for r in scores}
-        if side_by_side == "all"
-        else set()
-    )
     for label, (value, sample) in (("worst", worst), ("best", best)):
         title = f"{label}: {sample.name}  PSNR-mu {value:.2f} dB"
-        strips.add(output / f"{label}_{sample.name}.png")
         _write_strip(folder, output / f"{label}_{sample.name}.png", sample, title)
-    # an earlier evaluation's best/worst (and side-by-side) images, when this package wrote
-    # them and they are unchanged, go: the folder then shows one evaluation only
-    earlier = [*output.glob("best_*.png"), *output.glob("worst_*.png")]
-    earlier += output.glob("side_by_side/*.png")
-    folder.remove_own(p for p in earlier if p not in strips)
     return scores
 
 

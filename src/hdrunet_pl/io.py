@@ -391,6 +391,9 @@ def _image_part(exr: OpenEXR.File, path: Path):  # -> OpenEXR.Part
 
     parts = list(exr.parts)
     images = [p for p in parts if {"R", "G", "B"} <= names(p) or "Y" in names(p)]
+    if not images:
+        found = sorted(set().union(*(names(p) for p in parts)))
+        raise ImageFileError(f"{path}: no R, G, B (or Y) channels; has {found}")
     if len(parts) == 1:
         part = parts[0]
     elif len(images) == 1:
@@ -462,6 +465,7 @@ def write_exr(
 _RADIANCE_RGBE = b"32-bit_rle_rgbe"
 _RADIANCE_HEAD_BYTES = 1 << 16  # header lines (commands, comments) before the pixels
 _RADIANCE_AXES = (b"-Y", b"+Y", b"-X", b"+X")
+_RADIANCE_MAX_SIDE = 1 << 20  # pixels: a larger side is a corrupt header
 
 
 @dataclass(frozen=True)
@@ -514,8 +518,14 @@ def radiance_header(path: str | Path, data: bytes | None = None) -> RadianceHead
                 scale *= np.array([float(v) for v in value.split()], dtype=float)
         except ValueError:
             raise ImageFileError(f"{path}: unreadable Radiance header line {line[:60]!r}") from None
-    if not (np.isfinite(scale).all() and (scale > 0).all()):
-        raise ImageFileError(f"{path}: Radiance EXPOSURE/COLORCORR must be finite and > 0")
+    with np.errstate(over="ignore", divide="ignore"):  # checked in float32, the pixels' type
+        scale32 = scale.astype(np.float32)
+        inverse = np.float32(1) / scale32
+    if not (np.isfinite(scale32).all() and (scale32 > 0).all() and np.isfinite(inverse).all()):
+        raise ImageFileError(
+            f"{path}: Radiance EXPOSURE/COLORCORR must give a finite factor > 0 in float32, "
+            f"got {', '.join(f'{v:g}' for v in scale)}"
+        )
     end = data.find(b"\n", pos)
     fields = data[pos:end].split() if end > 0 else []
     if (
@@ -525,6 +535,7 @@ def radiance_header(path: str | Path, data: bytes | None = None) -> RadianceHead
         or fields[0][1:] == fields[2][1:]
         or not (fields[1].isdigit() and fields[3].isdigit())
         or int(fields[1]) * int(fields[3]) == 0
+        or max(int(fields[1]), int(fields[3])) > _RADIANCE_MAX_SIDE
     ):
         raise ImageFileError(f"{path}: Radiance header without a valid image size")
     major, minor = int(fields[1]), int(fields[3])
@@ -548,9 +559,14 @@ def read_radiance(path: str | Path, negative: str = "clip") -> np.ndarray:
     whatever its resolution string, and divided by its ``EXPOSURE`` / ``COLORCORR``."""
     path = _existing(path)
     head = radiance_header(path)
-    if head.columns_major or head.bottom_up or head.right_to_left:
-        # OpenCV decodes only the standard orientation (-Y H +X W): give it that header,
-        # then turn the image upright (its RGBE decoder goes through a temporary file)
+    image = None
+    if not (head.columns_major or head.bottom_up or head.right_to_left):
+        with contextlib.suppress(cv2.error):  # straight from the file when OpenCV can
+            image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        # OpenCV reads only the standard orientation (-Y H +X W), and wants an exact FORMAT
+        # line and no CR: give it that header, then turn the image upright (its RGBE decoder
+        # goes through a temporary file)
         data = path.read_bytes()
         standard = b"#?RADIANCE\nFORMAT=%s\n\n-Y %d +X %d\n" % (
             _RADIANCE_RGBE,
@@ -559,13 +575,6 @@ def read_radiance(path: str | Path, negative: str = "clip") -> np.ndarray:
         )
         data = standard + data[radiance_header(path, data).data_offset :]
         image = imdecode(data, path, cv2.IMREAD_UNCHANGED)
-    else:
-        try:
-            image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        except cv2.error:
-            image = None
-        if image is None:
-            raise ImageFileError(f"{path}: unreadable, truncated or not an image")
     if image.dtype != np.float32 or image.shape != (head.scanlines, head.scanline_length, 3):
         raise ImageFileError(f"{path}: decoded as {image.dtype} {image.shape}, not Radiance RGBE")
     if head.columns_major:

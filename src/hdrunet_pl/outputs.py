@@ -56,7 +56,13 @@ class OutputFolder:
     def _name(self, path: Path) -> str:
         # the parent is resolved, not the file: a symbolic link in the folder is named as
         # itself (and is never this package's), wherever it points
-        name = (path.parent.resolve() / path.name).relative_to(self.path.resolve()).as_posix()
+        try:
+            name = (path.parent.resolve() / path.name).relative_to(self.path.resolve()).as_posix()
+        except ValueError:  # a symbolic link to a folder elsewhere
+            raise HDRUNetError(
+                f"{path}: leads outside the output folder {self.path} (a symbolic link?); "
+                "not written"
+            ) from None
         if any(ord(c) < 32 or ord(c) == 127 for c in name):
             raise HDRUNetError(
                 f"{name!r}: a file name with a control character (a newline, a tab) cannot be "
@@ -124,15 +130,6 @@ class OutputFolder:
                     f"output {self.path}: cannot be written ({err.strerror})"
                 ) from None
             self._ours.update(names)
-
-    def remove_own(self, paths: Iterable[Path]) -> list[Path]:
-        """Delete the files among ``paths`` that this package wrote and that are unchanged
-        since (results of an earlier run that this one replaces); returns them. Anything
-        else is left where it is."""
-        removed = [p for p in paths if p.is_file() and not p.is_symlink() and self.owns(p)]
-        for path in removed:
-            path.unlink()
-        return removed
 
     def complete(self, paths: Iterable[Path]) -> bool:
         """True when every file of a result group exists and was written by this package."""
