@@ -573,7 +573,7 @@ def read_radiance(path: str | Path, negative: str = "clip") -> np.ndarray:
             head.scanlines,
             head.scanline_length,
         )
-        data = standard + data[radiance_header(path, data).data_offset :]
+        data = standard + data[head.data_offset :]
         image = imdecode(data, path, cv2.IMREAD_UNCHANGED)
     if image.dtype != np.float32 or image.shape != (head.scanlines, head.scanline_length, 3):
         raise ImageFileError(f"{path}: decoded as {image.dtype} {image.shape}, not Radiance RGBE")
