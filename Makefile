@@ -44,7 +44,7 @@ notebooks:
 
 # two test processes (pytest-xdist), a test file per process at a time
 test:
-	WANDB_MODE=offline $(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=10
+	WANDB_MODE=offline $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=10
 
 test-slow:
 	WANDB_MODE=offline $(BIN)/python -m pytest -q -m slow

@@ -2,8 +2,11 @@
 
 import io
 import json
+import multiprocessing
 import os
 import signal
+import subprocess
+import time
 from pathlib import Path
 
 import lightning as L
@@ -57,19 +60,45 @@ class KillAtStep(L.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not ended (not a zombie), from /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
 class SignalAtStep(L.Callback):
     """Sends ``signum`` (a name such as ``SIGTERM``) to its own process as training step
     ``step`` starts (``during="train"``), as a scheduler would in the middle of a step, or
-    as the validation after ``step`` steps starts (``during="validation"``)."""
+    as the validation after ``step`` steps starts (``during="validation"``).
 
-    def __init__(self, step: int, signum: str, during: str = "train") -> None:
+    With ``whole_job=True`` the signal goes, as SLURM sends it at a time limit or with
+    ``--signal``, to every process of the job: this one and its DataLoader workers, from
+    another process (``kill``), as a scheduler's signal comes from outside."""
+
+    def __init__(
+        self, step: int, signum: str, during: str = "train", whole_job: bool = False
+    ) -> None:
         self.step = step
         self.signum = getattr(signal, signum)
         self.during = during
+        self.whole_job = whole_job
 
     def _send(self, trainer: L.Trainer, during: str) -> None:
-        if during == self.during and trainer.global_step == self.step:
+        if during != self.during or trainer.global_step != self.step:
+            return
+        if not self.whole_job:
             os.kill(os.getpid(), self.signum)
+            return
+        workers = [p.pid for p in multiprocessing.active_children()]
+        assert workers, "no DataLoader workers to signal"
+        pids = [str(pid) for pid in (*workers, os.getpid())]
+        subprocess.run(["kill", "-s", self.signum.name.removeprefix("SIG"), *pids], check=True)
+        time.sleep(1.0)  # a worker that the signal kills is gone (a zombie) by then
+        alive = sum(_running(pid) for pid in workers)
+        print(f"workers alive after the signal: {alive} of {len(workers)}", flush=True)
 
     def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:
         self._send(trainer, "train")

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from hdrunet_pl.report import main as report_main
+from hdrunet_pl.report import swept_values
 from hdrunet_pl.run_files import FAILED_FILE
 
 from .ntire_files import random_hdr, write_ntire_frame
@@ -230,6 +231,30 @@ def test_report_marks_failed_runs(tmp_path, capsys):
     failed = "| loss=l1 | - | - | - | - | - | - | failed: NonFiniteError: step 3: loss is nan |"
     assert failed in out
     assert "| loss=l2 | - | - | - | - | - | - | unreadable metrics.json |" in out
+
+
+def test_report_matches_jobs_to_the_values_hydra_gave_them(tmp_path, capsys):
+    """`-m model.optimizer.lr=1e-3,2e-4`: Hydra hands the jobs 0.001 and 0.0002; the report
+    shows one row per job and no phantom "missing" row for the values as typed."""
+    sweep = tmp_path / "sweep"
+    for job, lr in enumerate(("0.001", "0.0002")):
+        folder = sweep / f"{job}_lr-{lr}"
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "overrides.yaml").write_text(f"- model.optimizer.lr={lr}\n")
+        (folder / "metrics.json").write_text(f'{{"psnr_mu_after": 3{job}.5, "steps": 4}}')
+    (sweep / "multirun.yaml").write_text(
+        "hydra:\n  overrides:\n    task:\n    - model.optimizer.lr=1e-3,2e-4,5e-4\n"
+        "  sweeper:\n    params: null\n"
+    )
+    assert report_main([str(sweep)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if "| model.optimizer" in line]
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| model.optimizer.lr=0.001",
+        "| model.optimizer.lr=0.0002",
+        "| model.optimizer.lr=0.0005",  # not run yet: missing
+    ]
+    assert [row.rstrip(" |").rsplit(" | ", 1)[1] for row in rows] == ["done", "done", "missing"]
+    assert swept_values(sweep) == {"model.optimizer.lr": ["0.001", "0.0002", "0.0005"]}
 
 
 def test_psnr_l_is_logged_as_the_challenge_defines_it(tmp_path):

@@ -1,5 +1,6 @@
 """Image files: LDR, NTIRE 16-bit PNG + align ratio, OpenEXR, Radiance; errors name the file."""
 
+import json
 import logging
 import pickle
 from pathlib import Path
@@ -331,7 +332,9 @@ def test_radiance_xyze_and_bad_headers_are_refused_from_the_header(tmp_path):
 
 def test_radiance_headers_opencv_alone_would_refuse_are_read(tmp_path):
     """FORMAT is optional in Ward's format, and header lines may end in CR LF: OpenCV's
-    reader refuses both in the standard orientation; the package reads them."""
+    reader refuses both in the standard orientation; the package reads them. Header lines of
+    any length are read whole (OpenCV alone reads them in 128-byte pieces: a comment of 127
+    bytes ended its header early and shifted every pixel)."""
     upright = hdr_image(6, 9, peak=4.0) + 0.1
     _radiance_file(tmp_path / "a.hdr", upright, "-Y {h} +X {w}")
     data = (tmp_path / "a.hdr").read_bytes()
@@ -340,6 +343,11 @@ def test_radiance_headers_opencv_alone_would_refuse_are_read(tmp_path):
     variants = {
         "no_format.hdr": head.replace(b"\nFORMAT=32-bit_rle_rgbe", b"") + b"\n\n" + pixels,
         "crlf.hdr": head.replace(b"\n", b"\r\n") + b"\r\n\r\n" + pixels,
+        **{
+            # a header line that reads like the resolution string follows the long one
+            f"comment{n}.hdr": head + b"\n#" + b"A" * (n - 1) + b"\n-Y 6 +X 9\n\n" + pixels
+            for n in (126, 127, 128, 300)
+        },
     }
     for name, content in variants.items():
         (tmp_path / name).write_bytes(content)
@@ -460,6 +468,47 @@ def test_npm_exr_modules_are_decoded_with_their_licence(tmp_path):
             "licence": "CC0-1.0",
         }
     }
+
+
+def test_a_held_out_fetch_never_shares_a_folder_with_training_scenes(tmp_path, monkeypatch, capsys):
+    """data=held_out scores every HDR file under its root: fetching the held-out scenes into
+    a folder that also holds a training scene (an earlier `--source pmndrs`) is refused
+    before any download; a complete held-out folder lists the eight scenes only; a user's
+    file named like the module's temporary file is never touched."""
+    from hdrunet_pl import samples
+
+    def offline(*args):
+        raise AssertionError("nothing should be downloaded")
+
+    monkeypatch.setattr(samples, "_npm_tarball", offline)
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for scene in ("bridge", "night"):  # night is a poly_haven scene
+        (mixed / f"{scene}.exr").write_bytes(b"exr")
+    with pytest.raises(
+        HDRUNetError, match=r"holds 1 HDR file\(s\) that are not held-out scenes \(night\.exr\)"
+    ):
+        samples.pmndrs_exrs(mixed, held_out_only=True)
+
+    held_out = tmp_path / "held_out"
+    held_out.mkdir()
+    names = sorted(f"{scene}.exr" for scene in samples.PMNDRS_HELD_OUT)
+    assert len(names) == 8 and not samples.PMNDRS_HELD_OUT & samples.PMNDRS_SAME_AS_POLY_HAVEN
+    for name in names:
+        (held_out / name).write_bytes(b"exr")
+    record = {n: {"file": n, "package": "p", "registry": "npm", "licence": "CC0"} for n in names}
+    (held_out / "SOURCES.json").write_text(json.dumps(record))
+    assert [p.name for p in samples.pmndrs_exrs(held_out, held_out_only=True)] == names
+
+    (held_out / "bridge.exr.part").write_text("a user's notes")
+    samples._write(held_out / "bridge.exr", b"new")
+    assert (held_out / "bridge.exr").read_bytes() == b"new"
+    assert (held_out / "bridge.exr.part").read_text() == "a user's notes"
+    assert sorted(p.name for p in held_out.iterdir() if p.suffix == ".part") == ["bridge.exr.part"]
+
+    assert samples.main([str(held_out / "bridge.exr"), "--source", "pmndrs_held_out"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("samples: error: ") and "\n" not in error
 
 
 def test_negative_pixels_are_filled_from_their_valid_neighbours(tmp_path, caplog):

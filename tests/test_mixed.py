@@ -1,6 +1,7 @@
 """data=mixed: synthetic scenes and HDR folders mixed by weight, with epochs of a set length
 and the same batches after a resume."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -238,3 +239,29 @@ def test_a_missing_photo_folder_says_how_to_fetch_one(tmp_path):
     cfg = compose_train(["experiment=demo", f"paths.samples_dir={missing}"])
     with pytest.raises(InstantiationException, match=rf"no such folder.*samples {missing}"):
         instantiate(cfg.data)
+
+
+def test_files_that_share_a_stem_get_distinct_names(tmp_path):
+    """Scores, previews and side-by-sides are keyed by name: two `scene` files in different
+    folders (or with different suffixes) must not share one, or one overwrites the other."""
+    from hdrunet_pl.data.hdr_folder import HDRFolderDataset, find_hdr_files, item_names
+
+    image = np.full((24, 32, 3), 0.5, dtype=np.float32)
+    for relative in ("val/scene.hdr", "val/sub1/scene.hdr", "val/sub2/scene.hdr", "val/x.hdr"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        write_radiance(tmp_path / relative, image)
+    files = find_hdr_files(tmp_path / "val")
+    dataset = HDRFolderDataset(files, random_camera=False)
+    assert [dataset[i]["name"] for i in range(len(dataset))] == [
+        "scene",
+        "sub1__scene",
+        "sub2__scene",
+        "x",
+    ]
+    assert item_names([Path("a/b.exr"), Path("a/b.hdr"), Path("a/c.exr")]) == [
+        "b.exr",
+        "b.hdr",
+        "c",
+    ]
+    built_to_collide = [Path("r/a/b.exr"), Path("r/b.exr"), Path("r/a__b.exr")]
+    assert item_names(built_to_collide) == ["a__b.exr_0000", "b", "a__b.exr_0002"]

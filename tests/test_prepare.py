@@ -139,6 +139,21 @@ def test_stream_shards_train_a_few_steps(tmp_path, monkeypatch):
     assert scores == pytest.approx(organisers_val_scores(cfg, net), abs=1e-3)
 
 
+def test_a_new_split_without_val_pairs_removes_the_earlier_val_shards(tmp_path):
+    """`--val-count 0` after `--val-count 1` into the same folder: the earlier val/ (whose
+    pair is now in train/) must go, or data=stream validates on a training pair."""
+    from hdrunet_pl.prepare import run_stream
+
+    src = tmp_path / "frames"
+    for i in range(3):
+        write_ntire_frame(src, f"{i:04d}", random_hdr(20, 24, seed=i))
+    shards = tmp_path / "shards"
+    assert run_stream(str(src), str(shards), 1, "64KB", 1) == {"train": 2, "val": 1}
+    assert (shards / "val" / "index.json").is_file()
+    assert run_stream(str(src), str(shards), 0, "64KB", 1) == {"train": 3}
+    assert sorted(p.name for p in shards.iterdir() if not p.name.startswith(".")) == ["train"]
+
+
 def test_stream_records_hold_the_exact_pair(tmp_path):
     from hdrunet_pl.data.stream import record_to_pair
     from hdrunet_pl.prepare import load_pair_record

@@ -9,6 +9,7 @@ import pickle
 import shlex
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import lightning as L
@@ -288,6 +289,9 @@ def test_kill_while_writing_a_checkpoint_leaves_the_previous_one(reference, tmp_
         # from the request on it takes SIGTERM's path (Preemption.on_train_batch_end)
         pytest.param("SIGUSR1", "train", 5, 6, id="SIGUSR1", marks=pytest.mark.slow),
         pytest.param("SIGTERM", "validation", 7, 7, id="SIGTERM-in-validation"),
+        # a scheduler that signals every process of the job (SLURM at a time limit, or
+        # with --signal): the DataLoader workers get it too and must leave it to the run
+        pytest.param("SIGTERM", "whole_job", 5, 6, id="SIGTERM-to-the-workers-too"),
     ],
 )
 def test_preemption_signal_saves_exits_zero_and_requeue_resumes(
@@ -298,10 +302,15 @@ def test_preemption_signal_saves_exits_zero_and_requeue_resumes(
         "+callbacks.signal._target_=tests.helpers.SignalAtStep",
         f"+callbacks.signal.step={step}",
         f"+callbacks.signal.signum={signum}",
-        f"+callbacks.signal.during={during}",
     ]
+    if during == "whole_job":
+        signal_at.append("+callbacks.signal.whole_job=true")
+    else:
+        signal_at.append(f"+callbacks.signal.during={during}")
     stopped = ok(train_process(run_dir, *signal_at))
     assert "pre-empted: saved" in stopped.stdout
+    if during == "whole_job":  # the workers ignored it: a later batch would still come
+        assert "workers alive after the signal: 2 of 2" in stopped.stdout
     assert f"stopped at step {saved_at} on request; to continue:" in stopped.stdout
     # the whole command, pasteable: the run's own overrides, its folder, resume=auto
     printed = stopped.stdout.split("to continue:")[1].split("\n")[1].strip()
@@ -317,6 +326,39 @@ def test_preemption_signal_saves_exits_zero_and_requeue_resumes(
 
     ok(train_process(run_dir, "resume=auto"))  # the requeued job, same command + resume=auto
     assert_resumed_run_matches(reference, run_dir, saved_at)
+
+
+def _serve_as_a_worker(ready) -> None:
+    from hdrunet_pl.data.workers import init_worker
+
+    init_worker(0)
+    ready.set()
+    time.sleep(60)
+
+
+def test_a_worker_leaves_a_jobs_signals_to_the_run_but_ends_when_the_run_asks():
+    """Each package DataLoader worker runs init_worker: SIGTERM and SIGUSR1 from elsewhere
+    (a scheduler signalling the whole job) leave it running, while its parent's SIGTERM
+    (how the DataLoader and multiprocessing end workers) still ends it at once."""
+    import multiprocessing
+    import signal
+
+    context = multiprocessing.get_context("fork")  # as the DataLoader starts its workers here
+    ready = context.Event()
+    worker = context.Process(target=_serve_as_a_worker, args=(ready,), daemon=True)
+    worker.start()
+    try:
+        assert ready.wait(30)
+        for name in ("USR1", "USR2", "TERM"):
+            subprocess.run(["kill", "-s", name, str(worker.pid)], check=True)
+        time.sleep(0.5)
+        assert worker.is_alive() and worker.exitcode is None
+        os.kill(worker.pid, signal.SIGTERM)  # from the parent
+        worker.join(10)
+        assert worker.exitcode == 0
+    finally:
+        if worker.is_alive():
+            worker.kill()
 
 
 def test_ctrl_c_says_what_was_saved_and_how_to_continue(tmp_path, caplog):

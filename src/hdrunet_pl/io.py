@@ -463,6 +463,9 @@ def write_exr(
 # ---------------------------------------------------------------------------- Radiance
 
 _RADIANCE_RGBE = b"32-bit_rle_rgbe"
+_OPENCV_RADIANCE_LINE = 100
+"""Header lines at least this long go through a rewritten header: OpenCV reads the header
+in 128-byte pieces, and the rest of a longer line is taken for the next line."""
 _RADIANCE_HEAD_BYTES = 1 << 16  # header lines (commands, comments) before the pixels
 _RADIANCE_AXES = (b"-Y", b"+Y", b"-X", b"+X")
 _RADIANCE_MAX_SIDE = 1 << 20  # pixels: a larger side is a corrupt header
@@ -559,14 +562,19 @@ def read_radiance(path: str | Path, negative: str = "clip") -> np.ndarray:
     whatever its resolution string, and divided by its ``EXPOSURE`` / ``COLORCORR``."""
     path = _existing(path)
     head = radiance_header(path)
+    with open(path, "rb") as f:
+        header_lines = f.read(head.data_offset).split(b"\n")
     image = None
-    if not (head.columns_major or head.bottom_up or head.right_to_left):
+    if not (head.columns_major or head.bottom_up or head.right_to_left) and all(
+        len(line) < _OPENCV_RADIANCE_LINE for line in header_lines
+    ):
         with contextlib.suppress(cv2.error):  # straight from the file when OpenCV can
             image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
-        # OpenCV reads only the standard orientation (-Y H +X W), and wants an exact FORMAT
-        # line and no CR: give it that header, then turn the image upright (its RGBE decoder
-        # goes through a temporary file)
+        # OpenCV reads only the standard orientation (-Y H +X W), wants an exact FORMAT line
+        # and no CR, and splits longer header lines (which can end its header early and
+        # shift every pixel): give it that header, then turn the image upright (its RGBE
+        # decoder goes through a temporary file)
         data = path.read_bytes()
         standard = b"#?RADIANCE\nFORMAT=%s\n\n-Y %d +X %d\n" % (
             _RADIANCE_RGBE,

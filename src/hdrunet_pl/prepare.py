@@ -242,7 +242,8 @@ def run_stream(
         follower.start()
         try:
             for part, members in split.items():
-                if not members:
+                if not members:  # an earlier split's shards (ours, checked above) must go:
+                    _remove_shards(output / part)  # they hold pairs now in train/
                     continue
                 target = output / part
                 partial = output / f".{part}.partial"

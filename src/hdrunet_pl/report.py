@@ -82,6 +82,21 @@ def _split_sweep(value: str) -> list[str]:
     return [*values, current]
 
 
+def _sweep_values(key: str, value: str) -> list[str]:
+    """The values of ``key=value`` as Hydra hands them to the jobs (``1e-3,2e-4`` ->
+    ``0.001``, ``0.0002``; ``range(1,3)`` -> ``1``, ``2``), so that they match each job's
+    ``overrides.yaml``; a plain split where Hydra cannot expand it here (``glob``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        override = OverridesParser.create().parse_overrides([f"{key}={value}"])[0]
+        if not override.is_sweep_override():
+            return [override.get_value_element_as_str()]
+        return list(override.sweep_string_iterator())
+    except Exception:
+        return _split_sweep(value)
+
+
 def swept_values(sweep_dir: Path) -> dict[str, list[str]]:
     """Key -> values of every swept parameter, from the sweep's ``multirun.yaml``."""
     path = sweep_dir / "multirun.yaml"
@@ -90,10 +105,10 @@ def swept_values(sweep_dir: Path) -> dict[str, list[str]]:
     hydra_cfg = yaml.safe_load(path.read_text()).get("hydra", {})
     params: dict[str, list[str]] = {}
     for key, value in ((hydra_cfg.get("sweeper") or {}).get("params") or {}).items():
-        params[str(key)] = _split_sweep(str(value))
+        params[str(key)] = _sweep_values(str(key), str(value))
     for override in (hydra_cfg.get("overrides") or {}).get("task") or []:
         key, _, value = str(override).partition("=")
-        values = _split_sweep(value)
+        values = _sweep_values(key, value)
         if len(values) > 1:
             params[key] = values
     return params

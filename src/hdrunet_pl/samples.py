@@ -54,6 +54,11 @@ PMNDRS_SAME_AS_POLY_HAVEN = frozenset(
 """The pmndrs panoramas that show ``poly_haven`` scenes (the correlation of their log
 luminance with that scene's is 0.86-1.0; the other eight are other scenes, checked by eye,
 and correlate at most 0.85 with any poly_haven panorama)."""
+PMNDRS_HELD_OUT = frozenset(
+    ["bridge", "esplanade", "hall", "lab", "sky", "sunrise", "venice", "workshop"]
+)
+"""The other eight pmndrs panoramas: scenes that no ``poly_haven`` file shows."""
+HDR_SUFFIXES = (".exr", ".hdr")
 DOWNLOAD_TIMEOUT = 300
 """Seconds that a package's download may take before it counts as failed."""
 EQUIRECT_BAND = (0.25, 0.75)
@@ -95,9 +100,16 @@ def _record(dest: Path, records: list[SampleRecord]) -> None:
 
 
 def _write(target: Path, data: bytes) -> None:
-    part = target.with_name(target.name + ".part")
-    part.write_bytes(data)
-    part.replace(target)
+    """Write ``data`` to ``target`` through a new temporary file beside it (never one of
+    the folder's files), renamed over ``target`` once complete."""
+    handle, part = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with open(handle, "wb") as f:
+            f.write(data)
+        Path(part).replace(target)
+    except BaseException:
+        Path(part).unlink(missing_ok=True)
+        raise
 
 
 def _check_writable(dest: Path, names: list[str]) -> None:
@@ -164,19 +176,43 @@ def _npm_tarball(package: str, version: str) -> tuple[bytes, str]:
     return data, str(meta.get("license", "unknown"))
 
 
+def _check_held_out_folder(dest: Path, names: list[str]) -> None:
+    """Refuses (one line) a held-out folder that holds other HDR files, at any depth:
+    ``data=held_out`` scores every HDR file under its root, so a training scene there
+    would be scored as held out."""
+    if not dest.is_dir():
+        return
+    others = sorted(
+        str(p.relative_to(dest))
+        for p in dest.rglob("*")
+        if p.suffix.lower() in HDR_SUFFIXES and str(p.relative_to(dest)) not in names
+    )
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise HDRUNetError(
+            f"{dest} holds {len(others)} HDR file(s) that are not held-out scenes ({shown}); "
+            "data=held_out would score them too: fetch the held-out set into its own folder"
+        )
+
+
 def pmndrs_exrs(dest: str | Path, held_out_only: bool = False) -> list[Path]:
     """The OpenEXR panoramas of ``@pmndrs/assets`` in ``dest`` (downloaded once); with
-    ``held_out_only``, only the eight scenes that are not ``poly_haven``'s."""
+    ``held_out_only``, only the eight scenes that are not ``poly_haven``'s, into a folder
+    that holds no other HDR file."""
     dest = Path(dest)
-    wanted = None if not held_out_only else 18 - len(PMNDRS_SAME_AS_POLY_HAVEN)
-    found = sorted(dest.glob("*.exr"))
-    if found and len(found) >= (wanted or 18):
-        return found
+    scenes = PMNDRS_HELD_OUT if held_out_only else PMNDRS_HELD_OUT | PMNDRS_SAME_AS_POLY_HAVEN
+    names = sorted(f"{scene}.exr" for scene in scenes)
+    if held_out_only:
+        _check_held_out_folder(dest, names)
+    known = _recorded(dest) if dest.is_dir() else {}
+    if all((dest / name).is_file() and name in known for name in names):
+        return [dest / name for name in names]
     dest.mkdir(parents=True, exist_ok=True)
     data, licence = _npm_tarball(PMNDRS_PACKAGE, PMNDRS_VERSION)
     package = f"{PMNDRS_PACKAGE}@{PMNDRS_VERSION}"
     skip = PMNDRS_SAME_AS_POLY_HAVEN if held_out_only else frozenset()
-    return extract_npm_exrs(data, dest, package, licence, skip)
+    written = extract_npm_exrs(data, dest, package, licence, skip)
+    return [path for path in written if path.name in names]
 
 
 def extract_npm_exrs(
@@ -202,7 +238,7 @@ def extract_npm_exrs(
             _write(dest / f"{scene}.exr", base64.b64decode(payload))
             records.append(SampleRecord(f"{scene}.exr", package, "npm", licence))
     _record(dest, records)
-    return sorted(dest.glob("*.exr"))
+    return sorted(dest / record.file for record in records)
 
 
 SOURCES = {
@@ -228,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
             print(path)
     except HDRUNetError as err:
         print(f"samples: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # e.g. a destination that is a file, or not writable
+        print(f"samples: error: {err.filename or args.dest}: {err.strerror}", file=sys.stderr)
         return 1
     return 0
 

@@ -7,6 +7,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from hdrunet_pl.data.datasets import RandomPatches
 from hdrunet_pl.data.sampling import ResumableRandomSampler, ShardSampler
+from hdrunet_pl.data.workers import init_worker
 
 
 class StepResumableDataLoader(DataLoader):
@@ -84,6 +85,7 @@ class HDRDataModule(L.LightningDataModule):
             sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            worker_init_fn=init_worker,  # a job's signals are for the run, not its workers
             # page-locked batches: Lightning's copies to a GPU are then truly asynchronous
             pin_memory=trainer is not None and trainer.strategy.root_device.type == "cuda",
             drop_last=train,

@@ -7,6 +7,8 @@ sample (training) or fixed per image index (validation), exactly as ``data=synth
 
 from __future__ import annotations
 
+import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +49,29 @@ def find_hdr_files(root: str | Path) -> list[Path]:
     return files
 
 
+def item_names(files: list[Path]) -> list[str]:
+    """A name per file for scores, previews and side-by-sides: its stem, or where two files
+    share a stem (``a/scene.exr``, ``b/scene.hdr``), its path below the files' common folder
+    with ``__`` for each separator (``a__scene``), and the suffix if that still repeats."""
+    stems = Counter(p.stem for p in files)
+    if len(files) < 2 or max(stems.values()) == 1:
+        return [p.stem for p in files]
+    common = Path(os.path.commonpath([p.parent for p in files]))
+
+    def relative(path: Path, suffix: bool) -> str:
+        name = path.relative_to(common).as_posix()
+        return (name if suffix else name[: -len(path.suffix) or None]).replace("/", "__")
+
+    names = [p.stem if stems[p.stem] == 1 else relative(p, suffix=False) for p in files]
+    repeated = Counter(names)
+    names = [
+        n if repeated[n] == 1 else relative(p, suffix=True)
+        for n, p in zip(names, files, strict=True)
+    ]
+    repeated = Counter(names)  # only for names built to collide (a__b.exr beside a/b.exr)
+    return [n if repeated[n] == 1 else f"{n}_{i:04d}" for i, n in enumerate(names)]
+
+
 class HDRFolderDataset(Dataset):
     """Linear HDR files captured into ``{"ldr", "hdr", "name"}`` pairs on the fly.
 
@@ -78,6 +103,7 @@ class HDRFolderDataset(Dataset):
         if rows is not None and not 0 <= rows[0] < rows[1] <= 1:
             raise ValueError(f"rows must be fractions 0 <= top < bottom <= 1, got {rows}")
         self.files = [Path(f) for f in files]
+        self.names = item_names(self.files)
         self.camera = camera or CameraModel()
         self.random_camera = random_camera
         self.seed = seed
@@ -125,7 +151,7 @@ class HDRFolderDataset(Dataset):
         if not self.random_camera and is_black(hdr):
             # a validation image nobody can score: every val/psnr_mu would be NaN
             raise DatasetError(f"{path}: {BLACK_GROUND_TRUTH}; remove it from the validation files")
-        return {"ldr": ldr, "hdr": hdr, "name": path.stem}
+        return {"ldr": ldr, "hdr": hdr, "name": self.names[index]}
 
 
 def split_files(files: list[Path], val_count: int) -> tuple[list[Path], list[Path]]:

@@ -17,6 +17,7 @@ from litdata import StreamingDataLoader, StreamingDataset
 
 from hdrunet_pl.data.datasets import random_patch
 from hdrunet_pl.data.shards import check_shards
+from hdrunet_pl.data.workers import init_worker
 
 
 def record_to_pair(record: dict) -> dict[str, torch.Tensor | str]:
@@ -86,7 +87,11 @@ class StreamingDataModule(L.LightningDataModule):
                 )
             )
             self._train = StreamingDataLoader(
-                dataset, batch_size=self.batch_size, num_workers=self.num_workers, drop_last=True
+                dataset,
+                batch_size=self.batch_size,
+                num_workers=self.num_workers,
+                drop_last=True,
+                worker_init_fn=init_worker,
             )
         return self._train
 
@@ -98,7 +103,9 @@ class StreamingDataModule(L.LightningDataModule):
                 transform=record_to_pair,
             )
         )
-        return StreamingDataLoader(dataset, batch_size=1, num_workers=self.num_workers)
+        return StreamingDataLoader(
+            dataset, batch_size=1, num_workers=self.num_workers, worker_init_fn=init_worker
+        )
 
     def state_dict(self) -> dict:
         return {"train_loader": self._train.state_dict()} if self._train is not None else {}
