@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from hdrunet_pl.errors import HDRUNetError
 from hdrunet_pl.report import main as report_main
 from hdrunet_pl.report import swept_values
 from hdrunet_pl.run_files import FAILED_FILE
@@ -187,6 +188,55 @@ def test_summary_paths_and_commands_paste_back_into_the_tools(tmp_path):
     assert longer.returncode == 0, longer.stderr[-2000:]
     assert json.loads((run_dir / "metrics.json").read_text())["steps"] == 6
     assert len(list((logs / "train" / "runs").iterdir())) == 1  # resumed in place
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/runs/a", "/runs/epoch=0-step=4.ckpt", "/my runs/a,b", "/x/it's [1]", "C:\\w", "/a\\'b\\"],
+)
+def test_printed_paths_parse_back_through_hydra_unchanged(path):
+    """Lightning names checkpoints `epoch=0-step=4.ckpt`, and folders may hold commas or
+    spaces: each printed `key=path` reads back, through the shell and Hydra, as the path."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from hdrunet_pl.run_files import override_value
+
+    (word,) = shlex.split(shlex.join([f"ckpt={override_value(path)}"]))
+    (override,) = OverridesParser.create().parse_overrides([word])
+    assert override.value() == path
+
+
+def test_a_finished_run_without_last_ckpt_is_not_started_over(tmp_path):
+    """callbacks without last_checkpoint: no resume line is printed, and resume=auto in the
+    finished run's folder is refused instead of training it again over its logs; a run that
+    failed before its first checkpoint restarts, its CSV log kept."""
+    from omegaconf import OmegaConf
+
+    from hdrunet_pl.loggers import instantiate_loggers
+    from hdrunet_pl.train import TrainSummary, next_commands, resume_path
+
+    run = tmp_path / "run"
+    run.mkdir()
+    summary = TrainSummary(4, 1.0, None, 20.0, 30.0, 18.0, 25.0, None, f"{run}/w.ckpt", str(run))
+    assert set(next_commands(summary, ["callbacks=none"])) == {"eval", "predict"}
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert set(next_commands(summary, ["callbacks=none"])) == {"resume", "eval", "predict"}
+    (run / "checkpoints" / "last.ckpt").unlink()
+
+    cfg = OmegaConf.create({"ckpt_path": None, "resume": "auto"})
+    assert resume_path(cfg, run) is None  # nothing of a run yet: start
+    (run / "metrics.json").write_text("{}")
+    with pytest.raises(HDRUNetError, match=r"holds a finished run \(metrics.json\) without"):
+        resume_path(cfg, run)
+
+    csv_dir = tmp_path / "failed" / "csv"
+    csv_dir.mkdir(parents=True)
+    (csv_dir / "metrics.csv").write_text("step\n0\n")
+    node = {"_target_": "lightning.pytorch.loggers.CSVLogger", "save_dir": str(csv_dir.parent)}
+    node |= {"name": "", "version": "csv"}
+    instantiate_loggers(OmegaConf.create({"csv": node}), resuming=False)
+    assert (csv_dir / "metrics-1.csv").read_text() == "step\n0\n"
 
 
 def test_a_run_that_fails_at_start_leaves_nothing(tmp_path):

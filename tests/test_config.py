@@ -437,3 +437,18 @@ def test_every_inference_option_reaches_the_predictor(option, tiny_checkpoint):
         0.5,
         3,
     )
+
+
+@pytest.mark.parametrize(
+    "overrides", [["experiment=demo"], ["data=hdr_folder", "data.root=photos"]], ids=str
+)
+def test_scale_smoke_on_other_data_than_synthetic_is_one_clear_line(overrides, tmp_path):
+    """+scale=smoke shrinks data=synthetic's validation scenes: elsewhere it names the cause
+    instead of a data module's "unexpected keyword argument 'val_set'"."""
+    from hdrunet_pl.train import train
+
+    cfg = compose_train([*overrides, "+scale=smoke", f"paths.output_dir={tmp_path / 'run'}"])
+    with pytest.raises(HDRUNetError, match=r"^data\.val_set: only data=synthetic has it"):
+        train(cfg)
+    ablation = compose_train(["experiment=ablation_loss", "+scale=smoke"])
+    assert ablation.data._target_ == "hdrunet_pl.data.HDRDataModule"  # what smoke is for

@@ -55,16 +55,17 @@ def instantiate_loggers(
 
     W&B runs without a configured ``name``/``group`` get ``name`` (the job's overrides) and
     ``group`` (the multirun), so that a sweep shows up as one group of runs. When
-    ``resuming``, W&B continues the run folder's previous run (same id) and the CSV logger's
-    earlier ``metrics.csv`` is kept as ``metrics-<k>.csv``.
+    ``resuming``, W&B continues the run folder's previous run (same id); the CSV logger's
+    earlier ``metrics.csv`` is always kept, as ``metrics-<k>.csv``.
     """
     loggers: list[Logger] = []
     for key, node in (cfg or {}).items():
         if not node or "_target_" not in node:
             continue
         csv_version = node.get("version") if node["_target_"].endswith("CSVLogger") else None
-        if resuming and csv_version is not None and rank_zero_only.rank == 0:
-            # a fixed version folder: its metrics.csv would be deleted (None: a new folder)
+        if csv_version is not None and rank_zero_only.rank == 0:
+            # a fixed version folder: its metrics.csv would be deleted (None: a new folder),
+            # when resuming and when a run that failed before its first checkpoint restarts
             keep_previous_csv(Path(node["save_dir"], node.get("name") or "", str(csv_version)))
         if node["_target_"].endswith("WandbLogger"):
             with open_dict(node):

@@ -46,7 +46,13 @@ from hdrunet_pl.reliability import (
     run_folder_lock,
 )
 from hdrunet_pl.resolvers import dirname
-from hdrunet_pl.run_files import CONFIG_FILE, FAILED_FILE, METRICS_FILE, resume_command
+from hdrunet_pl.run_files import (
+    CONFIG_FILE,
+    FAILED_FILE,
+    METRICS_FILE,
+    override_value,
+    resume_command,
+)
 from hdrunet_pl.runtime import keep_freed_memory
 from hdrunet_pl.validation import (
     TRAIN_RULES,
@@ -111,16 +117,19 @@ def next_commands(summary: TrainSummary, overrides: list[str]) -> dict[str, str]
     """
     run_dir = summary.output_dir
     weights = summary.best_checkpoint or summary.last_checkpoint
-    resume = resume_command(overrides, run_dir)
-    commands = {"resume": resume + f"  # append trainer.max_steps=N > {summary.steps}"}
+    commands = {}
+    if (Path(run_dir) / "checkpoints" / LAST_CHECKPOINT).is_file():  # what resume=auto reads
+        resume = resume_command(overrides, run_dir)
+        commands["resume"] = resume + f"  # append trainer.max_steps=N > {summary.steps}"
     if weights:
+        ckpt, run = f"ckpt={override_value(weights)}", f"run={override_value(run_dir)}"
         commands["eval"] = shlex.join(
-            ["hdrunet-eval", f"ckpt={weights}", f"run={run_dir}", f"output={run_dir}/eval"]
+            ["hdrunet-eval", ckpt, run, f"output={override_value(f'{run_dir}/eval')}"]
         )
         commands["predict"] = (
-            shlex.join(["hdrunet-predict", f"ckpt={weights}"])
+            shlex.join(["hdrunet-predict", ckpt])
             + " input=YOUR_LDR_IMAGES "
-            + shlex.quote(f"output={run_dir}/predictions")
+            + shlex.quote(f"output={override_value(f'{run_dir}/predictions')}")
         )
     return commands
 
@@ -193,6 +202,13 @@ def resume_path(cfg: DictConfig, output_dir: Path) -> str | None:
             f"{output_dir} already holds a run ({last}); resume=auto continues it, or choose "
             "another folder"
         )
+    elif ckpt_path is None and (output_dir / METRICS_FILE).is_file():
+        # a finished run that kept no last.ckpt (callbacks without last_checkpoint): starting
+        # it over would write over its logs and summary
+        raise HDRUNetError(
+            f"{output_dir} holds a finished run ({METRICS_FILE}) without {last.name} to "
+            "continue from; choose another folder"
+        )
     return ckpt_path
 
 
@@ -222,6 +238,19 @@ def _build(cfg: DictConfig, name: str, **kwargs):
         if isinstance(cause, HDRUNetError):
             raise cause from None
         raise HDRUNetError(f"{name}: {cause}") from None
+
+
+SYNTHETIC_DATA = "hdrunet_pl.data.HDRDataModule"
+"""The ``_target_`` of ``data=synthetic``, the one data config with a ``val_set`` node."""
+
+
+def _check_synthetic_only(data: DictConfig) -> None:
+    """``data.val_set`` (which ``+scale=smoke`` sets) belongs to ``data=synthetic`` only."""
+    if "val_set" in data and data.get("_target_") != SYNTHETIC_DATA:
+        raise HDRUNetError(
+            "data.val_set: only data=synthetic has it, and +scale=smoke sets it: shrink runs "
+            "on other data with debug=fast"
+        )
 
 
 class RunFinished(Exception):
@@ -263,6 +292,7 @@ def train(cfg: DictConfig) -> TrainSummary:
     keep_freed_memory()  # CPU tensors: no page faults on every large allocation
     if "patch_size" in cfg.data:  # before the data sets that are sized by it
         check_patch_size(cfg.data.patch_size)
+    _check_synthetic_only(cfg.data)
     datamodule: L.LightningDataModule = _build(cfg.data, "data")
     model: L.LightningModule = _build(cfg.model, "model")
     if resume_point is not None:
