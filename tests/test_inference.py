@@ -550,3 +550,24 @@ def test_list_inputs_says_what_a_file_is_when_it_is_not_an_ldr_input(tmp_path):
     (tmp_path / "portrait_gt.jpg").write_bytes(b"x")  # a photo's name, not NTIRE GT
     assert list_inputs(tmp_path) == [tmp_path / "photo.jpg", tmp_path / "portrait_gt.jpg"]
     assert list_inputs(tmp_path / "portrait_gt.jpg") == [tmp_path / "portrait_gt.jpg"]
+
+
+def test_eval_scores_hdr_files_smaller_than_the_training_patch(tmp_path, tiny_checkpoint):
+    """hdrunet-eval ckpt=... data=hdr_folder scores the validation files whatever the
+    training patch size (160 px by default): training crops play no part in it."""
+    from hdrunet_pl.evaluate import model_samples
+    from hdrunet_pl.io import write_radiance
+
+    from .support import compose_config
+
+    for i in range(3):
+        image = np.random.default_rng(i).random((24, 40, 3)).astype(np.float32) + 0.05
+        write_radiance(tmp_path / "photos" / f"p{i}.hdr", image)
+    cfg = compose_config(
+        "eval",
+        [f"ckpt={tiny_checkpoint}", "data=hdr_folder", f"data.root={tmp_path / 'photos'}"],
+    )
+    assert cfg.data.patch_size == 160
+    samples = model_samples(cfg)
+    assert samples.count == 2  # the last val_count=2 files
+    assert [s.name for s in samples.items] == ["p1", "p2"]

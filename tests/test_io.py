@@ -149,6 +149,30 @@ def test_truncated_and_garbage_pngs_name_the_file(tmp_path):
         read_ldr(tmp_path / "missing.png")
 
 
+def test_a_truncated_exr_is_named_as_such(tmp_path):
+    """Not "no R, G, B channels; has []": the file has them, its pixels are cut off."""
+    write_exr(tmp_path / "a.exr", hdr_image(64, 64))
+    data = (tmp_path / "a.exr").read_bytes()
+    (tmp_path / "a.exr").write_bytes(data[: len(data) // 2])
+    assert hdr_image_size(tmp_path / "a.exr") == (64, 64)  # the header is whole
+    with pytest.raises(ImageFileError, match=r"a\.exr: its pixels cannot be read \(truncated"):
+        read_exr(tmp_path / "a.exr")
+
+
+def test_an_exr_whose_header_claims_too_many_pixels_is_refused_before_reading(tmp_path):
+    import struct
+
+    write_exr(tmp_path / "a.exr", hdr_image(6, 9))
+    data = (tmp_path / "a.exr").read_bytes()
+    key = b"dataWindow\x00box2i\x00" + struct.pack("<i", 16)
+    start = data.index(key) + len(key)
+    bomb = data[:start] + struct.pack("<4i", 0, 0, 19999, 19999) + data[start + 16 :]
+    (tmp_path / "bomb.exr").write_bytes(bomb)
+    for read in (hdr_image_size, read_exr):
+        with pytest.raises(ImageFileError, match=r"20000x20000 pixels is more than an HDR file"):
+            read(tmp_path / "bomb.exr")
+
+
 def test_grayscale_is_converted_and_alpha_dropped_with_a_log_line(tmp_path, caplog):
     gray = np.arange(20, dtype=np.uint8).reshape(4, 5) * 10
     cv2.imwrite(str(tmp_path / "g.png"), gray)
@@ -320,6 +344,8 @@ def test_radiance_xyze_and_bad_headers_are_refused_from_the_header(tmp_path):
         # 1e40 is finite in float64 but not in float32, the pixels' type
         "e40.hdr": (data.replace(b"\n\n", b"\nEXPOSURE=1e40\n\n", 1), "finite factor > 0"),
         "huge.hdr": (data.replace(b"-Y 6 +X 9", b"-Y 99999999999 +X 9"), "valid image size"),
+        # a few bytes that claim 400 million pixels (memory is taken before the body runs out)
+        "bomb.hdr": (data.replace(b"-Y 6 +X 9", b"-Y 20000 +X 20000"), "more than an HDR file"),
         "axes.hdr": (data.replace(b"-Y 6 +X 9", b"-Y 6 +Y 9"), "without a valid image size"),
         "cut.hdr": (data[:20], "without its end"),
     }

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from tqdm import tqdm
 
 from hdrunet_pl.constants import GAMMA, NORM_PERCENTILE
@@ -272,7 +272,10 @@ def model_samples(cfg: DictConfig) -> Samples:
     Each prediction is scored as it would read back from its NTIRE 16-bit PNG pair, so the
     scores equal those of ``hdrunet-predict`` followed by ``hdrunet-eval pred_dir=...``.
     """
-    data = data_config(cfg)
+    data = data_config(cfg).copy()
+    if "patch_size" in data:  # training crops play no part here: files of any size are scored
+        with open_dict(data):
+            data.patch_size = 4  # the smallest the data modules accept
     predictor = make_predictor(cfg)
     try:
         datamodule = instantiate(data)

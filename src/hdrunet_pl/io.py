@@ -381,6 +381,35 @@ def write_alignratio(path: str | Path, ratio: float) -> None:
 # ---------------------------------------------------------------------------- OpenEXR
 
 
+MAX_HDR_PIXELS = 1 << 28
+"""The most pixels an HDR file may have (268 million: 3.2 GB as float32 RGB; a 16k x 8k
+panorama has half as many): a header that claims more is refused before any memory is
+taken, as a few-MB file can claim gigabytes."""
+
+
+def _check_pixel_count(path: Path, height: int, width: int) -> None:
+    if height * width > MAX_HDR_PIXELS:
+        raise ImageFileError(
+            f"{path}: {height}x{width} pixels is more than an HDR file may have here "
+            f"({MAX_HDR_PIXELS:,} pixels); split or downscale it"
+        )
+
+
+def _exr_size(path: Path) -> tuple[int, int]:
+    """(height, width) of an OpenEXR file's image part, from its header; checked against
+    :data:`MAX_HDR_PIXELS`."""
+    try:
+        with OpenEXR.File(str(path), header_only=True) as exr:
+            (x0, y0), (x1, y1) = _image_part(exr, path).header["dataWindow"]
+    except ImageFileError:
+        raise
+    except Exception as err:
+        raise ImageFileError(f"{path}: unreadable OpenEXR header ({err})") from None
+    height, width = int(y1 - y0 + 1), int(x1 - x0 + 1)
+    _check_pixel_count(path, height, width)
+    return height, width
+
+
 def _image_part(exr: OpenEXR.File, path: Path):  # -> OpenEXR.Part
     """The part of an OpenEXR file that holds the image: the only part, or the only one of a
     multi-part file (a render's beauty pass beside its AOVs) with R, G, B or Y channels.
@@ -390,6 +419,8 @@ def _image_part(exr: OpenEXR.File, path: Path):  # -> OpenEXR.Part
         return {c.name for c in part.header.get("channels", [])}
 
     parts = list(exr.parts)
+    if not parts:  # the binding drops the parts whose pixels it could not read
+        raise ImageFileError(f"{path}: its pixels cannot be read (truncated or damaged OpenEXR)")
     images = [p for p in parts if {"R", "G", "B"} <= names(p) or "Y" in names(p)]
     if not images:
         found = sorted(set().union(*(names(p) for p in parts)))
@@ -418,6 +449,7 @@ def read_exr(path: str | Path, negative: str = "clip") -> np.ndarray:
     (negative values: see ``NEGATIVE``). A multi-part file is read when exactly one part
     holds an image; luminance/chroma files are refused."""
     path = _existing(path)
+    _exr_size(path)  # a header that claims too many pixels is refused before they are read
     try:
         with OpenEXR.File(str(path), separate_channels=True) as exr:
             part = _image_part(exr, path)
@@ -542,6 +574,7 @@ def radiance_header(path: str | Path, data: bytes | None = None) -> RadianceHead
     ):
         raise ImageFileError(f"{path}: Radiance header without a valid image size")
     major, minor = int(fields[1]), int(fields[3])
+    _check_pixel_count(path, major, minor)
     columns_major = fields[0].endswith(b"X")
     signs = {fields[0][1:]: fields[0][:1], fields[2][1:]: fields[2][:1]}
     return RadianceHeader(
@@ -615,14 +648,7 @@ def hdr_image_size(path: str | Path) -> tuple[int, int]:
         info = png_info(path)
         return info.height, info.width
     if suffix == ".exr":
-        try:
-            with OpenEXR.File(str(path), header_only=True) as exr:
-                (x0, y0), (x1, y1) = _image_part(exr, path).header["dataWindow"]
-        except ImageFileError:
-            raise
-        except Exception as err:
-            raise ImageFileError(f"{path}: unreadable OpenEXR header ({err})") from None
-        return int(y1 - y0 + 1), int(x1 - x0 + 1)
+        return _exr_size(path)
     if suffix in (".hdr", ".pic"):
         head = radiance_header(path)
         return head.height, head.width
