@@ -151,3 +151,21 @@ def test_public_code_folder_split_is_found(ntire_root):
         for path in root.glob(f"*_{kind}.*"):
             path.rename(root / kind / path.name)
     assert len(find_ntire_pairs(root)) == 4
+
+
+def test_an_exif_orientation_never_turns_one_half_of_a_pair(tmp_path):
+    """NTIRE pairs are aligned pixel for pixel as stored: an orientation tag in the LDR (the
+    16-bit GT is read as stored) must not turn the LDR alone."""
+    from PIL import Image
+
+    hdr = np.full((32, 32, 3), 0.1, np.float32)
+    hdr[:8, :8] = 4.0  # a bright top-left corner in both files
+    write_ntire_frame(tmp_path, "0001", hdr)
+    ldr_path = tmp_path / "0001_medium.png"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees to view"
+    Image.open(ldr_path).save(ldr_path, exif=exif.tobytes())
+    item = NTIREDataset(find_ntire_pairs(tmp_path))[0]
+    bright = (item["ldr"].mean(0) > 0.5).nonzero().float().mean(0)
+    assert bright.tolist() == pytest.approx((item["hdr"].mean(0) > 1).nonzero().float().mean(0))
+    assert bright.tolist() == [3.5, 3.5]

@@ -246,7 +246,7 @@ def folder_samples(pred_dir: str, gt_dir: str, ldr_dir: str | None) -> Samples:
             ldr = None
             if ldr_dir is not None:
                 ldr_path = Path(ldr_dir) / f"{name}{LDR_SUFFIX}.png"
-                ldr = torch.from_numpy(read_ldr(ldr_path).transpose(2, 0, 1).copy())
+                ldr = torch.from_numpy(read_ldr(ldr_path, upright=False).transpose(2, 0, 1).copy())
             yield Sample(name, read_nonlinear(preds[name]), read_nonlinear(gts[name]), ldr)
 
     return Samples(len(gts), items())

@@ -243,13 +243,17 @@ def _png_with_alpha(path: Path) -> bool:
         return False
 
 
-def read_ldr(path: str | Path) -> np.ndarray:
+def read_ldr(path: str | Path, upright: bool = True) -> np.ndarray:
     """An 8-bit (or 16-bit) LDR image as float32 ``(H, W, 3)`` RGB in [0, 1], upright: the
-    EXIF orientation of a JPEG, PNG, TIFF or WebP is applied, as photo viewers do."""
+    EXIF orientation of a JPEG, PNG, TIFF or WebP is applied, as photo viewers do.
+
+    ``upright=False`` keeps the pixels as stored: the half of a pixel-aligned pair (an
+    NTIRE LDR beside its 16-bit GT, which is read as stored) must not be turned alone."""
     path = _existing(path)
     # these flags keep 8/16 bits and apply the EXIF orientation of every format (JPEG, PNG
     # eXIf, TIFF, WebP), found by content, not by the file's suffix; alpha is dropped
-    image = imread(path, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
+    image = imread(path, flags if upright else flags | cv2.IMREAD_IGNORE_ORIENTATION)
     if _png_with_alpha(path):
         log.warning("%s: alpha channel dropped", path)
     if image.dtype == np.uint8:

@@ -140,7 +140,7 @@ class NTIREDataset(Dataset):
 
     def __getitem__(self, key: SampleKey) -> dict[str, torch.Tensor | str]:
         pair = self.pairs[split_key(key)[0]]
-        ldr = read_ldr(pair.ldr)
+        ldr = read_ldr(pair.ldr, upright=False)  # as its GT: pixel-aligned as stored
         hdr = read_hdr_png(pair.gt, pair.alignratio)
         if not 0 < hdr.max() < np.inf:
             raise DatasetError(f"{pair.gt}: the ground truth is all black; remove the pair")
