@@ -526,6 +526,7 @@ def test_eval_train_and_report_never_write_over_a_users_files(attacks, data, tmp
         protected=before,
         message="holds files that are not a run's",
     )
+    assert snapshot(data) == before  # Hydra's .hydra/ and train.log removed again
     sweep = tmp_path / "sweep"
     (sweep / "0_loss-l1" / ".hydra").mkdir(parents=True)
     (sweep / "multirun.yaml").write_text("hydra: {}\n")

@@ -371,6 +371,8 @@ def _absolute(path: str | None) -> str | None:
     return str(Path(path).resolve()) if path else None
 
 
+_STARTED = time.time() - 1.0
+"""Before Hydra writes anything for this process's jobs (file times have coarse steps)."""
 HYDRA_FILES = (".hydra", "train.log", LOCK_FILE)
 """What Hydra (and the run lock) write into a run folder before the job starts."""
 
@@ -393,6 +395,21 @@ def remove_fresh_run_dir(output_dir: Path) -> None:
         with contextlib.suppress(OSError):
             output_dir.rmdir()
     _remove_empty_sweep_dir()
+
+
+def _remove_what_hydra_wrote(output_dir: Path) -> None:
+    """In a folder refused as a run's (a data folder given as ``hydra.run.dir``): remove the
+    ``.hydra`` files and the empty ``train.log`` that Hydra wrote there for this job."""
+    hydra_dir = output_dir / ".hydra"
+    for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+        path = hydra_dir / name
+        if path.is_file() and path.stat().st_mtime >= _STARTED:
+            path.unlink()
+    with contextlib.suppress(OSError):  # only while empty
+        hydra_dir.rmdir()
+    log_file = output_dir / "train.log"
+    if log_file.is_file() and log_file.stat().st_size == 0 and log_file.stat().st_mtime >= _STARTED:
+        log_file.unlink()
 
 
 def _remove_empty_sweep_dir() -> None:
@@ -443,6 +460,7 @@ def run_job(cfg: DictConfig) -> float | None:
     fresh = rank_zero and is_fresh_run_dir(output_dir)
     if rank_zero and not fresh and not (output_dir / CONFIG_FILE).is_file():
         others = sorted(p.name for p in output_dir.iterdir() if p.name not in HYDRA_FILES)
+        _remove_what_hydra_wrote(output_dir)
         print(
             f"hdrunet-train: error: {output_dir} holds files that are not a run's "
             f"({', '.join(others[:3])}, ...); a run needs a new folder or its own",
