@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -305,6 +308,39 @@ def test_report_matches_jobs_to_the_values_hydra_gave_them(tmp_path, capsys):
     ]
     assert [row.rstrip(" |").rsplit(" | ", 1)[1] for row in rows] == ["done", "done", "missing"]
     assert swept_values(sweep) == {"model.optimizer.lr": ["0.001", "0.0002", "0.0005"]}
+
+
+def test_report_into_a_closed_pipe_ends_quietly(tmp_path):
+    """`hdrunet-report <sweep> | head -1`: no BrokenPipeError traceback."""
+    sweep = tmp_path / "sweep"
+    for job, loss in enumerate(("l1", "l2")):
+        (sweep / f"{job}_loss-{loss}" / ".hydra").mkdir(parents=True)
+        (sweep / f"{job}_loss-{loss}" / ".hydra" / "overrides.yaml").write_text(f"- loss={loss}\n")
+    (sweep / "multirun.yaml").write_text("hydra:\n  overrides:\n    task:\n    - loss=l1,l2\n")
+    exe = Path(sys.executable).parent / "hdrunet-report"
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line (as `head` is after one)
+    try:
+        result = subprocess.run(
+            [str(exe), str(sweep)], stdout=write_end, stderr=subprocess.PIPE, text=True
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 0
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
+    assert (sweep / "report.md").is_file()  # written before the table is printed
+
+
+def test_eval_refuses_a_checkpoint_and_result_folders_together(tmp_path, tiny_checkpoint):
+    """Before, ckpt= was ignored without a word when pred_dir= and gt_dir= were given."""
+    from hdrunet_pl.evaluate import run
+
+    from .support import compose_config
+
+    folders = [f"pred_dir={tmp_path}", f"gt_dir={tmp_path / 'gt'}", f"output={tmp_path / 'o'}"]
+    cfg = compose_config("eval", [f"ckpt={tiny_checkpoint}", *folders])
+    with pytest.raises(HDRUNetError, match=r"give ckpt= .* or pred_dir= and gt_dir= .*not both"):
+        run(cfg)
 
 
 def test_psnr_l_is_logged_as_the_challenge_defines_it(tmp_path):

@@ -403,6 +403,11 @@ def run(cfg: DictConfig) -> list[ImageScore]:
     if cfg.pred_dir is not None or cfg.gt_dir is not None:
         if cfg.pred_dir is None or cfg.gt_dir is None:
             raise HDRUNetError("give both pred_dir= and gt_dir= (or ckpt= and data=)")
+        if cfg.ckpt is not None or cfg.get("run"):
+            raise HDRUNetError(
+                "give ckpt= (scores the checkpoint) or pred_dir= and gt_dir= (scores results "
+                "made before), not both"
+            )
         _check_output_is_not_an_input(cfg.output, cfg.gt_dir, cfg.ldr_dir)
         samples = folder_samples(cfg.pred_dir, cfg.gt_dir, cfg.ldr_dir)
     elif cfg.ckpt is not None:

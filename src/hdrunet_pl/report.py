@@ -14,6 +14,7 @@ import argparse
 import csv
 import itertools
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -380,11 +381,14 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, HDRUNetError) as err:
         print(f"hdrunet-report: error: {err}", file=sys.stderr)
         return 2
-    print(markdown_table(runs))
-    missing = [r.variant for r in runs if r.status == "missing"]
-    if missing:
-        print(f"\nmissing runs: {', '.join(missing)}")
-    print("\nwritten: " + ", ".join(str(p) for p in files))
+    try:
+        print(markdown_table(runs))
+        missing = [r.variant for r in runs if r.status == "missing"]
+        if missing:
+            print(f"\nmissing runs: {', '.join(missing)}")
+        print("\nwritten: " + ", ".join(str(p) for p in files), flush=True)
+    except BrokenPipeError:  # `hdrunet-report ... | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
