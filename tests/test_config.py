@@ -452,3 +452,17 @@ def test_scale_smoke_on_other_data_than_synthetic_is_one_clear_line(overrides, t
         train(cfg)
     ablation = compose_train(["experiment=ablation_loss", "+scale=smoke"])
     assert ablation.data._target_ == "hdrunet_pl.data.HDRDataModule"  # what smoke is for
+
+
+@pytest.mark.parametrize("trainer", ["gpu", "ddp"])
+def test_a_gpu_trainer_without_a_gpu_says_what_to_do(trainer, tmp_path, monkeypatch):
+    """Instead of Lightning's "No supported gpu backend found!"."""
+    from hdrunet_pl.train import train
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = compose_train([f"trainer={trainer}", f"paths.output_dir={tmp_path / 'run'}"])
+    with pytest.raises(
+        HDRUNetError, match=r"^trainer.accelerator=gpu: no CUDA GPU here .*trainer=cpu"
+    ):
+        train(cfg)
+    assert not (tmp_path / "run").exists()  # refused before the run folder is made

@@ -253,6 +253,17 @@ def _check_synthetic_only(data: DictConfig) -> None:
         )
 
 
+def _check_gpu_available(trainer: DictConfig) -> None:
+    """``trainer=gpu`` (``ddp``, ...) where torch sees no CUDA GPU: say what to do instead of
+    Lightning's "No supported gpu backend found!"."""
+    if str(trainer.get("accelerator")) in ("gpu", "cuda") and not torch.cuda.is_available():
+        build = f"torch {torch.__version__}, CUDA build: {torch.version.cuda}"
+        raise HDRUNetError(
+            f"trainer.accelerator={trainer.accelerator}: no CUDA GPU here ({build}); use "
+            "trainer=cpu (or ddp_cpu), or install a CUDA build of torch (README, Set-up)"
+        )
+
+
 class RunFinished(Exception):
     """The checkpoint to resume from has already reached ``trainer.max_steps``."""
 
@@ -266,6 +277,7 @@ def train(cfg: DictConfig) -> TrainSummary:
     """
     check_required(cfg)
     check_settings(cfg, TRAIN_RULES)
+    _check_gpu_available(cfg.trainer)
     if HydraConfig.initialized():
         hydra_cfg = HydraConfig.get()
         model_choice = hydra_cfg.runtime.choices.get("model")
