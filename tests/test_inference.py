@@ -571,3 +571,21 @@ def test_eval_scores_hdr_files_smaller_than_the_training_patch(tmp_path, tiny_ch
     samples = model_samples(cfg)
     assert samples.count == 2  # the last val_count=2 files
     assert [s.name for s in samples.items] == ["p1", "p2"]
+
+
+def test_predict_reruns_into_its_own_results_of_an_input_named_like_ground_truth(tmp_path):
+    """photo_gt.jpg gives photo_gt.png: a rerun into that folder must not take its own
+    result for NTIRE ground truth; a ground-truth file it did not write is still refused."""
+    from hdrunet_pl.outputs import OutputFolder
+    from hdrunet_pl.predict import check_output_folder
+
+    out = tmp_path / "out"
+    folder = OutputFolder(out, "hdrunet-predict")
+    result = out / "photo_gt.png"
+    folder.claim([result])
+    result.write_bytes(b"a result")
+    folder.written([result])
+    check_output_folder(out, [tmp_path / "photos" / "photo_gt.jpg"])  # no error
+    (out / "0001_gt.png").write_bytes(b"the user's ground truth")
+    with pytest.raises(HDRUNetError, match=r"holds NTIRE ground truth \(0001_gt\.png"):
+        check_output_folder(out, [tmp_path / "photos" / "photo_gt.jpg"])

@@ -104,7 +104,10 @@ def check_output_folder(output: Path, inputs: list[Path]) -> None:
             f"output {output}: is the input folder; results would mix with (or replace) the "
             "inputs. Give another folder"
         )
-    ground_truth = sorted(output.glob(f"*{GT_SUFFIX}.png"))
+    # results of an input named like NTIRE ground truth (photo_gt.jpg -> photo_gt.png) are
+    # this tool's own, recorded in the folder's manifest: a rerun may skip or replace them
+    ours = OutputFolder(output, "hdrunet-predict")
+    ground_truth = [p for p in sorted(output.glob(f"*{GT_SUFFIX}.png")) if not ours.owns(p)]
     if ground_truth:
         raise HDRUNetError(
             f"output {output}: holds NTIRE ground truth ({ground_truth[0].name}, ...); the "
