@@ -222,3 +222,19 @@ def test_a_black_validation_image_is_refused_instead_of_scoring_nan(tmp_path):
         val[1]
     train_set = HDRFolderDataset(files, random_camera=True)
     assert torch.isfinite(train_set[(1, 7)]["hdr"]).all()
+
+
+def test_crop_refuses_an_input_that_links_to_its_output(tmp_path):
+    """A link in the input tree to the output folder: a second run would cut the first
+    run's sub-images again (0001_s001_s001_...)."""
+    from hdrunet_pl.errors import HDRUNetError
+    from hdrunet_pl.prepare import run_crop
+
+    src, out = tmp_path / "frames", tmp_path / "out"
+    write_ntire_frame(src, "0001", random_hdr(48, 48, seed=0))
+    assert run_crop(str(src), str(out), 32, 16, 0, 1)[0] == 4
+    (src / "linkout").symlink_to(out, target_is_directory=True)
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(HDRUNetError, match=r"reaches the --output folder through a link"):
+        run_crop(str(src), str(out), 32, 16, 0, 1)
+    assert sorted(p.name for p in out.iterdir()) == before

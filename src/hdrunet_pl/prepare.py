@@ -138,7 +138,15 @@ def run_crop(
         )
     output = Path(output_dir)
     _refuse_output_inside_input(Path(input_dir), output)
-    pairs = NTIREDataset(find_ntire_pairs(input_dir, "--input"), min_size=crop).pairs
+    found = find_ntire_pairs(input_dir, "--input")
+    target = output.resolve()
+    reached = [p.ldr for p in found if p.ldr.resolve().is_relative_to(target)]
+    if reached:  # through a symbolic link in the input tree: its sub-images would be cut
+        raise HDRUNetError(
+            f"--input {input_dir} reaches the --output folder through a link ({reached[0]}); "
+            "its files would mix with the data set. Remove the link or give another --output"
+        )
+    pairs = NTIREDataset(found, min_size=crop).pairs
     OutputFolder(output, TOOL)  # made (or refused) before the workers start
     jobs = [(pair, output, crop, step, threshold) for pair in pairs]
     written = skipped = 0
