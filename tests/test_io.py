@@ -346,6 +346,9 @@ def test_radiance_xyze_and_bad_headers_are_refused_from_the_header(tmp_path):
         "huge.hdr": (data.replace(b"-Y 6 +X 9", b"-Y 99999999999 +X 9"), "valid image size"),
         # a few bytes that claim 400 million pixels (memory is taken before the body runs out)
         "bomb.hdr": (data.replace(b"-Y 6 +X 9", b"-Y 20000 +X 20000"), "more than an HDR file"),
+        # Python's float() takes these, Radiance's C reader does not (1_000 is 1 there)
+        "underscore.hdr": (data.replace(b"\n\n", b"\nEXPOSURE=1_000\n\n", 1), "unreadable"),
+        "one_factor.hdr": (data.replace(b"\n\n", b"\nCOLORCORR=2\n\n", 1), "unreadable"),
         "axes.hdr": (data.replace(b"-Y 6 +X 9", b"-Y 6 +Y 9"), "without a valid image size"),
         "cut.hdr": (data[:20], "without its end"),
     }

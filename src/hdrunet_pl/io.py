@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -499,6 +500,8 @@ def write_exr(
 # ---------------------------------------------------------------------------- Radiance
 
 _RADIANCE_RGBE = b"32-bit_rle_rgbe"
+_C_NUMBER = re.compile(rb"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+"""A number as Radiance's C reader takes it (not Python's ``1_000``, ``inf`` or ``nan``)."""
 _OPENCV_RADIANCE_LINE = 100
 """Header lines at least this long go through a rewritten header: OpenCV reads the header
 in 128-byte pieces, and the rest of a longer line is taken for the next line."""
@@ -550,13 +553,16 @@ def radiance_header(path: str | Path, data: bytes | None = None) -> RadianceHead
                 f"{path}: Radiance FORMAT={value.strip().decode(errors='replace')}; only "
                 f"{_RADIANCE_RGBE.decode()} (RGB) files are read: convert it to RGB"
             )
-        try:
-            if key == b"EXPOSURE":
-                scale *= float(value)
-            elif key == b"COLORCORR":
-                scale *= np.array([float(v) for v in value.split()], dtype=float)
-        except ValueError:
-            raise ImageFileError(f"{path}: unreadable Radiance header line {line[:60]!r}") from None
+        numbers = value.split()
+        if key in (b"EXPOSURE", b"COLORCORR") and (
+            len(numbers) != (1 if key == b"EXPOSURE" else 3)
+            or not all(_C_NUMBER.fullmatch(v) for v in numbers)
+        ):
+            raise ImageFileError(f"{path}: unreadable Radiance header line {line[:60]!r}")
+        if key == b"EXPOSURE":
+            scale *= float(numbers[0])
+        elif key == b"COLORCORR":
+            scale *= np.array([float(v) for v in numbers], dtype=float)
     with np.errstate(over="ignore", divide="ignore"):  # checked in float32, the pixels' type
         scale32 = scale.astype(np.float32)
         inverse = np.float32(1) / scale32
