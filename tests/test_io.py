@@ -173,6 +173,21 @@ def test_an_exr_whose_header_claims_too_many_pixels_is_refused_before_reading(tm
             read(tmp_path / "bomb.exr")
 
 
+def test_exr_alpha_is_dropped_with_a_log_line_and_integer_channels_are_refused(tmp_path, caplog):
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    rgba = np.dstack([hdr_image(4, 5), np.full((4, 5), 0.5, np.float32)])
+    with OpenEXR.File(header, {"RGBA": rgba}) as f:
+        f.write(str(tmp_path / "rgba.exr"))
+    ids = {c: np.arange(20, dtype=np.uint32).reshape(4, 5) for c in "RGB"}
+    with OpenEXR.File(header, ids) as f:
+        f.write(str(tmp_path / "ids.exr"))
+    with caplog.at_level(logging.WARNING):
+        np.testing.assert_array_equal(read_exr(tmp_path / "rgba.exr"), rgba[..., :3])
+    assert "rgba.exr: alpha channel dropped" in caplog.text
+    with pytest.raises(ImageFileError, match=r"ids\.exr: integer OpenEXR channels \(B, G, R"):
+        read_exr(tmp_path / "ids.exr")
+
+
 def test_grayscale_is_converted_and_alpha_dropped_with_a_log_line(tmp_path, caplog):
     gray = np.arange(20, dtype=np.uint8).reshape(4, 5) * 10
     cv2.imwrite(str(tmp_path / "g.png"), gray)

@@ -463,6 +463,16 @@ def read_exr(path: str | Path, negative: str = "clip") -> np.ndarray:
         raise
     except Exception as err:
         raise ImageFileError(f"{path}: unreadable OpenEXR file ({err})") from None
+    integer = sorted(
+        n for n in ("R", "G", "B", "Y") if n in channels and channels[n].dtype.kind in "ui"
+    )
+    if integer:
+        raise ImageFileError(
+            f"{path}: integer OpenEXR channels ({', '.join(integer)}: ids or masks?), not "
+            "radiance; save half or float channels"
+        )
+    if "A" in channels:
+        log.warning("%s: alpha channel dropped", path)
     if all(c in channels for c in "RGB"):
         image = np.stack([channels[c] for c in "RGB"], axis=-1)
     elif "Y" in channels:
