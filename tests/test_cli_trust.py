@@ -369,3 +369,12 @@ def test_a_nan_score_is_reported_as_n_a_and_metrics_json_stays_json():
     summary = TrainSummary(4, 1.0, None, after, 31.5, 20.0, 25.0, None, None, "/run")
     json.loads(json.dumps(asdict(summary), allow_nan=False))  # strict JSON: no bare NaN
     assert "val PSNR-mu after    n/a" in summary.lines()
+
+
+def test_a_resumed_runs_summary_counts_the_steps_it_trained():
+    from hdrunet_pl.train import TrainSummary
+
+    new = TrainSummary(6, 3.0, None, 20.0, 30.0, 18.0, 25.0, None, None, "/run")
+    resumed = TrainSummary(6, 1.0, None, 20.0, 30.0, 18.0, 25.0, None, None, "/run", 4)
+    assert "steps trained        6 in 3 s" in new.lines()
+    assert "steps trained        2 (from step 4 to 6) in 1 s" in resumed.lines()

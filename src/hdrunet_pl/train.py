@@ -78,6 +78,7 @@ class TrainSummary:
     best_checkpoint: str | None
     last_checkpoint: str | None
     output_dir: str
+    resumed_from: int = 0  # the step of the checkpoint this run continued (0: a new run)
 
     def lines(self, commands: dict[str, str] | None = None) -> list[str]:
         """The summary as printed; ``commands`` (label -> shell line) are added at the end."""
@@ -85,8 +86,14 @@ class TrainSummary:
         def db(x: float | None) -> str:
             return "n/a" if x is None else f"{x:.2f} dB"
 
+        trained = f"{self.steps} in {self.seconds:.0f} s"
+        if self.resumed_from:
+            trained = (
+                f"{self.steps - self.resumed_from} (from step {self.resumed_from} to "
+                f"{self.steps}) in {self.seconds:.0f} s"
+            )
         out = [
-            f"steps trained        {self.steps} in {self.seconds:.0f} s",
+            f"steps trained        {trained}",
             f"val PSNR-mu before   {db(self.psnr_mu_before)}",
             f"val PSNR-mu after    {db(self.psnr_mu_after)}",
             f"val PSNR-L after     {db(self.psnr_l_after)}",
@@ -368,6 +375,7 @@ def train(cfg: DictConfig) -> TrainSummary:
             best_checkpoint=_absolute(best),
             last_checkpoint=_absolute(last),
             output_dir=str(output_dir.resolve()),
+            resumed_from=resume_point.step if resume_point is not None else 0,
         )
     finally:
         finish_loggers(loggers)
