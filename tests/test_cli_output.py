@@ -37,6 +37,8 @@ def test_training_prints_no_third_party_noise(train_run):
 
 
 def test_filters_silence_known_noise_and_keep_real_warnings():
+    from lightning.fabric.utilities.warnings import PossibleUserWarning
+
     from hdrunet_pl.quiet import install_filters
 
     with warnings.catch_warnings(record=True) as caught:
@@ -45,6 +47,11 @@ def test_filters_silence_known_noise_and_keep_real_warnings():
         for message, category in (
             ("`isinstance(treespec, LeafSpec)` is deprecated, use ... instead.", FutureWarning),
             ("Precision bf16-mixed is not supported by the model summary. ...", UserWarning),
+            (
+                "The number of training batches (4) is smaller than the logging interval "
+                "Trainer(log_every_n_steps=10). Set a lower value ...",
+                PossibleUserWarning,
+            ),
             ("something the user must see", UserWarning),
             ("`isinstance(treespec, LeafSpec)` is deprecated (another category)", UserWarning),
         ):

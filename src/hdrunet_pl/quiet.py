@@ -11,6 +11,8 @@ so every other warning still shows. What is silenced, and why:
 - Lightning's notes that a resumed run's ``csv/`` and ``checkpoints/`` folders are not
   empty (the run keeps its earlier ``metrics.csv`` as ``metrics-<n>.csv`` before logging
   again, and a fresh run refuses a folder that holds files already);
+- Lightning's note that an epoch has fewer batches than ``log_every_n_steps`` (a small
+  folder of photographs): it counts steps across epochs, so training is still logged;
 - Lightning's "Tip" lines advertising litlogger and litmodels;
 - litdata's INFO lines (chunk mapping and cache size) on opening a streaming data set;
 - torch.onnx's "torchvision is not installed" lines (the model uses no torchvision ops);
@@ -33,6 +35,7 @@ WARNING_FILTERS: tuple[tuple[str, type[Warning]], ...] = (
     (r"Your `IterableDataset` has `__len__` defined", UserWarning),
     (r"Experiment logs directory .*csv/? exists and is not empty", UserWarning),
     (r"Checkpoint directory .*checkpoints exists and is not empty", UserWarning),
+    (r"The number of training batches \(\d+\) is smaller than the logging interval", UserWarning),
 )
 """(message regex, category) pairs ignored by :func:`install_filters`."""
 
