@@ -466,3 +466,10 @@ def test_a_gpu_trainer_without_a_gpu_says_what_to_do(trainer, tmp_path, monkeypa
     ):
         train(cfg)
     assert not (tmp_path / "run").exists()  # refused before the run folder is made
+
+
+def test_run_folder_names_leave_paths_out():
+    """A folder name says what ran (the variant), not where files were read from."""
+    paths = ["paths.samples_dir=/data/hdri", "init_weights=/w/x.pth", "paths.min_free_gb=2"]
+    cfg = compose_train([*paths, "loss=l1", "data=stream", "data.cache_dir=/c"], True)
+    assert cfg.hydra.job.override_dirname == "data-stream_loss-l1"
