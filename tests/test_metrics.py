@@ -147,3 +147,22 @@ def test_metric_inputs_are_checked():
         psnr_l(torch.rand(3, 4, 4), torch.rand(3, 4, 5))
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
         PSNRMu().update(torch.rand(3, 4, 4), torch.rand(3, 4, 4))
+
+
+def test_every_score_has_its_class_and_scoring_needs_no_torchmetrics():
+    """hdrunet-eval scores with the functions: torchmetrics (about 2 s of imports, scipy and
+    matplotlib included) is loaded only where the classes are used (training)."""
+    import subprocess
+    import sys
+
+    from hdrunet_pl.metrics import METRIC_NAMES, METRICS
+
+    assert tuple(METRICS) == METRIC_NAMES
+    loaded = (
+        "import sys, hdrunet_pl.evaluate; "
+        "print(sorted({'torchmetrics', 'scipy'} & set(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", loaded], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

@@ -284,13 +284,12 @@ def test_kill_while_writing_a_checkpoint_leaves_the_previous_one(reference, tmp_
 @pytest.mark.parametrize(
     ("signum", "during", "step", "saved_at"),
     [
-        pytest.param("SIGTERM", "train", 5, 6, id="SIGTERM"),
         # end to end with `make test-slow`; its handler is checked in-process below, and
         # from the request on it takes SIGTERM's path (Preemption.on_train_batch_end)
         pytest.param("SIGUSR1", "train", 5, 6, id="SIGUSR1", marks=pytest.mark.slow),
         pytest.param("SIGTERM", "validation", 7, 7, id="SIGTERM-in-validation"),
-        # a scheduler that signals every process of the job (SLURM at a time limit, or
-        # with --signal): the DataLoader workers get it too and must leave it to the run
+        # during a step, as a scheduler signals every process of the job (SLURM at a time
+        # limit, or with --signal): the DataLoader workers get it too and leave it to the run
         pytest.param("SIGTERM", "whole_job", 5, 6, id="SIGTERM-to-the-workers-too"),
     ],
 )

@@ -559,14 +559,14 @@ def bench_commands(
 
 def bench_metrics(device: torch.device, size: tuple[int, int], repeats: int) -> dict:
     """Median seconds to score one (3, H, W) image pair by each metric of
-    :data:`~hdrunet_pl.metrics.METRICS` on ``device`` (tables loaded once, untimed)."""
-    from hdrunet_pl.metrics import METRICS, scorer
+    :data:`~hdrunet_pl.metrics.METRIC_NAMES` on ``device`` (tables loaded once, untimed)."""
+    from hdrunet_pl.metrics import METRIC_NAMES, scorer
 
     gen = torch.Generator().manual_seed(0)
     target = (0.1 + torch.rand(3, *size, generator=gen)).to(device)
     pred = (target + 0.05 * torch.randn(3, *size, generator=gen).to(device)).clamp_min(0)
     out = {}
-    for name in METRICS:
+    for name in METRIC_NAMES:
         fn = scorer(name)
         out[name] = median_time(lambda fn=fn: fn(pred, target), device, 1, repeats)
     return {"seconds": out, "size": list(size), "device": str(device)}

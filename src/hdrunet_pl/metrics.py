@@ -1,4 +1,5 @@
-"""HDR scores, functional and as torchmetrics ``Metric`` classes.
+"""HDR scores, functional (here) and as torchmetrics ``Metric`` classes
+(:mod:`hdrunet_pl.metric_classes`, also importable from here).
 
 The NTIRE 2021 challenge's PSNR-mu and PSNR-L, and the perceptual PU21-PSNR, PU21-SSIM and
 ColorVideoVDP (JOD) of ``cvvdp`` (see :mod:`hdrunet_pl.perceptual` for their luminance
@@ -11,12 +12,29 @@ are clamped to >= 0, as in the 16-bit PNG submission format.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
-from torchmetrics import Metric
 
 from hdrunet_pl.constants import GAMMA, MU, NORM_PERCENTILE
+from hdrunet_pl.lazy import lazy_getattr
 from hdrunet_pl.tonemap import tanh_norm_mu_law, to_linear
+
+if TYPE_CHECKING:
+    pass
+
+# the torchmetrics classes live in hdrunet_pl.metric_classes (torchmetrics takes about 2 s
+# to import, which the scoring functions and hdrunet-eval do not need)
+__getattr__ = lazy_getattr(
+    __name__,
+    dict.fromkeys(
+        ("CVVDP", "METRICS", "PSNRL", "PSNRMu", "PU21PSNR", "PU21SSIM"),
+        "hdrunet_pl.metric_classes",
+    ),
+)
+
+METRIC_NAMES: tuple[str, ...] = ("psnr_mu", "psnr_l", "pu21_psnr", "pu21_ssim", "cvvdp")
+"""Every score by name (as in ``hdrunet-eval metrics=[...]`` and ``model.val_metrics``)."""
 
 
 def batch_percentile(x: torch.Tensor, q: float) -> torch.Tensor:
@@ -101,51 +119,6 @@ def psnr_l(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return _psnr(ref / peak, res / peak)
 
 
-class _PerImageMean(Metric):
-    """Mean of a per-image score over all images seen, synced across processes."""
-
-    is_differentiable = False
-    higher_is_better = True
-    full_state_update = False
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.add_state(
-            "total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
-        )
-        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-
-    def score(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # pragma: no cover
-        raise NotImplementedError
-
-    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        """Score each image of a (B, C, H, W) batch."""
-        if preds.ndim != 4 or preds.shape != target.shape:
-            raise ValueError(
-                f"expected two (B, C, H, W) batches of one shape, got {tuple(preds.shape)} "
-                f"and {tuple(target.shape)}"
-            )
-        scores = torch.stack([self.score(p, t) for p, t in zip(preds, target, strict=True)])
-        # Not in place: states reset under inference mode must not be updated in place later.
-        self.total = self.total + scores.sum().to(self.total)
-        self.count = self.count + preds.shape[0]
-
-    def compute(self) -> torch.Tensor:
-        return (self.total / self.count).float()
-
-
-class PSNRMu(_PerImageMean):
-    """Mean per-image :func:`psnr_mu` (dB)."""
-
-    score = staticmethod(psnr_mu)
-
-
-class PSNRL(_PerImageMean):
-    """Mean per-image :func:`psnr_l` (dB)."""
-
-    score = staticmethod(psnr_l)
-
-
 def pu21_psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """PU21-PSNR (dB) of one non-linear HDR image (3, H, W): ``cvvdp``'s ``pu_psnr_y`` on
     the luminance of both images shown as :mod:`hdrunet_pl.perceptual` states."""
@@ -170,60 +143,16 @@ def cvvdp_jod(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return PerceptualScorer("cvvdp")(pred, target)
 
 
-class _PerceptualMean(_PerImageMean):
-    """Mean per-image score of one of ``cvvdp``'s metrics (built on first use, per device)."""
-
-    metric_name = ""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._scorer = None
-
-    def score(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        from hdrunet_pl.perceptual import PerceptualScorer
-
-        if self._scorer is None or self._scorer.device != pred.device:
-            self._scorer = PerceptualScorer(self.metric_name, pred.device)
-        return self._scorer(pred, target)
-
-
-class PU21PSNR(_PerceptualMean):
-    """Mean per-image :func:`pu21_psnr` (dB)."""
-
-    metric_name = "pu21_psnr"
-
-
-class PU21SSIM(_PerceptualMean):
-    """Mean per-image :func:`pu21_ssim`."""
-
-    metric_name = "pu21_ssim"
-
-
-class CVVDP(_PerceptualMean):
-    """Mean per-image :func:`cvvdp_jod` (JOD); slow on a CPU."""
-
-    metric_name = "cvvdp"
-
-
-METRICS: dict[str, type[_PerImageMean]] = {
-    "psnr_mu": PSNRMu,
-    "psnr_l": PSNRL,
-    "pu21_psnr": PU21PSNR,
-    "pu21_ssim": PU21SSIM,
-    "cvvdp": CVVDP,
-}
-"""Every score by name (as in ``hdrunet-eval metrics=[...]`` and ``model.val_metrics``)."""
-
 CHALLENGE_METRICS: tuple[str, ...] = ("psnr_mu", "psnr_l")
 """The NTIRE 2021 scores: always computed by ``hdrunet-eval`` and in validation."""
 
 
 def check_metric_names(names: list[str] | tuple[str, ...], setting: str) -> list[str]:
-    """``names`` as a list, refused in one line if one is not in :data:`METRICS`."""
-    unknown = [n for n in names if n not in METRICS]
+    """``names`` as a list, refused in one line if one is not in :data:`METRIC_NAMES`."""
+    unknown = [n for n in names if n not in METRIC_NAMES]
     if unknown:
         raise ValueError(
-            f"{setting}: unknown metric {unknown[0]!r}; choose from {', '.join(METRICS)}"
+            f"{setting}: unknown metric {unknown[0]!r}; choose from {', '.join(METRIC_NAMES)}"
         )
     return list(dict.fromkeys(names))
 

@@ -13,7 +13,8 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from hdrunet_pl.losses import HDRLoss
-from hdrunet_pl.metrics import CHALLENGE_METRICS, METRICS, PSNRL, PSNRMu, check_metric_names
+from hdrunet_pl.metric_classes import METRICS, PSNRL, PSNRMu
+from hdrunet_pl.metrics import CHALLENGE_METRICS, check_metric_names
 from hdrunet_pl.models.checkpoints import CONFIG_KEY, Network
 from hdrunet_pl.reliability import NonFiniteError
 
@@ -44,7 +45,7 @@ class HDRUNetModule(L.LightningModule):
         skip_nonfinite: skip a batch whose loss or gradients are NaN/Inf (counted in
             ``train/skipped``) instead of stopping with :class:`NonFiniteError`.
         val_metrics: more validation scores by name (``pu21_psnr``, ``pu21_ssim``,
-            ``cvvdp``; see :data:`hdrunet_pl.metrics.METRICS`), logged as ``val/<name>``
+            ``cvvdp``; see :data:`hdrunet_pl.metrics.METRIC_NAMES`), logged as ``val/<name>``
             with their identity baseline ``val/<name>_identity``.
 
     Logged: ``train/loss``, ``val/psnr_mu``, ``val/psnr_l`` and, once, the LDR-identity
