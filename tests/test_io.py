@@ -392,6 +392,8 @@ def test_radiance_headers_opencv_alone_would_refuse_are_read(tmp_path):
             f"comment{n}.hdr": head + b"\n#" + b"A" * (n - 1) + b"\n-Y 6 +X 9\n\n" + pixels
             for n in (126, 127, 128, 300)
         },
+        # a long history of commands in the header (Radiance keeps every one)
+        "history.hdr": head + b"\n" + b"pcomb -s 0.5 - # step\n" * 4000 + b"\n" + pixels,
     }
     for name, content in variants.items():
         (tmp_path / name).write_bytes(content)

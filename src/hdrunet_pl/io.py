@@ -515,7 +515,7 @@ _C_NUMBER = re.compile(rb"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _OPENCV_RADIANCE_LINE = 100
 """Header lines at least this long go through a rewritten header: OpenCV reads the header
 in 128-byte pieces, and the rest of a longer line is taken for the next line."""
-_RADIANCE_HEAD_BYTES = 1 << 16  # header lines (commands, comments) before the pixels
+_RADIANCE_HEAD_BYTES = 1 << 20  # header lines (commands, comments) before the pixels
 _RADIANCE_AXES = (b"-Y", b"+Y", b"-X", b"+X")
 _RADIANCE_MAX_SIDE = 1 << 20  # pixels: a larger side is a corrupt header
 
@@ -553,6 +553,11 @@ def radiance_header(path: str | Path, data: bytes | None = None) -> RadianceHead
     while True:
         end = data.find(b"\n", pos)
         if pos == 0 or end < 0:
+            if len(data) >= _RADIANCE_HEAD_BYTES:
+                raise ImageFileError(
+                    f"{path}: Radiance header longer than {_RADIANCE_HEAD_BYTES:,} bytes; "
+                    "not read (a header that long is a damaged file)"
+                )
             raise ImageFileError(f"{path}: Radiance header without its end (truncated?)")
         line, pos = data[pos:end].strip(), end + 1
         if not line:
