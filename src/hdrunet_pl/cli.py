@@ -16,6 +16,7 @@ import hydra
 from omegaconf import DictConfig
 
 from hdrunet_pl.quiet import install_filters
+from hdrunet_pl.run_files import override_value
 
 DDP_RUN_DIR = "HDRUNET_DDP_RUN_DIR"
 """Environment variable: the folder of the job that DDP worker processes join."""
@@ -34,8 +35,8 @@ def argv_for_ddp_child(argv: list[str]) -> list[str]:
         return argv
     overrides = json.loads(os.environ[DDP_OVERRIDES])
     run_dir = os.environ[DDP_RUN_DIR]
-    quoted = "'" + run_dir.replace("\\", "\\\\").replace("'", "\\'") + "'"  # may hold = and ,
-    return [argv[0], *overrides, f"hydra.run.dir={quoted}", "hydra.output_subdir=null"]
+    run = f"hydra.run.dir={override_value(run_dir)}"  # it may hold = and ,
+    return [argv[0], *overrides, run, "hydra.output_subdir=null"]
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

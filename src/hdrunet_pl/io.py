@@ -534,6 +534,7 @@ class RadianceHeader:
     right_to_left: bool  # columns stored right to left (``-X``): flip horizontally
     scale: tuple[float, float, float]  # EXPOSURE x COLORCORR: what the pixels were multiplied by
     data_offset: int  # where the scanlines start
+    longest_line: int  # bytes of the header's longest line (resolution string included)
 
 
 def radiance_header(path: str | Path, data: bytes | None = None) -> RadianceHeader:
@@ -612,6 +613,7 @@ def radiance_header(path: str | Path, data: bytes | None = None) -> RadianceHead
         right_to_left=signs[b"X"] == b"-",
         scale=tuple(float(v) for v in scale),
         data_offset=end + 1,
+        longest_line=max(len(line) for line in data[: end + 1].split(b"\n")),
     )
 
 
@@ -620,12 +622,9 @@ def read_radiance(path: str | Path, negative: str = "clip") -> np.ndarray:
     whatever its resolution string, and divided by its ``EXPOSURE`` / ``COLORCORR``."""
     path = _existing(path)
     head = radiance_header(path)
-    with open(path, "rb") as f:
-        header_lines = f.read(head.data_offset).split(b"\n")
     image = None
-    if not (head.columns_major or head.bottom_up or head.right_to_left) and all(
-        len(line) < _OPENCV_RADIANCE_LINE for line in header_lines
-    ):
+    upright = not (head.columns_major or head.bottom_up or head.right_to_left)
+    if upright and head.longest_line < _OPENCV_RADIANCE_LINE:
         with contextlib.suppress(cv2.error):  # straight from the file when OpenCV can
             image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:

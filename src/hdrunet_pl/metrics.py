@@ -12,16 +12,12 @@ are clamped to >= 0, as in the 16-bit PNG submission format.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import torch
 
 from hdrunet_pl.constants import GAMMA, MU, NORM_PERCENTILE
 from hdrunet_pl.lazy import lazy_getattr
 from hdrunet_pl.tonemap import tanh_norm_mu_law, to_linear
-
-if TYPE_CHECKING:
-    pass
 
 # the torchmetrics classes live in hdrunet_pl.metric_classes (torchmetrics takes about 2 s
 # to import, which the scoring functions and hdrunet-eval do not need)
