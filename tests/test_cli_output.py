@@ -207,3 +207,34 @@ def test_every_option_has_a_help_text(tool, args, tmp_path):
     text = ok(run_tool(tool, args, tmp_path)).stdout
     assert "--workers" in text
     assert not _undocumented_options(text)
+
+
+def test_a_files_reader_note_is_shown_once_as_a_plain_line(tmp_path):
+    """data=held_out reads each file once per capture setting: the note on its negative
+    values (DWAB ringing in real EXRs) comes once, as a plain line, not as ``WARNING:...``
+    after a third-party library's ``logging.basicConfig`` (cvvdp logs on the root logger)."""
+    import numpy as np
+    import OpenEXR
+
+    from hdrunet_pl import HDRUNet, save_model
+
+    root = tmp_path / "held"
+    root.mkdir()
+    image = np.full((24, 32, 3), 0.5, np.float32)
+    image[3:5, 4:6] = -0.2  # 4 pixels
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    with OpenEXR.File(header, {"RGB": image}) as exr:  # write_exr would clip them
+        exr.write(str(root / "scene.exr"))
+    ckpt = save_model(HDRUNet(nf=8), tmp_path / "net.ckpt")
+    args = [
+        f"ckpt={ckpt}",
+        "data=held_out",
+        f"data.root={root}",
+        "data.rows=null",
+        f"output={tmp_path / 'eval'}",
+        "metrics=[psnr_mu,cvvdp]",
+    ]
+    result = ok(run_tool("hdrunet-eval", args, tmp_path))
+    lines = [x.strip() for x in re.split(r"[\r\n]+", result.stderr) if "negative values" in x]
+    assert lines == [f"{root / 'scene.exr'}: 4 pixels with negative values filled from neighbours"]
+    assert "3 images" in result.stdout and "WARNING" not in result.stderr

@@ -1,6 +1,7 @@
 """data=mixed: synthetic scenes and HDR folders mixed by weight, with epochs of a set length
 and the same batches after a resume."""
 
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -193,6 +194,21 @@ def test_held_out_captures_are_scored_per_setting_with_side_by_sides(photos, tmp
             assert f"{mean:8.4f}" in line, (setting, column, line)
     strips = sorted(p.name for p in (tmp_path / "eval" / "side_by_side").iterdir())
     assert strips == sorted(f"{name}.png" for name in scores)
+    # once more into the same folder, on other photos, best/worst only: the earlier run's
+    # images go (they would pass for this run's results), a user's file stays
+    (tmp_path / "eval" / "best_mine.png").write_bytes(b"a user's image")
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(photos / "photo1.hdr", other / "solo.hdr")
+    rerun = [f"data.root={other}" if o.startswith("data.root=") else o for o in overrides]
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        again = run(compose(config_name="eval", overrides=[*rerun, "side_by_side=best_worst"]))
+    best = max(again, key=lambda s: s.psnr_mu).name
+    worst = min(again, key=lambda s: s.psnr_mu).name
+    left = sorted(
+        p.relative_to(tmp_path / "eval").as_posix() for p in (tmp_path / "eval").rglob("*.png")
+    )
+    assert left == sorted(["best_mine.png", f"best_{best}.png", f"worst_{worst}.png"])
     # the identity baseline of each capture, by the organisers' formula
     val_set = instantiate(cfg.data).val_set
     assert all(part.dataset.negative == "fill" for part in val_set.datasets)  # no black holes

@@ -328,6 +328,9 @@ def write_scores(path: Path, scores: list[ImageScore]) -> None:
 
 
 SIDE_BY_SIDE = ("best_worst", "all")
+IMAGES = ("best_*.png", "worst_*.png", "side_by_side/*.png")
+"""The images that an evaluation writes (globs in its output folder); those of an earlier
+evaluation into the same folder go when a new one has written its own."""
 LABELS = {"pu21_psnr": "PU21-PSNR", "pu21_ssim": "PU21-SSIM", "cvvdp": "CVVDP"}
 UNITS = {"pu21_psnr": "dB", "pu21_ssim": "", "cvvdp": "JOD"}
 PERCEPTUAL_NOTE = (
@@ -336,11 +339,12 @@ PERCEPTUAL_NOTE = (
 )
 
 
-def _write_strip(folder: OutputFolder, path: Path, sample: Sample, title: str) -> None:
+def _write_strip(folder: OutputFolder, path: Path, sample: Sample, title: str) -> Path:
     strip = comparison_strip(sample.pred, sample.gt, sample.ldr, title)
     folder.claim([path])
     imwrite(path, np.ascontiguousarray(strip[..., ::-1]))
     folder.written([path])
+    return path
 
 
 def evaluate(
@@ -351,7 +355,9 @@ def evaluate(
 ) -> list[ImageScore]:
     """Score every sample with ``metrics`` (see :func:`metric_names`); write ``scores.csv``
     and the best/worst PNGs under ``output`` (``side_by_side="all"``: also one PNG per image
-    in ``output/side_by_side``)."""
+    in ``output/side_by_side``). Images that an earlier evaluation wrote there and this one
+    did not are deleted (only unchanged files of this package: see :class:`OutputFolder`),
+    so that the folder shows this evaluation alone."""
     if side_by_side not in SIDE_BY_SIDE:
         raise HDRUNetError(f"side_by_side={side_by_side}: choose one of {', '.join(SIDE_BY_SIDE)}")
     try:
@@ -363,6 +369,7 @@ def evaluate(
     if side_by_side == "all":
         (output / "side_by_side").mkdir(exist_ok=True)
     scores: list[ImageScore] = []
+    images: list[Path] = []
     best: tuple[float, Sample] | None = None
     worst: tuple[float, Sample] | None = None
     for sample in tqdm(read_ahead(samples.items), total=samples.count, unit="image"):
@@ -373,7 +380,7 @@ def evaluate(
             if result.identity_psnr_mu is not None:
                 title += f" (LDR {result.identity_psnr_mu:.2f} dB)"
             path = output / "side_by_side" / f"{sample.name}.png"
-            _write_strip(folder, path, sample, title)
+            images.append(_write_strip(folder, path, sample, title))
         if best is None or result.psnr_mu > best[0]:
             best = (result.psnr_mu, sample)
         if worst is None or result.psnr_mu < worst[0]:
@@ -384,7 +391,8 @@ def evaluate(
     folder.written([output / SCORES_FILE])
     for label, (value, sample) in (("worst", worst), ("best", best)):
         title = f"{label}: {sample.name}  PSNR-mu {value:.2f} dB"
-        _write_strip(folder, output / f"{label}_{sample.name}.png", sample, title)
+        images.append(_write_strip(folder, output / f"{label}_{sample.name}.png", sample, title))
+    folder.remove_stale(IMAGES, keep=images)
     return scores
 
 

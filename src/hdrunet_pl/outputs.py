@@ -131,6 +131,22 @@ class OutputFolder:
                 ) from None
             self._ours.update(names)
 
+    def remove_stale(self, patterns: Iterable[str], keep: Iterable[Path]) -> list[Path]:
+        """Delete the files matching ``patterns`` (globs relative to the folder) that this
+        package wrote, unchanged since, and that are not in ``keep``: an earlier run's results
+        that this run's replace (another run's best image under another name). Returns them.
+        """
+        kept = {self._name(p) for p in keep}
+        stale = [
+            path
+            for pattern in patterns
+            for path in sorted(self.path.glob(pattern))
+            if path.is_file() and self._name(path) not in kept and self.owns(path)
+        ]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
+
     def complete(self, paths: Iterable[Path]) -> bool:
         """True when every file of a result group exists and was written by this package."""
         return all(p.is_file() and self.owns(p) for p in paths)

@@ -18,16 +18,24 @@ so every other warning still shows. What is silenced, and why:
 - torch.onnx's "torchvision is not installed" lines (the model uses no torchvision ops);
 - OpenCV's ``[ERROR:...] global loadsave.cpp ...`` lines on an image it cannot decode (its
   log has levels, not messages: set to fatal only); the tool's own one-line error names
-  the file instead.
+  the file instead;
+- repeats of the package readers' notes on a file (negative values filled, alpha dropped,
+  ...): each is shown once per process, not on every read of the file (a training folder
+  is read once per crop, a held-out file once per capture setting).
+
+The one-shot tools (predict, eval, export) log through :class:`ConsoleHandler`, which
+writes above their progress bars instead of through them.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import sys
 import warnings
 
 import cv2
+from tqdm import tqdm
 
 WARNING_FILTERS: tuple[tuple[str, type[Warning]], ...] = (
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
@@ -49,6 +57,9 @@ LOG_FILTERS: dict[str, str] = {
 QUIET_LOGGERS: tuple[str, ...] = ("litdata",)
 """Loggers set to WARNING: their INFO lines go, their warnings and errors still show."""
 
+ONCE_LOGGERS: tuple[str, ...] = ("hdrunet_pl.io",)
+"""Loggers whose repeated messages are shown once per process (:class:`OncePerMessage`)."""
+
 
 class DropMessages(logging.Filter):
     """A logging filter that drops records whose message matches ``pattern`` (``re.match``)."""
@@ -59,6 +70,35 @@ class DropMessages(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return self.pattern.match(record.getMessage()) is None
+
+
+class OncePerMessage(logging.Filter):
+    """A logging filter that passes each distinct message (level and text) only once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[int, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.levelno, record.getMessage())
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
+class ConsoleHandler(logging.StreamHandler):
+    """Writes records to stderr through ``tqdm.write``, so that a progress bar being drawn
+    is moved below the message instead of being broken by it."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:
+            self.handleError(record)
 
 
 def _add_once(logger: logging.Logger, new: logging.Filter) -> None:
@@ -76,6 +116,8 @@ def install_filters() -> None:
     for name, pattern in LOG_FILTERS.items():
         _add_once(logging.getLogger(name), DropMessages(pattern))
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_FATAL)
+    for name in ONCE_LOGGERS:
+        _add_once(logging.getLogger(name), OncePerMessage())
     for name in QUIET_LOGGERS:
         # a level, not a filter: filters do not apply to records logged on child loggers
         logger = logging.getLogger(name)
