@@ -585,3 +585,60 @@ def test_negative_pixels_are_filled_from_their_valid_neighbours(tmp_path, caplog
     assert np.array_equal(back, filled) and "130 pixels with negative values filled" in caplog.text
     with pytest.raises(ValueError, match="negative must be one of"):
         read_exr(tmp_path / "ringing.exr", negative="zero")
+
+
+def _write_pfm(path, image, little_endian=True, header_sep=b"\n"):
+    """A portable float map by its definition: header, then float32 rows bottom row first."""
+    grey = image.ndim == 2
+    h, w = image.shape[:2]
+    scale = b"-1.0" if little_endian else b"1.0"
+    head = (b"Pf" if grey else b"PF") + b"\n" + b"%d%s%d\n" % (w, header_sep, h) + scale + b"\n"
+    data = np.ascontiguousarray(image[::-1], dtype="<f4" if little_endian else ">f4")
+    path.write_bytes(head + data.tobytes())
+    return path
+
+
+@pytest.mark.parametrize("little_endian", [True, False])
+def test_pfm_reads_upright_in_either_byte_order(tmp_path, little_endian):
+    from hdrunet_pl.data.hdr_folder import find_hdr_files
+    from hdrunet_pl.io import hdr_image_size, read_linear_hdr
+
+    image = hdr_image(h=5, w=7)
+    path = _write_pfm(tmp_path / "a.PFM", image, little_endian, header_sep=b" ")
+    assert hdr_image_size(path) == (5, 7)
+    np.testing.assert_array_equal(read_linear_hdr(path), image)  # exact: float32 both ways
+    grey = _write_pfm(tmp_path / "g.pfm", image[..., 1], little_endian, header_sep=b"\n")
+    np.testing.assert_array_equal(read_linear_hdr(grey), np.repeat(image[..., 1:2], 3, 2))
+    # the other Radiance names are found and read as .hdr is
+    write_radiance(tmp_path / "r.pic", image)
+    (tmp_path / "r.pic").rename(tmp_path / "r.rgbe")
+    write_radiance(tmp_path / "r.pic", image)
+    assert [p.name for p in find_hdr_files(tmp_path)] == ["a.PFM", "g.pfm", "r.pic", "r.rgbe"]
+    rgbe = read_linear_hdr(tmp_path / "r.rgbe")
+    np.testing.assert_array_equal(rgbe, read_radiance(tmp_path / "r.pic"))
+    np.testing.assert_allclose(rgbe, image, rtol=0.02, atol=0.1)  # RGBE's shared exponent
+
+
+def test_damaged_pfm_files_are_refused_in_one_line(tmp_path):
+    from hdrunet_pl.io import hdr_image_size, read_linear_hdr
+
+    image = hdr_image(h=4, w=6)
+    good = _write_pfm(tmp_path / "good.pfm", image).read_bytes()
+    cases = {
+        "truncated.pfm": (good[:-10], r"truncated"),
+        "huge.pfm": (b"PF\n70000 70000\n-1.0\n" + good[13:], r"more than an HDR file may have"),
+        "zero.pfm": (b"PF\n0 4\n-1.0\n", r"valid image size"),
+        "scale.pfm": (b"PF\n6 4\nnan\n" + good[13:], r"scale"),
+        "text.pfm": (b"P3\n6 4\n255\n", r"not a portable float map"),
+    }
+    for name, (data, message) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ImageFileError, match=message):
+            hdr_image_size(tmp_path / name)
+    bad = image.copy()
+    bad[1, 2, 0] = np.inf
+    with pytest.raises(ImageFileError, match=r"1 NaN/Inf values"):
+        read_linear_hdr(_write_pfm(tmp_path / "inf.pfm", bad))
+    negative = image.copy()
+    negative[0, 0] = -1
+    assert (read_linear_hdr(_write_pfm(tmp_path / "neg.pfm", negative)) >= 0).all()

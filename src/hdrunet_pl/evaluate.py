@@ -28,6 +28,7 @@ from hdrunet_pl.constants import GAMMA, NORM_PERCENTILE
 from hdrunet_pl.errors import HDRUNetError
 from hdrunet_pl.io import (
     GT_SUFFIX,
+    HDR_EXTENSIONS,
     LDR_SUFFIX,
     as_submitted,
     atomic_path,
@@ -197,7 +198,7 @@ def _hdr_files(folder: Path, role: str) -> dict[str, Path]:
     for path in sorted(folder.iterdir()):
         if path.stem.endswith((LDR_SUFFIX, "_preview")):
             continue
-        if path.suffix.lower() in (".exr", ".hdr", ".png"):
+        if path.suffix.lower() in HDR_EXTENSIONS:
             key = _key(path)
             if key in files:
                 raise HDRUNetError(
@@ -210,7 +211,7 @@ def _hdr_files(folder: Path, role: str) -> dict[str, Path]:
 
 
 def read_nonlinear(path: Path) -> torch.Tensor:
-    """(3, H, W) non-linear HDR from an NTIRE PNG pair, ``.exr`` or ``.hdr`` file."""
+    """(3, H, W) non-linear HDR from an NTIRE PNG pair or a linear HDR file (``.exr``, ...)."""
     if path.suffix.lower() == ".png":
         image = read_hdr_png(path)
     else:

@@ -1,10 +1,12 @@
-"""Image files: 8-bit LDR, the NTIRE 16-bit PNG + align-ratio pair, OpenEXR and Radiance .hdr.
+"""Image files: 8-bit LDR, the NTIRE 16-bit PNG + align-ratio pair, OpenEXR, Radiance .hdr
+and the portable float map (.pfm).
 
 Every reader returns a float32 ``(H, W, 3)`` RGB array:
 
 - LDR files: values in [0, 1];
 - NTIRE PNG pairs: the non-linear HDR (``png / alignratio``), >= 0;
-- OpenEXR and Radiance ``.hdr``: linear radiance, >= 0.
+- OpenEXR, Radiance ``.hdr`` (also named ``.pic`` or ``.rgbe``) and ``.pfm``: linear
+  radiance, >= 0.
 
 Writers take the same layout, write to a temporary name in the target folder and rename, so
 a reader never sees a half-written file. Every failure raises :class:`ImageFileError` naming
@@ -38,7 +40,11 @@ ALIGNRATIO_SUFFIX = "_alignratio.npy"
 GT_SUFFIX = "_gt"
 LDR_SUFFIX = "_medium"
 LDR_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-HDR_EXTENSIONS = (".exr", ".hdr", ".png")
+RADIANCE_EXTENSIONS = (".hdr", ".pic", ".rgbe")
+LINEAR_HDR_EXTENSIONS = (".exr", *RADIANCE_EXTENSIONS, ".pfm")
+"""Suffixes of the linear HDR files read here (any case)."""
+HDR_EXTENSIONS = (*LINEAR_HDR_EXTENSIONS, ".png")
+"""... and the NTIRE 16-bit PNG (with its align ratio), which holds non-linear HDR."""
 _EXR_COMPRESSION = {
     "none": OpenEXR.NO_COMPRESSION,
     "zip": OpenEXR.ZIP_COMPRESSION,
@@ -661,11 +667,83 @@ def write_radiance(path: str | Path, image: np.ndarray) -> None:
     imwrite(path, _rgb_to_bgr(image, path))
 
 
+# ---------------------------------------------------------------------------- PFM
+
+_PFM_HEADER = re.compile(rb"(P[Ff])\s+(\d{1,9})\s+(\d{1,9})\s+(\S{1,40})\s")
+"""``PF`` (RGB) or ``Pf`` (grey), width, height and the scale, each followed by white space;
+the pixels start after the single white-space character that ends the scale."""
+
+
+@dataclass(frozen=True)
+class PFMHeader:
+    """What a portable float map's header says: the float32 pixels that follow are stored
+    row by row from the bottom row up, little-endian where the scale is negative."""
+
+    height: int
+    width: int
+    channels: int
+    little_endian: bool
+    data_offset: int
+
+
+def pfm_header(path: str | Path) -> PFMHeader:
+    """Parse the header of a ``.pfm`` file (checked against :data:`MAX_HDR_PIXELS` and the
+    file's length)."""
+    path = _existing(path)
+    with path.open("rb") as f:
+        head = f.read(128)
+    match = _PFM_HEADER.match(head)
+    if match is None:
+        raise ImageFileError(f"{path}: not a portable float map (no PF/Pf header with a size)")
+    kind, width, height, scale = match.groups()
+    try:
+        factor = float(scale)
+    except ValueError:
+        factor = float("nan")
+    if not (np.isfinite(factor) and factor != 0):
+        raise ImageFileError(f"{path}: PFM scale {scale[:20]!r} is not a finite number != 0")
+    header = PFMHeader(
+        height=int(height),
+        width=int(width),
+        channels=3 if kind == b"PF" else 1,
+        little_endian=factor < 0,
+        data_offset=match.end(),
+    )
+    if header.height * header.width == 0:
+        raise ImageFileError(f"{path}: PFM header without a valid image size")
+    _check_pixel_count(path, header.height, header.width)
+    expected = header.data_offset + 4 * header.channels * header.height * header.width
+    if path.stat().st_size < expected:
+        raise ImageFileError(
+            f"{path}: {path.stat().st_size:,} bytes, but its header declares "
+            f"{header.height}x{header.width} float pixels ({expected:,} bytes); truncated?"
+        )
+    return header
+
+
+def read_pfm(path: str | Path, negative: str = "clip") -> np.ndarray:
+    """Linear RGB of a portable float map as float32 ``(H, W, 3)``, >= 0, upright (the file
+    stores its bottom row first); a grey (``Pf``) map is repeated to RGB. The scale's
+    magnitude is not applied (writers use it for the byte order only, as readers expect)."""
+    path = Path(path)
+    head = pfm_header(path)
+    dtype = np.dtype("<f4" if head.little_endian else ">f4")
+    count = head.height * head.width * head.channels
+    with path.open("rb") as f:
+        f.seek(head.data_offset)
+        pixels = np.frombuffer(f.read(4 * count), dtype=dtype, count=count)
+    image = pixels.astype(np.float32).reshape(head.height, head.width, head.channels)[::-1]
+    if head.channels == 1:
+        log.warning("%s: grayscale PFM, converted to RGB by repeating its channel", path)
+        image = np.repeat(image, 3, axis=2)
+    return _check_finite(np.ascontiguousarray(image), path, negative)
+
+
 # ---------------------------------------------------------------------------- dispatch
 
 
 def hdr_image_size(path: str | Path) -> tuple[int, int]:
-    """(height, width) of an ``.exr``, ``.hdr`` or ``.png`` file, read from its header only."""
+    """(height, width) of a file of :data:`HDR_EXTENSIONS`, read from its header only."""
     path = _existing(path)
     suffix = path.suffix.lower()
     if suffix == ".png":
@@ -673,21 +751,26 @@ def hdr_image_size(path: str | Path) -> tuple[int, int]:
         return info.height, info.width
     if suffix == ".exr":
         return _exr_size(path)
-    if suffix in (".hdr", ".pic"):
+    if suffix in RADIANCE_EXTENSIONS:
         head = radiance_header(path)
         return head.height, head.width
+    if suffix == ".pfm":
+        pfm = pfm_header(path)
+        return pfm.height, pfm.width
     raise ImageFileError(f"{path}: unknown HDR format; use one of {', '.join(HDR_EXTENSIONS)}")
 
 
 def read_linear_hdr(path: str | Path, negative: str = "clip") -> np.ndarray:
-    """Linear HDR from ``.exr``, ``.hdr`` or an NTIRE PNG pair (linearised with gamma 2.24);
-    negative values (EXR, Radiance) are clipped or filled, see ``NEGATIVE``."""
+    """Linear HDR from a file of :data:`LINEAR_HDR_EXTENSIONS` or an NTIRE PNG pair
+    (linearised with gamma 2.24); negative values are clipped or filled, see ``NEGATIVE``."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".exr":
         return read_exr(path, negative)
-    if suffix in (".hdr", ".pic"):
+    if suffix in RADIANCE_EXTENSIONS:
         return read_radiance(path, negative)
+    if suffix == ".pfm":
+        return read_pfm(path, negative)
     if suffix == ".png":
         return read_hdr_png(path) ** np.float32(GAMMA)
     raise ImageFileError(f"{path}: unknown HDR format; use one of {', '.join(HDR_EXTENSIONS)}")

@@ -39,6 +39,7 @@ from hdrunet_pl.io import (
     GT_SUFFIX,
     LDR_EXTENSIONS,
     LDR_SUFFIX,
+    LINEAR_HDR_EXTENSIONS,
     alignratio_path_for,
     read_ldr,
     write_hdr,
@@ -68,7 +69,7 @@ def list_inputs(path: str | Path) -> list[Path]:
     if path.is_file():
         if _is_ntire_gt(path):
             raise HDRUNetError(f"input {path}: an NTIRE ground-truth file, not an LDR input")
-        if path.suffix.lower() in (".exr", ".hdr"):
+        if path.suffix.lower() in LINEAR_HDR_EXTENSIONS:
             raise HDRUNetError(
                 f"input {path}: an HDR file already; the inputs are 8- or 16-bit LDR images "
                 f"({', '.join(LDR_EXTENSIONS)})"

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hdrunet_pl.errors import HDRUNetError
+from hdrunet_pl.io import LINEAR_HDR_EXTENSIONS
 
 VISER_SPEC = "viser==1.0.16"
 HDRI_FOLDER = "viser/client/public/hdri/"
@@ -58,7 +59,6 @@ PMNDRS_HELD_OUT = frozenset(
     ["bridge", "esplanade", "hall", "lab", "sky", "sunrise", "venice", "workshop"]
 )
 """The other eight pmndrs panoramas: scenes that no ``poly_haven`` file shows."""
-HDR_SUFFIXES = (".exr", ".hdr")
 DOWNLOAD_TIMEOUT = 300
 """Seconds that a package's download may take before it counts as failed."""
 EQUIRECT_BAND = (0.25, 0.75)
@@ -185,7 +185,7 @@ def _check_held_out_folder(dest: Path, names: list[str]) -> None:
     others = sorted(
         str(p.relative_to(dest))
         for p in dest.rglob("*")
-        if p.suffix.lower() in HDR_SUFFIXES and str(p.relative_to(dest)) not in names
+        if p.suffix.lower() in LINEAR_HDR_EXTENSIONS and str(p.relative_to(dest)) not in names
     )
     if others:
         shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")

@@ -23,6 +23,7 @@ from hdrunet_pl.data.walk import files_under
 from hdrunet_pl.errors import DatasetError, HDRUNetError
 from hdrunet_pl.io import (
     GT_SUFFIX,
+    LINEAR_HDR_EXTENSIONS,
     NEGATIVE,
     alignratio_path_for,
     hdr_image_size,
@@ -32,7 +33,8 @@ from hdrunet_pl.metrics import BLACK_GROUND_TRUTH, is_black
 
 
 def find_hdr_files(root: str | Path) -> list[Path]:
-    """Every ``.exr``, ``.hdr`` and NTIRE ``*_gt.png`` under ``root``, sorted."""
+    """Every linear HDR file (``.exr``, ``.hdr``, ``.pic``, ``.rgbe``, ``.pfm``) and NTIRE
+    ``*_gt.png`` under ``root``, sorted."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: no such folder (set data.root to a folder of HDR images)")
@@ -40,12 +42,14 @@ def find_hdr_files(root: str | Path) -> list[Path]:
         p
         for p in files_under(root)
         if (
-            p.suffix.lower() in (".exr", ".hdr")
+            p.suffix.lower() in LINEAR_HDR_EXTENSIONS
             or (p.suffix.lower() == ".png" and p.stem.endswith(GT_SUFFIX))
         )
     )
     if not files:
-        raise DatasetError(f"{root}: no HDR images (.exr, .hdr or NTIRE *_gt.png) found")
+        raise DatasetError(
+            f"{root}: no HDR images ({', '.join(LINEAR_HDR_EXTENSIONS)} or NTIRE *_gt.png) found"
+        )
     return files
 
 
