@@ -270,7 +270,9 @@ def test_a_decompression_bomb_is_skipped_and_the_rest_converted(attacks, tiny_ch
     photos = tmp_path / "photos"
     photos.mkdir()
     _bomb_png(photos / "bomb.png")
+    _bomb_png(photos / "bomb2.png", side=25000)  # under OpenCV's limit: 7 GB as float32
     cv2.imwrite(str(photos / "good.png"), np.full((20, 24, 3), 90, np.uint8))
+    os.link(photos / "good.png", os.fsdecode(os.fsencode(photos) + b"/caf\xe9.png"))
     result = run_tool(
         "hdrunet-predict",
         [f"ckpt={tiny_checkpoint}", f"input={photos}", f"output={tmp_path / 'o'}", *CPU],
@@ -278,6 +280,11 @@ def test_a_decompression_bomb_is_skipped_and_the_rest_converted(attacks, tiny_ch
     )
     attacks.check("predict on a decompression bomb", result, exit_code=1, message="1 written")
     assert (tmp_path / "o" / "good.png").is_file()
+    failed = [x for x in result.stdout.splitlines() if x.startswith("  failed:")]
+    assert len(failed) == 3, result.stdout  # each named in one line; the rest converted
+    (bomb2,) = [x for x in failed if "bomb2.png" in x]
+    assert "than an image file may have here" in bomb2
+    assert "b'caf\\xe9.png': a file name that is not valid UTF-8" in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -292,8 +299,11 @@ def test_a_decompression_bomb_is_skipped_and_the_rest_converted(attacks, tiny_ch
             ["ckpt=CKPT", "input=x/${oops}.png", "output=o"],
             "Interpolation key 'oops' not found (in input)",
         ),
+        ("hdrunet-predict", ["ckpt=CKPT", "input=PHOTO", "output=o", "preview=no"], "preview"),
+        ("hdrunet-predict", ["ckpt=CKPT", "input=2024", "output=o"], "'input=\"2024\"'"),
+        ("hdrunet-export", ["ckpt=CKPT", "output=m.pt"], "no name for a format=onnx file"),
     ],
-    ids=["no-root", "no-output", "lr", "cuda", "interpolation"],
+    ids=["no-root", "no-output", "lr", "cuda", "interpolation", "bool", "number", "suffix"],
 )
 def test_bad_settings_are_one_line(attacks, tiny_checkpoint, tmp_path, tool, args, message):
     if tool == "hdrunet-train":
@@ -535,3 +545,129 @@ def test_eval_train_and_report_never_write_over_a_users_files(attacks, data, tmp
     assert report_main([str(sweep)]) == 2  # in process: the report is a plain function
     assert "was not written by hdrunet-report" in capsys.readouterr().err
     assert snapshot(sweep) == before
+
+
+def test_a_run_config_that_names_other_code_is_refused(attacks, tiny_checkpoint, tmp_path):
+    """``hdrunet-eval run=`` instantiates the run's data settings: a crafted config.yaml must
+    not get any callable but the package's own classes called (numpy.savetxt writes files)."""
+    marker = tmp_path / "pwned"
+    for name, data in (
+        ("top", f"{{_target_: numpy.savetxt, fname: {marker}, X: [x], fmt: '%s'}}"),
+        (
+            "nested",
+            "{_target_: hdrunet_pl.data.SyntheticDataModule, camera: "
+            f"{{_target_: numpy.savetxt, fname: {marker}, X: [x], fmt: '%s'}}}}",
+        ),
+    ):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "config.yaml").write_text(f"data: {data}\n")
+        result = run_tool(
+            "hdrunet-eval",
+            [f"ckpt={tiny_checkpoint}", f"run={run}", f"output={tmp_path / 'e'}", *CPU],
+            tmp_path,
+        )
+        attacks.check(
+            f"eval run= a config naming numpy.savetxt ({name})",
+            result,
+            payload=marker,
+            message="not a class of hdrunet_pl",
+        )
+
+
+def test_a_failed_start_keeps_another_programs_run_folder(attacks, tmp_path):
+    """A folder with another Hydra program's ``.hydra`` and ``train.log`` looks like a fresh
+    run's: a run that fails at start there must delete none of it."""
+    folder = tmp_path / "theirs"
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "notes.yaml").write_text("my: settings\n")
+    (folder / "train.log").write_text("three days of log\n")
+    for extra in ([], [".hydra/notes.yaml"]):
+        for name in extra:
+            (folder / name).unlink()
+        before = snapshot(folder)
+        result = run_tool(
+            "hdrunet-train",
+            [*TRAIN, "model.optimizer.lr=abc", f"hydra.run.dir={folder}"],
+            tmp_path,
+        )
+        attacks.check(
+            "train failing at start in another program's run folder",
+            result,
+            protected=before,
+            message="train.log",  # named as not this run's
+        )
+
+
+def test_outputs_are_never_written_through_links(attacks, tiny_checkpoint, tmp_path):
+    from hdrunet_pl.io import NEW_FILE_MODE, new_temporary, write_ldr
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("a user's file")
+    photo = tmp_path / "a.png"
+    cv2.imwrite(str(photo), np.full((20, 24, 3), 90, np.uint8))
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / ".hdrunet-outputs").symlink_to(victim)  # would say which files are the package's
+    result = run_tool(
+        "hdrunet-predict", [f"ckpt={tiny_checkpoint}", f"input={photo}", f"output={out}"], tmp_path
+    )
+    attacks.check(
+        "predict with a linked manifest",
+        result,
+        protected={victim: b"a user's file"},
+        message="a symbolic link?",
+    )
+    # temporaries have names nobody can plant a link under: the old pid-only name is linked
+    (out / ".hdrunet-outputs").unlink()
+    (out / f".b.tmp-{os.getpid()}.png").symlink_to(victim)
+    write_ldr(out / "b.png", np.zeros((4, 5, 3), np.float32))
+    assert victim.read_text() == "a user's file" and cv2.imread(str(out / "b.png")).shape == (
+        4,
+        5,
+        3,
+    )
+    first, second = new_temporary(out / "c.png"), new_temporary(out / "c.png")
+    assert first != second and not first.is_symlink() and first.stat().st_size == 0
+    assert first.stat().st_mode & 0o777 == NEW_FILE_MODE == (out / "b.png").stat().st_mode & 0o777
+
+
+def test_broken_weights_make_no_scores_or_files(attacks, tiny_checkpoint, tmp_path, data):
+    """NaN weights are refused on loading; weights whose output overflows stop the eval and
+    fail each predicted image: a cast to uint16 would otherwise turn NaN into numbers."""
+    from hdrunet_pl import load_model
+    from hdrunet_pl.errors import CheckpointError
+
+    saved = torch.load(tiny_checkpoint, weights_only=True)
+    weights = saved["state_dict"]
+    key = next(k for k in weights if k.endswith("bias"))
+    weights[key] = weights[key].clone()
+    weights[key][0] = float("nan")
+    torch.save(saved, tmp_path / "nan.ckpt")
+    with pytest.raises(CheckpointError, match=r"1 weight tensor\(s\) hold NaN/Inf values"):
+        load_model(tmp_path / "nan.ckpt")
+    weights[key][0] = 0.0
+    saved["state_dict"] = {k: v * 1e30 if v.is_floating_point() else v for k, v in weights.items()}
+    torch.save(saved, tmp_path / "inf.ckpt")
+    ckpt = f"ckpt={tmp_path / 'inf.ckpt'}"
+    result = run_tool(
+        "hdrunet-eval",
+        [
+            ckpt,
+            "data=ntire2021",
+            f"data.root={data}",
+            "data.val_count=2",
+            f"output={tmp_path / 'e'}",
+            *CPU,
+        ],
+        tmp_path,
+    )
+    attacks.check("eval of weights that overflow", result, message="NaN/Inf values")
+    assert not (tmp_path / "e" / "scores.csv").exists()
+    photo = tmp_path / "a.png"
+    cv2.imwrite(str(photo), np.full((20, 24, 3), 90, np.uint8))
+    result = run_tool(
+        "hdrunet-predict", [ckpt, f"input={photo}", f"output={tmp_path / 'p'}", *CPU], tmp_path
+    )
+    attacks.check("predict with weights that overflow", result, exit_code=1, message="0 written")
+    assert f"{photo}: the network's output has 1,440 NaN/Inf values" in result.stdout

@@ -169,7 +169,7 @@ def test_an_exr_whose_header_claims_too_many_pixels_is_refused_before_reading(tm
     bomb = data[:start] + struct.pack("<4i", 0, 0, 19999, 19999) + data[start + 16 :]
     (tmp_path / "bomb.exr").write_bytes(bomb)
     for read in (hdr_image_size, read_exr):
-        with pytest.raises(ImageFileError, match=r"20000x20000 pixels is more than an HDR file"):
+        with pytest.raises(ImageFileError, match=r"20000x20000 pixels is more than an image file"):
             read(tmp_path / "bomb.exr")
 
 
@@ -360,7 +360,7 @@ def test_radiance_xyze_and_bad_headers_are_refused_from_the_header(tmp_path):
         "e40.hdr": (data.replace(b"\n\n", b"\nEXPOSURE=1e40\n\n", 1), "finite factor > 0"),
         "huge.hdr": (data.replace(b"-Y 6 +X 9", b"-Y 99999999999 +X 9"), "valid image size"),
         # a few bytes that claim 400 million pixels (memory is taken before the body runs out)
-        "bomb.hdr": (data.replace(b"-Y 6 +X 9", b"-Y 20000 +X 20000"), "more than an HDR file"),
+        "bomb.hdr": (data.replace(b"-Y 6 +X 9", b"-Y 20000 +X 20000"), "more than an image file"),
         # Python's float() takes these, Radiance's C reader does not (1_000 is 1 there)
         "underscore.hdr": (data.replace(b"\n\n", b"\nEXPOSURE=1_000\n\n", 1), "unreadable"),
         "one_factor.hdr": (data.replace(b"\n\n", b"\nCOLORCORR=2\n\n", 1), "unreadable"),
@@ -626,7 +626,7 @@ def test_damaged_pfm_files_are_refused_in_one_line(tmp_path):
     good = _write_pfm(tmp_path / "good.pfm", image).read_bytes()
     cases = {
         "truncated.pfm": (good[:-10], r"truncated"),
-        "huge.pfm": (b"PF\n70000 70000\n-1.0\n" + good[13:], r"more than an HDR file may have"),
+        "huge.pfm": (b"PF\n70000 70000\n-1.0\n" + good[13:], r"more than an image file may have"),
         "zero.pfm": (b"PF\n0 4\n-1.0\n", r"valid image size"),
         "scale.pfm": (b"PF\n6 4\nnan\n" + good[13:], r"scale"),
         "text.pfm": (b"P3\n6 4\n255\n", r"not a portable float map"),

@@ -225,6 +225,8 @@ def test_held_out_captures_are_scored_per_setting_with_side_by_sides(photos, tmp
     assert by_setting["dark"]["ldr"].mean() < by_setting["normal"]["ldr"].mean()
     with pytest.raises(HDRUNetError, match="evaluation set"):
         instantiate(cfg.data).train_dataloader()
+    with pytest.raises(HDRUNetError, match=r"data.rows=\[0.5, 0.501\] keeps none of its 40 rows"):
+        HeldOutCaptures(str(photos), {"any": CameraModel()}, rows=(0.5, 0.501))
     with pytest.raises(HDRUNetError, match="evaluation set"):  # as hdrunet-train builds it
         HeldOutCaptures(str(photos), {"any": CameraModel()}, patch_size=64)
 

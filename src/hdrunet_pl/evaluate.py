@@ -21,11 +21,12 @@ import numpy as np
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from tqdm import tqdm
 
 from hdrunet_pl.constants import GAMMA, NORM_PERCENTILE
 from hdrunet_pl.errors import HDRUNetError
+from hdrunet_pl.inference import NonFiniteOutputError
 from hdrunet_pl.io import (
     GT_SUFFIX,
     HDR_EXTENSIONS,
@@ -48,7 +49,7 @@ from hdrunet_pl.outputs import OutputFolder
 from hdrunet_pl.perceptual import DISPLAY, REFERENCE_CD_M2
 from hdrunet_pl.predict import make_predictor
 from hdrunet_pl.run_files import CONFIG_FILE
-from hdrunet_pl.validation import check_required
+from hdrunet_pl.validation import EVAL_RULES, check_required, check_settings
 from hdrunet_pl.viz import comparison_strip
 
 SCORES_FILE = "scores.csv"
@@ -253,6 +254,10 @@ def folder_samples(pred_dir: str, gt_dir: str, ldr_dir: str | None) -> Samples:
     return Samples(len(gts), items())
 
 
+PACKAGE = __name__.split(".")[0]
+"""The only package whose classes a run's ``config.yaml`` may name (see :func:`data_config`)."""
+
+
 def data_config(cfg: DictConfig) -> DictConfig:
     """The data settings to evaluate on: those of the training run ``run=`` (its
     ``config.yaml``, so its validation set), else the ``data`` group of this config."""
@@ -261,10 +266,33 @@ def data_config(cfg: DictConfig) -> DictConfig:
     path = Path(cfg.run) / CONFIG_FILE
     if not path.is_file():
         raise HDRUNetError(f"run={cfg.run}: no {CONFIG_FILE}; give the folder of a training run")
-    data = OmegaConf.load(path).get("data")
-    if data is None or "_target_" not in data:
+    try:
+        config = OmegaConf.load(path)
+    except Exception as err:
+        raise HDRUNetError(
+            f"{path}: unreadable ({type(err).__name__}); not a run's config"
+        ) from None
+    data = config.get("data") if isinstance(config, DictConfig) else None
+    if not isinstance(data, DictConfig) or "_target_" not in data:
         raise HDRUNetError(f"{path}: no data settings; is it a config of hdrunet-train?")
+    foreign = [t for t in _targets(data) if not str(t).startswith(f"{PACKAGE}.")]
+    if foreign:
+        # a config file is data: whatever it names is called, so only the package's classes
+        raise HDRUNetError(
+            f"{path}: data names {foreign[0]!r}, not a class of {PACKAGE}; not run "
+            "(a config of hdrunet-train names only the package's data modules)"
+        )
     return data
+
+
+def _targets(node: object) -> list[object]:
+    """Every ``_target_`` value in a config node, at any depth."""
+    if isinstance(node, DictConfig):
+        own = [node._get_node("_target_")._value()] if "_target_" in node else []
+        return own + [t for key in node if key != "_target_" for t in _targets(node._get_node(key))]
+    if isinstance(node, ListConfig):
+        return [t for i in range(len(node)) for t in _targets(node._get_node(i))]
+    return []
 
 
 def model_samples(cfg: DictConfig) -> Samples:
@@ -289,7 +317,10 @@ def model_samples(cfg: DictConfig) -> Samples:
     def items() -> Iterator[Sample]:
         for batch in batches:
             for ldr, gt, name in zip(batch["ldr"], batch["hdr"], batch["name"], strict=True):
-                pred = predictor(ldr).clamp_min(0).permute(1, 2, 0).numpy()
+                try:
+                    pred = predictor(ldr).clamp_min(0).permute(1, 2, 0).numpy()
+                except NonFiniteOutputError as err:
+                    raise NonFiniteOutputError(f"{name}: {err}") from None
                 pred = torch.from_numpy(as_submitted(pred)).permute(2, 0, 1)
                 yield Sample(name, pred, gt, ldr)
 
@@ -409,6 +440,7 @@ def _check_output_is_not_an_input(output: str, gt_dir: str, ldr_dir: str | None)
 
 def run(cfg: DictConfig) -> list[ImageScore]:
     check_required(cfg)
+    check_settings(cfg, EVAL_RULES)
     if cfg.pred_dir is not None or cfg.gt_dir is not None:
         if cfg.pred_dir is None or cfg.gt_dir is None:
             raise HDRUNetError("give both pred_dir= and gt_dir= (or ckpt= and data=)")

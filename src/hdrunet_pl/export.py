@@ -24,6 +24,7 @@ from hdrunet_pl.errors import HDRUNetError
 from hdrunet_pl.io import atomic_path
 from hdrunet_pl.models.checkpoints import load_model
 from hdrunet_pl.outputs import OutputFolder
+from hdrunet_pl.validation import EXPORT_RULES, check_settings
 
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 EXPORT_SIZE = (1, 3, 64, 64)
@@ -109,6 +110,14 @@ def export(
     if fmt not in SUFFIXES:
         raise HDRUNetError(f"format must be one of {sorted(SUFFIXES)}, got {fmt!r}")
     target = Path(output) if output else Path(ckpt).with_suffix(SUFFIXES[fmt])
+    if target.is_dir():
+        raise HDRUNetError(f"output={output}: a folder; give the file to write, e.g. model.onnx")
+    named = ".onnx" if target.suffix.lower() == ".onnx" else "torchscript"
+    if output and named != fmt.replace("onnx", ".onnx"):
+        raise HDRUNetError(
+            f"output={output} is no name for a format={fmt} file (ONNX files end in .onnx, "
+            "TorchScript files do not): runtimes pick the loader by the name"
+        )
     model = load_model(ckpt).eval()  # before the claim: a bad checkpoint leaves no trace
     folder = OutputFolder(target.parent, "hdrunet-export", [Path(ckpt)])
     folder.claim([target])
@@ -130,6 +139,7 @@ def export(
 
 
 def run(cfg: DictConfig) -> Path:
+    check_settings(cfg, EXPORT_RULES)
     start = time.perf_counter()
     path, error = export(
         cfg.ckpt, cfg.format, cfg.output, cfg.opset, tuple(cfg.check_size), cfg.tolerance

@@ -154,6 +154,10 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int, blend: int = BL
     ]
 
 
+class NonFiniteOutputError(HDRUNetError):
+    """The network's output holds NaN or Inf values."""
+
+
 class Predictor:
     """Runs an HDRUNet on LDR images of any size, tiling when an image exceeds a budget.
 
@@ -255,6 +259,13 @@ class Predictor:
         batch = batch.float()
         tile = self.auto_tile(*batch.shape[-2:])
         out = self._run(batch).cpu() if tile == 0 else self._tiled(batch, tile)
+        bad = int(out.numel() - torch.isfinite(out).sum())
+        if bad:  # no score or file may be made of it (a cast to uint16 would hide it)
+            hint = "" if self.dtype == torch.float32 else "; in float32 (precision=32)?"
+            raise NonFiniteOutputError(
+                f"the network's output has {bad:,} NaN/Inf values of {out.numel():,}: its "
+                f"weights are broken (a diverged run?){hint}"
+            )
         return out[0] if single else out
 
     def _tiled(self, batch: torch.Tensor, tile: int) -> torch.Tensor:

@@ -17,10 +17,13 @@ logged.
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
 import re
 import struct
+import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import OpenEXR
+from PIL import Image
 
 from hdrunet_pl.constants import GAMMA
 from hdrunet_pl.errors import ImageFileError
@@ -58,16 +62,42 @@ _PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # PNG colour type -> samples per
 # ---------------------------------------------------------------------------- helpers
 
 
-def _temporary_path(path: Path, pid: int | str) -> Path:
-    return path.with_name(f".{path.stem}.tmp-{pid}{path.suffix}")
+def _process_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+NEW_FILE_MODE = 0o666 & ~_process_umask()
+"""The permissions of a file this package writes: what ``open()`` would give under the
+process's umask (a temporary file is made private first)."""
+
+
+def _temporary_prefix(path: Path, pid: int | str) -> str:
+    return f".{path.stem}.tmp-{pid}-"
+
+
+def new_temporary(path: Path) -> Path:
+    """Make a new, empty file with an unguessable name beside ``path`` (same suffix), made
+    by this call alone: never an existing file or a symbolic link planted under the name.
+    Its permissions are :data:`NEW_FILE_MODE`; the name records this process's id."""
+    handle, name = tempfile.mkstemp(
+        dir=path.parent, prefix=_temporary_prefix(path, os.getpid()), suffix=path.suffix
+    )
+    try:
+        os.fchmod(handle, NEW_FILE_MODE)
+    finally:
+        os.close(handle)
+    return Path(name)
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (same suffix); rename it to ``path`` on success."""
+    """Yield a new temporary file beside ``path`` (same suffix, see :func:`new_temporary`)
+    to write; rename it to ``path`` on success, delete it otherwise."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_path(path, os.getpid())
+    tmp = new_temporary(path)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -79,13 +109,14 @@ def remove_stale_temporaries(path: str | Path) -> None:
     """Delete the :func:`atomic_path` temporaries of ``path`` left by killed processes (their
     process id no longer runs)."""
     path = Path(path)
-    prefix = len(_temporary_path(path, "").name) - len(path.suffix)
-    for tmp in path.parent.glob(_temporary_path(path, "*").name):
+    prefix = _temporary_prefix(path, "")
+    for tmp in path.parent.glob(f"{glob.escape(prefix)}*{glob.escape(path.suffix)}"):
+        pid = tmp.name[len(prefix) :].split("-", 1)[0]
         try:
-            os.kill(int(tmp.name[prefix : len(tmp.name) - len(path.suffix)]), 0)
+            os.kill(int(pid), 0)
         except ProcessLookupError:
             tmp.unlink(missing_ok=True)
-        except (ValueError, PermissionError):
+        except (ValueError, PermissionError, OverflowError):
             pass
 
 
@@ -257,6 +288,7 @@ def read_ldr(path: str | Path, upright: bool = True) -> np.ndarray:
     ``upright=False`` keeps the pixels as stored: the half of a pixel-aligned pair (an
     NTIRE LDR beside its 16-bit GT, which is read as stored) must not be turned alone."""
     path = _existing(path)
+    _check_ldr_size(path)
     # these flags keep 8/16 bits and apply the EXIF orientation of every format (JPEG, PNG
     # eXIf, TIFF, WebP), found by content, not by the file's suffix; alpha is dropped
     flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
@@ -270,6 +302,25 @@ def read_ldr(path: str | Path, upright: bool = True) -> np.ndarray:
     else:
         raise ImageFileError(f"{path}: {image.dtype} pixels; an LDR image needs 8 or 16 bits")
     return _bgr_to_rgb(image, path).astype(np.float32) / np.float32(scale)
+
+
+def _check_ldr_size(path: Path) -> None:
+    """Refuse an image whose header declares more than :data:`MAX_PIXELS` pixels
+    before it is decoded (a small file can declare a 25,000 x 25,000 image: tens of GB once
+    decoded and converted). Formats that Pillow does not know are left to OpenCV."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+    except Image.DecompressionBombError as err:  # Pillow's own limit is above this one
+        raise ImageFileError(
+            f"{path}: more pixels than an image file may have here ({MAX_PIXELS:,} "
+            f"pixels; {err}); split or downscale it"
+        ) from None
+    except (OSError, ValueError, SyntaxError):  # not Pillow's: OpenCV decides
+        return
+    _check_pixel_count(path, height, width)
 
 
 def write_ldr(path: str | Path, image: np.ndarray) -> None:
@@ -392,23 +443,23 @@ def write_alignratio(path: str | Path, ratio: float) -> None:
 # ---------------------------------------------------------------------------- OpenEXR
 
 
-MAX_HDR_PIXELS = 1 << 28
-"""The most pixels an HDR file may have (268 million: 3.2 GB as float32 RGB; a 16k x 8k
-panorama has half as many): a header that claims more is refused before any memory is
-taken, as a few-MB file can claim gigabytes."""
+MAX_PIXELS = 1 << 28
+"""The most pixels an image file (HDR or LDR) may have (268 million: 3.2 GB as float32 RGB;
+a 16k x 8k panorama has half as many): a header that claims more is refused before any
+memory is taken, as a few-MB file can claim gigabytes."""
 
 
 def _check_pixel_count(path: Path, height: int, width: int) -> None:
-    if height * width > MAX_HDR_PIXELS:
+    if height * width > MAX_PIXELS:
         raise ImageFileError(
-            f"{path}: {height}x{width} pixels is more than an HDR file may have here "
-            f"({MAX_HDR_PIXELS:,} pixels); split or downscale it"
+            f"{path}: {height}x{width} pixels is more than an image file may have here "
+            f"({MAX_PIXELS:,} pixels); split or downscale it"
         )
 
 
 def _exr_size(path: Path) -> tuple[int, int]:
     """(height, width) of an OpenEXR file's image part, from its header; checked against
-    :data:`MAX_HDR_PIXELS`."""
+    :data:`MAX_PIXELS`."""
     try:
         with OpenEXR.File(str(path), header_only=True) as exr:
             (x0, y0), (x1, y1) = _image_part(exr, path).header["dataWindow"]
@@ -687,7 +738,7 @@ class PFMHeader:
 
 
 def pfm_header(path: str | Path) -> PFMHeader:
-    """Parse the header of a ``.pfm`` file (checked against :data:`MAX_HDR_PIXELS` and the
+    """Parse the header of a ``.pfm`` file (checked against :data:`MAX_PIXELS` and the
     file's length)."""
     path = _existing(path)
     with path.open("rb") as f:

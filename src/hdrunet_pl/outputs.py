@@ -12,11 +12,13 @@ would have to stops with one line instead. Folders (stream shards) are owned by 
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 
 from hdrunet_pl.errors import HDRUNetError
+from hdrunet_pl.io import NEW_FILE_MODE
 
 MANIFEST = ".hdrunet-outputs"
 """Name of the manifest file in an output folder."""
@@ -45,7 +47,13 @@ class OutputFolder:
         self._ours: set[str] = set()  # names claimed
         self._stats: dict[str, tuple[int, int]] = {}  # name -> (size, mtime_ns) as written
         manifest = self.path / MANIFEST
-        for line in manifest.read_text().splitlines() if manifest.is_file() else []:
+        if manifest.is_symlink() or (manifest.exists() and not manifest.is_file()):
+            # its lines say which files may be written over: only this package's own file
+            raise HDRUNetError(
+                f"{manifest}: not a file this package wrote (a symbolic link?); nothing "
+                "written (remove it, or choose another output folder)"
+            )
+        for line in manifest.read_text(errors="replace").splitlines() if manifest.is_file() else []:
             name, *stat = line.rsplit("\t", 2)
             if len(stat) == 2 and all(v.isdigit() for v in stat):
                 self._stats[name] = (int(stat[0]), int(stat[1]))
@@ -62,6 +70,13 @@ class OutputFolder:
             raise HDRUNetError(
                 f"{path}: leads outside the output folder {self.path} (a symbolic link?); "
                 "not written"
+            ) from None
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise HDRUNetError(
+                f"{name.encode('utf-8', 'surrogateescape')!r}: a file name that is not valid "
+                "UTF-8 cannot be recorded in the output manifest; rename the input"
             ) from None
         if any(ord(c) < 32 or ord(c) == 127 for c in name):
             raise HDRUNetError(
@@ -123,7 +138,8 @@ class OutputFolder:
             return
         with self._lock:
             try:
-                with (self.path / MANIFEST).open("a") as f:
+                flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                with open(os.open(self.path / MANIFEST, flags, NEW_FILE_MODE), "a") as f:
                     f.write("".join(f"{line}\n" for line in lines))
             except OSError as err:
                 raise HDRUNetError(

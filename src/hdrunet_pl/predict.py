@@ -33,7 +33,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from hdrunet_pl.errors import HDRUNetError, one_line
-from hdrunet_pl.inference import DEFAULT_OVERLAP, Predictor
+from hdrunet_pl.inference import DEFAULT_OVERLAP, NonFiniteOutputError, Predictor
 from hdrunet_pl.io import (
     ALIGNRATIO_SUFFIX,
     GT_SUFFIX,
@@ -49,7 +49,12 @@ from hdrunet_pl.models.checkpoints import load_model
 from hdrunet_pl.outputs import OutputFolder
 from hdrunet_pl.resolvers import available_cpus
 from hdrunet_pl.tonemap import display_mu_law
-from hdrunet_pl.validation import INFERENCE_RULES, check_required, check_settings
+from hdrunet_pl.validation import (
+    INFERENCE_RULES,
+    PREDICT_RULES,
+    check_required,
+    check_settings,
+)
 
 FORMATS = ("png", "exr", "hdr")
 
@@ -233,6 +238,9 @@ def predict_files(
             try:
                 folder.claim(unit)
                 hdr = predictor(pending.result()).clamp_min(0)
+            except NonFiniteOutputError as err:
+                fail(path, f"{path}: {err}")
+                continue
             except (HDRUNetError, OSError) as err:
                 fail(path, _failure(err, unit[0]))
                 continue
@@ -276,6 +284,7 @@ def make_predictor(cfg: DictConfig) -> Predictor:
 
 def run(cfg: DictConfig) -> PredictReport:
     check_required(cfg)
+    check_settings(cfg, PREDICT_RULES)
     inputs = list_inputs(cfg.input)
     check_output_folder(Path(cfg.output), inputs)  # before the checkpoint is loaded
     predictor = make_predictor(cfg)

@@ -21,6 +21,7 @@ import base64
 import hashlib
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -31,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hdrunet_pl.errors import HDRUNetError
-from hdrunet_pl.io import LINEAR_HDR_EXTENSIONS
+from hdrunet_pl.io import LINEAR_HDR_EXTENSIONS, NEW_FILE_MODE
 
 VISER_SPEC = "viser==1.0.16"
 HDRI_FOLDER = "viser/client/public/hdri/"
@@ -104,6 +105,7 @@ def _write(target: Path, data: bytes) -> None:
     the folder's files), renamed over ``target`` once complete."""
     handle, part = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:
+        os.fchmod(handle, NEW_FILE_MODE)  # as open() would make it, not mkstemp's 0600
         with open(handle, "wb") as f:
             f.write(data)
         Path(part).replace(target)

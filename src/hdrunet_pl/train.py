@@ -18,6 +18,7 @@ import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 
 import lightning as L
@@ -397,9 +398,55 @@ HYDRA_FILES = (".hydra", "train.log", LOCK_FILE)
 """What Hydra (and the run lock) write into a run folder before the job starts."""
 
 
+HYDRA_CONFIG_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
+"""What Hydra writes into a job's ``.hydra`` folder."""
+
+
+def not_this_jobs(output_dir: Path) -> list[str]:
+    """What in ``output_dir`` Hydra (and the run lock) did not write for this job: other
+    files, files under the names Hydra uses that are older than this process (another
+    Hydra program's ``.hydra`` and ``train.log`` look like a fresh run's), ``.hydra``
+    files that Hydra does not write. Names relative to the folder."""
+    foreign = []
+    for path in sorted(output_dir.iterdir()):
+        if path.name not in HYDRA_FILES or path.is_symlink():
+            foreign.append(path.name)
+        elif path.is_dir():
+            foreign += [
+                f"{path.name}/{p.name}"
+                for p in sorted(path.iterdir())
+                if p.name not in HYDRA_CONFIG_FILES or not _written_since_start(p)
+            ]
+        elif path.name == LOCK_FILE:
+            continue  # another process's lock: run_folder_lock says whose
+        elif not _written_since_start(path) or (
+            path.name == "train.log" and not _log_started_by_this_job(path)
+        ):
+            foreign.append(path.name)
+    return foreign
+
+
+def _written_since_start(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink() and path.stat().st_mtime >= _STARTED
+
+
+def _log_started_by_this_job(path: Path) -> bool:
+    """An empty ``train.log``, or one whose first line is stamped after this process began
+    (Hydra appends to a log that is there already)."""
+    with path.open("rb") as f:
+        first = f.readline(64)
+    if not first:
+        return True
+    try:
+        stamp = datetime.strptime(first[1:24].decode(), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    except (UnicodeDecodeError, ValueError):
+        return False
+    return stamp >= _STARTED - 1.0  # stamps are local time, to the millisecond
+
+
 def is_fresh_run_dir(output_dir: Path) -> bool:
     """True when ``output_dir`` holds nothing but what Hydra wrote for this job."""
-    return output_dir.is_dir() and all(p.name in HYDRA_FILES for p in output_dir.iterdir())
+    return output_dir.is_dir() and not not_this_jobs(output_dir)
 
 
 def remove_fresh_run_dir(output_dir: Path) -> None:
@@ -421,9 +468,9 @@ def _remove_what_hydra_wrote(output_dir: Path) -> None:
     """In a folder refused as a run's (a data folder given as ``hydra.run.dir``): remove the
     ``.hydra`` files and the empty ``train.log`` that Hydra wrote there for this job."""
     hydra_dir = output_dir / ".hydra"
-    for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+    for name in HYDRA_CONFIG_FILES:
         path = hydra_dir / name
-        if path.is_file() and path.stat().st_mtime >= _STARTED:
+        if _written_since_start(path):
             path.unlink()
     with contextlib.suppress(OSError):  # only while empty
         hydra_dir.rmdir()
@@ -479,11 +526,12 @@ def run_job(cfg: DictConfig) -> float | None:
     rank_zero = os.environ.get("LOCAL_RANK", "0") == "0"
     fresh = rank_zero and is_fresh_run_dir(output_dir)
     if rank_zero and not fresh and not (output_dir / CONFIG_FILE).is_file():
-        others = sorted(p.name for p in output_dir.iterdir() if p.name not in HYDRA_FILES)
+        others = not_this_jobs(output_dir)
         _remove_what_hydra_wrote(output_dir)
+        more = ", ..." if len(others) > 3 else ""
         print(
             f"hdrunet-train: error: {output_dir} holds files that are not a run's "
-            f"({', '.join(others[:3])}, ...); a run needs a new folder or its own",
+            f"({', '.join(others[:3])}{more}); a run needs a new folder or its own",
             file=sys.stderr,
             flush=True,
         )

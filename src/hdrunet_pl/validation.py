@@ -41,6 +41,22 @@ def _interval(value: object) -> bool:
     return (_int(value) and value >= 1) or (_number(value) and 0 < value <= 1)
 
 
+def _bool(value: object) -> bool:
+    return isinstance(value, bool)
+
+
+def _path(value: object) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+def _path_or_null(value: object) -> bool:
+    return value is None or _path(value)
+
+
+BOOL = (_bool, "true or false")
+PATH = (_path, "a path (quote a name that reads as a number, boolean or null: 'KEY=\"2024\"')")
+PATH_OR_NULL = (_path_or_null, f"null or {PATH[1]}")
+
 TRAIN_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "seed": (_int, "an integer"),
     "model.optimizer.lr": (lambda v: _number(v) and v > 0, "a number > 0"),
@@ -57,6 +73,17 @@ TRAIN_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "trainer.log_every_n_steps": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
     "data.batch_size": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
     "data.num_workers": (lambda v: _int(v) and v >= 0, "an integer >= 0"),
+    **{
+        key: BOOL
+        for key in (
+            "validate_first",
+            "skip_nonfinite",
+            "model.compile",
+            "model.net.use_condition",
+            "model.net.use_weighting",
+            "data.augment",
+        )
+    },
     "callbacks.last_checkpoint.every_n_train_steps": (
         lambda v: _int(v) and v >= 1,
         "an integer >= 1",
@@ -64,7 +91,32 @@ TRAIN_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
 }
 """Setting -> (check, what it must be). Settings a config does not have are not checked."""
 
+
+PREDICT_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "ckpt": PATH,
+    "input": PATH,
+    "output": PATH,
+    "preview": BOOL,
+    "overwrite": BOOL,
+}
+"""The settings of ``hdrunet-predict`` besides the ``inference`` group's."""
+
+EVAL_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
+    **{key: PATH_OR_NULL for key in ("ckpt", "run", "pred_dir", "gt_dir", "ldr_dir")},
+    "output": PATH,
+}
+"""The settings of ``hdrunet-eval`` besides the ``inference`` group's."""
+
+EXPORT_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "ckpt": PATH,
+    "output": PATH_OR_NULL,
+    "opset": (lambda v: _int(v) and v >= 7, "an ONNX opset number (an integer >= 7)"),
+    "tolerance": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+}
+"""The settings of ``hdrunet-export``."""
+
 INFERENCE_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "compile": BOOL,
     "tile": (lambda v: v is None or (_int(v) and v >= 0), "null, 0 or a tile side >= 1"),
     "overlap": (lambda v: v is None or (_int(v) and v >= 0), "null or an integer >= 0"),
     "memory_gb": (lambda v: _number(v) and v > 0, "a number > 0"),
@@ -82,7 +134,7 @@ def check_settings(cfg: DictConfig, rules: dict[str, tuple[Callable[[object], bo
         if OmegaConf.is_config(value):
             value = OmegaConf.to_container(value, resolve=True)
         if not ok(value):
-            raise HDRUNetError(f"{key} must be {what}, got {value!r}")
+            raise HDRUNetError(f"{key} must be {what.replace('KEY', key)}, got {value!r}")
 
 
 def check_required(cfg: DictConfig) -> None:

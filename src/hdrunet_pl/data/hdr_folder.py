@@ -126,7 +126,12 @@ class HDRFolderDataset(Dataset):
                 problems.append(str(err))
                 continue
             top, bottom = self._band(height)
-            if min(bottom - top, width) < min_size:
+            if bottom <= top:
+                problems.append(
+                    f"{path}: data.rows={list(self.rows)} keeps none of its {height} rows; "
+                    "widen the band (or data.rows=null)"
+                )
+            elif min(bottom - top, width) < min_size:
                 problems.append(
                     f"{path}: {bottom - top}x{width} is smaller than the {min_size}x{min_size} "
                     "patch; choose a smaller patch or remove the image"

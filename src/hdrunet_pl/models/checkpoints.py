@@ -593,6 +593,12 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Ne
             state = {published_expandnet_to_ours(k): v for k, v in state.items()}
         tensors: dict[str, torch.Tensor] = state  # type: ignore[assignment]
         _check_fit(config, tensors)  # before the real network is allocated
+        broken = [k for k, v in tensors.items() if v.is_floating_point() and not v.isfinite().all()]
+        if broken:
+            raise CheckpointError(
+                f"{len(broken)} weight tensor(s) hold NaN/Inf values ({broken[0]}, ...): the "
+                "weights of a run that diverged; take an earlier checkpoint"
+            )
     except CheckpointError as err:
         raise CheckpointError(_one_line(f"{where}: {err}")) from None
     if note:
