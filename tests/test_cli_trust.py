@@ -21,7 +21,7 @@ from hdrunet_pl.report import swept_values
 from hdrunet_pl.run_files import FAILED_FILE
 
 from .ntire_files import random_hdr, write_ntire_frame
-from .support import FAST, SMALL_SYNTHETIC_VAL, run_tool
+from .support import FAST, run_tool
 
 INFERENCE = ["device=cpu", "precision=32"]
 
@@ -147,16 +147,24 @@ def _summary_commands(stdout: str) -> dict[str, str]:
 
 
 def test_summary_paths_and_commands_paste_back_into_the_tools(tmp_path):
-    """A run's printed paths and commands work verbatim: resume, eval, predict."""
+    """A run's printed paths and commands work verbatim, from another directory too (its
+    data folder given relative to where it started): resume, eval, predict."""
+    from hdrunet_pl.io import write_radiance
+
     logs = tmp_path / "logs"
-    args = [*FAST, *SMALL_SYNTHETIC_VAL, "patch=64px", f"paths.log_dir={logs}"]
-    first = run_tool("hdrunet-train", args, tmp_path)
+    rng = np.random.default_rng(0)
+    (tmp_path / "hdr").mkdir()
+    for i in range(3):
+        write_radiance(tmp_path / "hdr" / f"s{i}.hdr", (rng.random((40, 48, 3)) * 4 + 0.01))
+    args = [*FAST, "data=hdr_folder", "data.root=hdr", "data.val_count=1"]
+    first = run_tool("hdrunet-train", [*args, f"paths.log_dir={logs}"], tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     (run_dir,) = (logs / "train" / "runs").iterdir()
     # what the folder name says is what ran, and the name needs no quoting
-    assert "patch-64px" in run_dir.name and "debug-fast" in run_dir.name
+    assert "data-hdr_folder" in run_dir.name and "debug-fast" in run_dir.name
     assert "=" not in run_dir.name and "," not in run_dir.name
-    assert "patch_size: 64" in (run_dir / "config.yaml").read_text()
+    config = (run_dir / "config.yaml").read_text()
+    assert "patch_size: 32" in config and f"root: {tmp_path / 'hdr'}" in config
     # the run's log file holds the run's log, summary included
     log_text = (run_dir / "train.log").read_text()
     assert "hdrunet-train summary" in log_text and "max_steps=4" in log_text
@@ -166,31 +174,39 @@ def test_summary_paths_and_commands_paste_back_into_the_tools(tmp_path):
     assert f"LDR identity         {metrics['psnr_mu_identity']:.2f} dB" in first.stdout
     commands = _summary_commands(first.stdout)
     assert set(commands) == {"resume", "eval", "predict"}
+    best = Path(metrics["best_checkpoint"]).stem
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
 
     evaluate = shlex.split(commands["eval"])
-    scored = run_tool("hdrunet-eval", [*evaluate[1:], *INFERENCE], tmp_path)
+    scored = run_tool("hdrunet-eval", [*evaluate[1:], *INFERENCE], elsewhere)
     assert scored.returncode == 0, scored.stderr[-2000:]
-    assert (run_dir / "eval" / "scores.csv").is_file()
-    assert "2 images" in scored.stdout  # the run's own validation set (2 scenes)
+    assert (run_dir / "eval" / best / "scores.csv").is_file()
+    assert "1 images" in scored.stdout  # the run's own validation set (1 photo)
 
     photos = tmp_path / "photos"
     photos.mkdir()
-    rng = np.random.default_rng(0)
     import cv2
 
     cv2.imwrite(str(photos / "IMG_1.jpg"), rng.integers(0, 255, (30, 44, 3), dtype=np.uint8))
     predict = shlex.split(commands["predict"].replace("YOUR_LDR_IMAGES", str(photos)))
-    made = run_tool("hdrunet-predict", [*predict[1:], *INFERENCE], tmp_path)
+    made = run_tool("hdrunet-predict", [*predict[1:], *INFERENCE], elsewhere)
     assert made.returncode == 0, made.stderr[-2000:]
-    assert (run_dir / "predictions" / "IMG_1.png").is_file()
+    assert (run_dir / "predictions" / best / "IMG_1.png").is_file()
 
     resume = shlex.split(commands["resume"], comments=True)
     assert resume[0] == "hdrunet-train"
     # verbatim it only says that the run is finished (tests/test_attacks.py); train on:
-    longer = run_tool("hdrunet-train", [*resume[1:], "trainer.max_steps=6"], tmp_path)
+    longer = run_tool("hdrunet-train", [*resume[1:], "trainer.max_steps=6"], elsewhere)
     assert longer.returncode == 0, longer.stderr[-2000:]
     assert json.loads((run_dir / "metrics.json").read_text())["steps"] == 6
     assert len(list((logs / "train" / "runs").iterdir())) == 1  # resumed in place
+    # a setting given again is given once in the next resume line, with its last value
+    again = shlex.split(_summary_commands(longer.stdout)["resume"], comments=True)
+    assert [a for a in again if a.startswith("trainer.max_steps=")] == ["trainer.max_steps=6"]
+    # the next predict line names the newer checkpoint's folder: no old results to skip
+    newer = Path(json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"]).stem
+    assert f"predictions/{newer}" in _summary_commands(longer.stdout)["predict"]
 
 
 @pytest.mark.parametrize(

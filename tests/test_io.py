@@ -545,6 +545,12 @@ def test_a_held_out_fetch_never_shares_a_folder_with_training_scenes(tmp_path, m
     record = {n: {"file": n, "package": "p", "registry": "npm", "licence": "CC0"} for n in names}
     (held_out / "SOURCES.json").write_text(json.dumps(record))
     assert [p.name for p in samples.pmndrs_exrs(held_out, held_out_only=True)] == names
+    # and the other way round: no training source is fetched into the held-out folder
+    monkeypatch.setattr(samples.subprocess, "run", offline)  # poly_haven's pip download
+    for source in ("poly_haven", "pmndrs"):
+        assert samples.main([str(held_out), "--source", source]) == 1
+        assert "holds the held-out scenes" in capsys.readouterr().err
+    assert sorted(p.name for p in held_out.glob("*.exr")) == names
 
     (held_out / "bridge.exr.part").write_text("a user's notes")
     samples._write(held_out / "bridge.exr", b"new")

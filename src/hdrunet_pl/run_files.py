@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 
 import yaml
+from omegaconf import DictConfig, OmegaConf
 
 CONFIG_FILE = "config.yaml"
 """The run's resolved config, written into the run directory before training starts."""
@@ -35,11 +36,51 @@ def override_value(value: str | Path) -> str:
     return "'" + text.replace("'", "\\'") + "'"
 
 
-def resume_command(overrides: list[str], run_dir: str | Path) -> str:
+PATH_SETTINGS = (
+    "paths.samples_dir",
+    "data.root",
+    "data.val_root",
+    "data.input_dir",
+    "data.cache_dir",
+    "init_weights",
+)
+"""Settings that name files or folders of a run's input (``data.folders.<name>.root`` too)."""
+
+
+def absolute_paths(cfg: DictConfig, cwd: str | Path) -> dict[str, str]:
+    """The input paths of ``cfg`` (:data:`PATH_SETTINGS`) that are relative, made absolute
+    against ``cwd``: what a resume command and a run's saved config give instead, so that
+    both work from any directory (``.cache/poly_haven_hdri`` of ``make train`` included)."""
+    keys = list(PATH_SETTINGS)
+    folders = OmegaConf.select(cfg, "data.folders", default=None)
+    if isinstance(folders, DictConfig):
+        keys += [f"data.folders.{name}.root" for name in folders]
+    found = {}
+    for key in keys:
+        try:
+            value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        except Exception:
+            continue
+        relative = isinstance(value, str) and value not in ("", "???") and "://" not in value
+        if relative and not Path(value).is_absolute():
+            found[key] = str(Path(cwd, value).resolve())
+    return found
+
+
+def resume_command(
+    overrides: list[str], run_dir: str | Path, paths: dict[str, str] | None = None
+) -> str:
     """The shell line that trains the run in ``run_dir`` on from its ``last.ckpt``: the run's
-    own command-line ``overrides`` (the experiment, ...), its folder and ``resume=auto``."""
+    own command-line ``overrides`` (the experiment, ...), its folder and ``resume=auto``;
+    ``paths`` (:func:`absolute_paths`) replace the relative paths. A setting given twice is
+    given once, with its last value."""
     own = ("hydra.run.dir=", "resume=", "ckpt_path=")
     kept = [o for o in overrides if not o.lstrip("+~").startswith(own)]
+    kept += [f"{key}={override_value(value)}" for key, value in (paths or {}).items()]
+    last = {o.partition("=")[0].lstrip("+~"): i for i, o in enumerate(kept) if "=" in o}
+    kept = [
+        o for i, o in enumerate(kept) if "=" not in o or last[o.partition("=")[0].lstrip("+~")] == i
+    ]
     run = f"hydra.run.dir={override_value(run_dir)}"
     return shlex.join(["hdrunet-train", *kept, run, "resume=auto"])
 

@@ -129,8 +129,14 @@ def _check_writable(dest: Path, names: list[str]) -> None:
 def poly_haven_hdris(dest: str | Path) -> list[Path]:
     """The ten Poly Haven ``.hdr`` panoramas in ``dest`` (downloaded once, then reused)."""
     dest = Path(dest)
-    found = sorted(dest.glob("*.hdr"))
-    if len(found) >= 10:
+    _refuse_held_out_folder(dest)
+    known = _recorded(dest) if dest.is_dir() else {}
+    found = sorted(
+        dest / name
+        for name, record in known.items()
+        if record.get("package") == VISER_SPEC and (dest / name).is_file()
+    )
+    if len(found) >= 10:  # fetched here before (a user's own .hdr files do not count)
         return found
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -156,7 +162,7 @@ def poly_haven_hdris(dest: str | Path) -> list[Path]:
             SampleRecord(Path(m).name, VISER_SPEC, "PyPI", "CC0 (Poly Haven)") for m in members
         ]
     _record(dest, records)
-    return sorted(dest.glob("*.hdr"))
+    return sorted(dest / record.file for record in records)
 
 
 def _npm_tarball(package: str, version: str) -> tuple[bytes, str]:
@@ -197,6 +203,18 @@ def _check_held_out_folder(dest: Path, names: list[str]) -> None:
         )
 
 
+def _refuse_held_out_folder(dest: Path) -> None:
+    """Refuses (one line) to fetch training photographs into the folder of the held-out
+    scenes (every file it records is one of them): they would be scored as held out."""
+    known = _recorded(dest) if dest.is_dir() else {}
+    held_out = {f"{scene}.exr" for scene in PMNDRS_HELD_OUT}
+    if known and set(known) <= held_out:
+        raise HDRUNetError(
+            f"{dest} holds the held-out scenes (--source pmndrs_held_out), and data=held_out "
+            "scores every HDR file there: fetch this source into another folder"
+        )
+
+
 def pmndrs_exrs(dest: str | Path, held_out_only: bool = False) -> list[Path]:
     """The OpenEXR panoramas of ``@pmndrs/assets`` in ``dest`` (downloaded once); with
     ``held_out_only``, only the eight scenes that are not ``poly_haven``'s, into a folder
@@ -206,6 +224,8 @@ def pmndrs_exrs(dest: str | Path, held_out_only: bool = False) -> list[Path]:
     names = sorted(f"{scene}.exr" for scene in scenes)
     if held_out_only:
         _check_held_out_folder(dest, names)
+    else:
+        _refuse_held_out_folder(dest)
     known = _recorded(dest) if dest.is_dir() else {}
     if all((dest / name).is_file() and name in known for name in names):
         return [dest / name for name in names]

@@ -51,6 +51,7 @@ from hdrunet_pl.run_files import (
     CONFIG_FILE,
     FAILED_FILE,
     METRICS_FILE,
+    absolute_paths,
     override_value,
     resume_command,
 )
@@ -117,27 +118,33 @@ def _run_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def next_commands(summary: TrainSummary, overrides: list[str]) -> dict[str, str]:
+def next_commands(
+    summary: TrainSummary, overrides: list[str], paths: dict[str, str] | None = None
+) -> dict[str, str]:
     """Ready-to-run command lines for a finished run: resume (train on), predict, eval.
 
-    ``overrides`` are the run's command-line overrides; paths are absolute and, by the
-    package's folder naming, need no quoting inside an override.
+    ``overrides`` are the run's command-line overrides, ``paths`` its relative input paths
+    made absolute (:func:`~hdrunet_pl.run_files.absolute_paths`); paths are quoted for Hydra
+    and the shell where they need it.
     """
     run_dir = summary.output_dir
     weights = summary.best_checkpoint or summary.last_checkpoint
     commands = {}
     if (Path(run_dir) / "checkpoints" / LAST_CHECKPOINT).is_file():  # what resume=auto reads
-        resume = resume_command(overrides, run_dir)
+        resume = resume_command(overrides, run_dir, paths)
         commands["resume"] = resume + f"  # append trainer.max_steps=N > {summary.steps}"
     if weights:
         ckpt, run = f"ckpt={override_value(weights)}", f"run={override_value(run_dir)}"
+        # a folder per checkpoint: after training on, the new line never meets the old
+        # results (predict skips the results that exist, and would keep the old ones)
+        name = Path(weights).stem
         commands["eval"] = shlex.join(
-            ["hdrunet-eval", ckpt, run, f"output={override_value(f'{run_dir}/eval')}"]
+            ["hdrunet-eval", ckpt, run, f"output={override_value(f'{run_dir}/eval/{name}')}"]
         )
         commands["predict"] = (
             shlex.join(["hdrunet-predict", ckpt])
             + " input=YOUR_LDR_IMAGES "
-            + shlex.quote(f"output={override_value(f'{run_dir}/predictions')}")
+            + shlex.quote(f"output={override_value(f'{run_dir}/predictions/{name}')}")
         )
     return commands
 
@@ -330,8 +337,12 @@ def train(cfg: DictConfig) -> TrainSummary:
     trainer: L.Trainer = _build(
         cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False
     )
-    if trainer.is_global_zero:
-        OmegaConf.save(cfg, output_dir / CONFIG_FILE, resolve=True)
+    input_paths = absolute_paths(cfg, Path.cwd())
+    if trainer.is_global_zero:  # with absolute paths: eval run= works from anywhere
+        saved = cfg.copy()
+        for key, value in input_paths.items():
+            OmegaConf.update(saved, key, value)
+        OmegaConf.save(saved, output_dir / CONFIG_FILE, resolve=True)
     try:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -371,8 +382,9 @@ def train(cfg: DictConfig) -> TrainSummary:
             psnr_mu_before=_metric(before or {}, "val/psnr_mu"),
             psnr_mu_after=_metric(metrics, "val/psnr_mu"),
             psnr_l_after=_metric(metrics, "val/psnr_l"),
-            psnr_mu_identity=_metric(metrics, "val/psnr_mu_identity"),
-            psnr_l_identity=_metric(metrics, "val/psnr_l_identity"),
+            # the identity depends on the validation set alone: step 0's when no later one
+            psnr_mu_identity=_metric({**(before or {}), **metrics}, "val/psnr_mu_identity"),
+            psnr_l_identity=_metric({**(before or {}), **metrics}, "val/psnr_l_identity"),
             best_checkpoint=_absolute(best),
             last_checkpoint=_absolute(last),
             output_dir=str(output_dir.resolve()),
@@ -383,7 +395,7 @@ def train(cfg: DictConfig) -> TrainSummary:
         _end_process_group(launch_env)
     if trainer.is_global_zero:
         (output_dir / METRICS_FILE).write_text(json.dumps(asdict(summary), indent=2))
-        lines = summary.lines(next_commands(summary, _run_overrides()))
+        lines = summary.lines(next_commands(summary, _run_overrides(), input_paths))
         log.info("\n".join(["", "== hdrunet-train summary ==", *lines]))
     return summary
 
