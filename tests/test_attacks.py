@@ -671,3 +671,29 @@ def test_broken_weights_make_no_scores_or_files(attacks, tiny_checkpoint, tmp_pa
     )
     attacks.check("predict with weights that overflow", result, exit_code=1, message="0 written")
     assert f"{photo}: the network's output has 1,440 NaN/Inf values" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("csv/metrics.csv", b"step,val/psnr_mu\n0,1.5\n10,,1.2e-\n"),
+        ("metrics.json", b'{"psnr_mu_after": "abc", "steps": NaN}'),
+        ("metrics.json", b'{"psnr_mu_after": 1e400, "steps": 4}'),
+        ("failed.txt", b"\xff\xfe not UTF-8"),
+    ],
+    ids=["truncated-csv", "text-number", "infinite", "bytes"],
+)
+def test_report_reads_damaged_job_files(tmp_path, capsys, name, content):
+    """A job's damaged record is shown as what it is, never a traceback or a number made up
+    (a non-finite score is left out of the table and the plot)."""
+    job = tmp_path / "sweep" / "0_loss-l1"
+    (job / ".hydra").mkdir(parents=True)
+    (job / "csv").mkdir()
+    (tmp_path / "sweep" / "multirun.yaml").write_text("hydra: {}\n")
+    (job / name).write_bytes(content)
+    assert report_main([str(tmp_path / "sweep")]) == 0
+    table = capsys.readouterr().out
+    (row,) = [line for line in table.splitlines() if "0_loss-l1" in line]
+    assert "abc" not in row and "inf" not in row.lower() and "nan" not in row.lower()
+    if name == "csv/metrics.csv":
+        assert "1.50" in row  # the readable value is kept

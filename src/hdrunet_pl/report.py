@@ -14,8 +14,10 @@ import argparse
 import csv
 import itertools
 import json
+import math
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -103,7 +105,13 @@ def swept_values(sweep_dir: Path) -> dict[str, list[str]]:
     path = sweep_dir / "multirun.yaml"
     if not path.is_file():
         return {}
-    hydra_cfg = yaml.safe_load(path.read_text()).get("hydra", {})
+    try:
+        recorded = yaml.safe_load(path.read_text(errors="replace"))
+    except yaml.YAMLError:
+        raise HDRUNetError(f"{path}: unreadable YAML; is it Hydra's record of a sweep?") from None
+    hydra_cfg = (recorded.get("hydra") if isinstance(recorded, dict) else None) or {}
+    if not isinstance(hydra_cfg, dict):
+        raise HDRUNetError(f"{path}: no hydra settings; is it Hydra's record of a sweep?")
     params: dict[str, list[str]] = {}
     for key, value in ((hydra_cfg.get("sweeper") or {}).get("params") or {}).items():
         params[str(key)] = _sweep_values(str(key), str(value))
@@ -115,14 +123,31 @@ def swept_values(sweep_dir: Path) -> dict[str, list[str]]:
     return params
 
 
-def _last_csv_metrics(run_dir: Path) -> dict[str, float]:
-    found: dict[str, float] = {}
+def _finite(value: object) -> float | None:
+    """``value`` as a finite number, else None (a damaged or non-finite record)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _csv_rows(run_dir: Path) -> Iterator[dict[str, str]]:
+    """The rows of a job's CSV logs (a damaged byte reads as U+FFFD)."""
     for path in sorted(run_dir.glob("**/metrics.csv")):
-        with path.open() as f:
-            for row in csv.DictReader(f):
-                for key, value in row.items():
-                    if value not in ("", None) and key is not None:
-                        found[key] = float(value)
+        with path.open(errors="replace", newline="") as f:
+            yield from csv.DictReader(f)
+
+
+def _last_csv_metrics(run_dir: Path) -> dict[str, float]:
+    """Each logged column's last finite value (unreadable values are skipped)."""
+    found: dict[str, float] = {}
+    for row in _csv_rows(run_dir):
+        for key, value in row.items():
+            if key is not None and (number := _finite(value)) is not None:
+                found[key] = number
     return found
 
 
@@ -192,7 +217,9 @@ def read_run(
     }
     metrics_file = run_dir / METRICS_FILE
     if (run_dir / FAILED_FILE).is_file():
-        result.status = "failed: " + (run_dir / FAILED_FILE).read_text().strip()[:120]
+        result.status = (
+            "failed: " + (run_dir / FAILED_FILE).read_text(errors="replace").strip()[:120]
+        )
         return result
     if metrics_file.is_file():
         try:
@@ -203,9 +230,11 @@ def read_run(
         if not isinstance(metrics, dict):
             result.status = f"unreadable {METRICS_FILE}"
             return result
-        result.psnr_mu, result.psnr_l = metrics.get("psnr_mu_after"), metrics.get("psnr_l_after")
-        result.identity_psnr_mu = metrics.get("psnr_mu_identity")
-        result.steps, result.status = metrics.get("steps"), "done"
+        result.psnr_mu = _finite(metrics.get("psnr_mu_after"))
+        result.psnr_l = _finite(metrics.get("psnr_l_after"))
+        result.identity_psnr_mu = _finite(metrics.get("psnr_mu_identity"))
+        steps = _finite(metrics.get("steps"))
+        result.steps, result.status = (int(steps) if steps is not None else None), "done"
         return result
     metrics = csv_metrics
     result.status = "running or stopped"
@@ -260,12 +289,11 @@ def load_curves(
         if not (run_dir / ".hydra").is_dir():
             continue
         steps, values = [], []
-        for path in sorted(run_dir.glob("**/metrics.csv")):
-            with path.open() as f:
-                for row in csv.DictReader(f):
-                    if row.get(metric) not in ("", None):
-                        steps.append(int(float(row["step"])))
-                        values.append(float(row[metric]))
+        for row in _csv_rows(run_dir):
+            step, value = _finite(row.get("step")), _finite(row.get(metric))
+            if step is not None and value is not None:
+                steps.append(int(step))
+                values.append(value)
         if steps:
             curves[_variant(run_dir, keys)] = (steps, values)
     return curves
