@@ -476,7 +476,8 @@ def test_tiles_much_smaller_than_twice_the_overlap_are_warned_about(caplog):
         Predictor(random_net(8), tile=512)
         assert not caplog.records
         Predictor(random_net(8), tile=256)
-    assert "tile=256 with overlap=224 computes each pixel about 64 times" in caplog.text
+    assert "tile=256 with overlap=224 computes each pixel of an image larger" in caplog.text
+    assert "about 64 times over" in caplog.text
 
 
 def test_predict_keeps_a_file_put_where_a_failed_input_left_its_name(tmp_path):
@@ -505,6 +506,10 @@ def test_predict_refuses_an_input_whose_name_is_another_inputs_preview(tmp_path)
     assert not (tmp_path / "out").exists()
     report = predict_files(predictor, inputs, tmp_path / "out", "png", preview=False)
     assert len(report.written) == 2  # without previews the names do not meet
+    # several clashes are named at once, not one per attempt
+    more = [tmp_path / "a.png", tmp_path / "a.jpg", tmp_path / "b.bmp", tmp_path / "b.tif"]
+    with pytest.raises(HDRUNetError, match=r"a\.png and .*a\.jpg .*; .*b\.bmp and .*b\.tif"):
+        predict_files(predictor, more, tmp_path / "out2", "png")
 
 
 def test_export_check_refuses_an_onnx_file_of_another_opset(tmp_path):

@@ -648,3 +648,19 @@ def test_damaged_pfm_files_are_refused_in_one_line(tmp_path):
     negative = image.copy()
     negative[0, 0] = -1
     assert (read_linear_hdr(_write_pfm(tmp_path / "neg.pfm", negative)) >= 0).all()
+
+
+def test_an_empty_or_huge_ldr_file_is_refused_by_name_before_decoding(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(ImageFileError, match=r"empty\.png: an empty file \(0 bytes\)"):
+        read_ldr(tmp_path / "empty.png")
+    # a JPEG header that claims 60000 x 60000 pixels (3.6 G): refused from the header
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "small.jpg")
+    data = bytearray((tmp_path / "small.jpg").read_bytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = (60000).to_bytes(2, "big") * 2
+    (tmp_path / "huge.jpg").write_bytes(bytes(data))
+    with pytest.raises(ImageFileError, match=r"huge\.jpg: .*than an image file may have here"):
+        read_ldr(tmp_path / "huge.jpg")

@@ -195,8 +195,8 @@ class Predictor:
             )
         if tile and (tile / (tile - overlap)) ** 2 > 4:
             log.warning(
-                "tile=%d with overlap=%d computes each pixel about %.0f times over; "
-                "tile=%d or more computes it at most 4 times",
+                "tile=%d with overlap=%d computes each pixel of an image larger than a tile "
+                "about %.0f times over; tile=%d or more computes it at most 4 times",
                 tile,
                 overlap,
                 (tile / ((tile - overlap) // SCALE_FACTOR * SCALE_FACTOR)) ** 2,

@@ -109,7 +109,7 @@ def remove_stale_temporaries(path: str | Path) -> None:
     """Delete the :func:`atomic_path` temporaries of ``path`` left by killed processes (their
     process id no longer runs)."""
     path = Path(path)
-    prefix = _temporary_prefix(path, "")
+    prefix = _temporary_prefix(path, "")[:-1]  # up to the process id
     for tmp in path.parent.glob(f"{glob.escape(prefix)}*{glob.escape(path.suffix)}"):
         pid = tmp.name[len(prefix) :].split("-", 1)[0]
         try:
@@ -129,6 +129,8 @@ def _existing(path: str | Path) -> Path:
 
 def imdecode(data: bytes, path: Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
     """OpenCV's decode of a file's bytes (BGR, file dtype) with a clear error naming ``path``."""
+    if not data:
+        raise ImageFileError(f"{path}: an empty file (0 bytes), not an image")
     try:
         image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     except cv2.error as err:

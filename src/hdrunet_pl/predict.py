@@ -203,12 +203,15 @@ def predict_files(
         raise HDRUNetError(f"format must be one of {FORMATS}, got {fmt!r}")
     units = [_unit(output, output_stem(p), fmt, preview) for p in inputs]
     owner: dict[Path, Path] = {}
+    clashes: list[str] = []
     for path, unit in zip(inputs, units, strict=True):
         for name in unit:  # e.g. photo.png and photo_preview.png with preview=true
             if owner.setdefault(name, path) != path:
-                raise HDRUNetError(
-                    f"{owner[name]} and {path} would both write {name.name}; rename one"
-                )
+                clashes.append(f"{owner[name]} and {path} would both write {name.name}")
+                break
+    if clashes:  # all of them at once: a folder of photos often has several
+        more = f" (and {len(clashes) - 3} more)" if len(clashes) > 3 else ""
+        raise HDRUNetError("; ".join(clashes[:3]) + more + "; rename one of each")
     check_output_folder(output, inputs)
     folder = OutputFolder(output, "hdrunet-predict", inputs)
     report = PredictReport()
