@@ -597,6 +597,17 @@ def test_a_failed_start_keeps_another_programs_run_folder(attacks, tmp_path):
             protected=before,
             message="train.log",  # named as not this run's
         )
+    # what a crashed start of this package leaves (an empty log, Hydra's own files, which
+    # Hydra writes anew) holds nothing to lose: a new start there is a fresh run's
+    (folder / "train.log").write_text("")
+    (folder / ".hydra" / "config.yaml").write_text("old: config\n")
+    for path in (folder / "train.log", folder / ".hydra" / "config.yaml"):
+        os.utime(path, (1e9, 1e9))
+    result = run_tool(
+        "hdrunet-train", [*TRAIN, "model.optimizer.lr=abc", f"hydra.run.dir={folder}"], tmp_path
+    )
+    attacks.check("train failing at start after a crashed start", result, message="lr")
+    assert not folder.exists()  # failed at start: nothing left
 
 
 def test_outputs_are_never_written_through_links(attacks, tiny_checkpoint, tmp_path):

@@ -431,9 +431,10 @@ def not_this_jobs(output_dir: Path) -> list[str]:
             ]
         elif path.name == LOCK_FILE:
             continue  # another process's lock: run_folder_lock says whose
-        elif not _written_since_start(path) or (
-            path.name == "train.log" and not _log_started_by_this_job(path)
-        ):
+        elif path.name == "train.log":
+            if not path.is_file() or not _log_started_by_this_job(path):
+                foreign.append(path.name)
+        elif not _written_since_start(path):
             foreign.append(path.name)
     return foreign
 
@@ -443,8 +444,8 @@ def _written_since_start(path: Path) -> bool:
 
 
 def _log_started_by_this_job(path: Path) -> bool:
-    """An empty ``train.log``, or one whose first line is stamped after this process began
-    (Hydra appends to a log that is there already)."""
+    """An empty ``train.log`` (nothing to lose), or one whose first line is stamped after
+    this process began (Hydra appends to a log that is there already)."""
     with path.open("rb") as f:
         first = f.readline(64)
     if not first:
