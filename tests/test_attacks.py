@@ -600,6 +600,7 @@ def test_a_failed_start_keeps_another_programs_run_folder(attacks, tmp_path):
     # what a crashed start of this package leaves (an empty log, Hydra's own files, which
     # Hydra writes anew) holds nothing to lose: a new start there is a fresh run's
     (folder / "train.log").write_text("")
+    (folder / ".hydra").mkdir(exist_ok=True)
     (folder / ".hydra" / "config.yaml").write_text("old: config\n")
     for path in (folder / "train.log", folder / ".hydra" / "config.yaml"):
         os.utime(path, (1e9, 1e9))
