@@ -105,3 +105,18 @@ def noise(result: subprocess.CompletedProcess, folder: Path) -> list[str]:
     text = (result.stdout + result.stderr).replace(str(folder), "<tmp>")
     lines = re.split(r"[\r\n]+", text)
     return [line.strip() for line in lines if NOISE.search(line)]
+
+
+def held_out_eval_args(root: Path, output: Path, tmp_path: Path) -> list[str]:
+    """``hdrunet-eval`` overrides that score an untrained nf-8 HDRUNet (saved in
+    ``tmp_path``) on ``data=held_out`` captures of every HDR file in ``root``, whole."""
+    from hdrunet_pl import HDRUNet, save_model
+
+    ckpt = save_model(HDRUNet(nf=8), tmp_path / "net.ckpt")
+    return [
+        f"ckpt={ckpt}",
+        "data=held_out",
+        f"data.root={root}",
+        "data.rows=null",
+        f"output={output}",
+    ]

@@ -13,7 +13,15 @@ from types import SimpleNamespace
 import pytest
 from hydra.utils import instantiate
 
-from .support import FAST, SMALL_SYNTHETIC_VAL, compose_train, noise, ok, run_tool
+from .support import (
+    FAST,
+    SMALL_SYNTHETIC_VAL,
+    compose_train,
+    held_out_eval_args,
+    noise,
+    ok,
+    run_tool,
+)
 
 
 @pytest.fixture(scope="module")
@@ -216,8 +224,6 @@ def test_a_files_reader_note_is_shown_once_as_a_plain_line(tmp_path):
     import numpy as np
     import OpenEXR
 
-    from hdrunet_pl import HDRUNet, save_model
-
     root = tmp_path / "held"
     root.mkdir()
     image = np.full((24, 32, 3), 0.5, np.float32)
@@ -225,15 +231,7 @@ def test_a_files_reader_note_is_shown_once_as_a_plain_line(tmp_path):
     header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
     with OpenEXR.File(header, {"RGB": image}) as exr:  # write_exr would clip them
         exr.write(str(root / "scene.exr"))
-    ckpt = save_model(HDRUNet(nf=8), tmp_path / "net.ckpt")
-    args = [
-        f"ckpt={ckpt}",
-        "data=held_out",
-        f"data.root={root}",
-        "data.rows=null",
-        f"output={tmp_path / 'eval'}",
-        "metrics=[psnr_mu,cvvdp]",
-    ]
+    args = [*held_out_eval_args(root, tmp_path / "eval", tmp_path), "metrics=[psnr_mu,cvvdp]"]
     result = ok(run_tool("hdrunet-eval", args, tmp_path))
     lines = [x.strip() for x in re.split(r"[\r\n]+", result.stderr) if "negative values" in x]
     assert lines == [f"{root / 'scene.exr'}: 4 pixels with negative values filled from neighbours"]

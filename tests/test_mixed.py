@@ -160,20 +160,14 @@ def test_folder_settings_are_checked(photos):
 def test_held_out_captures_are_scored_per_setting_with_side_by_sides(photos, tmp_path, capsys):
     from hydra import compose, initialize_config_dir
 
-    from hdrunet_pl import HDRUNet, save_model
     from hdrunet_pl.evaluate import run
 
     from .organisers import ntire_psnr_mu_numpy
-    from .support import CONF_DIR
+    from .support import CONF_DIR, held_out_eval_args
 
-    ckpt = save_model(HDRUNet(nf=8), tmp_path / "net.ckpt")
     overrides = [
-        f"ckpt={ckpt}",
-        "data=held_out",
-        f"data.root={photos}",
-        "data.rows=null",
+        *held_out_eval_args(photos, tmp_path / "eval", tmp_path),
         "side_by_side=all",
-        f"output={tmp_path / 'eval'}",
         "precision=32",
     ]
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
