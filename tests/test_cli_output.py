@@ -236,3 +236,21 @@ def test_a_files_reader_note_is_shown_once_as_a_plain_line(tmp_path):
     lines = [x.strip() for x in re.split(r"[\r\n]+", result.stderr) if "negative values" in x]
     assert lines == [f"{root / 'scene.exr'}: 4 pixels with negative values filled from neighbours"]
     assert "3 images" in result.stdout and "WARNING" not in result.stderr
+
+
+def test_a_mistyped_setting_names_the_closest_ones_in_one_line(tmp_path):
+    """Hydra's own answer is six lines advising ``+model.nf=8``, which the tool then
+    refuses; the tools say which settings exist instead, before anything is made."""
+    result = run_tool(
+        "hdrunet-train", ["model.nf=8", "data.batchsize=2", f"paths.log_dir={tmp_path}"], tmp_path
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == (
+        "hdrunet-train: error: model.nf: no such setting (did you mean model.net.nf?); "
+        "data.batchsize: no such setting (did you mean data.batch_size or data.patch_size or "
+        "data.seed?); `hdrunet-train --help` lists the groups"
+    )
+    assert list(tmp_path.iterdir()) == []
+    result = run_tool("hdrunet-predict", ["ckpt=a", "input=b", "output=c", "tiles=3"], tmp_path)
+    assert result.returncode == 2
+    assert "tiles: no such setting (did you mean tile?)" in result.stderr

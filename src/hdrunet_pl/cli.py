@@ -7,8 +7,10 @@ Lightning are imported: each tool's work is imported only once its config is kno
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+import re
 import shutil
 import sys
 
@@ -69,6 +71,70 @@ def _export(cfg: DictConfig) -> None:
     exit_on_error(run)(cfg)
 
 
+_UNKNOWN_KEY = re.compile(r"Could not override '([^']+)'")
+
+
+def check_setting_names(tool: str, config_name: str, argv: list[str]) -> None:
+    """Exit with one line naming the closest settings when an override names a setting
+    the config does not have (Hydra's own answer is six lines that suggest adding it with
+    ``+``, which the tool would then refuse). Composes the config once more (about 0.15 s);
+    command lines with options (``-m``, ``--help``, ...) are left to Hydra."""
+    if any(a.startswith("-") for a in argv):
+        return
+    from hydra import compose, initialize_config_module
+    from hydra.errors import ConfigCompositionException
+
+    overrides = list(argv)
+    unknown: list[str] = []
+    with initialize_config_module(version_base="1.3", config_module="hdrunet_pl.conf"):
+        for _ in range(len(argv) + 1):
+            try:
+                cfg = compose(config_name=config_name, overrides=overrides)
+            except ConfigCompositionException as err:
+                match = _UNKNOWN_KEY.match(str(err))
+                cause = str(err.__cause__ or "")
+                if match is None or "is not in struct" not in cause:
+                    return  # another error: Hydra says it in its own words
+                key = match.group(1)
+                unknown.append(key)
+                overrides = [o for o in overrides if o.lstrip("+~").partition("=")[0] != key]
+                continue
+            except Exception:  # a sweep (a,b), a grammar error: Hydra's to report
+                return
+            break
+        else:
+            return
+    if not unknown:
+        return
+    names = _setting_names(cfg)
+    hints = []
+    for key in unknown:
+        leaf = key.rsplit(".", 1)[-1]
+        close = [n for n in names if n.rsplit(".", 1)[-1] == leaf]  # moved elsewhere
+        close = close or difflib.get_close_matches(key, names, n=3)
+        hint = f"{key}: no such setting"
+        if close:
+            hint += f" (did you mean {' or '.join(close[:3])}?)"
+        hints.append(hint)
+    print(f"{tool}: error: {'; '.join(hints)}; `{tool} --help` lists the groups", file=sys.stderr)
+    sys.exit(2)
+
+
+def _setting_names(cfg: DictConfig) -> list[str]:
+    """Every leaf setting of ``cfg`` as a dotted key (values are not resolved)."""
+    names = []
+
+    def walk(node: object, prefix: str) -> None:
+        if isinstance(node, DictConfig):
+            for key in node:
+                walk(node._get_node(key), f"{prefix}{key}.")
+        else:
+            names.append(prefix[:-1])
+
+    walk(cfg, "")
+    return [n for n in names if not n.endswith(("_target_", "_partial_", "_convert_"))]
+
+
 def check_launcher(argv: list[str]) -> None:
     """Exit with one line when a sweep asks for the SLURM launcher on a machine without
     SLURM (Hydra would show the launcher's traceback)."""
@@ -88,6 +154,7 @@ def train() -> float | None:
     """``hdrunet-train``; returns the final val PSNR-mu (for Hydra sweepers)."""
     install_filters()
     check_launcher(sys.argv[1:])
+    check_setting_names("hdrunet-train", "train", sys.argv[1:])
     sys.argv = argv_for_ddp_child(sys.argv)
     return _train()
 
@@ -95,16 +162,19 @@ def train() -> float | None:
 def predict() -> None:
     """``hdrunet-predict``."""
     install_filters()
+    check_setting_names("hdrunet-predict", "predict", sys.argv[1:])
     _predict()
 
 
 def evaluate() -> None:
     """``hdrunet-eval``."""
     install_filters()
+    check_setting_names("hdrunet-eval", "eval", sys.argv[1:])
     _evaluate()
 
 
 def export() -> None:
     """``hdrunet-export``."""
     install_filters()
+    check_setting_names("hdrunet-export", "export", sys.argv[1:])
     _export()
