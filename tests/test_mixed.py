@@ -16,6 +16,7 @@ from hdrunet_pl.camera import CameraModel
 from hdrunet_pl.data import HeldOutCaptures, MixedDataModule, MixedSources
 from hdrunet_pl.errors import HDRUNetError
 from hdrunet_pl.io import write_radiance
+from hdrunet_pl.outputs import OutputFolder
 
 from .support import compose_train
 
@@ -191,6 +192,10 @@ def test_held_out_captures_are_scored_per_setting_with_side_by_sides(photos, tmp
     # once more into the same folder, on other photos, best/worst only: the earlier run's
     # images go (they would pass for this run's results), a user's file stays
     (tmp_path / "eval" / "best_mine.png").write_bytes(b"a user's image")
+    predicted = OutputFolder(tmp_path / "eval", "hdrunet-predict")  # another tool's result
+    predicted.claim([tmp_path / "eval" / "best_photo.png"])
+    (tmp_path / "eval" / "best_photo.png").write_bytes(b"a prediction")
+    predicted.written([tmp_path / "eval" / "best_photo.png"])
     other = tmp_path / "other"
     other.mkdir()
     shutil.copy(photos / "photo1.hdr", other / "solo.hdr")
@@ -202,7 +207,9 @@ def test_held_out_captures_are_scored_per_setting_with_side_by_sides(photos, tmp
     left = sorted(
         p.relative_to(tmp_path / "eval").as_posix() for p in (tmp_path / "eval").rglob("*.png")
     )
-    assert left == sorted(["best_mine.png", f"best_{best}.png", f"worst_{worst}.png"])
+    assert left == sorted(
+        ["best_mine.png", "best_photo.png", f"best_{best}.png", f"worst_{worst}.png"]
+    )
     # the identity baseline of each capture, by the organisers' formula
     val_set = instantiate(cfg.data).val_set
     assert all(part.dataset.negative == "fill" for part in val_set.datasets)  # no black holes

@@ -3,11 +3,12 @@ replaces or deletes a file that this package did not write.
 
 An output folder keeps a manifest, ``.hdrunet-outputs``: a line with a file's name
 (relative to the folder) when the package is about to write it, and a line with its name,
-size and modification time once it is written. A file may be written over only when the
-manifest records it as written and it is still that file (same size and time): the user's
-data, another program's results, an input, a file put where a failed or killed run left
-only a name, and an output changed since are never written over or deleted; a tool that
-would have to stops with one line instead. Folders (stream shards) are owned by name.
+size, modification time and the writing tool once it is written. A file may be written
+over only when the manifest records it as written and it is still that file (same size
+and time), and deleted only by the tool that wrote it: the user's data, another program's
+results, an input, a file put where a failed or killed run left only a name, and an output
+changed since are never written over or deleted; a tool that would have to stops with one
+line instead. Folders (stream shards) are owned by name.
 """
 
 from __future__ import annotations
@@ -53,10 +54,15 @@ class OutputFolder:
                 f"{manifest}: not a file this package wrote (a symbolic link?); nothing "
                 "written (remove it, or choose another output folder)"
             )
+        self._writers: dict[str, str] = {}  # name -> the tool that wrote it (when recorded)
         for line in manifest.read_text(errors="replace").splitlines() if manifest.is_file() else []:
-            name, *stat = line.rsplit("\t", 2)
-            if len(stat) == 2 and all(v.isdigit() for v in stat):
-                self._stats[name] = (int(stat[0]), int(stat[1]))
+            # "name" (claimed) or "name<TAB>size<TAB>mtime[<TAB>tool]" (written); names
+            # hold no tab (control characters are refused)
+            name, *fields = line.split("\t")
+            if len(fields) in (2, 3) and fields[0].isdigit() and fields[1].isdigit():
+                self._stats[name] = (int(fields[0]), int(fields[1]))
+                if len(fields) == 3:
+                    self._writers[name] = fields[2]
             else:
                 name = line
             self._ours.add(name)
@@ -127,10 +133,13 @@ class OutputFolder:
         for path in paths:
             stat = path.stat()
             records[self._name(path)] = (stat.st_size, stat.st_mtime_ns)
-        lines = [f"{name}\t{size}\t{mtime}" for name, (size, mtime) in records.items()]
+        lines = [
+            f"{name}\t{size}\t{mtime}\t{self.tool}" for name, (size, mtime) in records.items()
+        ]
         self._append(lines, list(records))
         with self._lock:
             self._stats.update(records)
+            self._writers.update(dict.fromkeys(records, self.tool))
 
     def _append(self, lines: list[str], names: list[str]) -> None:
         """Add ``lines`` to the manifest and ``names`` (their files) to this package's."""
@@ -149,15 +158,20 @@ class OutputFolder:
 
     def remove_stale(self, patterns: Iterable[str], keep: Iterable[Path]) -> list[Path]:
         """Delete the files matching ``patterns`` (globs relative to the folder) that this
-        package wrote, unchanged since, and that are not in ``keep``: an earlier run's results
-        that this run's replace (another run's best image under another name). Returns them.
+        tool wrote, unchanged since, and that are not in ``keep``: an earlier run's results
+        that this run's replace (another run's best image under another name); another
+        tool's results (a prediction named ``best_photo.png``) stay. Returns them.
         """
         kept = {self._name(p) for p in keep}
         stale = [
             path
             for pattern in patterns
             for path in sorted(self.path.glob(pattern))
-            if path.is_file() and self._name(path) not in kept and self.owns(path)
+            if path.is_file()
+            and not path.is_symlink()
+            and self._name(path) not in kept
+            and self._writers.get(self._name(path)) == self.tool
+            and self.owns(path)
         ]
         for path in stale:
             path.unlink(missing_ok=True)
