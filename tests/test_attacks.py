@@ -575,40 +575,58 @@ def test_a_run_config_that_names_other_code_is_refused(attacks, tiny_checkpoint,
         )
 
 
-def test_a_failed_start_keeps_another_programs_run_folder(attacks, tmp_path):
-    """A folder with another Hydra program's ``.hydra`` and ``train.log`` looks like a fresh
-    run's: a run that fails at start there must delete none of it."""
-    folder = tmp_path / "theirs"
-    (folder / ".hydra").mkdir(parents=True)
-    (folder / ".hydra" / "notes.yaml").write_text("my: settings\n")
-    (folder / "train.log").write_text("three days of log\n")
-    for extra in ([], [".hydra/notes.yaml"]):
-        for name in extra:
-            (folder / name).unlink()
+def test_a_run_never_writes_into_another_programs_folder(attacks, tmp_path):
+    """A folder with another Hydra program's ``.hydra/`` and ``train.log``, or any files
+    (a ``config.yaml`` of the user's), is no run folder: ``hdrunet-train`` refuses it before
+    Hydra writes its own files over theirs, whether the run would fail or succeed."""
+    other = tmp_path / "theirs"
+    (other / ".hydra").mkdir(parents=True)
+    for name in ("config.yaml", "hydra.yaml", "overrides.yaml", "notes.yaml"):
+        (other / ".hydra" / name).write_text(f"their: {name}\n")
+    (other / "train.log").write_text("three days of log\n")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.yaml").write_text("my: settings\n")
+    (mine / "notes.txt").write_text("my notes\n")
+    for folder, extra in ((other, ["model.optimizer.lr=abc"]), (other, []), (mine, [])):
         before = snapshot(folder)
-        result = run_tool(
-            "hdrunet-train",
-            [*TRAIN, "model.optimizer.lr=abc", f"hydra.run.dir={folder}"],
-            tmp_path,
-        )
+        result = run_tool("hdrunet-train", [*TRAIN, *extra, f"hydra.run.dir={folder}"], tmp_path)
         attacks.check(
-            "train failing at start in another program's run folder",
+            f"train into another program's folder {folder.name} {extra}",
             result,
             protected=before,
-            message="train.log",  # named as not this run's
+            message="holds files but no run of hdrunet-train",
         )
-    # what a crashed start of this package leaves (an empty log, Hydra's own files, which
-    # Hydra writes anew) holds nothing to lose: a new start there is a fresh run's
-    (folder / "train.log").write_text("")
-    (folder / ".hydra").mkdir(exist_ok=True)
-    (folder / ".hydra" / "config.yaml").write_text("old: config\n")
-    for path in (folder / "train.log", folder / ".hydra" / "config.yaml"):
+        assert sorted(p for p in folder.rglob("*") if p.is_file()) == sorted(before)
+    # what a crashed start of this package leaves (an empty log, Hydra's files of this
+    # package's config) holds nothing to lose: a new start there is a fresh run's
+    crashed = tmp_path / "crashed"
+    (crashed / ".hydra").mkdir(parents=True)
+    (crashed / "train.log").write_text("")
+    (crashed / ".hydra" / "config.yaml").write_text(
+        "model:\n  _target_: hdrunet_pl.module.HDRUNetModule\n"
+    )
+    for path in (crashed / "train.log", crashed / ".hydra" / "config.yaml"):
         os.utime(path, (1e9, 1e9))
     result = run_tool(
-        "hdrunet-train", [*TRAIN, "model.optimizer.lr=abc", f"hydra.run.dir={folder}"], tmp_path
+        "hdrunet-train", [*TRAIN, "model.optimizer.lr=abc", f"hydra.run.dir={crashed}"], tmp_path
     )
     attacks.check("train failing at start after a crashed start", result, message="lr")
-    assert not folder.exists()  # failed at start: nothing left
+    assert not crashed.exists()  # failed at start: nothing left
+
+
+def test_a_refused_resume_advises_the_runs_own_command(finished_run, tmp_path):
+    """Hydra records each start's overrides before the checks, so the advice must come from
+    the run's own record of its last accepted start, not from the refused command."""
+    result = run_tool(
+        "hdrunet-train",
+        [*TRAIN, f"hydra.run.dir={finished_run}", "resume=auto", "trainer.max_steps=6"]
+        + ["model.optimizer.lr=0.001"],
+        tmp_path,
+    )
+    assert result.returncode == 2
+    advice = result.stderr.split("resume that run as it was set up: ", 1)[1].split(", or ")[0]
+    assert "model.optimizer.lr" not in advice and advice.endswith("resume=auto")
 
 
 def test_outputs_are_never_written_through_links(attacks, tiny_checkpoint, tmp_path):

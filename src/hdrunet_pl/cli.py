@@ -13,12 +13,13 @@ import os
 import re
 import shutil
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from hdrunet_pl.quiet import install_filters
-from hdrunet_pl.run_files import override_value
+from hdrunet_pl.run_files import foreign_run_folder, override_value
 
 DDP_RUN_DIR = "HDRUNET_DDP_RUN_DIR"
 """Environment variable: the folder of the job that DDP worker processes join."""
@@ -135,6 +136,33 @@ def _setting_names(cfg: DictConfig) -> list[str]:
     return [n for n in names if not n.endswith(("_target_", "_partial_", "_convert_"))]
 
 
+def check_run_folder(argv: list[str]) -> None:
+    """Exit with one line when ``hydra.run.dir=`` names a folder that holds files but no run
+    of this package, before Hydra writes its ``.hydra/`` files (over another Hydra
+    program's) and its log there. Sweeps, DDP workers and unparsable lines are left alone."""
+    if os.environ.get("LOCAL_RANK", "0") != "0" or any(a in ("-m", "--multirun") for a in argv):
+        return
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        overrides = OverridesParser.create().parse_overrides(argv)
+    except Exception:
+        return
+    for override in overrides:
+        if override.key_or_group == "hydra.run.dir" and isinstance(override.value(), str):
+            folder = Path(override.value()).expanduser()
+            foreign = foreign_run_folder(folder)
+            if foreign:
+                more = ", ..." if len(foreign) > 3 else ""
+                print(
+                    f"hdrunet-train: error: {folder} holds files but no run of hdrunet-train "
+                    f"({', '.join(foreign[:3])}{more}); nothing was written there: give a new "
+                    "folder, or a run's own",
+                    file=sys.stderr,
+                )
+                sys.exit(2)
+
+
 def check_launcher(argv: list[str]) -> None:
     """Exit with one line when a sweep asks for the SLURM launcher on a machine without
     SLURM (Hydra would show the launcher's traceback)."""
@@ -154,6 +182,7 @@ def train() -> float | None:
     """``hdrunet-train``; returns the final val PSNR-mu (for Hydra sweepers)."""
     install_filters()
     check_launcher(sys.argv[1:])
+    check_run_folder(sys.argv[1:])
     check_setting_names("hdrunet-train", "train", sys.argv[1:])
     sys.argv = argv_for_ddp_child(sys.argv)
     return _train()

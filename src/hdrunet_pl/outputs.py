@@ -133,9 +133,7 @@ class OutputFolder:
         for path in paths:
             stat = path.stat()
             records[self._name(path)] = (stat.st_size, stat.st_mtime_ns)
-        lines = [
-            f"{name}\t{size}\t{mtime}\t{self.tool}" for name, (size, mtime) in records.items()
-        ]
+        lines = [f"{name}\t{size}\t{mtime}\t{self.tool}" for name, (size, mtime) in records.items()]
         self._append(lines, list(records))
         with self._lock:
             self._stats.update(records)

@@ -40,7 +40,7 @@ from hdrunet_pl.models.checkpoints import (
     network_name,
     read_checkpoint_file,
 )
-from hdrunet_pl.run_files import recorded_resume_command
+from hdrunet_pl.run_files import LOCK_FILE, recorded_resume_command
 
 LAST_CHECKPOINT = "last.ckpt"
 
@@ -233,10 +233,6 @@ class OutputFolderCheck(HydraCallback):
         except HDRUNetError as err:
             print(f"{Path(sys.argv[0]).name}: error: {err}", file=sys.stderr, flush=True)
             sys.exit(2)
-
-
-LOCK_FILE = ".hdrunet.lock"
-"""Advisory lock file of a run folder, held by the run's main process while it runs."""
 
 
 @contextlib.contextmanager

@@ -19,8 +19,33 @@ METRICS_FILE = "metrics.json"
 FAILED_FILE = "failed.txt"
 """Written into the run directory (with the error) when a started run fails."""
 
+LOCK_FILE = ".hdrunet.lock"
+"""Advisory lock file of a run folder, held by the run's main process while it runs."""
+
 HYDRA_OVERRIDES_FILE = ".hydra/overrides.yaml"
-"""Where Hydra records a run's command-line overrides, inside its run directory."""
+"""Where Hydra records a job's command-line overrides, inside its run directory (written
+anew by every start, before the job's checks: it holds the current command's)."""
+
+OVERRIDES_FILE = "overrides.yaml"
+"""The command-line overrides of the last start of a run that passed its checks (written
+beside ``config.yaml``): what a refused resume advises to run instead."""
+
+
+def is_package_run(folder: Path, crashed_start: bool = False) -> bool:
+    """True when ``folder`` holds a run of ``hdrunet-train``: its ``config.yaml`` configures
+    one of this package's models; with ``crashed_start``, Hydra's ``.hydra/config.yaml``
+    of a start that stopped before writing it counts too (read it before Hydra rewrites it)."""
+    files = [folder / CONFIG_FILE] + ([folder / ".hydra" / "config.yaml"] if crashed_start else [])
+    for path in files:
+        try:
+            config = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError, UnicodeDecodeError):
+            continue
+        model = config.get("model") if isinstance(config, dict) else None
+        target = model.get("_target_") if isinstance(model, dict) else None
+        if isinstance(target, str) and target.startswith("hdrunet_pl."):
+            return True
+    return False
 
 
 def override_value(value: str | Path) -> str:
@@ -37,7 +62,6 @@ def override_value(value: str | Path) -> str:
 
 
 PATH_SETTINGS = (
-    "paths.samples_dir",
     "data.root",
     "data.val_root",
     "data.input_dir",
@@ -90,10 +114,30 @@ def recorded_resume_command(checkpoint: str | Path) -> str | None:
     (``<run>/checkpoints/*.ckpt``), from the overrides Hydra recorded there; None when
     there is no such record."""
     run_dir = Path(checkpoint).resolve().parent.parent
-    try:
-        overrides = yaml.safe_load((run_dir / HYDRA_OVERRIDES_FILE).read_text())
-    except (OSError, yaml.YAMLError):
+    for name in (OVERRIDES_FILE, HYDRA_OVERRIDES_FILE):  # Hydra's: runs of older versions
+        try:
+            overrides = yaml.safe_load((run_dir / name).read_text())
+            break
+        except (OSError, yaml.YAMLError, UnicodeDecodeError):
+            continue
+    else:
         return None
     if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
         return None
     return resume_command(overrides, run_dir)
+
+
+def foreign_run_folder(folder: Path) -> list[str]:
+    """What makes ``folder`` no place for a run of ``hdrunet-train``, read before Hydra
+    writes into it: its entries when it holds files but no run of this package (another
+    Hydra program's ``.hydra/`` and ``train.log``, a data folder). Empty when the folder is
+    missing or empty, holds a run (:func:`is_package_run`, a crashed start included) or only
+    an empty ``train.log`` and the run lock."""
+    if not folder.is_dir() or is_package_run(folder, crashed_start=True):
+        return []
+    entries = sorted(folder.iterdir())
+    leftovers = all(
+        p.name == LOCK_FILE or (p.name == "train.log" and p.is_file() and p.stat().st_size == 0)
+        for p in entries
+    )
+    return [] if leftovers else [p.name for p in entries]

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
@@ -38,7 +39,6 @@ from hdrunet_pl.loggers import finish_loggers, instantiate_loggers
 from hdrunet_pl.models.checkpoints import load_model, network_name
 from hdrunet_pl.reliability import (
     LAST_CHECKPOINT,
-    LOCK_FILE,
     LastCheckpoint,
     check_output_dir,
     check_resume_checkpoint,
@@ -50,8 +50,11 @@ from hdrunet_pl.resolvers import dirname
 from hdrunet_pl.run_files import (
     CONFIG_FILE,
     FAILED_FILE,
+    LOCK_FILE,
     METRICS_FILE,
+    OVERRIDES_FILE,
     absolute_paths,
+    is_package_run,
     override_value,
     resume_command,
 )
@@ -343,6 +346,7 @@ def train(cfg: DictConfig) -> TrainSummary:
         for key, value in input_paths.items():
             OmegaConf.update(saved, key, value)
         OmegaConf.save(saved, output_dir / CONFIG_FILE, resolve=True)
+        (output_dir / OVERRIDES_FILE).write_text(yaml.safe_dump(_run_overrides()))
     try:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -538,7 +542,7 @@ def run_job(cfg: DictConfig) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     rank_zero = os.environ.get("LOCAL_RANK", "0") == "0"
     fresh = rank_zero and is_fresh_run_dir(output_dir)
-    if rank_zero and not fresh and not (output_dir / CONFIG_FILE).is_file():
+    if rank_zero and not fresh and not is_package_run(output_dir):
         others = not_this_jobs(output_dir)
         _remove_what_hydra_wrote(output_dir)
         more = ", ..." if len(others) > 3 else ""
