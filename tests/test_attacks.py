@@ -168,15 +168,22 @@ def test_resume_true_without_a_checkpoint_is_an_error(attacks, tmp_path):
 
 
 def test_two_runs_in_one_folder(attacks, tmp_path):
+    """The second run touches nothing of the first one's (it used to take the folder for
+    its own failed start and delete it)."""
     run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)  # a run that is starting: Hydra's files, a log
+    (run_dir / ".hydra" / "config.yaml").write_text("model: {_target_: hdrunet_pl.HDRUNet}\n")
+    (run_dir / "train.log").write_text("")
     with run_folder_lock(run_dir):  # a run holding the folder (this process)
+        before = snapshot(run_dir)
         result = run_tool("hdrunet-train", [*TRAIN, f"hydra.run.dir={run_dir}"], tmp_path)
-    attacks.check(
-        "train in a folder another run is using",
-        result,
-        message=f"is in use by another run (process {os.getpid()})",
-    )
-    assert not (run_dir / "checkpoints").exists()
+        attacks.check(
+            "train in a folder another run is using",
+            result,
+            protected=before,
+            message=f"is in use by another run (process {os.getpid()})",
+        )
+        assert sorted(p for p in run_dir.rglob("*") if p.is_file()) == sorted(before)
 
 
 def test_last_checkpoint_records_the_current_best(tmp_path):

@@ -19,7 +19,7 @@ import hydra
 from omegaconf import DictConfig
 
 from hdrunet_pl.quiet import install_filters
-from hdrunet_pl.run_files import foreign_run_folder, override_value
+from hdrunet_pl.run_files import foreign_run_folder, lock_holder, override_value
 
 DDP_RUN_DIR = "HDRUNET_DDP_RUN_DIR"
 """Environment variable: the folder of the job that DDP worker processes join."""
@@ -151,6 +151,14 @@ def check_run_folder(argv: list[str]) -> None:
     for override in overrides:
         if override.key_or_group == "hydra.run.dir" and isinstance(override.value(), str):
             folder = Path(override.value()).expanduser()
+            holder = lock_holder(folder)
+            if holder is not None:
+                print(
+                    f"hdrunet-train: error: {folder} is in use by another run (process "
+                    f"{holder}); wait for it to end or choose another folder",
+                    file=sys.stderr,
+                )
+                sys.exit(2)
             foreign = foreign_run_folder(folder)
             if foreign:
                 more = ", ..." if len(foreign) > 3 else ""

@@ -235,9 +235,14 @@ class OutputFolderCheck(HydraCallback):
             sys.exit(2)
 
 
+class RunFolderInUse(HDRUNetError):
+    """Another process holds the run folder's lock: this one must leave the folder alone."""
+
+
 @contextlib.contextmanager
 def run_folder_lock(folder: str | Path) -> Iterator[None]:
-    """Hold ``folder``'s run lock; a second run in the same folder stops with one line."""
+    """Hold ``folder``'s run lock; a second run in the same folder stops with one line
+    (:class:`RunFolderInUse`)."""
     path = Path(folder) / LOCK_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:
@@ -246,7 +251,7 @@ def run_folder_lock(folder: str | Path) -> Iterator[None]:
         except OSError:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
-            raise HDRUNetError(
+            raise RunFolderInUse(
                 f"{folder} is in use by another run (process {holder}); wait for it to end "
                 "or choose another folder"
             ) from None

@@ -3,6 +3,7 @@ the command line that resumes a run."""
 
 from __future__ import annotations
 
+import fcntl
 import re
 import shlex
 from pathlib import Path
@@ -127,6 +128,33 @@ def recorded_resume_command(checkpoint: str | Path) -> str | None:
     return resume_command(overrides, run_dir)
 
 
+def is_lock_file(path: Path) -> bool:
+    """True when ``path`` reads as a run lock: empty, or the process id its holder wrote."""
+    try:
+        text = path.read_text() if path.is_file() and not path.is_symlink() else None
+    except (OSError, UnicodeDecodeError):
+        return False
+    return text is not None and (text.strip() == "" or text.strip().isdigit())
+
+
+def lock_holder(folder: Path) -> str | None:
+    """The process id written in ``folder``'s run lock while another process holds it
+    (``"unknown"`` when it wrote none yet), else None. Takes and releases the lock."""
+    path = folder / LOCK_FILE
+    if not path.is_file() or path.is_symlink():
+        return None
+    try:
+        with path.open("r") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return handle.read().strip() or "unknown"
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    except OSError:
+        return None
+    return None
+
+
 def foreign_run_folder(folder: Path) -> list[str]:
     """What makes ``folder`` no place for a run of ``hdrunet-train``, read before Hydra
     writes into it: its entries when it holds files but no run of this package (another
@@ -137,7 +165,8 @@ def foreign_run_folder(folder: Path) -> list[str]:
         return []
     entries = sorted(folder.iterdir())
     leftovers = all(
-        p.name == LOCK_FILE or (p.name == "train.log" and p.is_file() and p.stat().st_size == 0)
+        (p.name == LOCK_FILE and is_lock_file(p))
+        or (p.name == "train.log" and p.is_file() and p.stat().st_size == 0)
         for p in entries
     )
     return [] if leftovers else [p.name for p in entries]

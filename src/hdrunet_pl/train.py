@@ -40,6 +40,7 @@ from hdrunet_pl.models.checkpoints import load_model, network_name
 from hdrunet_pl.reliability import (
     LAST_CHECKPOINT,
     LastCheckpoint,
+    RunFolderInUse,
     check_output_dir,
     check_resume_checkpoint,
     check_resume_fits,
@@ -54,6 +55,7 @@ from hdrunet_pl.run_files import (
     METRICS_FILE,
     OVERRIDES_FILE,
     absolute_paths,
+    is_lock_file,
     is_package_run,
     override_value,
     resume_command,
@@ -434,7 +436,8 @@ def not_this_jobs(output_dir: Path) -> list[str]:
                 if p.name not in HYDRA_CONFIG_FILES or not _written_since_start(p)
             ]
         elif path.name == LOCK_FILE:
-            continue  # another process's lock: run_folder_lock says whose
+            if not is_lock_file(path):
+                foreign.append(path.name)  # a user's file under the lock's name
         elif path.name == "train.log":
             if not path.is_file() or not _log_started_by_this_job(path):
                 foreign.append(path.name)
@@ -458,7 +461,8 @@ def _log_started_by_this_job(path: Path) -> bool:
         stamp = datetime.strptime(first[1:24].decode(), "%Y-%m-%d %H:%M:%S,%f").timestamp()
     except (UnicodeDecodeError, ValueError):
         return False
-    return stamp >= _STARTED - 1.0  # stamps are local time, to the millisecond
+    # stamps are local time, to the millisecond; one from the future is not this job's
+    return _STARTED - 1.0 <= stamp <= time.time() + 1.0
 
 
 def is_fresh_run_dir(output_dir: Path) -> bool:
@@ -556,6 +560,9 @@ def run_job(cfg: DictConfig) -> float | None:
     try:
         with run_folder_lock(output_dir) if rank_zero else contextlib.nullcontext():
             return train(cfg).psnr_mu_after
+    except RunFolderInUse as err:  # the folder is the other process's: touch nothing
+        print(f"hdrunet-train: error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
     except RunFinished as done:
         if fresh:
             remove_fresh_run_dir(output_dir)
