@@ -556,19 +556,22 @@ def test_eval_train_and_report_never_write_over_a_users_files(attacks, data, tmp
 
 def test_a_run_config_that_names_other_code_is_refused(attacks, tiny_checkpoint, tmp_path):
     """``hdrunet-eval run=`` instantiates the run's data settings: a crafted config.yaml must
-    not get any callable but the package's own classes called (numpy.savetxt writes files)."""
+    not get anything called but the package's own data classes (numpy.savetxt writes files;
+    reached directly, through a package module's import, nested or by an interpolation)."""
     marker = tmp_path / "pwned"
-    for name, data in (
-        ("top", f"{{_target_: numpy.savetxt, fname: {marker}, X: [x], fmt: '%s'}}"),
-        (
-            "nested",
-            "{_target_: hdrunet_pl.data.SyntheticDataModule, camera: "
-            f"{{_target_: numpy.savetxt, fname: {marker}, X: [x], fmt: '%s'}}}}",
-        ),
-    ):
+    savetxt = f"{{fname: {marker}, X: [x], fmt: '%s'}}"
+    configs = {
+        "top": f"data: {{_target_: numpy.savetxt, {savetxt[1:]}\n",
+        "via-module": f"data: {{_target_: hdrunet_pl.evaluate.np.savetxt, {savetxt[1:]}\n",
+        "nested": "data:\n  _target_: hdrunet_pl.data.HDRDataModule\n  camera: "
+        f"{{_target_: numpy.savetxt, {savetxt[1:]}\n",
+        "interpolated": f"other: {{_target_: numpy.savetxt, {savetxt[1:]}\n"
+        "data:\n  _target_: hdrunet_pl.data.HDRDataModule\n  train_set: ${other}\n",
+    }
+    for name, text in configs.items():
         run = tmp_path / name
         run.mkdir()
-        (run / "config.yaml").write_text(f"data: {data}\n")
+        (run / "config.yaml").write_text(text)
         result = run_tool(
             "hdrunet-eval",
             [f"ckpt={tiny_checkpoint}", f"run={run}", f"output={tmp_path / 'e'}", *CPU],
@@ -578,7 +581,7 @@ def test_a_run_config_that_names_other_code_is_refused(attacks, tiny_checkpoint,
             f"eval run= a config naming numpy.savetxt ({name})",
             result,
             payload=marker,
-            message="not a class of hdrunet_pl",
+            message="not one of the package's data classes",
         )
 
 
@@ -622,13 +625,15 @@ def test_a_run_never_writes_into_another_programs_folder(attacks, tmp_path):
     assert not crashed.exists()  # failed at start: nothing left
 
 
+CHANGED_LR = ["trainer.max_steps=6", "model.optimizer.lr=0.001"]
+
+
 def test_a_refused_resume_advises_the_runs_own_command(finished_run, tmp_path):
     """Hydra records each start's overrides before the checks, so the advice must come from
     the run's own record of its last accepted start, not from the refused command."""
     result = run_tool(
         "hdrunet-train",
-        [*TRAIN, f"hydra.run.dir={finished_run}", "resume=auto", "trainer.max_steps=6"]
-        + ["model.optimizer.lr=0.001"],
+        [*TRAIN, f"hydra.run.dir={finished_run}", "resume=auto", *CHANGED_LR],
         tmp_path,
     )
     assert result.returncode == 2

@@ -254,13 +254,28 @@ def folder_samples(pred_dir: str, gt_dir: str, ldr_dir: str | None) -> Samples:
     return Samples(len(gts), items())
 
 
-PACKAGE = __name__.split(".")[0]
-"""The only package whose classes a run's ``config.yaml`` may name (see :func:`data_config`)."""
+DATA_GROUPS = ("data", "camera")
+"""Config groups whose classes a run's ``config.yaml`` may name in its data settings."""
+
+
+def data_targets() -> frozenset[str]:
+    """Every ``_target_`` of the package's own ``data`` and ``camera`` configs: the only
+    callables that the data settings of a run's ``config.yaml`` may name."""
+    root = Path(__file__).parent / "conf"
+    found: set[str] = set()
+    for group in DATA_GROUPS:
+        for path in sorted((root / group).glob("*.yaml")):
+            found.update(str(t) for t in _targets(OmegaConf.load(path)))
+    return frozenset(found)
 
 
 def data_config(cfg: DictConfig) -> DictConfig:
     """The data settings to evaluate on: those of the training run ``run=`` (its
-    ``config.yaml``, so its validation set), else the ``data`` group of this config."""
+    ``config.yaml``, so its validation set), else the ``data`` group of this config.
+
+    A config file is data, but instantiating it calls what it names: a run's data settings
+    are resolved first (an interpolation may point anywhere in the file) and may name only
+    the package's own data and camera classes (:func:`data_targets`), exactly."""
     if not cfg.get("run"):
         return cfg.data
     path = Path(cfg.run) / CONFIG_FILE
@@ -268,19 +283,21 @@ def data_config(cfg: DictConfig) -> DictConfig:
         raise HDRUNetError(f"run={cfg.run}: no {CONFIG_FILE}; give the folder of a training run")
     try:
         config = OmegaConf.load(path)
+        data = config.get("data") if isinstance(config, DictConfig) else None
+        if isinstance(data, DictConfig):
+            data = OmegaConf.create(OmegaConf.to_container(data, resolve=True))
     except Exception as err:
         raise HDRUNetError(
             f"{path}: unreadable ({type(err).__name__}); not a run's config"
         ) from None
-    data = config.get("data") if isinstance(config, DictConfig) else None
     if not isinstance(data, DictConfig) or "_target_" not in data:
         raise HDRUNetError(f"{path}: no data settings; is it a config of hdrunet-train?")
-    foreign = [t for t in _targets(data) if not str(t).startswith(f"{PACKAGE}.")]
+    allowed = data_targets()
+    foreign = [t for t in _targets(data) if t not in allowed]
     if foreign:
-        # a config file is data: whatever it names is called, so only the package's classes
         raise HDRUNetError(
-            f"{path}: data names {foreign[0]!r}, not a class of {PACKAGE}; not run "
-            "(a config of hdrunet-train names only the package's data modules)"
+            f"{path}: data names {foreign[0]!r}, not one of the package's data classes; "
+            "not run (a config of hdrunet-train names only those)"
         )
     return data
 
