@@ -541,7 +541,7 @@ def test_eval_train_and_report_never_write_over_a_users_files(attacks, data, tmp
         "train hydra.run.dir= a data folder",
         result,
         protected=before,
-        message="holds files that are not a run's",
+        message="holds files but no run of hdrunet-train",
     )
     assert snapshot(data) == before  # Hydra's .hydra/ and train.log removed again
     sweep = tmp_path / "sweep"

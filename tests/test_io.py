@@ -548,8 +548,9 @@ def test_a_held_out_fetch_never_shares_a_folder_with_training_scenes(tmp_path, m
     # and the other way round: no training source is fetched into the held-out folder
     monkeypatch.setattr(samples.subprocess, "run", offline)  # poly_haven's pip download
     for source in ("poly_haven", "pmndrs"):
-        assert samples.main([str(held_out), "--source", source]) == 1
-        assert "holds the held-out scenes" in capsys.readouterr().err
+        for dest in (held_out, held_out / "sub"):  # data=held_out reads subfolders too
+            assert samples.main([str(dest), "--source", source]) == 1
+            assert "holds the held-out scenes" in capsys.readouterr().err
     assert sorted(p.name for p in held_out.glob("*.exr")) == names
 
     (held_out / "bridge.exr.part").write_text("a user's notes")
@@ -636,6 +637,8 @@ def test_damaged_pfm_files_are_refused_in_one_line(tmp_path):
         "zero.pfm": (b"PF\n0 4\n-1.0\n", r"valid image size"),
         "scale.pfm": (b"PF\n6 4\nnan\n" + good[13:], r"scale"),
         "text.pfm": (b"P3\n6 4\n255\n", r"not a portable float map"),
+        "crlf.pfm": (b"PF\r\n6 4\r\n-1.0\r\n" + good[-4 * 3 * 6 * 4 :], r"with CR LF"),
+        "trailing.pfm": (good + b"\0", r"trailing bytes"),
     }
     for name, (data, message) in cases.items():
         (tmp_path / name).write_bytes(data)
@@ -664,3 +667,19 @@ def test_an_empty_or_huge_ldr_file_is_refused_by_name_before_decoding(tmp_path):
     (tmp_path / "huge.jpg").write_bytes(bytes(data))
     with pytest.raises(ImageFileError, match=r"huge\.jpg: .*than an image file may have here"):
         read_ldr(tmp_path / "huge.jpg")
+    # content that no LDR format is (a Radiance header claiming 30000 x 30000 pixels named
+    # .png, which OpenCV would decode by content), and a 16-bit NTIRE GT claiming too much
+    (tmp_path / "radiance.png").write_bytes(
+        b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 30000 +X 30000\n" + bytes(2000)
+    )
+    with pytest.raises(
+        ImageFileError, match=r"radiance\.png: unreadable, truncated or not an image"
+    ):
+        read_ldr(tmp_path / "radiance.png")
+    gt = bytearray(cv2.imencode(".png", np.zeros((4, 4, 3), np.uint16))[1].tobytes())
+    gt[16:24] = (20000).to_bytes(4, "big") * 2
+    (tmp_path / "0001_gt.png").write_bytes(bytes(gt))
+    np.save(tmp_path / "0001_alignratio.npy", np.float32(100.0))
+    for read in (hdr_image_size, read_hdr_png):
+        with pytest.raises(ImageFileError, match=r"20000x20000 pixels is more than an image"):
+            read(tmp_path / "0001_gt.png")

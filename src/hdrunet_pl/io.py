@@ -309,7 +309,9 @@ def read_ldr(path: str | Path, upright: bool = True) -> np.ndarray:
 def _check_ldr_size(path: Path) -> None:
     """Refuse an image whose header declares more than :data:`MAX_PIXELS` pixels
     before it is decoded (a small file can declare a 25,000 x 25,000 image: tens of GB once
-    decoded and converted). Formats that Pillow does not know are left to OpenCV."""
+    decoded and converted); content that Pillow cannot place is refused."""
+    if path.stat().st_size == 0:
+        raise ImageFileError(f"{path}: an empty file (0 bytes), not an image")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -320,8 +322,13 @@ def _check_ldr_size(path: Path) -> None:
             f"{path}: more pixels than an image file may have here ({MAX_PIXELS:,} "
             f"pixels; {err}); split or downscale it"
         ) from None
-    except (OSError, ValueError, SyntaxError):  # not Pillow's: OpenCV decides
-        return
+    except (OSError, ValueError, SyntaxError):
+        # every LDR format read here is Pillow's too: content it cannot place (a Radiance
+        # file named .png, a damaged header) is not decoded on the strength of its header
+        raise ImageFileError(
+            f"{path}: unreadable, truncated or not an image "
+            f"(LDR formats: {', '.join(e.lstrip('.') for e in LDR_EXTENSIONS)})"
+        ) from None
     _check_pixel_count(path, height, width)
 
 
@@ -388,6 +395,8 @@ def read_hdr_png(png_path: str | Path, alignratio_path: str | Path | None = None
     """
     png_path = _existing(png_path)
     ratio = read_alignratio(alignratio_path or alignratio_path_for(png_path))
+    info = png_info(png_path)
+    _check_pixel_count(png_path, info.height, info.width)  # before its pixels are decoded
     image = imread(png_path, cv2.IMREAD_UNCHANGED)
     if image.dtype != np.uint16:
         raise ImageFileError(
@@ -766,10 +775,12 @@ def pfm_header(path: str | Path) -> PFMHeader:
         raise ImageFileError(f"{path}: PFM header without a valid image size")
     _check_pixel_count(path, header.height, header.width)
     expected = header.data_offset + 4 * header.channels * header.height * header.width
-    if path.stat().st_size < expected:
+    size = path.stat().st_size
+    if size != expected:  # a CR LF header or trailing bytes would shift every pixel
+        why = "truncated?" if size < expected else "a header with CR LF, or trailing bytes?"
         raise ImageFileError(
-            f"{path}: {path.stat().st_size:,} bytes, but its header declares "
-            f"{header.height}x{header.width} float pixels ({expected:,} bytes); truncated?"
+            f"{path}: {size:,} bytes, but its header declares {header.height}x{header.width} "
+            f"float pixels after {header.data_offset} header bytes ({expected:,} bytes); {why}"
         )
     return header
 
@@ -801,6 +812,7 @@ def hdr_image_size(path: str | Path) -> tuple[int, int]:
     suffix = path.suffix.lower()
     if suffix == ".png":
         info = png_info(path)
+        _check_pixel_count(path, info.height, info.width)
         return info.height, info.width
     if suffix == ".exr":
         return _exr_size(path)

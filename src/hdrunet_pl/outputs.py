@@ -161,16 +161,21 @@ class OutputFolder:
         tool's results (a prediction named ``best_photo.png``) stay. Returns them.
         """
         kept = {self._name(p) for p in keep}
-        stale = [
-            path
-            for pattern in patterns
-            for path in sorted(self.path.glob(pattern))
-            if path.is_file()
-            and not path.is_symlink()
-            and self._name(path) not in kept
-            and self._writers.get(self._name(path)) == self.tool
-            and self.owns(path)
-        ]
+
+        def mine(path: Path) -> bool:
+            try:
+                name = self._name(path)  # refuses a path through a link out of the folder
+            except HDRUNetError:
+                return False
+            return (
+                path.is_file()
+                and not path.is_symlink()
+                and name not in kept
+                and self._writers.get(name) == self.tool
+                and self.owns(path)
+            )
+
+        stale = [p for pattern in patterns for p in sorted(self.path.glob(pattern)) if mine(p)]
         for path in stale:
             path.unlink(missing_ok=True)
         return stale

@@ -205,14 +205,19 @@ def _check_held_out_folder(dest: Path, names: list[str]) -> None:
 
 def _refuse_held_out_folder(dest: Path) -> None:
     """Refuses (one line) to fetch training photographs into the folder of the held-out
-    scenes (every file it records is one of them): they would be scored as held out."""
-    known = _recorded(dest) if dest.is_dir() else {}
+    scenes (every file it records is one of them) or below it: they would be scored as
+    held out."""
     held_out = {f"{scene}.exr" for scene in PMNDRS_HELD_OUT}
-    if known and set(known) <= held_out:
-        raise HDRUNetError(
-            f"{dest} holds the held-out scenes (--source pmndrs_held_out), and data=held_out "
-            "scores every HDR file there: fetch this source into another folder"
-        )
+    for folder in (dest, *dest.resolve().parents):  # data=held_out reads subfolders too
+        try:
+            known = _recorded(folder) if folder.is_dir() else {}
+        except HDRUNetError:  # a SOURCES.json of somebody else's: not a held-out record
+            continue
+        if known and set(known) <= held_out:
+            raise HDRUNetError(
+                f"{folder} holds the held-out scenes (--source pmndrs_held_out), and "
+                f"data=held_out scores every HDR file below it: fetch into a folder outside it"
+            )
 
 
 def pmndrs_exrs(dest: str | Path, held_out_only: bool = False) -> list[Path]:
