@@ -14,12 +14,18 @@ import re
 import shutil
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from omegaconf import DictConfig
 
 from hdrunet_pl.quiet import install_filters
-from hdrunet_pl.run_files import foreign_run_folder, lock_holder, override_value
+from hdrunet_pl.run_files import (
+    foreign_run_folder,
+    in_use_message,
+    lock_holder,
+    override_value,
+)
 
 DDP_RUN_DIR = "HDRUNET_DDP_RUN_DIR"
 """Environment variable: the folder of the job that DDP worker processes join."""
@@ -72,6 +78,12 @@ def _export(cfg: DictConfig) -> None:
     exit_on_error(run)(cfg)
 
 
+def _stop(tool: str, message: str) -> NoReturn:
+    """A user error found before Hydra starts: one line on stderr, exit status 2."""
+    print(f"{tool}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 _UNKNOWN_KEY = re.compile(r"Could not override '([^']+)'")
 
 
@@ -117,8 +129,7 @@ def check_setting_names(tool: str, config_name: str, argv: list[str]) -> None:
         if close:
             hint += f" (did you mean {' or '.join(close[:3])}?)"
         hints.append(hint)
-    print(f"{tool}: error: {'; '.join(hints)}; `{tool} --help` lists the groups", file=sys.stderr)
-    sys.exit(2)
+    _stop(tool, f"{'; '.join(hints)}; `{tool} --help` lists the groups")
 
 
 def _setting_names(cfg: DictConfig) -> list[str]:
@@ -153,22 +164,16 @@ def check_run_folder(argv: list[str]) -> None:
             folder = Path(override.value()).expanduser()
             holder = lock_holder(folder)
             if holder is not None:
-                print(
-                    f"hdrunet-train: error: {folder} is in use by another run (process "
-                    f"{holder}); wait for it to end or choose another folder",
-                    file=sys.stderr,
-                )
-                sys.exit(2)
+                _stop("hdrunet-train", in_use_message(folder, holder))
             foreign = foreign_run_folder(folder)
             if foreign:
                 more = ", ..." if len(foreign) > 3 else ""
-                print(
-                    f"hdrunet-train: error: {folder} holds files but no run of hdrunet-train "
+                _stop(
+                    "hdrunet-train",
+                    f"{folder} holds files but no run of hdrunet-train "
                     f"({', '.join(foreign[:3])}{more}); nothing was written there: give a new "
                     "folder, or a run's own",
-                    file=sys.stderr,
                 )
-                sys.exit(2)
 
 
 def check_launcher(argv: list[str]) -> None:
@@ -177,13 +182,11 @@ def check_launcher(argv: list[str]) -> None:
     if any(a.startswith("hydra/launcher=submitit_slurm") for a in argv) and not (
         shutil.which("srun") and shutil.which("sbatch")
     ):
-        print(
-            "hdrunet-train: error: hydra/launcher=submitit_slurm submits the jobs with SLURM "
-            "(sbatch, srun), which this machine does not have: run the command on the "
-            "cluster's login node",
-            file=sys.stderr,
+        _stop(
+            "hdrunet-train",
+            "hydra/launcher=submitit_slurm submits the jobs with SLURM (sbatch, srun), which "
+            "this machine does not have: run the command on the cluster's login node",
         )
-        sys.exit(2)
 
 
 def train() -> float | None:

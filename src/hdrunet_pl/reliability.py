@@ -40,7 +40,7 @@ from hdrunet_pl.models.checkpoints import (
     network_name,
     read_checkpoint_file,
 )
-from hdrunet_pl.run_files import LOCK_FILE, recorded_resume_command
+from hdrunet_pl.run_files import LOCK_FILE, in_use_message, recorded_resume_command
 
 LAST_CHECKPOINT = "last.ckpt"
 
@@ -251,10 +251,7 @@ def run_folder_lock(folder: str | Path) -> Iterator[None]:
         except OSError:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
-            raise RunFolderInUse(
-                f"{folder} is in use by another run (process {holder}); wait for it to end "
-                "or choose another folder"
-            ) from None
+            raise RunFolderInUse(in_use_message(folder, holder)) from None
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))

@@ -137,6 +137,14 @@ def is_lock_file(path: Path) -> bool:
     return text is not None and (text.strip() == "" or text.strip().isdigit())
 
 
+def in_use_message(folder: str | Path, holder: str) -> str:
+    """What a run says when ``folder``'s lock is held by process ``holder``."""
+    return (
+        f"{folder} is in use by another run (process {holder}); wait for it to end or choose "
+        "another folder"
+    )
+
+
 def lock_holder(folder: Path) -> str | None:
     """The process id written in ``folder``'s run lock while another process holds it
     (``"unknown"`` when it wrote none yet), else None. Takes and releases the lock."""
