@@ -91,10 +91,11 @@ def test_official_state_dict_loads_strictly_with_every_tensor_placed(official_fi
 
 def test_official_weights_give_the_public_implementations_output(official_file):
     path, sd = official_file
-    model = load_model(path)
-    x = torch.rand(1, 3, 32, 48)
+    model = load_model(path).double()  # float64: the same function, not just close in fp32
+    x = torch.rand(1, 3, 32, 48, dtype=torch.float64)
     with torch.no_grad():
-        assert torch.allclose(model(x), official_forward(sd, x), atol=1e-5)
+        expected = official_forward({k: v.double() for k, v in sd.items()}, x)
+        torch.testing.assert_close(model(x), expected, rtol=1e-10, atol=1e-10)
 
 
 def test_missing_and_unexpected_keys_are_named(tmp_path):

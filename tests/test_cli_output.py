@@ -153,6 +153,29 @@ def test_tqdm_bar_counts_steps_of_the_run(capsys):
     assert "Epoch" not in capsys.readouterr().out
 
 
+def test_tqdm_bar_refreshes_slow_steps_without_waiting_for_refresh_rate(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr("hdrunet_pl.callbacks.time.monotonic", lambda: clock[0])
+    bar = _progress_bar("default")
+    assert bar.refresh_rate == 10  # the configured rate: fast steps refresh every 10
+    trainer = bar.trainer
+    bar.on_train_start(trainer, None)
+    tqdm_bar = bar.train_progress_bar
+    shown = []
+    for step, seconds in [(121, 0.01), (122, 0.01), (123, 0.01), (124, 1.5), (125, 0.01)]:
+        clock[0] += seconds
+        trainer.global_step = step
+        bar.on_train_batch_end(trainer, None, None, None, step - 120)
+        shown.append(tqdm_bar.n)
+    # the first end refreshes (nothing shown for a second before); fast steps wait for
+    # refresh_rate; a step after 1.5 s is shown at once
+    assert shown == [121, 121, 121, 124, 124]
+    trainer.global_step = 130  # every refresh_rate steps, however fast
+    bar.on_train_batch_end(trainer, None, None, None, 10)
+    assert tqdm_bar.n == 130
+    tqdm_bar.close()
+
+
 def test_rich_bar_shows_steps_not_epoch_minus_two():
     bar = _progress_bar("rich")
     description = bar._get_train_description(0)

@@ -158,6 +158,33 @@ def test_folder_settings_are_checked(photos):
         _datamodule(photos, "+data.folders.photos.colour=x")
 
 
+@pytest.mark.parametrize("data", ["hdr_folder", "mixed"])
+def test_training_folders_fill_negative_pixels_unless_told_to_clip(photos, data):
+    """Lossy EXR ringing (negative radiance) must not become black holes in the ground truth
+    that training and validation score against."""
+    import OpenEXR
+
+    image = np.full((40, 56, 3), 0.8, dtype=np.float32)
+    image[10:14, 20:24] = -5.0  # a hole of ringing next to a light
+    channels = {c: np.ascontiguousarray(image[..., i]) for i, c in enumerate("RGB")}
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    with OpenEXR.File(header, channels) as exr:
+        exr.write(str(photos / "zz_ringing.exr"))  # the last file: held out for validation
+    root = "data.root" if data == "hdr_folder" else "data.folders.photos.root"
+    common = [f"data={data}", f"{root}={photos}", "patch=32px", "data.num_workers=0"]
+    if data == "mixed":
+        common += ["data.folders.photos.val_count=1", "data.synthetic_val_images=0"]
+    else:
+        common += ["data.val_count=1"]
+    key = "data.negative" if data == "hdr_folder" else "data.folders.photos.negative"
+    for negative, holes in (("default", False), ("clip", True)):
+        extra = [] if negative == "default" else [f"{key}={negative}"]
+        val_set = instantiate(compose_train([*common, *extra]).data).val_set
+        item = val_set[len(val_set) - 1]
+        assert item["name"] == "zz_ringing"
+        assert bool((item["hdr"] == 0).all(dim=0).any()) is holes, negative
+
+
 def test_held_out_captures_are_scored_per_setting_with_side_by_sides(photos, tmp_path, capsys):
     from hydra import compose, initialize_config_dir
 

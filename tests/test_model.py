@@ -105,6 +105,25 @@ def test_explicit_condition_changes_the_output_only_when_modulated():
         assert plain.condition is None
 
 
+def test_sft_is_the_papers_formula_with_its_gradients():
+    # the layer fuses x * (scale + 1) + shift into one multiply-add (the + 1 in the bias)
+    torch.manual_seed(0)
+    sft = SFT(6, 4).double()
+    for param in sft.parameters():  # away from zero biases, so a dropped + 1 would show
+        torch.nn.init.normal_(param)
+    x = torch.randn(2, 6, 5, 7, dtype=torch.float64, requires_grad=True)
+    cond = torch.randn(2, 4, 5, 7, dtype=torch.float64, requires_grad=True)
+    written = x * (sft.scale(cond) + 1) + sft.shift(cond)
+    fused = sft(x, cond)
+    torch.testing.assert_close(fused, written, rtol=1e-12, atol=1e-12)
+    weights = torch.randn_like(written)
+    inputs = (x, cond, *sft.parameters())
+    expected = torch.autograd.grad((written * weights).sum(), inputs)
+    got = torch.autograd.grad((fused * weights).sum(), inputs)
+    for e, g in zip(expected, got, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)
+
+
 def test_channel_modulation_is_spatially_uniform():
     mod = ChannelModulation(8, 4)
     x = torch.ones(1, 8, 5, 5)

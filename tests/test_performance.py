@@ -272,3 +272,24 @@ def test_peak_memory_is_the_blocks_own_and_runs_no_sampler_beside_it():
         del block
     assert memory._thread is None  # nothing ran beside the block
     assert 290e6 < memory.peak_bytes < 400e6
+
+
+def test_conv_macs_counts_module_and_functional_convolutions():
+    from torch import nn
+    from torch.nn import functional as F
+
+    from hdrunet_pl.bench import conv_macs
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)  # 8 * 3 * 9 MACs per pixel
+            self.grouped = nn.Conv2d(8, 8, 1, groups=4)  # 8 * 2 per pixel
+            self.weight = nn.Parameter(torch.rand(4, 8, 3, 3))  # 4 * 8 * 9 at 1/4 of them
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.grouped(self.conv(x))
+            return F.conv2d(y, self.weight, stride=2, padding=1)
+
+    h, w = 12, 20
+    assert conv_macs(Net(), h, w) == h * w * (8 * 3 * 9 + 8 * 2) + (h // 2) * (w // 2) * 4 * 8 * 9

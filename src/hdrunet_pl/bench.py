@@ -44,7 +44,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from hdrunet_pl.errors import HDRUNetError
 from hdrunet_pl.inference import Predictor, bf16_supported, resolve_device
@@ -57,23 +59,28 @@ FRAME = (1060, 1900)
 """An NTIRE 2021 frame."""
 
 
+class _ConvCounter(TorchFunctionMode):
+    """Counts the multiply-accumulates of every 2-D convolution called while active (by
+    ``nn.Conv2d`` or by ``F.conv2d`` directly), from the weight's and the output's shapes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.macs = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func is F.conv2d:
+            weight = args[1] if len(args) > 1 else kwargs["weight"]
+            self.macs += out.numel() * weight[0].numel()  # (in_ch / groups) * kh * kw
+        return out
+
+
 def conv_macs(model: nn.Module, height: int, width: int) -> int:
     """Multiply-accumulates of every convolution for one (3, height, width) input."""
-    total = 0
-
-    def hook(module: nn.Conv2d, inputs: tuple, output: torch.Tensor) -> None:
-        nonlocal total
-        k = module.kernel_size[0] * module.kernel_size[1]
-        total += output.numel() * (module.in_channels // module.groups) * k
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
-    try:
-        with torch.no_grad():
-            model(torch.rand(1, 3, height, width))
-    finally:
-        for h in handles:
-            h.remove()
-    return total
+    with torch.no_grad(), _ConvCounter() as counter:
+        model(torch.rand(1, 3, height, width))
+    return counter.macs
 
 
 class PeakMemory:

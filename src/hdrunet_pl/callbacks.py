@@ -3,6 +3,7 @@ that count optimizer steps (runs here are limited by steps, not epochs)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,17 @@ def counts_steps(trainer: L.Trainer) -> bool:
 
 class StepTQDMProgressBar(TQDMProgressBar):
     """Lightning's tqdm bar; for a step-limited run, the training bar counts optimizer
-    steps of the whole run (``step: 10%| 120/1200``) instead of batches of an epoch."""
+    steps of the whole run (``step: 10%| 120/1200``) instead of batches of an epoch.
+
+    It refreshes every ``refresh_rate`` steps and, when steps are slow, at least every
+    ``max_interval`` seconds (a CPU step of the paper's network takes about a second: a bar
+    refreshed every 10 steps looked stuck). A refresh reads the logged loss, a host sync on
+    a GPU, so fast steps are not refreshed one by one."""
+
+    def __init__(self, refresh_rate: int = 1, max_interval: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(refresh_rate=refresh_rate, **kwargs)
+        self.max_interval = max_interval
+        self._last_refresh = float("-inf")
 
     @property
     def total_train_batches(self) -> int | float:
@@ -157,7 +168,12 @@ class StepTQDMProgressBar(TQDMProgressBar):
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
             return
         bar, step = self.train_progress_bar, trainer.global_step
-        if bar is not None and self._should_update(step, bar.total):
+        if bar is None:
+            return
+        now = time.monotonic()
+        due = now - self._last_refresh >= self.max_interval
+        if self._should_update(step, bar.total) or (due and self.refresh_rate > 0):
+            self._last_refresh = now
             _set_n(bar, step)
             bar.set_postfix(self.get_metrics(trainer, pl_module))
 

@@ -88,8 +88,9 @@ class HDRFolderDataset(Dataset):
         rows: keep only this band of rows, as fractions (e.g. ``[0.25, 0.75]`` for the
             undistorted middle of an equirectangular panorama).
         min_size: every (banded) image must be at least this tall and wide.
-        negative: what to do with negative values (``clip`` or ``fill``; see
-            :data:`hdrunet_pl.io.NEGATIVE`).
+        negative: what to do with negative values: ``fill`` (default) each such pixel
+            from its neighbours, or ``clip`` it to 0 (a black hole in the ground truth); see
+            :func:`hdrunet_pl.io.fill_negative`.
     """
 
     def __init__(
@@ -100,7 +101,7 @@ class HDRFolderDataset(Dataset):
         seed: int = 0,
         rows: tuple[float, float] | None = None,
         min_size: int = 0,
-        negative: str = "clip",
+        negative: str = "fill",
     ) -> None:
         if not files:
             raise DatasetError("no HDR files to serve")
@@ -181,12 +182,14 @@ def folder_dataset(
     rows: tuple[float, float] | None = None,
     min_size: int = 0,
     seed: int = 1,
+    negative: str = "fill",
 ) -> HDRFolderDataset:
     """The HDR images under ``root`` as a pair data set (e.g. one source of ``data=mixed``).
 
     ``part``: ``all`` files, or the ``train`` / ``val`` part of a split that holds out the
     last ``val_count`` files; ``val`` items have camera settings fixed by ``seed``, the
-    others draw them per sample. ``rows`` and ``min_size`` as :class:`HDRFolderDataset`.
+    others draw them per sample. ``rows``, ``min_size`` and ``negative`` as
+    :class:`HDRFolderDataset`.
     """
     if part not in ("all", "train", "val"):
         raise ValueError(f"part must be all, train or val, got {part!r}")
@@ -195,7 +198,13 @@ def folder_dataset(
         train_files, val_files = split_files(files, val_count)
         files = val_files if part == "val" else train_files
     return HDRFolderDataset(
-        files, camera, random_camera=part != "val", seed=seed, rows=rows, min_size=min_size
+        files,
+        camera,
+        random_camera=part != "val",
+        seed=seed,
+        rows=rows,
+        min_size=min_size,
+        negative=negative,
     )
 
 
@@ -219,6 +228,7 @@ class HDRFolderDataModule(HDRDataModule):
         num_workers: int = 2,
         augment: bool = True,
         seed: int = 0,
+        negative: str = "fill",
     ) -> None:
         files = find_hdr_files(root)
         if val_root:
@@ -227,8 +237,12 @@ class HDRFolderDataModule(HDRDataModule):
             train_files, val_files = split_files(files, val_count)
         camera = camera or CameraModel()
         super().__init__(
-            train_set=HDRFolderDataset(train_files, camera, True, rows=rows, min_size=patch_size),
-            val_set=HDRFolderDataset(val_files, camera, False, seed=val_seed, rows=rows),
+            train_set=HDRFolderDataset(
+                train_files, camera, True, rows=rows, min_size=patch_size, negative=negative
+            ),
+            val_set=HDRFolderDataset(
+                val_files, camera, False, seed=val_seed, rows=rows, negative=negative
+            ),
             patch_size=patch_size,
             batch_size=batch_size,
             num_workers=num_workers,

@@ -72,8 +72,9 @@ class MixedDataModule(HDRDataModule):
 
     Args:
         folders: name -> ``{"root": folder, "weight": float, "val_count": int, "rows":
-            [top, bottom] or None}``; each folder holds out its last ``val_count`` files
-            (0: none) for validation.
+            [top, bottom] or None, "negative": "fill" or "clip"}``; each folder holds out its
+            last ``val_count`` files (0: none) for validation (``rows`` and ``negative`` as
+            :class:`~hdrunet_pl.data.hdr_folder.HDRFolderDataset`).
         synthetic_weight: weight of synthetic scenes (0: folders only).
         synthetic_val_images: synthetic validation scenes (256 x 384; 0: none).
         camera: the camera model that makes every LDR input.
@@ -106,14 +107,15 @@ class MixedDataModule(HDRDataModule):
                 SyntheticHDRDataset(synthetic_val_images, 256, 384, seed=val_seed, camera=camera)
             )
         for name, folder in (folders or {}).items():
-            unknown = sorted(set(folder) - {"root", "weight", "val_count", "rows"})
+            unknown = sorted(set(folder) - {"root", "weight", "val_count", "rows", "negative"})
             if "root" not in folder or unknown:
                 problem = f"unknown setting(s) {unknown}" if unknown else "no root"
                 raise ValueError(
                     f"data.folders.{name}: {problem}; a folder takes root (required), weight, "
-                    "val_count and rows"
+                    "val_count, rows and negative"
                 )
             val_count, rows = int(folder.get("val_count", 0)), folder.get("rows")
+            negative = folder.get("negative", "fill")
             part = "train" if val_count else "all"
             if not Path(folder["root"]).is_dir():
                 raise DatasetError(
@@ -122,12 +124,22 @@ class MixedDataModule(HDRDataModule):
                     "HDR photographs there"
                 )
             sources.append(
-                folder_dataset(folder["root"], camera, part, val_count, rows, patch_size)
+                folder_dataset(
+                    folder["root"], camera, part, val_count, rows, patch_size, negative=negative
+                )
             )
             weights.append(float(folder.get("weight", 1.0)))
             if val_count:
                 val_sets.append(
-                    folder_dataset(folder["root"], camera, "val", val_count, rows, seed=val_seed)
+                    folder_dataset(
+                        folder["root"],
+                        camera,
+                        "val",
+                        val_count,
+                        rows,
+                        seed=val_seed,
+                        negative=negative,
+                    )
                 )
         if not sources:
             raise ValueError("data=mixed needs synthetic_weight > 0 or at least one folder")
