@@ -148,9 +148,13 @@ def test_resume_auto_on_a_finished_run_changes_nothing(attacks, finished_run, tm
 
 
 def test_a_run_folder_is_never_started_over(attacks, finished_run, tmp_path):
-    before = snapshot(finished_run / "checkpoints", finished_run / "csv")
+    """Refused before Hydra writes: the run's record (its .hydra/ files, which
+    hdrunet-report reads) stays the finished run's, and no failed.txt is added."""
+    before = snapshot(finished_run)
     result = run_tool(
-        "hdrunet-train", [*TRAIN, f"hydra.run.dir={finished_run}", "resume=false"], tmp_path
+        "hdrunet-train",
+        [*TRAIN, "model.net.nf=16", f"hydra.run.dir={finished_run}", "resume=false"],
+        tmp_path,
     )
     attacks.check(
         "train resume=false in a finished run's folder",
@@ -158,6 +162,7 @@ def test_a_run_folder_is_never_started_over(attacks, finished_run, tmp_path):
         protected=before,
         message="already holds a run",
     )
+    assert snapshot(finished_run) == before  # nothing added either (failed.txt)
 
 
 def test_resume_true_without_a_checkpoint_is_an_error(attacks, tmp_path):
@@ -309,8 +314,29 @@ def test_a_decompression_bomb_is_skipped_and_the_rest_converted(attacks, tiny_ch
         ("hdrunet-predict", ["ckpt=CKPT", "input=PHOTO", "output=o", "preview=no"], "preview"),
         ("hdrunet-predict", ["ckpt=CKPT", "input=2024", "output=o"], "'input=\"2024\"'"),
         ("hdrunet-export", ["ckpt=CKPT", "output=m.pt"], "no name for a format=onnx file"),
+        (
+            "hdrunet-export",
+            ["ckpt=CKPT", "output=m.onnx", "check_size=[1,3,64,big]"],
+            "check_size must be [batch, channels, height, width]",
+        ),
+        (
+            "hdrunet-export",
+            ["ckpt=CKPT", "output=m.onnx", "check_size=[1,3,30000,30000]"],
+            "at most 4,194,304 pixels",
+        ),
     ],
-    ids=["no-root", "no-output", "lr", "cuda", "interpolation", "bool", "number", "suffix"],
+    ids=[
+        "no-root",
+        "no-output",
+        "lr",
+        "cuda",
+        "interpolation",
+        "bool",
+        "number",
+        "suffix",
+        "check-size-text",
+        "check-size-huge",
+    ],
 )
 def test_bad_settings_are_one_line(attacks, tiny_checkpoint, tmp_path, tool, args, message):
     if tool == "hdrunet-train":
@@ -598,9 +624,22 @@ def test_a_run_never_writes_into_another_programs_folder(attacks, tmp_path):
     mine.mkdir()
     (mine / "config.yaml").write_text("my: settings\n")
     (mine / "notes.txt").write_text("my notes\n")
-    for folder, extra in ((other, ["model.optimizer.lr=abc"]), (other, []), (mine, [])):
+    cases = [
+        (other, ["model.optimizer.lr=abc", f"hydra.run.dir={other}"]),
+        (other, [f"hydra.run.dir={other}"]),
+        (mine, [f"hydra.run.dir={mine}"]),
+        (other, [f"hydra.run={{dir:{other}}}"]),  # the folder given in other forms
+        (other, ["hydra.run.dir=${oc.env:HDRUNET_TEST_RUN_DIR}"]),
+        (mine, [f"hydra.run.dir={mine.parent}/${{oc.env:HDRUNET_TEST_NAME}}"]),
+    ]
+    for folder, extra in cases:
         before = snapshot(folder)
-        result = run_tool("hdrunet-train", [*TRAIN, *extra, f"hydra.run.dir={folder}"], tmp_path)
+        result = run_tool(
+            "hdrunet-train",
+            [*TRAIN, *extra],
+            tmp_path,
+            env={"HDRUNET_TEST_RUN_DIR": str(other), "HDRUNET_TEST_NAME": "mine"},
+        )
         attacks.check(
             f"train into another program's folder {folder.name} {extra}",
             result,
@@ -722,8 +761,23 @@ def test_broken_weights_make_no_scores_or_files(attacks, tiny_checkpoint, tmp_pa
         ("metrics.json", b'{"psnr_mu_after": "abc", "steps": NaN}'),
         ("metrics.json", b'{"psnr_mu_after": 1e400, "steps": 4}'),
         ("failed.txt", b"\xff\xfe not UTF-8"),
+        ("metrics.json", b"[" * 100_000),
+        (".hydra/overrides.yaml", b"\xff\xfe"),
+        (".hydra/overrides.yaml", b"5"),
+        (".hydra/overrides.yaml", b"[a"),
+        ("csv/metrics.csv", b"step,val/psnr_mu\n0,1.5\n" + b'"' + b"x" * 200_000 + b'"\n'),
     ],
-    ids=["truncated-csv", "text-number", "infinite", "bytes"],
+    ids=[
+        "truncated-csv",
+        "text-number",
+        "infinite",
+        "bytes",
+        "deep-json",
+        "overrides-bytes",
+        "overrides-number",
+        "overrides-broken-yaml",
+        "csv-huge-field",
+    ],
 )
 def test_report_reads_damaged_job_files(tmp_path, capsys, name, content):
     """A job's damaged record is shown as what it is, never a traceback or a number made up
@@ -739,3 +793,38 @@ def test_report_reads_damaged_job_files(tmp_path, capsys, name, content):
     assert "abc" not in row and "inf" not in row.lower() and "nan" not in row.lower()
     if name == "csv/metrics.csv":
         assert "1.50" in row  # the readable value is kept
+
+
+def test_eval_refuses_a_result_that_is_its_ground_truth(attacks, data, tmp_path):
+    """One result that is a copy of its GT would make every mean infinite (and hide the
+    other images' scores): refused, nothing written."""
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for name in ("0000_gt.png", "0000_alignratio.npy", "0001_gt.png", "0001_alignratio.npy"):
+        (pred / name.replace("_gt", "")).write_bytes((data / name).read_bytes())
+    ratio = np.load(pred / "0001_alignratio.npy")
+    np.save(pred / "0001_alignratio.npy", np.float32(ratio * 1.01))  # a result, not a copy
+    for name in ("0002_gt.png", "0003_gt.png"):
+        (data / name).rename(tmp_path / name)
+    out = tmp_path / "e"
+    result = run_tool(
+        "hdrunet-eval", [f"pred_dir={pred}", f"gt_dir={data}", f"output={out}"], tmp_path
+    )
+    attacks.check(
+        "eval with a result that is a copy of its GT",
+        result,
+        message="0000: the result is its ground truth",
+    )
+    assert not (out / "scores.csv").exists()
+
+
+def test_report_refuses_a_sweep_record_of_endless_values(tmp_path, capsys):
+    """A few bytes of multirun.yaml may claim 100 million values: refused, not expanded."""
+    sweep = tmp_path / "sweep"
+    (sweep / "0_x" / ".hydra").mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text(
+        "hydra:\n  sweeper:\n    params:\n      model.nf: range(0,100000000)\n"
+    )
+    assert report_main([str(sweep)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hdrunet-report: error: ") and "more than 10,000 values" in err

@@ -469,6 +469,7 @@ def test_real_poly_haven_panoramas_read_as_linear_float(poly_haven):
 
 def test_npm_exr_modules_are_decoded_with_their_licence(tmp_path):
     import base64
+    import hashlib
     import io as bytes_io
     import json
     import tarfile
@@ -492,8 +493,21 @@ def test_npm_exr_modules_are_decoded_with_their_licence(tmp_path):
     )
     assert [f.name for f in files] == ["bridge.exr"]  # night is a poly_haven scene
     np.testing.assert_array_equal(read_exr(files[0]), image)
-    # again into the same folder: its own files are replaced, a user's never
+    # again into the same folder: its own files are kept (the same bytes) or replaced (an
+    # earlier fetch's, by the recorded hash), a user's file or a user's edit never
     extract_npm_exrs(archive.getvalue(), dest, "pkg@1", "CC0-1.0", PMNDRS_SAME_AS_POLY_HAVEN)
+    fetched = (dest / "bridge.exr").read_bytes()
+    (dest / "bridge.exr").write_bytes(b"my edit")
+    with pytest.raises(HDRUNetError, match=r"changed since hdrunet_pl\.samples fetched it"):
+        extract_npm_exrs(archive.getvalue(), dest, "pkg@1", "CC0-1.0", PMNDRS_SAME_AS_POLY_HAVEN)
+    assert (dest / "bridge.exr").read_bytes() == b"my edit"
+    (dest / "bridge.exr").write_bytes(fetched)
+    record = json.loads((dest / "SOURCES.json").read_text())
+    record["bridge.exr"]["sha256"] = hashlib.sha256(b"an earlier version").hexdigest()
+    (dest / "SOURCES.json").write_text(json.dumps(record))
+    (dest / "bridge.exr").write_bytes(b"an earlier version")  # this module's, by its record
+    extract_npm_exrs(archive.getvalue(), dest, "pkg@1", "CC0-1.0", PMNDRS_SAME_AS_POLY_HAVEN)
+    assert (dest / "bridge.exr").read_bytes() == fetched
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "bridge.exr").write_bytes(b"my own picture")
@@ -512,6 +526,7 @@ def test_npm_exr_modules_are_decoded_with_their_licence(tmp_path):
             "package": "pkg@1",
             "registry": "npm",
             "licence": "CC0-1.0",
+            "sha256": hashlib.sha256(fetched).hexdigest(),
         }
     }
 

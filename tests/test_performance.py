@@ -293,3 +293,24 @@ def test_conv_macs_counts_module_and_functional_convolutions():
 
     h, w = 12, 20
     assert conv_macs(Net(), h, w) == h * w * (8 * 3 * 9 + 8 * 2) + (h // 2) * (w // 2) * 4 * 8 * 9
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--size", "0", "0"], "--size must be at least 4, got 0"),
+        (["--size", "8", "8", "--repeats", "0"], "--repeats must be at least 1, got 0"),
+        (["--warmup", "-1"], "--warmup must be at least 0, got -1"),
+        (["--json", "{tmp}/no/such/folder/b.json"], "no folder {tmp}/no/such/folder"),
+        (["--json", "{tmp}/mine.json"], "exists and is not an earlier hdrunet-bench report"),
+    ],
+)
+def test_bench_refuses_bad_arguments_before_measuring(tmp_path, capsys, args, message):
+    from hdrunet_pl.bench import main
+
+    (tmp_path / "mine.json").write_text('{"my": "numbers"}')
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--tasks", "infer", *(a.format(tmp=tmp_path) for a in args)])
+    assert exit_info.value.code == 2
+    assert message.format(tmp=tmp_path) in capsys.readouterr().err
+    assert (tmp_path / "mine.json").read_text() == '{"my": "numbers"}'

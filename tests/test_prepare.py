@@ -91,6 +91,32 @@ def test_crop_cli_reports_bad_input_in_one_line(tmp_path):
     )  # the option of this tool, not hdrunet-train's data.root
 
 
+def test_crop_refuses_pngs_that_declare_too_many_pixels_before_decoding(tmp_path):
+    """A few MB of compressed rows can declare gigabytes of pixels: the PNG header is
+    checked against MAX_PIXELS before any pixel is decoded (here the data do not even
+    match the header: a decoder would fail, later and after allocating)."""
+    import struct
+
+    from hdrunet_pl.io import MAX_PIXELS
+
+    src = tmp_path / "frames"
+    write_ntire_frame(src, "0000", random_hdr(40, 48, seed=0))
+    side = int(MAX_PIXELS**0.5) + 1
+    for name in ("0000_gt.png", "0000_medium.png"):
+        path = src / name
+        data = bytearray(path.read_bytes())
+        data[16:24] = struct.pack(">II", side, side)  # IHDR width, height
+        path.write_bytes(bytes(data))
+    result = run_tool(
+        "hdrunet-prepare", ["crop", "--input", str(src), "--output", str(tmp_path / "o")], tmp_path
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.startswith(f"hdrunet-prepare: error: {src}: 1 problem(s):")
+    assert f"{side}x{side} pixels is more than an image file may have here" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").glob("*.png"))
+
+
 def test_stream_shards_train_a_few_steps(tmp_path, monkeypatch):
     scratch = tmp_path / "tmp"
     scratch.mkdir()

@@ -50,6 +50,7 @@ from torch.overrides import TorchFunctionMode
 
 from hdrunet_pl.errors import HDRUNetError
 from hdrunet_pl.inference import Predictor, bf16_supported, resolve_device
+from hdrunet_pl.io import atomic_path
 from hdrunet_pl.losses import tanh_l1
 from hdrunet_pl.models.hdrunet import HDRUNet
 from hdrunet_pl.quiet import install_filters
@@ -896,6 +897,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if "commands" in args.tasks and not (0 < args.steps[0] < args.steps[1] and args.frames >= 2):
         parser.error("--tasks commands needs 0 < SHORT < LONG steps and --frames >= 2")
+    for name, value, least in (
+        ("--size", min(args.size), 4),
+        ("--patch", args.patch, 4),
+        ("--batch-size", args.batch_size, 1),
+        ("--frames", args.frames, 1),
+        ("--repeats", args.repeats, 1),
+        ("--warmup", args.warmup, 0),
+        ("--workers", args.workers, 0),
+    ):
+        if value < least:
+            parser.error(f"{name} must be at least {least}, got {value}")
+    if not args.eager_only:
+        problem = _json_target_problem(Path(args.json))
+        if problem:  # said before the minutes of measuring, not after
+            parser.error(f"--json {args.json}: {problem}")
     if args.eager_only:
         device = resolve_device(args.device)
         if args.eager_only == "train":
@@ -916,9 +932,39 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     table = format_table(report)
     print(table)
-    Path(args.json).write_text(json.dumps(report, indent=2))
+    try:
+        write_report(Path(args.json), report)
+    except (OSError, HDRUNetError) as err:
+        print(f"hdrunet-bench: error: --json {args.json}: {err}; the table above is the result")
+        return 1
     print(f"\nwritten: {args.json}")
     return 0
+
+
+def _json_target_problem(path: Path) -> str | None:
+    """Why the report may not be written to ``path`` (None when it may): a missing folder,
+    or a file there that is not an earlier report of this benchmark."""
+    if not path.parent.is_dir():
+        return f"no folder {path.parent}"
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        return "not a plain file"
+    if path.is_file():
+        try:
+            earlier = json.loads(path.read_text())
+        except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+            earlier = None
+        if not (isinstance(earlier, dict) and isinstance(earlier.get("info"), dict)):
+            return "exists and is not an earlier hdrunet-bench report; not written over"
+    return None
+
+
+def write_report(path: Path, report: dict) -> None:
+    """Write the report as JSON to ``path`` through a temporary file renamed over it."""
+    problem = _json_target_problem(path)
+    if problem:
+        raise HDRUNetError(problem)
+    with atomic_path(path) as part:
+        part.write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

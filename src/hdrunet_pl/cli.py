@@ -19,12 +19,14 @@ from typing import NoReturn
 import hydra
 from omegaconf import DictConfig
 
+from hdrunet_pl.errors import HDRUNetError
 from hdrunet_pl.quiet import install_filters
 from hdrunet_pl.run_files import (
     foreign_run_folder,
     in_use_message,
     lock_holder,
     override_value,
+    resume_path,
 )
 
 DDP_RUN_DIR = "HDRUNET_DDP_RUN_DIR"
@@ -148,32 +150,45 @@ def _setting_names(cfg: DictConfig) -> list[str]:
 
 
 def check_run_folder(argv: list[str]) -> None:
-    """Exit with one line when ``hydra.run.dir=`` names a folder that holds files but no run
-    of this package, before Hydra writes its ``.hydra/`` files (over another Hydra
-    program's) and its log there. Sweeps, DDP workers and unparsable lines are left alone."""
+    """Exit with one line, before Hydra writes its ``.hydra/`` files and log into the run
+    folder, when the folder is no place for this command: in use by another run, holding
+    files but no run of this package (another Hydra program's), or holding a run that this
+    command may not start over (a finished run without ``resume=auto``, or ``resume=true``
+    with nothing to resume). The folder is ``hydra.run.dir`` as Hydra will resolve it,
+    however it is given (``hydra.run.dir=``, ``hydra.run={dir:...}``, an interpolation, an
+    experiment's config). Sweeps, DDP workers and lines that do not compose are left alone
+    (Hydra reports the latter in its own words)."""
     if os.environ.get("LOCAL_RANK", "0") != "0" or any(a in ("-m", "--multirun") for a in argv):
         return
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    import hdrunet_pl.resolvers  # noqa: F401  (the config's own resolvers)
 
     try:
-        overrides = OverridesParser.create().parse_overrides(argv)
+        with initialize_config_module(version_base="1.3", config_module="hdrunet_pl.conf"):
+            cfg = compose(config_name="train", overrides=argv, return_hydra_config=True)
+        folder = Path(str(OmegaConf.select(cfg, "hydra.run.dir", throw_on_missing=True)))
     except Exception:
         return
-    for override in overrides:
-        if override.key_or_group == "hydra.run.dir" and isinstance(override.value(), str):
-            folder = Path(override.value()).expanduser()
-            holder = lock_holder(folder)
-            if holder is not None:
-                _stop("hdrunet-train", in_use_message(folder, holder))
-            foreign = foreign_run_folder(folder)
-            if foreign:
-                more = ", ..." if len(foreign) > 3 else ""
-                _stop(
-                    "hdrunet-train",
-                    f"{folder} holds files but no run of hdrunet-train "
-                    f"({', '.join(foreign[:3])}{more}); nothing was written there: give a new "
-                    "folder, or a run's own",
-                )
+    folder = folder.expanduser()
+    holder = lock_holder(folder)
+    if holder is not None:
+        _stop("hdrunet-train", in_use_message(folder, holder))
+    foreign = foreign_run_folder(folder)
+    if foreign:
+        more = ", ..." if len(foreign) > 3 else ""
+        _stop(
+            "hdrunet-train",
+            f"{folder} holds files but no run of hdrunet-train "
+            f"({', '.join(foreign[:3])}{more}); nothing was written there: give a new "
+            "folder, or a run's own",
+        )
+    if folder.is_dir():
+        try:
+            resume_path(cfg, folder)
+        except HDRUNetError as err:
+            _stop("hdrunet-train", f"{err} (nothing was written there)")
 
 
 def check_launcher(argv: list[str]) -> None:

@@ -128,6 +128,11 @@ def score(sample: Sample, scorers: dict[str, Scorer] | None = None) -> ImageScor
             raise HDRUNetError(
                 f"{sample.name}: the {what} is {_size(image)}, its ground truth {_size(sample.gt)}"
             )
+    if torch.equal(sample.pred, sample.gt):  # every PSNR infinite, and every mean with it
+        raise HDRUNetError(
+            f"{sample.name}: the result is its ground truth, value for value (a copy of the GT "
+            "among the results?); nothing was scored"
+        )
     try:
         values = {name: float(fn(sample.pred, sample.gt)) for name, fn in scorers.items()}
         result = ImageScore(sample.name, values)

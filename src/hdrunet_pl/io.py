@@ -261,7 +261,9 @@ class PNGInfo:
 
 
 def png_info(path: str | Path) -> PNGInfo:
-    """Size, bit depth and channel count from a PNG's IHDR chunk (no decoding)."""
+    """Size, bit depth and channel count from a PNG's IHDR chunk (no decoding); a PNG of
+    more than :data:`MAX_PIXELS` pixels is refused (a few MB of compressed rows can declare
+    gigabytes of pixels)."""
     path = _existing(path)
     with path.open("rb") as f:
         head = f.read(29)
@@ -270,6 +272,7 @@ def png_info(path: str | Path) -> PNGInfo:
     width, height, depth, colour = struct.unpack(">IIBB", head[16:26])
     if colour not in _PNG_CHANNELS or width == 0 or height == 0:
         raise ImageFileError(f"{path}: corrupt PNG header")
+    _check_pixel_count(path, height, width)
     return PNGInfo(height, width, depth, _PNG_CHANNELS[colour])
 
 
@@ -395,8 +398,7 @@ def read_hdr_png(png_path: str | Path, alignratio_path: str | Path | None = None
     """
     png_path = _existing(png_path)
     ratio = read_alignratio(alignratio_path or alignratio_path_for(png_path))
-    info = png_info(png_path)
-    _check_pixel_count(png_path, info.height, info.width)  # before its pixels are decoded
+    png_info(png_path)  # its size checked before its pixels are decoded
     image = imread(png_path, cv2.IMREAD_UNCHANGED)
     if image.dtype != np.uint16:
         raise ImageFileError(

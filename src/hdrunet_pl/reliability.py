@@ -40,9 +40,12 @@ from hdrunet_pl.models.checkpoints import (
     network_name,
     read_checkpoint_file,
 )
-from hdrunet_pl.run_files import LOCK_FILE, in_use_message, recorded_resume_command
-
-LAST_CHECKPOINT = "last.ckpt"
+from hdrunet_pl.run_files import (
+    LAST_CHECKPOINT,
+    LOCK_FILE,
+    in_use_message,
+    recorded_resume_command,
+)
 
 
 class NonFiniteError(HDRUNetError, FloatingPointError):

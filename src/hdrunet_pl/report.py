@@ -27,7 +27,12 @@ import yaml
 from hdrunet_pl.errors import HDRUNetError
 from hdrunet_pl.io import atomic_path
 from hdrunet_pl.outputs import OutputFolder
-from hdrunet_pl.run_files import CONFIG_FILE, FAILED_FILE, METRICS_FILE
+from hdrunet_pl.run_files import (
+    CONFIG_FILE,
+    FAILED_FILE,
+    HYDRA_OVERRIDES_FILE,
+    METRICS_FILE,
+)
 
 if TYPE_CHECKING:
     from hdrunet_pl.models.checkpoints import NetConfig
@@ -85,6 +90,11 @@ def _split_sweep(value: str) -> list[str]:
     return [*values, current]
 
 
+MAX_SWEPT = 10_000
+"""The most values one swept parameter may have (a record that claims more is refused
+rather than expanded: ``range(0,100000000)`` is a few bytes)."""
+
+
 def _sweep_values(key: str, value: str) -> list[str]:
     """The values of ``key=value`` as Hydra hands them to the jobs (``1e-3,2e-4`` ->
     ``0.001``, ``0.0002``; ``range(1,3)`` -> ``1``, ``2``), so that they match each job's
@@ -95,9 +105,15 @@ def _sweep_values(key: str, value: str) -> list[str]:
         override = OverridesParser.create().parse_overrides([f"{key}={value}"])[0]
         if not override.is_sweep_override():
             return [override.get_value_element_as_str()]
-        return list(override.sweep_string_iterator())
+        values = list(itertools.islice(override.sweep_string_iterator(), MAX_SWEPT + 1))
     except Exception:
-        return _split_sweep(value)
+        values = _split_sweep(value)
+    if len(values) > MAX_SWEPT:
+        raise HDRUNetError(
+            f"multirun.yaml sweeps {key} over more than {MAX_SWEPT:,} values; is it Hydra's "
+            "record of a sweep?"
+        )
+    return values
 
 
 def swept_values(sweep_dir: Path) -> dict[str, list[str]]:
@@ -107,7 +123,7 @@ def swept_values(sweep_dir: Path) -> dict[str, list[str]]:
         return {}
     try:
         recorded = yaml.safe_load(path.read_text(errors="replace"))
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         raise HDRUNetError(f"{path}: unreadable YAML; is it Hydra's record of a sweep?") from None
     hydra_cfg = (recorded.get("hydra") if isinstance(recorded, dict) else None) or {}
     if not isinstance(hydra_cfg, dict):
@@ -138,7 +154,10 @@ def _csv_rows(run_dir: Path) -> Iterator[dict[str, str]]:
     """The rows of a job's CSV logs (a damaged byte reads as U+FFFD)."""
     for path in sorted(run_dir.glob("**/metrics.csv")):
         with path.open(errors="replace", newline="") as f:
-            yield from csv.DictReader(f)
+            try:
+                yield from csv.DictReader(f)
+            except csv.Error:  # a damaged file (a field over csv's size limit): its rows so far
+                continue
 
 
 def _last_csv_metrics(run_dir: Path) -> dict[str, float]:
@@ -153,8 +172,12 @@ def _last_csv_metrics(run_dir: Path) -> dict[str, float]:
 
 def _variant(run_dir: Path, keys: list[str]) -> str:
     """A job's label: its values of the swept ``keys`` (its folder name if it has none)."""
-    overrides_file = run_dir / ".hydra" / "overrides.yaml"
-    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+    try:  # a damaged record labels the job by its folder
+        overrides = yaml.safe_load((run_dir / HYDRA_OVERRIDES_FILE).read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError, RecursionError):
+        overrides = None
+    if not isinstance(overrides, list):
+        overrides = []
     chosen = dict(str(o).partition("=")[::2] for o in overrides)
     return " ".join(f"{k}={chosen[k]}" for k in keys if k in chosen) or run_dir.name
 
@@ -169,7 +192,15 @@ def recorded_network(run_dir: Path) -> NetConfig | None:
         net = yaml.safe_load((run_dir / CONFIG_FILE).read_text())["model"]["net"]
         record = {k: v for k, v in net.items() if k != "_target_"}
         arch = NETWORKS[net["_target_"]]
-    except (OSError, yaml.YAMLError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+    except (
+        OSError,
+        yaml.YAMLError,
+        UnicodeDecodeError,
+        RecursionError,
+        KeyError,
+        TypeError,
+        AttributeError,
+    ):
         return None
     if arch is not None:
         record["arch"] = arch
@@ -224,7 +255,7 @@ def read_run(
     if metrics_file.is_file():
         try:
             metrics = json.loads(metrics_file.read_text())
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             result.status = f"unreadable {METRICS_FILE}"
             return result
         if not isinstance(metrics, dict):

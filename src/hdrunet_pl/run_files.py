@@ -11,6 +11,8 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from hdrunet_pl.errors import HDRUNetError
+
 CONFIG_FILE = "config.yaml"
 """The run's resolved config, written into the run directory before training starts."""
 
@@ -19,6 +21,12 @@ METRICS_FILE = "metrics.json"
 
 FAILED_FILE = "failed.txt"
 """Written into the run directory (with the error) when a started run fails."""
+
+CHECKPOINT_DIR = "checkpoints"
+"""The run directory's folder of checkpoints."""
+
+LAST_CHECKPOINT = "last.ckpt"
+"""The checkpoint a run resumes from, in ``CHECKPOINT_DIR``."""
 
 LOCK_FILE = ".hdrunet.lock"
 """Advisory lock file of a run folder, held by the run's main process while it runs."""
@@ -178,3 +186,42 @@ def foreign_run_folder(folder: Path) -> list[str]:
         for p in entries
     )
     return [] if leftovers else [p.name for p in entries]
+
+
+RESUME_CHOICES = ("auto", True, False)
+
+
+def resume_path(cfg: DictConfig, output_dir: Path) -> str | None:
+    """The checkpoint to resume from, or None to start afresh.
+
+    ``ckpt_path`` (a file, or ``last``) wins; else ``resume`` says: ``auto`` resumes from the
+    run folder's ``checkpoints/last.ckpt`` when there is one, ``true`` requires it, ``false``
+    starts afresh and refuses a folder that already holds a run's ``last.ckpt``.
+    """
+    last = output_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
+    ckpt_path = cfg.get("ckpt_path")
+    resume = cfg.get("resume")
+    if resume not in RESUME_CHOICES:
+        raise HDRUNetError(f"resume must be auto, true or false, got {resume!r}")
+    if ckpt_path == "last" or (ckpt_path is None and resume is True):
+        if not last.is_file():
+            raise HDRUNetError(
+                f"{'ckpt_path=last' if ckpt_path else 'resume=true'}: no {last}; give the "
+                "run's folder with hydra.run.dir=..., or a checkpoint with ckpt_path=..."
+            )
+        ckpt_path = str(last)
+    elif ckpt_path is None and resume == "auto" and last.is_file():
+        ckpt_path = str(last)
+    elif ckpt_path is None and last.is_file():
+        raise HDRUNetError(
+            f"{output_dir} already holds a run ({last}); resume=auto continues it, or choose "
+            "another folder"
+        )
+    elif ckpt_path is None and (output_dir / METRICS_FILE).is_file():
+        # a finished run that kept no last.ckpt (callbacks without last_checkpoint): starting
+        # it over would write over its logs and summary
+        raise HDRUNetError(
+            f"{output_dir} holds a finished run ({METRICS_FILE}) without {last.name} to "
+            "continue from; choose another folder"
+        )
+    return ckpt_path

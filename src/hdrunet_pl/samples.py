@@ -28,7 +28,7 @@ import tarfile
 import tempfile
 import urllib.request
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from hdrunet_pl.errors import HDRUNetError
@@ -75,6 +75,7 @@ class SampleRecord:
     package: str
     registry: str
     licence: str
+    sha256: str = ""  # of the bytes written (records of earlier versions have none)
 
 
 def _recorded(dest: Path) -> dict[str, dict]:
@@ -114,16 +115,36 @@ def _write(target: Path, data: bytes) -> None:
         raise
 
 
-def _check_writable(dest: Path, names: list[str]) -> None:
-    """Refuses (one line) when a file of ``names`` exists in ``dest`` without a record of
-    this module: a sample never replaces a user's file."""
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _write_samples(dest: Path, files: dict[str, bytes], records: list[SampleRecord]) -> None:
+    """Write ``files`` (name -> bytes) into ``dest`` and record them; refuses (one line,
+    before writing anything) a file of such a name that this module did not fetch, or that
+    was changed since it did: a sample never replaces a user's file or a user's edit. A file
+    that already holds the bytes is left as it is."""
     known = _recorded(dest)
-    foreign = [n for n in names if (dest / n).exists() and n not in known]
-    if foreign:
-        raise HDRUNetError(
-            f"{dest / foreign[0]}: exists and was not fetched by hdrunet_pl.samples; not "
-            "written over (choose another folder)"
-        )
+    for name, data in files.items():
+        path = dest / name
+        if not path.exists() and not path.is_symlink():
+            continue
+        if name not in known or not path.is_file() or path.is_symlink():
+            raise HDRUNetError(
+                f"{path}: exists and was not fetched by hdrunet_pl.samples; not written over "
+                "(choose another folder)"
+            )
+        current = path.read_bytes()
+        if current != data and _sha256(current) != known[name].get("sha256"):
+            raise HDRUNetError(
+                f"{path}: changed since hdrunet_pl.samples fetched it; not written over (move "
+                "it away, or delete it to fetch it again)"
+            )
+    for name, data in files.items():
+        path = dest / name
+        if not (path.is_file() and path.read_bytes() == data):
+            _write(path, data)
+    _record(dest, [replace(r, sha256=_sha256(files[r.file])) for r in records])
 
 
 def poly_haven_hdris(dest: str | Path) -> list[Path]:
@@ -152,16 +173,13 @@ def poly_haven_hdris(dest: str | Path) -> list[Path]:
         if result.returncode or not wheels:
             raise HDRUNetError(f"could not download {VISER_SPEC}: {result.stderr.strip()}")
         with zipfile.ZipFile(wheels[0]) as wheel:
-            members = [
-                m for m in wheel.namelist() if m.startswith(HDRI_FOLDER) and m.endswith(".hdr")
-            ]
-            _check_writable(dest, [Path(m).name for m in members])
-            for member in members:
-                _write(dest / Path(member).name, wheel.read(member))
-        records = [
-            SampleRecord(Path(m).name, VISER_SPEC, "PyPI", "CC0 (Poly Haven)") for m in members
-        ]
-    _record(dest, records)
+            files = {
+                Path(m).name: wheel.read(m)
+                for m in wheel.namelist()
+                if m.startswith(HDRI_FOLDER) and m.endswith(".hdr")
+            }
+    records = [SampleRecord(name, VISER_SPEC, "PyPI", "CC0 (Poly Haven)") for name in files]
+    _write_samples(dest, files, records)
     return sorted(dest / record.file for record in records)
 
 
@@ -255,16 +273,14 @@ def extract_npm_exrs(
             for m in archive.getmembers()
             if m.name.startswith("package/hdri/") and m.name.endswith(".exr.js")
         }
-        scenes = sorted(scene for scene in members if scene not in skip)
-        _check_writable(dest, [f"{scene}.exr" for scene in scenes])
-        for scene in scenes:
-            member = members[scene]
-            module = archive.extractfile(member).read().decode()
+        files = {}
+        for scene in sorted(scene for scene in members if scene not in skip):
+            module = archive.extractfile(members[scene]).read().decode()
             start = module.index("base64,") + len("base64,")
             payload = module[start:].strip().rstrip(";").rstrip("'\"")
-            _write(dest / f"{scene}.exr", base64.b64decode(payload))
+            files[f"{scene}.exr"] = base64.b64decode(payload)
             records.append(SampleRecord(f"{scene}.exr", package, "npm", licence))
-    _record(dest, records)
+    _write_samples(dest, files, records)
     return sorted(dest / record.file for record in records)
 
 

@@ -38,7 +38,6 @@ from hdrunet_pl.errors import HDRUNetError, one_line
 from hdrunet_pl.loggers import finish_loggers, instantiate_loggers
 from hdrunet_pl.models.checkpoints import load_model, network_name
 from hdrunet_pl.reliability import (
-    LAST_CHECKPOINT,
     LastCheckpoint,
     RunFolderInUse,
     check_output_dir,
@@ -49,8 +48,10 @@ from hdrunet_pl.reliability import (
 )
 from hdrunet_pl.resolvers import dirname
 from hdrunet_pl.run_files import (
+    CHECKPOINT_DIR,
     CONFIG_FILE,
     FAILED_FILE,
+    LAST_CHECKPOINT,
     LOCK_FILE,
     METRICS_FILE,
     OVERRIDES_FILE,
@@ -59,6 +60,7 @@ from hdrunet_pl.run_files import (
     is_package_run,
     override_value,
     resume_command,
+    resume_path,
 )
 from hdrunet_pl.runtime import keep_freed_memory
 from hdrunet_pl.validation import (
@@ -135,7 +137,7 @@ def next_commands(
     run_dir = summary.output_dir
     weights = summary.best_checkpoint or summary.last_checkpoint
     commands = {}
-    if (Path(run_dir) / "checkpoints" / LAST_CHECKPOINT).is_file():  # what resume=auto reads
+    if (Path(run_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT).is_file():  # what resume=auto reads
         resume = resume_command(overrides, run_dir, paths)
         commands["resume"] = resume + f"  # append trainer.max_steps=N > {summary.steps}"
     if weights:
@@ -156,7 +158,7 @@ def next_commands(
 
 def _report_interrupted(output_dir: Path) -> None:
     """After Ctrl-C: what was saved, and the line that continues from it."""
-    last = output_dir / "checkpoints" / LAST_CHECKPOINT
+    last = output_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
     if last.is_file():
         step = torch.load(last, map_location="cpu", weights_only=False).get("global_step")
         log.info(
@@ -191,45 +193,6 @@ def _share_job_with_ddp_children(output_dir: Path) -> None:
     if HydraConfig.initialized():
         os.environ[DDP_RUN_DIR] = str(output_dir.resolve())
         os.environ[DDP_OVERRIDES] = json.dumps(list(HydraConfig.get().overrides.task))
-
-
-RESUME_CHOICES = ("auto", True, False)
-
-
-def resume_path(cfg: DictConfig, output_dir: Path) -> str | None:
-    """The checkpoint to resume from, or None to start afresh.
-
-    ``ckpt_path`` (a file, or ``last``) wins; else ``resume`` says: ``auto`` resumes from the
-    run folder's ``checkpoints/last.ckpt`` when there is one, ``true`` requires it, ``false``
-    starts afresh and refuses a folder that already holds a run's ``last.ckpt``.
-    """
-    last = output_dir / "checkpoints" / LAST_CHECKPOINT
-    ckpt_path = cfg.get("ckpt_path")
-    resume = cfg.get("resume")
-    if resume not in RESUME_CHOICES:
-        raise HDRUNetError(f"resume must be auto, true or false, got {resume!r}")
-    if ckpt_path == "last" or (ckpt_path is None and resume is True):
-        if not last.is_file():
-            raise HDRUNetError(
-                f"{'ckpt_path=last' if ckpt_path else 'resume=true'}: no {last}; give the "
-                "run's folder with hydra.run.dir=..., or a checkpoint with ckpt_path=..."
-            )
-        ckpt_path = str(last)
-    elif ckpt_path is None and resume == "auto" and last.is_file():
-        ckpt_path = str(last)
-    elif ckpt_path is None and last.is_file():
-        raise HDRUNetError(
-            f"{output_dir} already holds a run ({last}); resume=auto continues it, or choose "
-            "another folder"
-        )
-    elif ckpt_path is None and (output_dir / METRICS_FILE).is_file():
-        # a finished run that kept no last.ckpt (callbacks without last_checkpoint): starting
-        # it over would write over its logs and summary
-        raise HDRUNetError(
-            f"{output_dir} holds a finished run ({METRICS_FILE}) without {last.name} to "
-            "continue from; choose another folder"
-        )
-    return ckpt_path
 
 
 def _load_initial_weights(model: L.LightningModule, path: str) -> None:

@@ -107,11 +107,30 @@ EVAL_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
 }
 """The settings of ``hdrunet-eval`` besides the ``inference`` group's."""
 
+MAX_CHECK_PIXELS = 1 << 22
+"""The most pixels (batch x height x width) of ``hdrunet-export``'s check input: the network
+runs on it twice (PyTorch and the export), in float32."""
+
+
+def _check_size(value: object) -> bool:
+    return (
+        isinstance(value, list | tuple)
+        and len(value) == 4
+        and all(_int(v) and v >= 1 for v in value)
+        and value[0] * value[2] * value[3] <= MAX_CHECK_PIXELS
+    )
+
+
 EXPORT_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "ckpt": PATH,
     "output": PATH_OR_NULL,
     "opset": (lambda v: _int(v) and v >= 7, "an ONNX opset number (an integer >= 7)"),
     "tolerance": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "check_size": (
+        _check_size,
+        f"[batch, channels, height, width], integers >= 1, at most {MAX_CHECK_PIXELS:,} "
+        "pixels in all (batch x height x width)",
+    ),
 }
 """The settings of ``hdrunet-export``."""
 
