@@ -417,7 +417,7 @@ def test_resuming_with_another_width_is_one_line(attacks, finished_run, tmp_path
     attacks.check(
         "train resuming an nf-8 checkpoint as nf 16",
         result,
-        message="but this run configures HDRUNet(HDRUNetConfig(nf=16",
+        message="model.net.nf: 8 in the checkpoint, 16 here",
     )
 
 

@@ -21,7 +21,7 @@ from hdrunet_pl.report import swept_values
 from hdrunet_pl.run_files import FAILED_FILE
 
 from .ntire_files import random_hdr, write_ntire_frame
-from .support import FAST, run_tool
+from .support import FAST, compose_train, run_tool
 
 INFERENCE = ["device=cpu", "precision=32"]
 
@@ -256,6 +256,27 @@ def test_a_finished_run_without_last_ckpt_is_not_started_over(tmp_path):
     node |= {"name": "", "version": "csv"}
     instantiate_loggers(OmegaConf.create({"csv": node}), resuming=False)
     assert (csv_dir / "metrics-1.csv").read_text() == "step\n0\n"
+
+
+def test_the_resume_line_names_photos_found_through_the_environment(tmp_path, monkeypatch):
+    """experiment=demo reads its photos from $HDRUNET_SAMPLES_DIR when set: the printed
+    resume line names that folder itself, so it works in a shell without the variable."""
+    from hdrunet_pl.run_files import absolute_paths, resume_command
+
+    photos = tmp_path / "my photos"
+    monkeypatch.setenv("HDRUNET_SAMPLES_DIR", str(photos))
+    cfg = compose_train(["experiment=demo"])
+    paths = absolute_paths(cfg, tmp_path / "elsewhere")
+    assert paths["data.folders.photos.root"] == str(photos)
+    line = resume_command(["experiment=demo"], tmp_path / "run", paths)
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(shlex.split(line)[1:])
+    values = {o.key_or_group: o.value() for o in parsed}
+    assert values["data.folders.photos.root"] == str(photos)
+    monkeypatch.delenv("HDRUNET_SAMPLES_DIR")
+    rel = compose_train(["experiment=demo", "paths.samples_dir=rel/photos"])
+    assert absolute_paths(rel, tmp_path)["data.folders.photos.root"] == str(tmp_path / "rel/photos")
 
 
 def test_a_run_that_fails_at_start_leaves_nothing(tmp_path):

@@ -42,6 +42,30 @@ def test_train_in_process_writes_checkpoints_config_and_summary(tmp_path):
         assert key in metrics
 
 
+def test_the_final_weights_are_validated_when_the_interval_does_not_divide_the_steps(
+    tmp_path,
+):
+    """max_steps=5 with validation every 2 steps: the run validates at steps 2 and 4 and,
+    once more, at step 5, so "after" scores the weights the run ends with (a README sweep
+    of 2,000 steps with the default interval of 5,000 showed no scores at all)."""
+    cfg = compose_train([*FAST, "trainer.max_steps=5", f"paths.output_dir={tmp_path}"])
+    summary = train(cfg)
+    assert summary.steps == 5
+    after_mu, after_l = organisers_val_scores(cfg, load_model(summary.last_checkpoint).eval())
+    assert summary.psnr_mu_after == pytest.approx(after_mu, abs=1e-3)
+    assert summary.psnr_l_after == pytest.approx(after_l, abs=1e-3)
+    rows = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    validated = sorted(
+        {
+            int(float(values[header.index("step")]))
+            for values in (row.split(",") for row in rows[1:])
+            if values[header.index("val/psnr_mu")]
+        }
+    )
+    assert validated == [0, 2, 4, 5]  # step 0: validate_first
+
+
 def test_console_script_trains_from_any_directory(tmp_path):
     run_dir = tmp_path / "run"
     result = ok(

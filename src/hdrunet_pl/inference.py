@@ -196,7 +196,8 @@ class Predictor:
         if tile and (tile / (tile - overlap)) ** 2 > 4:
             log.warning(
                 "tile=%d with overlap=%d computes each pixel of an image larger than a tile "
-                "about %.0f times over; tile=%d or more computes it at most 4 times",
+                "about %.0f times over (that much slower than whole, or more: each tile adds "
+                "its own overhead); tile=%d or more computes it at most 4 times",
                 tile,
                 overlap,
                 (tile / ((tile - overlap) // SCALE_FACTOR * SCALE_FACTOR)) ** 2,

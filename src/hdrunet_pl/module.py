@@ -90,6 +90,7 @@ class HDRUNetModule(L.LightningModule):
         self.val_extra = nn.ModuleDict({name: METRICS[name]() for name in extra})
         self.identity_extra = nn.ModuleDict({name: METRICS[name]() for name in extra})
         self._identity_logged = False
+        self.validated_step: int | None = None  # global_step of the last validation
         if channels_last is True:
             self._use_memory_format(torch.channels_last)
         self.skip_nonfinite = skip_nonfinite
@@ -189,6 +190,8 @@ class HDRUNetModule(L.LightningModule):
         for name, metric in self.val_extra.items():
             self.log(f"val/{name}", metric)
         self._log_step(self.global_step)
+        if not self.trainer.sanity_checking:
+            self.validated_step = self.global_step
         if self.trainer.sanity_checking:
             self.identity_psnr_mu.reset()
             self.identity_psnr_l.reset()

@@ -18,7 +18,7 @@ import signal
 import sys
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -339,24 +339,45 @@ def check_resume_schedule(
     if changed:
         raise CheckpointError(
             f"{path}: a resumed run keeps the checkpoint's optimizer and schedule, but this "
-            f"run configures {', '.join(changed)}; {_how_to_resume(path)}, or start a new "
+            f"run configures {', '.join(changed)}; {_how_to_resume(path, 'those')}, or start a new "
             f"run from its weights with init_weights={path}"
         )
 
 
-def _how_to_resume(path: str | Path) -> str:
-    """Advice for a checkpoint that does not fit this run's settings: the command line of
-    the run that wrote it, where Hydra recorded that run's overrides."""
+def _how_to_resume(path: str | Path, kept: str) -> str:
+    """Advice for a checkpoint that does not fit this run's ``kept`` settings: the command
+    line of the run that wrote it, where Hydra recorded that run's overrides."""
     recorded = recorded_resume_command(path)
     if recorded:
-        return f"resume that run as it was set up: {recorded}"
+        return (
+            f"with your other changes (such as trainer.max_steps) added but not {kept}, "
+            f"resume that run as it was set up: {recorded}"
+        )
     return "resume with the settings of the run that wrote it"
 
 
+def network_differences(checkpoint: NetConfig, configured: NetConfig) -> list[str]:
+    """``model.net.<field>: <checkpoint's> in the checkpoint, <configured> here`` for each
+    setting in which two networks of one kind differ; the kinds when they differ."""
+    if type(checkpoint) is not type(configured):
+        return [
+            f"the checkpoint holds {network_name(checkpoint)}, this run configures "
+            f"{network_name(configured)}"
+        ]
+    theirs, ours = asdict(checkpoint), asdict(configured)
+    return [
+        f"model.net.{key}: {theirs[key]!r} in the checkpoint, {ours[key]!r} here"
+        for key in theirs
+        if theirs[key] != ours[key]
+    ]
+
+
 def check_resume_fits(point: ResumePoint, net_config: NetConfig, path: str | Path) -> None:
-    """Refuse to resume a checkpoint of another network (or variant) than the configured one."""
+    """Refuse to resume a checkpoint of another network (or variant) than the configured one,
+    naming each difference."""
     if point.config != net_config:
+        differences = "; ".join(network_differences(point.config, net_config))
         raise CheckpointError(
-            f"{path}: holds {network_name(point.config)}({point.config}), but this run "
-            f"configures {network_name(net_config)}({net_config}); {_how_to_resume(path)}"
+            f"{path}: another network than this run's ({differences}); "
+            f"{_how_to_resume(path, 'the network settings')}"
         )

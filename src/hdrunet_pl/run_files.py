@@ -81,9 +81,10 @@ PATH_SETTINGS = (
 
 
 def absolute_paths(cfg: DictConfig, cwd: str | Path) -> dict[str, str]:
-    """The input paths of ``cfg`` (:data:`PATH_SETTINGS`) that are relative, made absolute
-    against ``cwd``: what a resume command and a run's saved config give instead, so that
-    both work from any directory (``.cache/poly_haven_hdri`` of ``make train`` included)."""
+    """The input paths of ``cfg`` (:data:`PATH_SETTINGS`), absolute (a relative one made so
+    against ``cwd``): what a resume command and a run's saved config give, so that both
+    work from any directory (``.cache/poly_haven_hdri`` of ``make train`` included) and in
+    a shell without the environment variables the run had (``HDRUNET_SAMPLES_DIR``)."""
     keys = list(PATH_SETTINGS)
     folders = OmegaConf.select(cfg, "data.folders", default=None)
     if isinstance(folders, DictConfig):
@@ -94,9 +95,9 @@ def absolute_paths(cfg: DictConfig, cwd: str | Path) -> dict[str, str]:
             value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
         except Exception:
             continue
-        relative = isinstance(value, str) and value not in ("", "???") and "://" not in value
-        if relative and not Path(value).is_absolute():
-            found[key] = str(Path(cwd, value).resolve())
+        if isinstance(value, str) and value not in ("", "???") and "://" not in value:
+            path = Path(value).expanduser()
+            found[key] = str(path if path.is_absolute() else Path(cwd, path).resolve())
     return found
 
 
@@ -105,7 +106,7 @@ def resume_command(
 ) -> str:
     """The shell line that trains the run in ``run_dir`` on from its ``last.ckpt``: the run's
     own command-line ``overrides`` (the experiment, ...), its folder and ``resume=auto``;
-    ``paths`` (:func:`absolute_paths`) replace the relative paths. A setting given twice is
+    ``paths`` (:func:`absolute_paths`) replace the paths as given. A setting given twice is
     given once, with its last value."""
     own = ("hydra.run.dir=", "resume=", "ckpt_path=")
     kept = [o for o in overrides if not o.lstrip("+~").startswith(own)]

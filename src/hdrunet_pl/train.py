@@ -121,6 +121,11 @@ class TrainSummary:
         return out
 
 
+def _validates(trainer: L.Trainer) -> bool:
+    """Whether the run validates at all (``limit_val_batches`` not 0)."""
+    return trainer.limit_val_batches not in (0, 0.0)
+
+
 def _run_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
@@ -337,6 +342,11 @@ def train(cfg: DictConfig) -> TrainSummary:
             raise
         seconds = time.perf_counter() - start
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        if _validates(trainer) and getattr(model, "validated_step", None) != trainer.global_step:
+            # the last steps ran after the last validation (val_check_interval does not
+            # divide max_steps): the scores "after" are the final weights'
+            log.info("validating the final weights (step %d)", trainer.global_step)
+            metrics |= trainer.validate(model, datamodule=datamodule, verbose=False)[0]
         best = next(
             (c.best_model_path for c in trainer.callbacks if isinstance(c, ModelCheckpoint)),
             None,

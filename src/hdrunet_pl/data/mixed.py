@@ -119,9 +119,10 @@ class MixedDataModule(HDRDataModule):
             part = "train" if val_count else "all"
             if not Path(folder["root"]).is_dir():
                 raise DatasetError(
-                    f"data.folders.{name}.root={folder['root']}: no such folder; "
-                    f"`python -m hdrunet_pl.samples {folder['root']}` fetches openly licensed "
-                    "HDR photographs there"
+                    f"data.folders.{name}.root={folder['root']}: no such folder (from "
+                    f"{Path.cwd()}); give the folder of your HDR photographs (experiment=demo "
+                    "reads paths.samples_dir, or $HDRUNET_SAMPLES_DIR), or `python -m "
+                    f"hdrunet_pl.samples {folder['root']}` fetches openly licensed ones there"
                 )
             sources.append(
                 folder_dataset(
