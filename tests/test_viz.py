@@ -71,6 +71,14 @@ def test_capture_internals_returns_every_map_and_removes_its_hooks():
     assert maps["cond_full"].shape == (4, 20, 28)
     assert maps["cond_half"].shape == (4, 10, 14) and maps["cond_quarter"].shape == (4, 5, 7)
     assert maps["sft_scale"].shape == maps["sft_shift"].shape == (8, 5, 7)
+    # the maps the layer applied: from the condition it was given (cond_quarter here)
+    layer = model.trunk_quarter[0].mod1
+    with torch.no_grad():
+        scale = layer.scale(model.condition(ldr[None])[2])[0]
+    torch.testing.assert_close(maps["sft_scale"], scale)
+    channel = HDRUNet(nf=8, modulation="channel").eval()
+    uniform = capture_internals(channel, ldr, sft_layer="mod_first")
+    assert uniform["sft_scale"].shape == uniform["sft_shift"].shape == (8, 1, 1)
     with torch.no_grad():
         torch.testing.assert_close(maps["output"], model(ldr[None])[0])
     assert all(not m._forward_hooks for m in model.modules())

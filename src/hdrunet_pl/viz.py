@@ -137,8 +137,13 @@ def capture_internals(
             model.condition.register_forward_hook(keep("cond_full", "cond_half", "cond_quarter"))
         )
     if sft_layer is not None:
-        handles.append(modules[sft_layer].scale.register_forward_hook(keep("sft_scale")))
-        handles.append(modules[sft_layer].shift.register_forward_hook(keep("sft_shift")))
+        layer = modules[sft_layer]
+
+        def affine_maps(module: nn.Module, inputs: tuple, output) -> None:
+            with torch.no_grad():  # the maps the layer applied, from its condition input
+                keep("sft_scale", "sft_shift")(module, inputs, layer.affine(inputs[1]))
+
+        handles.append(layer.register_forward_hook(affine_maps))
     with _hooks(handles):
         captured["output"] = model(batch)[0].detach().float().cpu()
     return captured

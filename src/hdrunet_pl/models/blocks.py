@@ -49,6 +49,11 @@ class SFT(nn.Module):
         scale1 = F.conv2d(hidden(cond), last.weight, last.bias + 1)
         return torch.addcmul(self.shift(cond), x, scale1)
 
+    def affine(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The maps the layer applies for ``cond``: ``scale`` (without its ``+ 1``) and
+        ``shift``, each (B, nf, H, W) (for inspection; ``forward`` fuses them)."""
+        return self.scale(cond), self.shift(cond)
+
 
 class ChannelModulation(SFT):
     """Global channel-wise modulation (CSRNet style): scale and shift per channel.
@@ -59,6 +64,10 @@ class ChannelModulation(SFT):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         return super().forward(x, cond.mean(dim=(2, 3), keepdim=True))
+
+    def affine(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``scale`` and ``shift``, each (B, nf, 1, 1): one per channel."""
+        return super().affine(cond.mean(dim=(2, 3), keepdim=True))
 
 
 class NoModulation(nn.Module):
