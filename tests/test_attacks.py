@@ -165,6 +165,31 @@ def test_a_run_folder_is_never_started_over(attacks, finished_run, tmp_path):
     assert snapshot(finished_run) == before  # nothing added either (failed.txt)
 
 
+def test_a_refused_resume_leaves_the_runs_record_as_it_was(attacks, finished_run, tmp_path):
+    """Refused inside the job (the checkpoint holds another width): the run's .hydra/
+    record (what hdrunet-report labels it by) is not rewritten and no failed.txt added."""
+    before = snapshot(finished_run)
+    result = run_tool(
+        "hdrunet-train",
+        [
+            *TRAIN,
+            "model.net.nf=16",
+            "trainer.max_steps=8",
+            f"hydra.run.dir={finished_run}",
+            "resume=auto",
+        ],
+        tmp_path,
+    )
+    attacks.check(
+        "train resume=auto of an nf-8 run as nf 16",
+        result,
+        protected={p: b for p, b in before.items() if p.name not in ("train.log", ".hdrunet.lock")},
+        message="model.net.nf: 8 in the checkpoint, 16 here",
+    )
+    assert not (finished_run / "failed.txt").exists()
+    assert sorted(snapshot(finished_run)) == sorted(before)  # nothing added
+
+
 def test_resume_true_without_a_checkpoint_is_an_error(attacks, tmp_path):
     result = run_tool(
         "hdrunet-train", [*TRAIN, f"hydra.run.dir={tmp_path / 'r'}", "resume=true"], tmp_path
@@ -631,12 +656,17 @@ def test_a_run_never_writes_into_another_programs_folder(attacks, tmp_path):
         (other, [f"hydra.run={{dir:{other}}}"]),  # the folder given in other forms
         (other, ["hydra.run.dir=${oc.env:HDRUNET_TEST_RUN_DIR}"]),
         (mine, [f"hydra.run.dir={mine.parent}/${{oc.env:HDRUNET_TEST_NAME}}"]),
+        # resolved by Hydra alone: refused in the job, Hydra having written nothing there
+        (other, ["hydra.run.dir=${hydra:runtime.cwd}/theirs"]),
+        (other, ["-cn", "train", f"hydra.run.dir={other}"]),  # Hydra's own options
+        (other, ["--config-name=train", f"hydra.run.dir={other}"]),
     ]
     for folder, extra in cases:
         before = snapshot(folder)
+        options = [a for a in extra[:2] if a.startswith("-") or a == "train"]
         result = run_tool(
             "hdrunet-train",
-            [*TRAIN, *extra],
+            [*options, *TRAIN, *extra[len(options) :]],
             tmp_path,
             env={"HDRUNET_TEST_RUN_DIR": str(other), "HDRUNET_TEST_NAME": "mine"},
         )
@@ -644,7 +674,7 @@ def test_a_run_never_writes_into_another_programs_folder(attacks, tmp_path):
             f"train into another program's folder {folder.name} {extra}",
             result,
             protected=before,
-            message="holds files but no run of hdrunet-train",
+            message="holds files" + (" that are not a run's" if "hydra:" in extra[0] else ""),
         )
         assert sorted(p for p in folder.rglob("*") if p.is_file()) == sorted(before)
     # what a crashed start of this package leaves (an empty log, Hydra's files of this
@@ -676,7 +706,7 @@ def test_a_refused_resume_advises_the_runs_own_command(finished_run, tmp_path):
         tmp_path,
     )
     assert result.returncode == 2
-    advice = result.stderr.split("resume that run as it was set up: ", 1)[1].split(", or ")[0]
+    advice = result.stderr.split("resumes that run as it was set up: ", 1)[1].split(", or ")[0]
     assert "model.optimizer.lr" not in advice and advice.endswith("resume=auto")
 
 
@@ -828,3 +858,11 @@ def test_report_refuses_a_sweep_record_of_endless_values(tmp_path, capsys):
     assert report_main([str(sweep)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("hdrunet-report: error: ") and "more than 10,000 values" in err
+    # three keys of 10,000 values each: 10^12 combinations
+    (sweep / "multirun.yaml").write_text(
+        "hydra:\n  overrides:\n    task:\n"
+        + "".join(f"      - '{key}=range(0,10000)'\n" for key in "abc")
+    )
+    assert report_main([str(sweep)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "sweeps 1,000,000,000,000 combinations, more than 10,000" in err

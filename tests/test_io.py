@@ -518,6 +518,10 @@ def test_npm_exr_modules_are_decoded_with_their_licence(tmp_path):
     (mine / "SOURCES.json").write_text('{"notes": "mine"}')
     with pytest.raises(HDRUNetError, match="not a record"):
         extract_npm_exrs(archive.getvalue(), mine, "pkg@1", "CC0-1.0")
+    (mine / "SOURCES.json").write_text("[" * 100_000)
+    with pytest.raises(HDRUNetError, match="not a record"):
+        extract_npm_exrs(archive.getvalue(), mine, "pkg@1", "CC0-1.0")
+    (mine / "SOURCES.json").write_text('{"notes": "mine"}')
     assert (mine / "SOURCES.json").read_text() == '{"notes": "mine"}'
     record = json.loads((dest / "SOURCES.json").read_text())
     assert record == {
@@ -590,7 +594,7 @@ def test_negative_pixels_are_filled_from_their_valid_neighbours(tmp_path, caplog
     image[20:23, 30:33] = -50.0  # a 3x3 hole in the bright region
     image[30:40, 0:12] = -1.0  # a hole too large for 4 rounds of radius 2 at its far corner
     filled, count = fill_negative(image)
-    assert count == 1 + 9 + 120
+    assert count == 1 + 9 + 120 - 8  # 8 pixels of the far corner left unfilled (clipped)
     assert np.allclose(filled[10, 10], 0.5) and np.allclose(filled[20:23, 30:33], 2.0)
     assert filled.min() >= 0 and filled[39, 0].max() == 0  # what is left is clipped
     assert np.allclose(filled[30, 0:12], 0.5)  # the hole's edge filled from outside
@@ -604,7 +608,14 @@ def test_negative_pixels_are_filled_from_their_valid_neighbours(tmp_path, caplog
     assert read_linear_hdr(tmp_path / "ringing.exr")[21, 31].max() == 0
     with caplog.at_level(logging.WARNING):
         back = read_linear_hdr(tmp_path / "ringing.exr", negative="fill")
-    assert np.array_equal(back, filled) and "130 pixels with negative values filled" in caplog.text
+    assert np.array_equal(back, filled)
+    assert "122 pixels with negative values filled from neighbours, 8 too far" in caplog.text
+    # sums near float32's largest value stay finite; a wholly negative image is all clipped
+    huge = np.full((8, 8, 3), 3e38, np.float32)
+    huge[4, 4] = -1
+    assert np.allclose(fill_negative(huge)[0][4, 4], 3e38)
+    black, filled_count = fill_negative(-np.ones((8, 8, 3), np.float32))
+    assert filled_count == 0 and black.max() == 0
     with pytest.raises(ValueError, match="negative must be one of"):
         read_exr(tmp_path / "ringing.exr", negative="zero")
 

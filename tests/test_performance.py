@@ -303,12 +303,15 @@ def test_conv_macs_counts_module_and_functional_convolutions():
         (["--warmup", "-1"], "--warmup must be at least 0, got -1"),
         (["--json", "{tmp}/no/such/folder/b.json"], "no folder {tmp}/no/such/folder"),
         (["--json", "{tmp}/mine.json"], "exists and is not an earlier hdrunet-bench report"),
+        (["--json", "{tmp}/coco.json"], "exists and is not an earlier hdrunet-bench report"),
+        (["--size", "100000", "100000"], "--size: at most 268,435,456 pixels"),
     ],
 )
 def test_bench_refuses_bad_arguments_before_measuring(tmp_path, capsys, args, message):
     from hdrunet_pl.bench import main
 
     (tmp_path / "mine.json").write_text('{"my": "numbers"}')
+    (tmp_path / "coco.json").write_text('{"info": {"description": "COCO"}, "images": []}')
     with pytest.raises(SystemExit) as exit_info:
         main(["--tasks", "infer", *(a.format(tmp=tmp_path) for a in args)])
     assert exit_info.value.code == 2

@@ -64,6 +64,18 @@ def test_the_final_weights_are_validated_when_the_interval_does_not_divide_the_s
         }
     )
     assert validated == [0, 2, 4, 5]  # step 0: validate_first
+    # the best checkpoint is the best of all of them: last.ckpt when the final score wins
+    scores = {
+        int(float(v[header.index("step")])): float(v[header.index("val/psnr_mu")])
+        for v in (row.split(",") for row in rows[1:])
+        if v[header.index("val/psnr_mu")]
+    }
+    in_fit = max(scores[2], scores[4])
+    expected = summary.last_checkpoint if scores[5] > in_fit else None
+    if expected is None:
+        assert Path(summary.best_checkpoint).name.startswith("best")
+    else:
+        assert summary.best_checkpoint == expected
 
 
 def test_console_script_trains_from_any_directory(tmp_path):

@@ -50,7 +50,7 @@ from torch.overrides import TorchFunctionMode
 
 from hdrunet_pl.errors import HDRUNetError
 from hdrunet_pl.inference import Predictor, bf16_supported, resolve_device
-from hdrunet_pl.io import atomic_path
+from hdrunet_pl.io import MAX_PIXELS, atomic_path
 from hdrunet_pl.losses import tanh_l1
 from hdrunet_pl.models.hdrunet import HDRUNet
 from hdrunet_pl.quiet import install_filters
@@ -908,6 +908,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         if value < least:
             parser.error(f"{name} must be at least {least}, got {value}")
+    if args.size[0] * args.size[1] > MAX_PIXELS:
+        parser.error(f"--size: at most {MAX_PIXELS:,} pixels, got {args.size[0]}x{args.size[1]}")
     if not args.eager_only:
         problem = _json_target_problem(Path(args.json))
         if problem:  # said before the minutes of measuring, not after
@@ -953,7 +955,9 @@ def _json_target_problem(path: Path) -> str | None:
             earlier = json.loads(path.read_text())
         except (OSError, ValueError, UnicodeDecodeError, RecursionError):
             earlier = None
-        if not (isinstance(earlier, dict) and isinstance(earlier.get("info"), dict)):
+        info = earlier.get("info") if isinstance(earlier, dict) else None
+        ours = isinstance(info, dict) and {"device", "macs_per_pixel"} <= info.keys()
+        if not (ours and isinstance(earlier.get("rows"), list)):
             return "exists and is not an earlier hdrunet-bench report; not written over"
     return None
 

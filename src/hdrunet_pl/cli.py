@@ -171,8 +171,7 @@ def check_run_folder(argv: list[str]) -> None:
         folder = Path(str(OmegaConf.select(cfg, "hydra.run.dir", throw_on_missing=True)))
     except Exception:
         return
-    folder = folder.expanduser()
-    holder = lock_holder(folder)
+    holder = lock_holder(folder)  # as Hydra takes it: a leading ~ is a folder named ~
     if holder is not None:
         _stop("hdrunet-train", in_use_message(folder, holder))
     foreign = foreign_run_folder(folder)

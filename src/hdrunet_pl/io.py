@@ -220,18 +220,18 @@ def fill_negative(image: np.ndarray, radius: int = 2, rounds: int = 4) -> tuple[
     """
     image = np.array(image, dtype=np.float32)
     invalid = (image < 0).any(axis=-1)
-    count = int(invalid.sum())
+    before = int(invalid.sum())
     size = (2 * radius + 1, 2 * radius + 1)
     for _ in range(rounds):
         if not invalid.any():
             break
-        valid = (~invalid).astype(np.float32)
+        valid = (~invalid).astype(np.float64)  # sums in float64: no overflow near float32's max
         sums = cv2.boxFilter(image * valid[..., None], -1, size, normalize=False)
         counts = cv2.boxFilter(valid, -1, size, normalize=False)
         fillable = invalid & (counts > 0.5)
-        image[fillable] = sums[fillable] / counts[fillable][:, None]
+        image[fillable] = (sums[fillable] / counts[fillable][:, None]).astype(np.float32)
         invalid &= ~fillable
-    return np.maximum(image, 0), count
+    return np.maximum(image, 0), before - int(invalid.sum())
 
 
 def _check_finite(image: np.ndarray, path: Path, negative: str = "clip") -> np.ndarray:
@@ -242,8 +242,16 @@ def _check_finite(image: np.ndarray, path: Path, negative: str = "clip") -> np.n
         raise ValueError(f"negative must be one of {NEGATIVE}, got {negative!r}")
     if (image < 0).any():
         if negative == "fill":
+            negatives = int((image < 0).any(axis=-1).sum())
             image, count = fill_negative(image)
-            log.warning("%s: %d pixels with negative values filled from neighbours", path, count)
+            clipped = (
+                f", {negatives - count} too far from any to fill set to 0"
+                if count < negatives
+                else ""
+            )
+            log.warning(
+                "%s: %d pixels with negative values filled from neighbours%s", path, count, clipped
+            )
         else:
             log.warning("%s: %d negative values clipped to 0", path, int((image < 0).sum()))
             image = np.maximum(image, 0)

@@ -24,6 +24,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback as HydraCallback
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Checkpoint
@@ -224,6 +225,7 @@ class OutputFolderCheck(HydraCallback):
     its disk is nearly full, with a one-line error instead of a traceback."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        HydraConfig.instance().set_config(config)  # as Hydra's run_job does: ${hydra:...}
         self._check(config, config.hydra.run.dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -350,8 +352,8 @@ def _how_to_resume(path: str | Path, kept: str) -> str:
     recorded = recorded_resume_command(path)
     if recorded:
         return (
-            f"with your other changes (such as trainer.max_steps) added but not {kept}, "
-            f"resume that run as it was set up: {recorded}"
+            f"add your other changes (a larger trainer.max_steps, ...) but not {kept} to the "
+            f"command that resumes that run as it was set up: {recorded}"
         )
     return "resume with the settings of the run that wrote it"
 

@@ -91,8 +91,9 @@ def _split_sweep(value: str) -> list[str]:
 
 
 MAX_SWEPT = 10_000
-"""The most values one swept parameter may have (a record that claims more is refused
-rather than expanded: ``range(0,100000000)`` is a few bytes)."""
+"""The most values one swept parameter, and the most jobs all of them together, may have
+(a record that claims more is refused rather than expanded: ``range(0,100000000)`` is a few
+bytes)."""
 
 
 def _sweep_values(key: str, value: str) -> list[str]:
@@ -136,6 +137,12 @@ def swept_values(sweep_dir: Path) -> dict[str, list[str]]:
         values = _sweep_values(key, value)
         if len(values) > 1:
             params[key] = values
+    jobs = math.prod(len(values) for values in params.values())
+    if jobs > MAX_SWEPT:
+        raise HDRUNetError(
+            f"{path} sweeps {jobs:,} combinations, more than {MAX_SWEPT:,}; is it Hydra's "
+            "record of a sweep?"
+        )
     return params
 
 

@@ -4,7 +4,9 @@
 - ``${hdrunet.suffix:text}``: ``_text`` made safe, or nothing for empty text;
 - ``${hdrunet.auto_precision:}``: ``bf16-mixed`` where bf16 is fast, else ``32-true``;
 - ``${hdrunet.workers:n}``: ``n`` DataLoader workers, at most as many as this process may
-  use CPUs.
+  use CPUs;
+- ``${hdrunet.hydra_subdir:run_dir}``: where Hydra keeps a job's record in ``run_dir``
+  (``.hydra``), or nothing when the folder already holds a record that is not this job's.
 """
 
 from __future__ import annotations
@@ -49,12 +51,32 @@ def workers(configured: int) -> int:
     return max(0, min(int(configured), available_cpus()))
 
 
+def hydra_subdir(run_dir: str | None) -> str | None:
+    """Hydra's ``output_subdir`` for a job in ``run_dir``: ``.hydra`` in a new or empty
+    folder (or one where a start of this package stopped before its first checkpoint);
+    ``None`` (Hydra writes no record) in a folder that holds a run of this package (its
+    ``.hydra/`` record of the first start stays, whether this start is refused or resumes
+    it; each start's overrides go to the run's ``overrides.yaml``) or files of somebody
+    else's (which the job then refuses, having written nothing over them)."""
+    from pathlib import Path
+
+    from hdrunet_pl.run_files import foreign_run_folder, is_package_run
+
+    if run_dir is None:  # not a job (``--cfg hydra``)
+        return ".hydra"
+    folder = Path(run_dir)
+    if folder.is_dir() and (is_package_run(folder) or foreign_run_folder(folder)):
+        return None
+    return ".hydra"
+
+
 def register() -> None:
     """Register the resolvers (idempotent)."""
     OmegaConf.register_new_resolver("hdrunet.dirname", dirname, replace=True)
     OmegaConf.register_new_resolver("hdrunet.suffix", suffix, replace=True)
     OmegaConf.register_new_resolver("hdrunet.auto_precision", auto_precision, replace=True)
     OmegaConf.register_new_resolver("hdrunet.workers", workers, replace=True)
+    OmegaConf.register_new_resolver("hdrunet.hydra_subdir", hydra_subdir, replace=True)
 
 
 register()

@@ -88,7 +88,7 @@ def _recorded(dest: Path) -> dict[str, dict]:
         known = json.loads(path.read_text())
         if not all(isinstance(v, dict) and "licence" in v for v in known.values()):
             raise ValueError
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError, UnicodeDecodeError):
         raise HDRUNetError(
             f"{path}: not a record of hdrunet_pl.samples; not written over (choose another folder)"
         ) from None

@@ -322,7 +322,7 @@ def train(cfg: DictConfig) -> TrainSummary:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
         before = None
-        if cfg.get("validate_first") and ckpt_path is None:
+        if cfg.get("validate_first") and ckpt_path is None and _validates(trainer):
             before = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
         start = time.perf_counter()
         try:
@@ -342,19 +342,25 @@ def train(cfg: DictConfig) -> TrainSummary:
             raise
         seconds = time.perf_counter() - start
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        final_best = False
         if _validates(trainer) and getattr(model, "validated_step", None) != trainer.global_step:
             # the last steps ran after the last validation (val_check_interval does not
             # divide max_steps): the scores "after" are the final weights'
-            log.info("validating the final weights (step %d)", trainer.global_step)
+            if trainer.is_global_zero:
+                log.info("validating the final weights (step %d)", trainer.global_step)
             metrics |= trainer.validate(model, datamodule=datamodule, verbose=False)[0]
-        best = next(
-            (c.best_model_path for c in trainer.callbacks if isinstance(c, ModelCheckpoint)),
-            None,
-        )
+            final_best = True
+        chooser = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+        best = chooser.best_model_path if chooser is not None else None
         last = next(
             (c.last_model_path for c in trainer.callbacks if isinstance(c, LastCheckpoint)),
             None,
         )
+        if final_best and last and chooser is not None and chooser.monitor == "val/psnr_mu":
+            # the final weights (last.ckpt) were validated after the best one was chosen
+            final, chosen = metrics.get("val/psnr_mu"), chooser.best_model_score
+            if final is not None and (chosen is None or final > float(chosen)):
+                best = last
         summary = TrainSummary(
             steps=trainer.global_step,
             seconds=seconds,
@@ -458,6 +464,15 @@ def remove_fresh_run_dir(output_dir: Path) -> None:
     _remove_empty_sweep_dir()
 
 
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """(size, modification time in ns) of ``path``, or None when it does not exist."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
+
+
 def _remove_what_hydra_wrote(output_dir: Path) -> None:
     """In a folder refused as a run's (a data folder given as ``hydra.run.dir``): remove the
     ``.hydra`` files and the empty ``train.log`` that Hydra wrote there for this job."""
@@ -530,6 +545,7 @@ def run_job(cfg: DictConfig) -> float | None:
             flush=True,
         )
         sys.exit(2)
+    record = _stamp(output_dir / CONFIG_FILE)  # train() rewrites it once its checks pass
     try:
         with run_folder_lock(output_dir) if rank_zero else contextlib.nullcontext():
             return train(cfg).psnr_mu_after
@@ -544,7 +560,9 @@ def run_job(cfg: DictConfig) -> float | None:
     except Exception as err:
         if fresh and not (output_dir / CONFIG_FILE).exists():
             remove_fresh_run_dir(output_dir)  # failed at start: leave nothing behind
-        elif rank_zero and output_dir.is_dir():
+        elif rank_zero and output_dir.is_dir() and _stamp(output_dir / CONFIG_FILE) != record:
+            # this start got past its checks: its failure is the run's (a refused start
+            # leaves an earlier run's folder as it was)
             (output_dir / FAILED_FILE).write_text(f"{type(err).__name__}: {one_line(err)}\n")
         if isinstance(err, HDRUNetError | ValueError):
             print(f"hdrunet-train: error: {one_line(err)}", file=sys.stderr, flush=True)
