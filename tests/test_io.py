@@ -535,6 +535,43 @@ def test_npm_exr_modules_are_decoded_with_their_licence(tmp_path):
     }
 
 
+def test_two_fetches_into_one_folder_take_turns_and_both_are_recorded(tmp_path, monkeypatch):
+    """The second fetch waits for the first (a lock on the folder itself): each read the
+    record, wrote its files and replaced the record with its own, losing the other's."""
+    import json
+    import threading
+
+    from hdrunet_pl import samples
+
+    first_writing, release = threading.Event(), threading.Event()
+    write = samples._write
+
+    def slow_write(target, data):
+        if target.name == "a.hdr":  # the first fetch, paused while it holds the folder
+            first_writing.set()
+            assert release.wait(10)
+        write(target, data)
+
+    monkeypatch.setattr(samples, "_write", slow_write)
+
+    def fetch(name: str) -> None:
+        record = samples.SampleRecord(name, "pkg@1", "PyPI", "CC0")
+        samples._write_samples(tmp_path, {name: name.encode()}, [record])
+
+    first = threading.Thread(target=fetch, args=("a.hdr",))
+    first.start()
+    assert first_writing.wait(10)
+    second = threading.Thread(target=fetch, args=("b.hdr",))
+    second.start()
+    second.join(0.5)
+    assert second.is_alive(), "the second fetch did not wait for the first"
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert sorted(json.loads((tmp_path / "SOURCES.json").read_text())) == ["a.hdr", "b.hdr"]
+    assert (tmp_path / "a.hdr").read_bytes() == b"a.hdr"
+
+
 def test_a_held_out_fetch_never_shares_a_folder_with_training_scenes(tmp_path, monkeypatch, capsys):
     """data=held_out scores every HDR file under its root: fetching the held-out scenes into
     a folder that also holds a training scene (an earlier `--source pmndrs`) is refused

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -28,6 +30,7 @@ import tarfile
 import tempfile
 import urllib.request
 import zipfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -123,7 +126,24 @@ def _write_samples(dest: Path, files: dict[str, bytes], records: list[SampleReco
     """Write ``files`` (name -> bytes) into ``dest`` and record them; refuses (one line,
     before writing anything) a file of such a name that this module did not fetch, or that
     was changed since it did: a sample never replaces a user's file or a user's edit. A file
-    that already holds the bytes is left as it is."""
+    that already holds the bytes is left as it is. Fetches into one folder take turns."""
+    with _folder_lock(dest):
+        _write_samples_locked(dest, files, records)
+
+
+@contextlib.contextmanager
+def _folder_lock(dest: Path) -> Iterator[None]:
+    """Hold an exclusive lock on folder ``dest`` itself (no lock file is left in it): two
+    fetches at once would otherwise each record only their own files in SOURCES.json."""
+    handle = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # releases the lock
+
+
+def _write_samples_locked(dest: Path, files: dict[str, bytes], records: list[SampleRecord]) -> None:
     known = _recorded(dest)
     for name, data in files.items():
         path = dest / name
