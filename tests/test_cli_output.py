@@ -277,3 +277,14 @@ def test_a_mistyped_setting_names_the_closest_ones_in_one_line(tmp_path):
     result = run_tool("hdrunet-predict", ["ckpt=a", "input=b", "output=c", "tiles=3"], tmp_path)
     assert result.returncode == 2
     assert "tiles: no such setting (did you mean tile?)" in result.stderr
+
+
+def test_cfg_hydra_resolve_says_what_to_use_instead(tmp_path):
+    """Hydra cannot resolve its own settings apart from the job's (its traceback named
+    paths.log_dir): one line pointing to `--cfg all --resolve`, which works."""
+    for args in (["--cfg", "hydra", "--resolve"], ["--resolve", "-c", "hydra"]):
+        result = run_tool("hdrunet-train", args, tmp_path)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert result.stderr.strip().endswith("`--cfg all --resolve` shows both, resolved")
+    shown = run_tool("hdrunet-train", ["--cfg", "all", "--resolve"], tmp_path)
+    assert shown.returncode == 0 and "log_dir: logs" in shown.stdout

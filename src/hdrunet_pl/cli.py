@@ -8,6 +8,7 @@ Lightning are imported: each tool's work is imported only once its config is kno
 from __future__ import annotations
 
 import difflib
+import itertools
 import json
 import os
 import re
@@ -190,6 +191,19 @@ def check_run_folder(argv: list[str]) -> None:
             _stop("hdrunet-train", f"{err} (nothing was written there)")
 
 
+def check_cfg_request(argv: list[str]) -> None:
+    """``--cfg hydra --resolve``: Hydra resolves its own settings apart from the job's, and
+    they name the job's ``paths.log_dir``; say so in one line instead of its traceback."""
+    shown = [b for a, b in itertools.pairwise(argv) if a in ("--cfg", "-c")]
+    shown += [a.partition("=")[2] for a in argv if a.startswith("--cfg=")]
+    if "hydra" in shown and "--resolve" in argv:
+        _stop(
+            "hdrunet-train",
+            "--cfg hydra --resolve: Hydra resolves its settings apart from the job's, which "
+            "they use (paths.log_dir); `--cfg all --resolve` shows both, resolved",
+        )
+
+
 def check_launcher(argv: list[str]) -> None:
     """Exit with one line when a sweep asks for the SLURM launcher on a machine without
     SLURM (Hydra would show the launcher's traceback)."""
@@ -206,6 +220,7 @@ def check_launcher(argv: list[str]) -> None:
 def train() -> float | None:
     """``hdrunet-train``; returns the final val PSNR-mu (for Hydra sweepers)."""
     install_filters()
+    check_cfg_request(sys.argv[1:])
     check_launcher(sys.argv[1:])
     check_run_folder(sys.argv[1:])
     check_setting_names("hdrunet-train", "train", sys.argv[1:])
