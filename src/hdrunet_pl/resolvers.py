@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
@@ -58,9 +59,7 @@ def hydra_subdir(run_dir: str | None) -> str | None:
     ``.hydra/`` record of the first start stays, whether this start is refused or resumes
     it; each start's overrides go to the run's ``overrides.yaml``) or files of somebody
     else's (which the job then refuses, having written nothing over them)."""
-    from pathlib import Path
-
-    from hdrunet_pl.run_files import foreign_run_folder, is_package_run
+    from hdrunet_pl.run_files import foreign_run_folder, is_package_run  # yaml, on demand
 
     if run_dir is None:  # not a job (``--cfg hydra``)
         return ".hydra"

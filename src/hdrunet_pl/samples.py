@@ -122,15 +122,6 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _write_samples(dest: Path, files: dict[str, bytes], records: list[SampleRecord]) -> None:
-    """Write ``files`` (name -> bytes) into ``dest`` and record them; refuses (one line,
-    before writing anything) a file of such a name that this module did not fetch, or that
-    was changed since it did: a sample never replaces a user's file or a user's edit. A file
-    that already holds the bytes is left as it is. Fetches into one folder take turns."""
-    with _folder_lock(dest):
-        _write_samples_locked(dest, files, records)
-
-
 @contextlib.contextmanager
 def _folder_lock(dest: Path) -> Iterator[None]:
     """Hold an exclusive lock on folder ``dest`` itself (no lock file is left in it): two
@@ -143,28 +134,33 @@ def _folder_lock(dest: Path) -> Iterator[None]:
         os.close(handle)  # releases the lock
 
 
-def _write_samples_locked(dest: Path, files: dict[str, bytes], records: list[SampleRecord]) -> None:
-    known = _recorded(dest)
-    for name, data in files.items():
-        path = dest / name
-        if not path.exists() and not path.is_symlink():
-            continue
-        if name not in known or not path.is_file() or path.is_symlink():
-            raise HDRUNetError(
-                f"{path}: exists and was not fetched by hdrunet_pl.samples; not written over "
-                "(choose another folder)"
-            )
-        current = path.read_bytes()
-        if current != data and _sha256(current) != known[name].get("sha256"):
-            raise HDRUNetError(
-                f"{path}: changed since hdrunet_pl.samples fetched it; not written over (move "
-                "it away, or delete it to fetch it again)"
-            )
-    for name, data in files.items():
-        path = dest / name
-        if not (path.is_file() and path.read_bytes() == data):
-            _write(path, data)
-    _record(dest, [replace(r, sha256=_sha256(files[r.file])) for r in records])
+def _write_samples(dest: Path, files: dict[str, bytes], records: list[SampleRecord]) -> None:
+    """Write ``files`` (name -> bytes) into ``dest`` and record them; refuses (one line,
+    before writing anything) a file of such a name that this module did not fetch, or that
+    was changed since it did: a sample never replaces a user's file or a user's edit. A file
+    that already holds the bytes is left as it is. Fetches into one folder take turns."""
+    with _folder_lock(dest):
+        known = _recorded(dest)
+        for name, data in files.items():
+            path = dest / name
+            if not path.exists() and not path.is_symlink():
+                continue
+            if name not in known or not path.is_file() or path.is_symlink():
+                raise HDRUNetError(
+                    f"{path}: exists and was not fetched by hdrunet_pl.samples; not written "
+                    "over (choose another folder)"
+                )
+            current = path.read_bytes()
+            if current != data and _sha256(current) != known[name].get("sha256"):
+                raise HDRUNetError(
+                    f"{path}: changed since hdrunet_pl.samples fetched it; not written over "
+                    "(move it away, or delete it to fetch it again)"
+                )
+        for name, data in files.items():
+            path = dest / name
+            if not (path.is_file() and path.read_bytes() == data):
+                _write(path, data)
+        _record(dest, [replace(r, sha256=_sha256(files[r.file])) for r in records])
 
 
 def poly_haven_hdris(dest: str | Path) -> list[Path]:
