@@ -12,8 +12,10 @@ import pytest
 
 from hdrunet_pl.errors import HDRUNetError, ImageFileError
 from hdrunet_pl.io import (
+    REC709_CHROMATICITIES,
     alignratio_path_for,
     hdr_image_size,
+    luminance_chroma_to_rgb,
     png_info,
     read_alignratio,
     read_exr,
@@ -21,6 +23,8 @@ from hdrunet_pl.io import (
     read_ldr,
     read_linear_hdr,
     read_radiance,
+    rgb_to_rec709_matrix,
+    rgb_to_xyz_matrix,
     write_exr,
     write_hdr,
     write_hdr_png,
@@ -429,17 +433,99 @@ def test_a_multi_part_exr_is_read_from_its_one_image_part_or_refused(tmp_path):
             hdr_image_size(tmp_path / name)
 
 
-def test_a_luminance_chroma_exr_is_refused_not_read_as_grey(tmp_path):
+ACES_AP0 = (0.7347, 0.2653, 0.0, 1.0, 0.0001, -0.077, 0.32168, 0.33767)
+
+
+def _luminance_chroma(image, weights):
+    """OpenEXR's encoding of RGB as Y, RY = (R - Y) / Y, BY = (B - Y) / Y, full size."""
+    luma = image @ weights
+    channels = (luma, image[..., 0] / luma - 1, image[..., 2] / luma - 1)
+    return tuple(np.ascontiguousarray(c, dtype=np.float32) for c in channels)
+
+
+def _write_exr(path, channels, header=None):
+    base = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    with OpenEXR.File(base | (header or {}), channels) as f:
+        f.write(str(path))
+
+
+def test_rgb_to_xyz_follows_the_standards():
+    # sRGB / Rec. 709 (IEC 61966-2-1's matrix, to its 4 digits) and XYZ stored as RGB
+    np.testing.assert_allclose(
+        rgb_to_xyz_matrix(REC709_CHROMATICITIES),
+        [[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]],
+        atol=1e-4,
+    )
+    np.testing.assert_allclose(rgb_to_xyz_matrix((1, 0, 0, 1, 0, 0, 1 / 3, 1 / 3)), np.eye(3))
+    # ACES2065-1 (AP0, whose blue lies at y < 0) to linear sRGB, Bradford-adapted from the
+    # ACES white to D65: the matrix published with the ACES reference transforms
+    np.testing.assert_allclose(
+        rgb_to_rec709_matrix(ACES_AP0),
+        [[2.5217, -1.1341, -0.3876], [-0.2765, 1.3727, -0.0962], [-0.0154, -0.1530, 1.1684]],
+        atol=2e-4,
+    )
+    np.testing.assert_allclose(rgb_to_rec709_matrix(ACES_AP0).sum(axis=1), 1)  # white stays
+    np.testing.assert_allclose(rgb_to_rec709_matrix(REC709_CHROMATICITIES), np.eye(3), atol=1e-12)
+    for bad in ((0.64, 0.33, 0.64, 0.33, 0.15, 0.06, 0.3127, 0.329), (0,) * 8, (1,) * 7):
+        with pytest.raises(ValueError):
+            rgb_to_xyz_matrix(bad)
+
+
+def test_a_luminance_chroma_exr_is_read_as_the_rgb_it_encodes(tmp_path):
     image = hdr_image(6, 9) + 0.1
-    luma = image.mean(axis=-1)
-    chroma = {"RY": image[..., 0] / luma - 1, "BY": image[..., 2] / luma - 1}
-    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
-    channels = {"Y": luma} | {k: np.ascontiguousarray(v) for k, v in chroma.items()}
-    with OpenEXR.File(header, channels) as f:
-        f.write(str(tmp_path / "yc.exr"))
-    for read in (read_exr, hdr_image_size):
-        with pytest.raises(ImageFileError, match="luminance/chroma OpenEXR"):
-            read(tmp_path / "yc.exr")
+    weights = rgb_to_xyz_matrix(REC709_CHROMATICITIES)[1]
+    luma, ry, by = _luminance_chroma(image, weights)
+    _write_exr(tmp_path / "yc.exr", {"Y": luma, "RY": ry, "BY": by})
+    np.testing.assert_allclose(read_exr(tmp_path / "yc.exr"), image, rtol=1e-5)
+    assert hdr_image_size(tmp_path / "yc.exr") == (6, 9)
+    # grey pixels (both chroma values 0) come back as R = G = B = Y exactly
+    grey = luminance_chroma_to_rgb(luma, ry * 0, by * 0, weights)
+    np.testing.assert_array_equal(grey, np.repeat(luma[..., None], 3, axis=2))
+    # one chroma channel alone cannot be turned into colour: refused, not read as grey
+    _write_exr(tmp_path / "half.exr", {"Y": luma, "RY": ry})
+    with pytest.raises(ImageFileError, match="only one of RY, BY"):
+        read_exr(tmp_path / "half.exr")
+
+
+def test_subsampled_chroma_is_interpolated_between_its_samples(tmp_path):
+    # chroma at 2x2 subsampling, as OpenEXR writes it: sample (i, j) on pixel (2i, 2j)
+    luma = np.linspace(0.5, 4.0, 4 * 6, dtype=np.float32).reshape(4, 6)
+    ry = np.array([[0.0, 0.2, 0.4], [0.6, 0.8, 1.0]], np.float32)
+    by = np.full((2, 3), -0.5, np.float32)
+    weights = rgb_to_xyz_matrix(REC709_CHROMATICITIES)[1]
+    image = luminance_chroma_to_rgb(luma, ry, by, weights)
+    red_over_luma = image[..., 0] / luma - 1
+    np.testing.assert_allclose(red_over_luma[0], [0.0, 0.1, 0.2, 0.3, 0.4, 0.4], atol=1e-6)
+    np.testing.assert_allclose(red_over_luma[:, 0], [0.0, 0.3, 0.6, 0.6], atol=1e-6)
+    np.testing.assert_allclose(image[..., 2], luma * 0.5, rtol=1e-6)
+    np.testing.assert_allclose(image @ weights, luma, rtol=1e-5)  # luminance kept
+    # the same through a file: the binding (3.x) writes a subsampled channel from the first
+    # h * w / 4 values of a full-size array
+    full = {}
+    for name, samples in (("RY", ry), ("BY", by)):
+        flat = np.zeros(luma.size, np.float32)
+        flat[: samples.size] = samples.ravel()
+        full[name] = OpenEXR.Channel(flat.reshape(luma.shape), 2, 2)
+    _write_exr(tmp_path / "yc.exr", {"Y": OpenEXR.Channel(luma)} | full)
+    with OpenEXR.File(str(tmp_path / "yc.exr"), separate_channels=True) as f:
+        stored = f.parts[0].channels
+        np.testing.assert_array_equal(stored["RY"].pixels, ry)  # the file holds the samples
+    np.testing.assert_allclose(read_exr(tmp_path / "yc.exr"), image, rtol=1e-6)
+
+
+def test_an_exr_in_other_primaries_is_converted_to_rec709(tmp_path):
+    image = hdr_image(5, 7) + 0.05  # linear Rec. 709
+    to_aces = np.linalg.inv(rgb_to_rec709_matrix(ACES_AP0))
+    aces = (image.astype(np.float64) @ to_aces.T).astype(np.float32)
+    _write_exr(tmp_path / "aces.exr", {"RGB": aces}, {"chromaticities": ACES_AP0})
+    np.testing.assert_allclose(read_exr(tmp_path / "aces.exr"), image, rtol=1e-4, atol=1e-6)
+    # luminance/chroma in those primaries: Y weighs R, G, B by the file's own primaries
+    luma, ry, by = _luminance_chroma(aces, rgb_to_xyz_matrix(ACES_AP0)[1])
+    _write_exr(tmp_path / "yc.exr", {"Y": luma, "RY": ry, "BY": by}, {"chromaticities": ACES_AP0})
+    np.testing.assert_allclose(read_exr(tmp_path / "yc.exr"), image, rtol=1e-4, atol=1e-6)
+    _write_exr(tmp_path / "bad.exr", {"RGB": aces}, {"chromaticities": (0.3,) * 8})
+    with pytest.raises(ImageFileError, match=r"bad\.exr: unusable chromaticities"):
+        read_exr(tmp_path / "bad.exr")
 
 
 def test_write_hdr_dispatch_writes_nonlinear_png_and_linear_exr_hdr(tmp_path):

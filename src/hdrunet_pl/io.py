@@ -495,8 +495,7 @@ def _exr_size(path: Path) -> tuple[int, int]:
 
 def _image_part(exr: OpenEXR.File, path: Path):  # -> OpenEXR.Part
     """The part of an OpenEXR file that holds the image: the only part, or the only one of a
-    multi-part file (a render's beauty pass beside its AOVs) with R, G, B or Y channels.
-    Luminance/chroma images (``Y``, ``RY``, ``BY``) are refused: their colour would be lost."""
+    multi-part file (a render's beauty pass beside its AOVs) with R, G, B or Y channels."""
 
     def names(part) -> set[str]:  # from the header: a file opened header_only has no pixels
         return {c.name for c in part.header.get("channels", [])}
@@ -519,31 +518,39 @@ def _image_part(exr: OpenEXR.File, path: Path):  # -> OpenEXR.Part
             f"{path}: multi-part OpenEXR whose {len(images)} of {len(parts)} parts ({listed}) "
             "hold an image; save the one to use as its own file"
         )
-    if not {"R", "G", "B"} <= names(part) and names(part) & {"RY", "BY"}:
+    found = names(part)
+    if not {"R", "G", "B"} <= found and found & {"RY", "BY"} and not {"RY", "BY"} <= found:
         raise ImageFileError(
-            f"{path}: luminance/chroma OpenEXR (Y, RY, BY) is not read (its colour would be "
-            "lost); save it as RGB"
+            f"{path}: luminance/chroma OpenEXR with only one of RY, BY; its colour cannot be "
+            "rebuilt"
         )
     return part
 
 
 def read_exr(path: str | Path, negative: str = "clip") -> np.ndarray:
-    """Linear RGB (or Y, repeated) of an OpenEXR file as float32 ``(H, W, 3)``, >= 0
-    (negative values: see ``NEGATIVE``). A multi-part file is read when exactly one part
-    holds an image; luminance/chroma files are refused."""
+    """Linear RGB of an OpenEXR file as float32 ``(H, W, 3)``, >= 0 (negative values: see
+    ``NEGATIVE``), in Rec. 709 primaries with a D65 white.
+
+    R, G, B channels are read as they are; luminance/chroma files (``Y``, ``RY``, ``BY``,
+    chroma usually at half resolution) are turned into RGB (:func:`luminance_chroma_to_rgb`);
+    a ``Y``-only file is grey. A file whose ``chromaticities`` attribute names other
+    primaries or another white (ACES, XYZ, ...) is converted to Rec. 709 / D65
+    (:func:`rgb_to_rec709_matrix`). A multi-part file is read when exactly one part holds an
+    image.
+    """
     path = _existing(path)
     _exr_size(path)  # a header that claims too many pixels is refused before they are read
     try:
         with OpenEXR.File(str(path), separate_channels=True) as exr:
             part = _image_part(exr, path)
             channels = {name: ch.pixels for name, ch in part.channels.items()}
+            chromaticities = part.header.get("chromaticities")
     except ImageFileError:
         raise
     except Exception as err:
         raise ImageFileError(f"{path}: unreadable OpenEXR file ({err})") from None
-    integer = sorted(
-        n for n in ("R", "G", "B", "Y") if n in channels and channels[n].dtype.kind in "ui"
-    )
+    colour = ("R", "G", "B", "Y", "RY", "BY")
+    integer = sorted(n for n in colour if n in channels and channels[n].dtype.kind in "ui")
     if integer:
         raise ImageFileError(
             f"{path}: integer OpenEXR channels ({', '.join(integer)}: ids or masks?), not "
@@ -551,14 +558,122 @@ def read_exr(path: str | Path, negative: str = "clip") -> np.ndarray:
         )
     if "A" in channels:
         log.warning("%s: alpha channel dropped", path)
+    primaries = _exr_chromaticities(chromaticities, path)
     if all(c in channels for c in "RGB"):
-        image = np.stack([channels[c] for c in "RGB"], axis=-1)
+        image = np.stack([channels[c] for c in "RGB"], axis=-1).astype(np.float32)
+    elif {"Y", "RY", "BY"} <= channels.keys():
+        log.info("%s: luminance/chroma OpenEXR, converted to RGB", path)
+        luma = rgb_to_xyz_matrix(primaries)[1]
+        image = luminance_chroma_to_rgb(channels["Y"], channels["RY"], channels["BY"], luma)
     elif "Y" in channels:
         log.warning("%s: grayscale (Y) EXR, converted to RGB by repeating its channel", path)
-        image = np.repeat(channels["Y"][..., None], 3, axis=2)
+        image = np.repeat(channels["Y"][..., None].astype(np.float32), 3, axis=2)
+        primaries = REC709_CHROMATICITIES  # grey is grey in any primaries
     else:
         raise ImageFileError(f"{path}: no R, G, B (or Y) channels; has {sorted(channels)}")
+    if not np.allclose(primaries, REC709_CHROMATICITIES, atol=_CHROMATICITY_TOLERANCE):
+        named = ", ".join(f"{v:.4g}" for v in primaries)
+        log.info("%s: converted from its primaries (CIE xy %s) to Rec. 709 / D65", path, named)
+        with np.errstate(over="ignore", invalid="ignore"):
+            image = image @ rgb_to_rec709_matrix(primaries).T.astype(np.float32)
     return _check_finite(image.astype(np.float32), path, negative)
+
+
+REC709_CHROMATICITIES = (0.64, 0.33, 0.30, 0.60, 0.15, 0.06, 0.3127, 0.3290)
+"""CIE xy of the red, green and blue primaries and of the white (Rec. ITU-R BT.709 with D65):
+what an OpenEXR file without a ``chromaticities`` attribute holds, what sRGB cameras and the
+NTIRE data use, and what every image of this package is in."""
+_CHROMATICITY_TOLERANCE = 1e-3  # files store them as float32, often rounded to 4 digits
+_BRADFORD = np.array(
+    [[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367], [0.0389, -0.0685, 1.0296]]
+)
+"""The Bradford cone-response matrix (Lam 1985), for adapting a white point to another."""
+
+
+def _exr_chromaticities(value: object, path: Path) -> tuple[float, ...]:
+    """The 8 numbers of an OpenEXR ``chromaticities`` attribute (Rec. 709 when there is
+    none), checked: each finite, every y > 0, primaries that span a colour space."""
+    if value is None:
+        return REC709_CHROMATICITIES
+    try:
+        numbers = tuple(float(v) for v in value)  # type: ignore[union-attr]
+        rgb_to_xyz_matrix(numbers)
+    except (TypeError, ValueError) as err:
+        raise ImageFileError(f"{path}: unusable chromaticities attribute ({err})") from None
+    return numbers
+
+
+def rgb_to_xyz_matrix(chromaticities: tuple[float, ...]) -> np.ndarray:
+    """(3, 3) matrix from linear RGB with these primaries and white to CIE XYZ, the white
+    at Y = 1. ``chromaticities``: CIE xy of red, green, blue and white (8 numbers, as
+    OpenEXR stores them; a primary may lie outside the visible gamut, as ACES AP0's blue
+    at y < 0 does). Its middle row is the luminance weights of R, G and B."""
+    xy = np.asarray(chromaticities, dtype=np.float64)
+    if xy.shape != (8,) or not np.isfinite(xy).all() or xy[7] <= 0:
+        raise ValueError(f"need 8 finite CIE xy numbers, the white's y > 0; got {chromaticities}")
+    x, y = xy[0::2], xy[1::2]
+    primaries = np.stack([x[:3], y[:3], 1 - x[:3] - y[:3]])  # columns: R, G, B, any scale
+    white = np.array([x[3], y[3], 1 - x[3] - y[3]]) / y[3]
+    if abs(np.linalg.det(primaries)) < 1e-6:
+        raise ValueError(f"primaries {chromaticities[:6]} do not span a colour space")
+    return primaries * np.linalg.solve(primaries, white)
+
+
+def rgb_to_rec709_matrix(chromaticities: tuple[float, ...]) -> np.ndarray:
+    """(3, 3) matrix from linear RGB with these primaries and white (see
+    :func:`rgb_to_xyz_matrix`) to linear Rec. 709 / D65, the white adapted with Bradford:
+    the file's white becomes (1, 1, 1)."""
+    source = rgb_to_xyz_matrix(chromaticities)
+    target = rgb_to_xyz_matrix(REC709_CHROMATICITIES)
+    cone_source = _BRADFORD @ source.sum(axis=1)  # the whites' cone responses
+    cone_target = _BRADFORD @ target.sum(axis=1)
+    adapt = np.linalg.solve(_BRADFORD, np.diag(cone_target / cone_source) @ _BRADFORD)
+    return np.linalg.solve(target, adapt @ source)
+
+
+def _expand_samples(samples: np.ndarray, axis: int, size: int) -> np.ndarray:
+    """Linear interpolation of a subsampled OpenEXR channel to ``size`` pixels along
+    ``axis``: sample ``i`` lies on pixel ``i * size / n`` (OpenEXR puts one on every
+    ``sampling``-th pixel, and ``size`` is a multiple of it); the last is held to the edge."""
+    n = samples.shape[axis]
+    if n == size:
+        return samples
+    position = np.arange(size) * (n / size)  # in samples
+    low = np.minimum(position.astype(np.int64), n - 1)
+    high = np.minimum(low + 1, n - 1)
+    shape = [1, 1]
+    shape[axis] = size
+    t = (position - low).reshape(shape).astype(np.float32)
+    return np.take(samples, low, axis) * (1 - t) + np.take(samples, high, axis) * t
+
+
+def luminance_chroma_to_rgb(
+    luminance: np.ndarray, ry: np.ndarray, by: np.ndarray, weights: np.ndarray
+) -> np.ndarray:
+    """OpenEXR's luminance/chroma encoding back to RGB: ``(H, W)`` luminance ``Y`` and the
+    chroma ``RY = (R - Y) / Y``, ``BY = (B - Y) / Y`` (each ``(H / s, W / s)`` for a
+    subsampling ``s``, or full size) -> float32 ``(H, W, 3)`` linear RGB; ``weights``: the
+    luminance weights of R, G, B (middle row of :func:`rgb_to_xyz_matrix`).
+
+    Chroma is interpolated linearly between its samples (OpenEXR's own reader uses a longer
+    filter, so colours can differ slightly at sharp colour edges); where both chroma values
+    are 0 the pixel is grey, ``R = G = B = Y``, exactly.
+    """
+    luma = luminance.astype(np.float32)
+    height, width = luma.shape
+    chroma = []
+    for channel in (ry, by):
+        channel = _expand_samples(channel.astype(np.float32), 0, height)
+        chroma.append(_expand_samples(channel, 1, width))
+    ry, by = chroma
+    wr, wg, wb = (float(w) for w in weights)
+    red = (ry + 1) * luma
+    blue = (by + 1) * luma
+    green = (luma - wr * red - wb * blue) / wg
+    grey = (ry == 0) & (by == 0)
+    image = np.stack([red, green, blue], axis=-1)
+    image[grey] = luma[grey, None]
+    return image
 
 
 def write_exr(
