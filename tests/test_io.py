@@ -449,6 +449,27 @@ def _write_exr(path, channels, header=None):
         f.write(str(path))
 
 
+def test_an_exr_layer_holding_the_image_is_read_or_the_choice_refused(tmp_path):
+    image = hdr_image(4, 5)
+    aov = np.full((4, 5), 7.0, np.float32)
+
+    def layered(prefix):
+        return {f"{prefix}{c}": np.ascontiguousarray(image[..., i]) for i, c in enumerate("RGB")}
+
+    # one layer (a render's ViewLayer.Combined pass), with a depth channel beside it
+    _write_exr(tmp_path / "render.exr", layered("ViewLayer.Combined.") | {"depth.Z": aov})
+    np.testing.assert_array_equal(read_exr(tmp_path / "render.exr"), image)
+    # unprefixed R, G, B are the image; layered AOVs beside them are ignored
+    aovs = {f"diffuse.{c}": aov for c in "RGB"}
+    _write_exr(tmp_path / "beauty.exr", layered("") | aovs)
+    np.testing.assert_array_equal(read_exr(tmp_path / "beauty.exr"), image)
+    # two layers that each hold an image: which is the user's choice
+    _write_exr(tmp_path / "two.exr", layered("left.") | aovs)
+    for read in (read_exr, hdr_image_size):
+        with pytest.raises(ImageFileError, match=r"2 layers \('diffuse', 'left'\) hold an"):
+            read(tmp_path / "two.exr")
+
+
 def test_rgb_to_xyz_follows_the_standards():
     # sRGB / Rec. 709 (IEC 61966-2-1's matrix, to its 4 digits) and XYZ stored as RGB
     np.testing.assert_allclose(

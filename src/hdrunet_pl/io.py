@@ -483,7 +483,7 @@ def _exr_size(path: Path) -> tuple[int, int]:
     :data:`MAX_PIXELS`."""
     try:
         with OpenEXR.File(str(path), header_only=True) as exr:
-            (x0, y0), (x1, y1) = _image_part(exr, path).header["dataWindow"]
+            (x0, y0), (x1, y1) = _image_part(exr, path)[0].header["dataWindow"]
     except ImageFileError:
         raise
     except Exception as err:
@@ -493,9 +493,39 @@ def _exr_size(path: Path) -> tuple[int, int]:
     return height, width
 
 
-def _image_part(exr: OpenEXR.File, path: Path):  # -> OpenEXR.Part
-    """The part of an OpenEXR file that holds the image: the only part, or the only one of a
-    multi-part file (a render's beauty pass beside its AOVs) with R, G, B or Y channels."""
+_COLOUR_CHANNELS = ("R", "G", "B", "A", "Y", "RY", "BY")
+
+
+def _holds_image(names: set[str]) -> bool:
+    return {"R", "G", "B"} <= names or "Y" in names
+
+
+def _image_layer(names: set[str], path: Path) -> str | None:
+    """The prefix of the channels that hold the image among a part's channel ``names``: ""
+    for ``R, G, B`` (or ``Y``), else ``"<layer>."`` of the one layer that has them (a
+    render's ``ViewLayer.Combined.R``, ...); None when none does. Several such layers are
+    refused: which one is the image is the user's choice."""
+    if _holds_image(names):
+        return ""
+    layers: dict[str, set[str]] = {}
+    for name in names:
+        layer, dot, channel = name.rpartition(".")
+        if dot:
+            layers.setdefault(layer + dot, set()).add(channel)
+    found = sorted(prefix for prefix, channels in layers.items() if _holds_image(channels))
+    if len(found) > 1:
+        listed = ", ".join(repr(prefix[:-1]) for prefix in found)
+        raise ImageFileError(
+            f"{path}: OpenEXR whose {len(found)} layers ({listed}) hold an image; save the "
+            "one to use as its own file"
+        )
+    return found[0] if found else None
+
+
+def _image_part(exr: OpenEXR.File, path: Path):  # -> tuple[OpenEXR.Part, str]
+    """The part of an OpenEXR file that holds the image, and the prefix of its image
+    channels (see :func:`_image_layer`): the only part, or the only one of a multi-part
+    file (a render's beauty pass beside its AOVs) with R, G, B or Y channels."""
 
     def names(part) -> set[str]:  # from the header: a file opened header_only has no pixels
         return {c.name for c in part.header.get("channels", [])}
@@ -503,28 +533,30 @@ def _image_part(exr: OpenEXR.File, path: Path):  # -> OpenEXR.Part
     parts = list(exr.parts)
     if not parts:  # the binding drops the parts whose pixels it could not read
         raise ImageFileError(f"{path}: its pixels cannot be read (truncated or damaged OpenEXR)")
-    images = [p for p in parts if {"R", "G", "B"} <= names(p) or "Y" in names(p)]
+    layers = [_image_layer(names(p), path) for p in parts]
+    images = [(p, layer) for p, layer in zip(parts, layers, strict=True) if layer is not None]
     if not images:
         found = sorted(set().union(*(names(p) for p in parts)))
         raise ImageFileError(f"{path}: no R, G, B (or Y) channels; has {found}")
-    if len(parts) == 1:
-        part = parts[0]
-    elif len(images) == 1:
-        part = images[0]
-        log.info("%s: multi-part OpenEXR, reading its image part %r", path, part.name())
+    if len(images) == 1:
+        part, layer = images[0]
+        if len(parts) > 1:
+            log.info("%s: multi-part OpenEXR, reading its image part %r", path, part.name())
     else:
         listed = ", ".join(repr(p.name()) for p in parts)
         raise ImageFileError(
             f"{path}: multi-part OpenEXR whose {len(images)} of {len(parts)} parts ({listed}) "
             "hold an image; save the one to use as its own file"
         )
-    found = names(part)
+    if layer:
+        log.info("%s: reading the image of its layer %r", path, layer[:-1])
+    found = {name.removeprefix(layer) for name in names(part) if name.startswith(layer)}
     if not {"R", "G", "B"} <= found and found & {"RY", "BY"} and not {"RY", "BY"} <= found:
         raise ImageFileError(
             f"{path}: luminance/chroma OpenEXR with only one of RY, BY; its colour cannot be "
             "rebuilt"
         )
-    return part
+    return part, layer
 
 
 def read_exr(path: str | Path, negative: str = "clip") -> np.ndarray:
@@ -542,15 +574,18 @@ def read_exr(path: str | Path, negative: str = "clip") -> np.ndarray:
     _exr_size(path)  # a header that claims too many pixels is refused before they are read
     try:
         with OpenEXR.File(str(path), separate_channels=True) as exr:
-            part = _image_part(exr, path)
-            channels = {name: ch.pixels for name, ch in part.channels.items()}
+            part, layer = _image_part(exr, path)
+            channels = {
+                name.removeprefix(layer): ch.pixels
+                for name, ch in part.channels.items()
+                if name.startswith(layer) and name.removeprefix(layer) in _COLOUR_CHANNELS
+            }
             chromaticities = part.header.get("chromaticities")
     except ImageFileError:
         raise
     except Exception as err:
         raise ImageFileError(f"{path}: unreadable OpenEXR file ({err})") from None
-    colour = ("R", "G", "B", "Y", "RY", "BY")
-    integer = sorted(n for n in colour if n in channels and channels[n].dtype.kind in "ui")
+    integer = sorted(n for n, pixels in channels.items() if n != "A" and pixels.dtype.kind in "ui")
     if integer:
         raise ImageFileError(
             f"{path}: integer OpenEXR channels ({', '.join(integer)}: ids or masks?), not "
