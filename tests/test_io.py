@@ -245,6 +245,25 @@ def test_an_exif_orientation_is_applied_in_every_format(tmp_path, suffix, orient
     assert np.abs(np.round(read * 255).astype(int) - upright).max() <= 2  # JPEG rounding
 
 
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_a_tiff_alpha_is_dropped_not_multiplied_into_the_colour(tmp_path, caplog, orientation):
+    """OpenCV's TIFF reader multiplies 8-bit colour by an unassociated alpha: a half-
+    transparent photo came out half as bright, a transparent one black."""
+    import tifffile
+
+    colour = _quadrants()
+    upright = colour if orientation == 1 else np.rot90(colour, -1)  # 6: turned clockwise
+    for alpha in (128, 0):
+        rgba = np.dstack([colour, np.full(colour.shape[:2], alpha, np.uint8)])
+        path = tmp_path / f"a{alpha}.tif"
+        tag = [(274, "H", 1, orientation)]
+        tifffile.imwrite(path, rgba, photometric="rgb", extrasamples=[2], extratags=tag)
+        with caplog.at_level(logging.WARNING):
+            np.testing.assert_array_equal(read_ldr(path), upright / np.float32(255))
+            np.testing.assert_array_equal(read_ldr(path, upright=False), colour / np.float32(255))
+        assert f"a{alpha}.tif: alpha channel dropped" in caplog.text
+
+
 def test_orientation_follows_the_content_not_the_suffix(tmp_path):
     """A JPEG saved under a .png name (orientation 6) is turned as a JPEG would be."""
     _save_with_orientation(tmp_path / "photo.jpg", _quadrants(), 6)
@@ -544,6 +563,12 @@ def test_an_exr_in_other_primaries_is_converted_to_rec709(tmp_path):
     luma, ry, by = _luminance_chroma(aces, rgb_to_xyz_matrix(ACES_AP0)[1])
     _write_exr(tmp_path / "yc.exr", {"Y": luma, "RY": ry, "BY": by}, {"chromaticities": ACES_AP0})
     np.testing.assert_allclose(read_exr(tmp_path / "yc.exr"), image, rtol=1e-4, atol=1e-6)
+    # X, Y, Z channels: CIE XYZ, not a grey image in Y
+    xyz = (image.astype(np.float64) @ rgb_to_xyz_matrix(REC709_CHROMATICITIES).T).astype(np.float32)
+    _write_exr(
+        tmp_path / "xyz.exr", {c: np.ascontiguousarray(xyz[..., i]) for i, c in enumerate("XYZ")}
+    )
+    np.testing.assert_allclose(read_exr(tmp_path / "xyz.exr"), image, rtol=1e-4, atol=1e-6)
     _write_exr(tmp_path / "bad.exr", {"RGB": aces}, {"chromaticities": (0.3,) * 8})
     with pytest.raises(ImageFileError, match=r"bad\.exr: unusable chromaticities"):
         read_exr(tmp_path / "bad.exr")

@@ -2,6 +2,7 @@
 
 import re
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -190,6 +191,38 @@ def test_stream_records_hold_the_exact_pair(tmp_path):
     item = record_to_pair(record)
     np.testing.assert_allclose(item["hdr"].permute(1, 2, 0).numpy(), hdr, rtol=0, atol=1e-6)
     assert item["name"] == "0007"
+
+
+def test_stream_records_read_every_ldr_kind_as_the_ntire_data_set_does(tmp_path):
+    # 16-bit, RGBA, grey LDRs and a grey GT, as the pair check accepts them: each record
+    # gives the same arrays as `ntire2021` (read_ldr / read_hdr_png), never codes / 255 of a
+    # 16-bit file or a flipped grey image
+    from hdrunet_pl.data.stream import record_to_pair
+    from hdrunet_pl.prepare import load_pair_record
+
+    rng = np.random.default_rng(0)
+    ldrs = {
+        "0000": rng.integers(0, 65536, (6, 9, 3), dtype=np.uint16),
+        "0001": rng.integers(0, 256, (6, 9, 4), dtype=np.uint8),
+        "0002": rng.integers(0, 256, (6, 9), dtype=np.uint8),
+    }
+    for name, ldr in ldrs.items():
+        write_ntire_frame(tmp_path, name, random_hdr(6, 9, seed=int(name)), ldr=ldr)
+    gt16 = cv2.imread(str(tmp_path / "0002_gt.png"), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(tmp_path / "0002_gt.png"), gt16[..., 1])  # a grey GT
+    dataset = NTIREDataset(find_ntire_pairs(tmp_path))
+    for pair, expected in zip(find_ntire_pairs(tmp_path), dataset, strict=True):
+        record = load_pair_record((pair.name, str(pair.ldr), str(pair.gt), str(pair.alignratio)))
+        item = record_to_pair(record)
+        assert item["ldr"].shape == (3, 6, 9), pair.name
+        torch.testing.assert_close(item["ldr"], expected["ldr"], rtol=0, atol=0)
+        torch.testing.assert_close(item["hdr"], expected["hdr"], rtol=0, atol=0)
+    assert float(record_to_pair(load_pair_record(_args(tmp_path, "0000")))["ldr"].max()) <= 1
+
+
+def _args(folder, name):
+    pair = next(p for p in find_ntire_pairs(folder) if p.name == name)
+    return (pair.name, str(pair.ldr), str(pair.gt), str(pair.alignratio))
 
 
 def test_hdr_folder_trains_on_real_photographs(poly_haven, tmp_path):

@@ -300,21 +300,73 @@ def read_ldr(path: str | Path, upright: bool = True) -> np.ndarray:
 
     ``upright=False`` keeps the pixels as stored: the half of a pixel-aligned pair (an
     NTIRE LDR beside its 16-bit GT, which is read as stored) must not be turned alone."""
+    codes = read_ldr_codes(path, upright)
+    return codes.astype(np.float32) / np.float32(np.iinfo(codes.dtype).max)
+
+
+def read_ldr_codes(path: str | Path, upright: bool = True) -> np.ndarray:
+    """The codes of an 8-bit or 16-bit LDR image as stored, ``(H, W, 3)`` RGB uint8 or
+    uint16 (see :func:`read_ldr`, which divides them by 255 or 65535): grey repeated to RGB,
+    alpha dropped (a log line for each), never multiplied into the colour."""
     path = _existing(path)
     _check_ldr_size(path)
-    # these flags keep 8/16 bits and apply the EXIF orientation of every format (JPEG, PNG
-    # eXIf, TIFF, WebP), found by content, not by the file's suffix; alpha is dropped
-    flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
-    image = imread(path, flags if upright else flags | cv2.IMREAD_IGNORE_ORIENTATION)
-    if _png_with_alpha(path):
+    image = _tiff_colour(path) if _tiff_with_alpha(path) else None
+    if image is not None:
+        # OpenCV's TIFF reader multiplies 8-bit colour by alpha: the samples as stored,
+        # turned upright by the file's orientation tag as OpenCV's flags below would
         log.warning("%s: alpha channel dropped", path)
-    if image.dtype == np.uint8:
-        scale = 255.0
-    elif image.dtype == np.uint16:
-        scale = 65535.0
+        if upright:
+            image = _turn_upright(image, path)
     else:
+        # these flags keep 8/16 bits and apply the EXIF orientation of every format (JPEG,
+        # PNG eXIf, TIFF, WebP), found by content, not by the file's suffix; alpha dropped
+        flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
+        image = imread(path, flags if upright else flags | cv2.IMREAD_IGNORE_ORIENTATION)
+        if _png_with_alpha(path):
+            log.warning("%s: alpha channel dropped", path)
+    if image.dtype not in (np.uint8, np.uint16):
         raise ImageFileError(f"{path}: {image.dtype} pixels; an LDR image needs 8 or 16 bits")
-    return _bgr_to_rgb(image, path).astype(np.float32) / np.float32(scale)
+    return _bgr_to_rgb(image, path)
+
+
+def _tiff_with_alpha(path: Path) -> bool:
+    """An 8-bit TIFF with an unassociated alpha channel (Pillow's modes RGBA and LA)."""
+    try:
+        with Image.open(path) as image:
+            return image.format == "TIFF" and image.mode in ("RGBA", "LA")
+    except (OSError, ValueError, SyntaxError):
+        return False
+
+
+def _tiff_colour(path: Path) -> np.ndarray | None:
+    """The colour samples of an RGBA / grey + alpha TIFF as stored, in OpenCV's order (BGR,
+    or grey); None when tifffile cannot decode it (OpenCV reads it then)."""
+    import tifffile
+
+    try:
+        stored = tifffile.imread(path, key=0)
+    except Exception:  # a compression tifffile lacks a codec for
+        return None
+    if stored.ndim != 3 or stored.shape[2] not in (2, 4):
+        return None
+    return stored[..., 0] if stored.shape[2] == 2 else stored[..., 2::-1]
+
+
+def _turn_upright(image: np.ndarray, path: Path) -> np.ndarray:
+    """``image`` (H, W[, C]) as stored, turned as its EXIF / TIFF orientation (1-8) says, as
+    photo viewers and Pillow's ``exif_transpose`` do."""
+    with Image.open(path) as file:
+        orientation = file.getexif().get(0x0112, 1)
+    turns = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+        8: lambda a: np.rot90(a, 1),
+    }
+    return np.ascontiguousarray(turns.get(orientation, lambda a: a)(image))
 
 
 def _check_ldr_size(path: Path) -> None:
@@ -406,6 +458,13 @@ def read_hdr_png(png_path: str | Path, alignratio_path: str | Path | None = None
     """
     png_path = _existing(png_path)
     ratio = read_alignratio(alignratio_path or alignratio_path_for(png_path))
+    return read_hdr_png_codes(png_path).astype(np.float32) / np.float32(ratio)
+
+
+def read_hdr_png_codes(png_path: str | Path) -> np.ndarray:
+    """The uint16 ``(H, W, 3)`` RGB codes of an NTIRE 16-bit HDR PNG (grey repeated, alpha
+    dropped); an 8-bit PNG is refused."""
+    png_path = _existing(png_path)
     png_info(png_path)  # its size checked before its pixels are decoded
     image = imread(png_path, cv2.IMREAD_UNCHANGED)
     if image.dtype != np.uint16:
@@ -413,7 +472,7 @@ def read_hdr_png(png_path: str | Path, alignratio_path: str | Path | None = None
             f"{png_path}: {image.dtype} PNG where a 16-bit HDR PNG is expected "
             "(an 8-bit file cannot hold the HDR)"
         )
-    return _bgr_to_rgb(image, png_path).astype(np.float32) / np.float32(ratio)
+    return _bgr_to_rgb(image, png_path)
 
 
 def encode_hdr_png(hdr: np.ndarray) -> tuple[np.ndarray, np.float32]:
@@ -493,7 +552,7 @@ def _exr_size(path: Path) -> tuple[int, int]:
     return height, width
 
 
-_COLOUR_CHANNELS = ("R", "G", "B", "A", "Y", "RY", "BY")
+_COLOUR_CHANNELS = ("R", "G", "B", "A", "Y", "RY", "BY", "X", "Z")
 
 
 def _holds_image(names: set[str]) -> bool:
@@ -563,7 +622,8 @@ def read_exr(path: str | Path, negative: str = "clip") -> np.ndarray:
     """Linear RGB of an OpenEXR file as float32 ``(H, W, 3)``, >= 0 (negative values: see
     ``NEGATIVE``), in Rec. 709 primaries with a D65 white.
 
-    R, G, B channels are read as they are; luminance/chroma files (``Y``, ``RY``, ``BY``,
+    R, G, B channels are read as they are; ``X``, ``Y``, ``Z`` channels (CIE XYZ) are
+    converted to Rec. 709 / D65; luminance/chroma files (``Y``, ``RY``, ``BY``,
     chroma usually at half resolution) are turned into RGB (:func:`luminance_chroma_to_rgb`);
     a ``Y``-only file is grey. A file whose ``chromaticities`` attribute names other
     primaries or another white (ACES, XYZ, ...) is converted to Rec. 709 / D65
@@ -596,6 +656,12 @@ def read_exr(path: str | Path, negative: str = "clip") -> np.ndarray:
     primaries = _exr_chromaticities(chromaticities, path)
     if all(c in channels for c in "RGB"):
         image = np.stack([channels[c] for c in "RGB"], axis=-1).astype(np.float32)
+    elif {"X", "Y", "Z"} <= channels.keys():
+        log.info("%s: CIE XYZ OpenEXR, converted to Rec. 709 / D65", path)
+        xyz = np.stack([channels[c] for c in "XYZ"], axis=-1).astype(np.float32)
+        to_rgb = np.linalg.inv(rgb_to_xyz_matrix(REC709_CHROMATICITIES))
+        image = xyz @ to_rgb.T.astype(np.float32)
+        primaries = REC709_CHROMATICITIES  # already converted
     elif {"Y", "RY", "BY"} <= channels.keys():
         log.info("%s: luminance/chroma OpenEXR, converted to RGB", path)
         luma = rgb_to_xyz_matrix(primaries)[1]

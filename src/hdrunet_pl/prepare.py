@@ -37,6 +37,8 @@ from hdrunet_pl.io import (
     imread,
     imwrite,
     read_alignratio,
+    read_hdr_png_codes,
+    read_ldr_codes,
     write_alignratio,
 )
 from hdrunet_pl.outputs import OutputFolder
@@ -168,14 +170,14 @@ def _refuse_output_inside_input(input_dir: Path, output: Path) -> None:
 
 
 def load_pair_record(pair: tuple[str, str, str, str]) -> dict:
-    """One NTIRE pair as a streaming record: raw RGB uint8 LDR, uint16 GT and align ratio."""
+    """One NTIRE pair as a streaming record: the LDR's RGB codes as stored (uint8, or uint16
+    for a 16-bit LDR), the GT's uint16 RGB codes and the align ratio; grey repeated and alpha
+    dropped as the ``ntire2021`` data set reads them."""
     name, ldr_path, gt_path, ratio_path = pair
-    ldr = imread(Path(ldr_path))[..., ::-1]
-    gt = imread(Path(gt_path))[..., ::-1]
     return {
         "name": name,
-        "ldr": np.ascontiguousarray(ldr),
-        "gt": np.ascontiguousarray(gt),
+        "ldr": read_ldr_codes(ldr_path, upright=False),
+        "gt": read_hdr_png_codes(gt_path),
         "alignratio": float(read_alignratio(ratio_path)),
     }
 

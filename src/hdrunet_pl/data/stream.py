@@ -21,11 +21,14 @@ from hdrunet_pl.data.workers import init_worker
 
 
 def record_to_pair(record: dict) -> dict[str, torch.Tensor | str]:
-    """A shard record (RGB uint8 LDR, uint16 GT, align ratio) -> a float pair item."""
-    ldr = torch.from_numpy(np.ascontiguousarray(record["ldr"].transpose(2, 0, 1)))
+    """A shard record (RGB uint8 or uint16 LDR codes, uint16 GT codes, align ratio) -> a
+    float pair item: LDR in [0, 1] (codes / 255 or / 65535), HDR = GT codes / align ratio."""
+    codes = record["ldr"]
+    ldr = np.ascontiguousarray(codes.transpose(2, 0, 1)).astype(np.float32)
+    ldr /= np.float32(np.iinfo(codes.dtype).max)
     gt = torch.from_numpy(np.ascontiguousarray(record["gt"].transpose(2, 0, 1)))
     ratio = torch.tensor(record["alignratio"], dtype=torch.float32)
-    return {"ldr": ldr.float() / 255.0, "hdr": gt.float() / ratio, "name": record["name"]}
+    return {"ldr": torch.from_numpy(ldr), "hdr": gt.float() / ratio, "name": record["name"]}
 
 
 class _RandomPatchTransform:

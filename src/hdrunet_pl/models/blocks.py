@@ -27,7 +27,9 @@ def conv1x1(in_ch: int, out_ch: int) -> nn.Conv2d:
 
 def _affine_branch(cond_nf: int, nf: int) -> nn.Sequential:
     """conv1x1(cond_nf -> cond_nf), LReLU(0.1), conv1x1(cond_nf -> nf): one of scale/shift."""
-    return nn.Sequential(conv1x1(cond_nf, cond_nf), nn.LeakyReLU(0.1), conv1x1(cond_nf, nf))
+    return nn.Sequential(
+        conv1x1(cond_nf, cond_nf), nn.LeakyReLU(0.1, inplace=True), conv1x1(cond_nf, nf)
+    )
 
 
 class SFT(nn.Module):
