@@ -26,6 +26,15 @@ def test_camera_clips_the_requested_share():
     exposed = linear * exposure_for_clipping(linear, 0.1)
     share = (exposed.amax(0) >= 1).float().mean().item()
     assert share == pytest.approx(0.1, abs=0.01)
+    # whatever the file's units: the same capture for radiance 1e-30 to 1e30 times as large
+    for scale in (1e-30, 1e-12, 1e12, 1e30):
+        scaled = linear * scale
+        torch.testing.assert_close(scaled * exposure_for_clipping(scaled, 0.1), exposed)
+    # a frame black but for one pixel: a finite exposure, that pixel clipped
+    black = torch.zeros(3, 10, 10)
+    black[:, 4, 4] = 10.0
+    exposure = exposure_for_clipping(black, 0.1)
+    assert torch.isfinite(black * exposure).all() and (black * exposure).max() >= 1
 
 
 def test_capture_quantises_to_8_bit_and_clips():

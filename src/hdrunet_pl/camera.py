@@ -25,6 +25,11 @@ sRGB curve followed by an S-shaped contrast curve (as phone pipelines apply)."""
 CLIP_SAMPLING = ("uniform", "log")
 
 
+MIN_LEVEL_RATIO = 1e-30
+"""The clipping level is at least this fraction of the brightest pixel: a frame black but
+for a few pixels is not multiplied past float32's range (the brightest stays <= 1e30)."""
+
+
 def exposure_for_clipping(linear: torch.Tensor, clip_fraction: float) -> torch.Tensor:
     """Exposure that makes ``clip_fraction`` of the pixels of (3, H, W) ``linear`` reach 1.
 
@@ -34,8 +39,11 @@ def exposure_for_clipping(linear: torch.Tensor, clip_fraction: float) -> torch.T
         raise ValueError(f"clip_fraction must be in (0, 1), got {clip_fraction}")
     brightest = linear.amax(dim=0).reshape(-1)
     k = max(1, min(brightest.numel(), round((1 - clip_fraction) * brightest.numel())))
-    level = brightest.kthvalue(k).values.clamp_min(1e-8)
-    return 1.0 / level
+    # no fixed floor: a file in tiny units (1e-12) is captured as any other; the floor
+    # relative to the brightest pixel keeps a mostly black frame's exposure finite
+    level = brightest.kthvalue(k).values
+    floor = (brightest.max() * MIN_LEVEL_RATIO).clamp_min(torch.finfo(brightest.dtype).tiny)
+    return 1.0 / torch.maximum(level, floor)
 
 
 def sensor(
