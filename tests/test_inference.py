@@ -209,6 +209,29 @@ def test_eval_cli_reproduces_hand_computed_scores(tmp_path):
     assert (tmp_path / "eval" / "best_0000.png").is_file()
 
 
+def test_eval_fills_negative_gt_values_as_the_held_out_set_does(tmp_path):
+    """The same lossy-EXR ground truth scores alike with gt_dir= and with data=held_out:
+    its negative pixels are filled from their neighbours by default, clipped on request."""
+    import OpenEXR
+
+    from hdrunet_pl.evaluate import folder_samples
+
+    gt = np.full((6, 7, 3), 0.5, np.float32)
+    gt[3, 3] = -0.2  # DWAB ringing
+    for folder, image in (("gt", gt), ("pred", np.abs(gt))):
+        (tmp_path / folder).mkdir()
+        header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+        with OpenEXR.File(header, {"RGB": image}) as f:
+            f.write(str(tmp_path / folder / "0001.exr"))
+    pred_dir, gt_dir = str(tmp_path / "pred"), str(tmp_path / "gt")
+    filled = next(folder_samples(pred_dir, gt_dir, None).items).gt
+    assert torch.allclose(filled[:, 3, 3], torch.tensor(0.5) ** (1 / 2.24))
+    clipped = next(folder_samples(pred_dir, gt_dir, None, negative="clip").items).gt
+    assert torch.equal(clipped[:, 3, 3], torch.zeros(3))
+    with pytest.raises(HDRUNetError, match="negative=zero: choose one of clip, fill"):
+        folder_samples(pred_dir, gt_dir, None, negative="zero")
+
+
 def test_eval_cli_scores_a_checkpoint_with_the_identity_baseline(tmp_path, tiny_checkpoint):
     args = [
         f"ckpt={tiny_checkpoint}",

@@ -31,6 +31,7 @@ from hdrunet_pl.io import (
     GT_SUFFIX,
     HDR_EXTENSIONS,
     LDR_SUFFIX,
+    NEGATIVE,
     as_submitted,
     atomic_path,
     imwrite,
@@ -216,12 +217,13 @@ def _hdr_files(folder: Path, role: str) -> dict[str, Path]:
     return files
 
 
-def read_nonlinear(path: Path) -> torch.Tensor:
-    """(3, H, W) non-linear HDR from an NTIRE PNG pair or a linear HDR file (``.exr``, ...)."""
+def read_nonlinear(path: Path, negative: str = "clip") -> torch.Tensor:
+    """(3, H, W) non-linear HDR from an NTIRE PNG pair or a linear HDR file (``.exr``, ...);
+    ``negative``: what a linear file's negative values become (see ``io.NEGATIVE``)."""
     if path.suffix.lower() == ".png":
         image = read_hdr_png(path)
     else:
-        image = read_linear_hdr(path) ** np.float32(1 / GAMMA)
+        image = read_linear_hdr(path, negative) ** np.float32(1 / GAMMA)
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
@@ -234,11 +236,15 @@ class Samples:
     groups: tuple[str, ...] = ()  # name suffixes (``<image>_<group>``) to report means of
 
 
-def folder_samples(pred_dir: str, gt_dir: str, ldr_dir: str | None) -> Samples:
+def folder_samples(
+    pred_dir: str, gt_dir: str, ldr_dir: str | None, negative: str = "fill"
+) -> Samples:
     """Samples matched by NTIRE id (``NNNN``) between result, GT and LDR folders.
 
     The pairing is checked before anything is read: every GT needs exactly one result.
     """
+    if negative not in NEGATIVE:
+        raise HDRUNetError(f"negative={negative}: choose one of {', '.join(NEGATIVE)}")
     if Path(pred_dir).resolve() == Path(gt_dir).resolve():
         raise HDRUNetError(f"pred_dir and gt_dir are the same folder ({pred_dir})")
     preds, gts = _hdr_files(Path(pred_dir), "pred_dir"), _hdr_files(Path(gt_dir), "gt_dir")
@@ -254,7 +260,8 @@ def folder_samples(pred_dir: str, gt_dir: str, ldr_dir: str | None) -> Samples:
             if ldr_dir is not None:
                 ldr_path = Path(ldr_dir) / f"{name}{LDR_SUFFIX}.png"
                 ldr = torch.from_numpy(read_ldr(ldr_path, upright=False).transpose(2, 0, 1).copy())
-            yield Sample(name, read_nonlinear(preds[name]), read_nonlinear(gts[name]), ldr)
+            gt = read_nonlinear(gts[name], negative)
+            yield Sample(name, read_nonlinear(preds[name]), gt, ldr)
 
     return Samples(len(gts), items())
 
@@ -472,7 +479,7 @@ def run(cfg: DictConfig) -> list[ImageScore]:
                 "made before), not both"
             )
         _check_output_is_not_an_input(cfg.output, cfg.gt_dir, cfg.ldr_dir)
-        samples = folder_samples(cfg.pred_dir, cfg.gt_dir, cfg.ldr_dir)
+        samples = folder_samples(cfg.pred_dir, cfg.gt_dir, cfg.ldr_dir, cfg.negative)
     elif cfg.ckpt is not None:
         samples = model_samples(cfg)
     else:
