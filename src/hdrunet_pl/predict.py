@@ -19,6 +19,7 @@ skipped; the exit code is 1 if any input failed.
 
 from __future__ import annotations
 
+import logging
 import resource
 import sys
 import time
@@ -58,6 +59,8 @@ from hdrunet_pl.validation import (
 
 FORMATS = ("png", "exr", "hdr")
 
+log = logging.getLogger(__name__)
+
 
 def _is_ntire_gt(path: Path) -> bool:
     """An NTIRE ground-truth PNG (``NNNN_gt.png``); a photo named ``x_gt.jpg`` is an input."""
@@ -67,8 +70,9 @@ def _is_ntire_gt(path: Path) -> bool:
 def list_inputs(path: str | Path) -> list[Path]:
     """The LDR images to convert: ``path`` itself or the images in folder ``path``.
 
-    In a folder holding NTIRE inputs (``*_medium.png``) only those are taken; NTIRE ground
-    truth (``*_gt.png``) is never an input.
+    In a folder holding NTIRE inputs (``*_medium.png``) only those are taken (the others,
+    a multi-frame set's ``_short`` / ``_long`` exposures say, are named in a log line); NTIRE
+    ground truth (``*_gt.png``) is never an input.
     """
     path = Path(path)
     if path.is_file():
@@ -89,8 +93,21 @@ def list_inputs(path: str | Path) -> list[Path]:
         for p in path.iterdir()
         if p.suffix.lower() in LDR_EXTENSIONS and p.is_file() and not _is_ntire_gt(p)
     )
-    ntire = [p for p in files if p.stem.endswith(LDR_SUFFIX)]
+    ntire = [p for p in files if p.suffix.lower() == ".png" and p.stem.endswith(LDR_SUFFIX)]
     if ntire:
+        others = [p.name for p in files if p not in ntire]
+        if others:
+            listed = ", ".join(others[:5]) + (
+                f" and {len(others) - 5} more" if len(others) > 5 else ""
+            )
+            log.warning(
+                "input %s holds NTIRE inputs (*%s.png): only those are converted, not its "
+                "%d other image(s): %s",
+                path,
+                LDR_SUFFIX,
+                len(others),
+                listed,
+            )
         return ntire
     if not files:
         raise HDRUNetError(f"input {path}: no images ({', '.join(LDR_EXTENSIONS)})")
