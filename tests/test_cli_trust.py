@@ -248,6 +248,17 @@ def test_a_finished_run_without_last_ckpt_is_not_started_over(tmp_path):
     (run / "metrics.json").write_text("{}")
     with pytest.raises(HDRUNetError, match=r"holds a finished run \(metrics.json\) without"):
         resume_path(cfg, run)
+    # another run's checkpoint into this run's folder would write over this run; one of its
+    # own checkpoints is this run's history, the user's to go back to
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    other = tmp_path / "other" / "last.ckpt"
+    for resume in ("auto", True, False):
+        cfg = OmegaConf.create({"ckpt_path": str(other), "resume": resume})
+        with pytest.raises(HDRUNetError, match=r"already holds a run, and ckpt_path=.*other"):
+            resume_path(cfg, run)
+    own = str(run / "checkpoints" / "best.ckpt")
+    assert resume_path(OmegaConf.create({"ckpt_path": own, "resume": "auto"}), run) == own
+    (run / "checkpoints" / "last.ckpt").unlink()
 
     csv_dir = tmp_path / "failed" / "csv"
     csv_dir.mkdir(parents=True)

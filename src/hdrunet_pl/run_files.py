@@ -197,7 +197,8 @@ def resume_path(cfg: DictConfig, output_dir: Path) -> str | None:
 
     ``ckpt_path`` (a file, or ``last``) wins; else ``resume`` says: ``auto`` resumes from the
     run folder's ``checkpoints/last.ckpt`` when there is one, ``true`` requires it, ``false``
-    starts afresh and refuses a folder that already holds a run's ``last.ckpt``.
+    starts afresh and refuses a folder that already holds a run's ``last.ckpt``. A
+    ``ckpt_path`` from outside a folder that holds a run is refused: it would write over it.
     """
     last = output_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
     ckpt_path = cfg.get("ckpt_path")
@@ -211,6 +212,13 @@ def resume_path(cfg: DictConfig, output_dir: Path) -> str | None:
                 "run's folder with hydra.run.dir=..., or a checkpoint with ckpt_path=..."
             )
         ckpt_path = str(last)
+    elif ckpt_path is not None and (last.is_file() or (output_dir / METRICS_FILE).is_file()):
+        if not Path(ckpt_path).resolve().is_relative_to(output_dir.resolve()):
+            # training on from another run's weights here would write over this run
+            raise HDRUNetError(
+                f"{output_dir} already holds a run, and ckpt_path={ckpt_path} is not one of "
+                "its checkpoints; give another folder (hydra.run.dir=...) to train on from it"
+            )
     elif ckpt_path is None and resume == "auto" and last.is_file():
         ckpt_path = str(last)
     elif ckpt_path is None and last.is_file():
