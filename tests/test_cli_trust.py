@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from hdrunet_pl.errors import HDRUNetError
 from hdrunet_pl.report import main as report_main
@@ -243,6 +244,19 @@ def test_a_finished_run_without_last_ckpt_is_not_started_over(tmp_path):
     assert set(next_commands(summary, ["callbacks=none"])) == {"resume", "eval", "predict"}
     (run / "checkpoints" / "last.ckpt").unlink()
 
+    # last.ckpt named best: its folders are named by step, or the line printed after
+    # training on would meet the earlier results (which predict keeps, as done)
+    last = f"{run}/checkpoints/last.ckpt"
+    outputs = set()
+    for steps in (40, 60):
+        commands = next_commands(TrainSummary(steps, 1.0, *[20.0] * 5, last, last, str(run)), [])
+        outputs |= {c.rsplit("output=", 1)[1] for k, c in commands.items() if k != "resume"}
+    assert outputs == {
+        f"{run}/{kind}/last-step{steps:07d}"
+        for kind in ("eval", "predictions")
+        for steps in (40, 60)
+    }
+
     cfg = OmegaConf.create({"ckpt_path": None, "resume": "auto"})
     assert resume_path(cfg, run) is None  # nothing of a run yet: start
     (run / "metrics.json").write_text("{}")
@@ -426,3 +440,47 @@ def test_a_resumed_runs_summary_counts_the_steps_it_trained():
     resumed = TrainSummary(6, 1.0, None, 20.0, 30.0, 18.0, 25.0, None, None, "/run", 4)
     assert "steps trained        6 in 3 s" in new.lines()
     assert "steps trained        2 (from step 4 to 6) in 1 s" in resumed.lines()
+
+
+def _sweep_check(argv, capsys):
+    from hdrunet_pl.cli import check_sweep_folder
+
+    with pytest.raises(SystemExit) as stop:
+        check_sweep_folder(argv)
+    assert stop.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_a_sweep_folder_that_holds_no_sweep_of_train_or_another_sweep_is_refused(tmp_path, capsys):
+    """hydra.sweep.dir had none of hydra.run.dir's checks: a sweep wrote its jobs and
+    multirun.yaml into a run's folder, a data folder and over another program's record."""
+    from hdrunet_pl.cli import check_sweep_folder
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "0001_gt.png").write_bytes(b"x")
+    err = _sweep_check(["-m", "loss=l1,l2", f"hydra.sweep.dir={data}"], capsys)
+    assert f"{data} holds files but no sweep of hdrunet-train (0001_gt.png)" in err
+    assert sorted(p.name for p in data.iterdir()) == ["0001_gt.png"]
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "multirun.yaml").write_text("hydra: {job: {name: my_app}, overrides: {task: []}}")
+    err = _sweep_check(["--multirun", "loss=l1,l2", f"hydra.sweep.dir={other}"], capsys)
+    assert "holds files but no sweep of hdrunet-train (multirun.yaml)" in err
+
+    ours = tmp_path / "ours"
+    (ours / "0_loss-l1").mkdir(parents=True)
+    task = ["loss=l1,l2", "trainer.max_steps=6"]
+    (ours / "multirun.yaml").write_text(
+        yaml.safe_dump({"hydra": {"job": {"name": "train"}, "overrides": {"task": task}}})
+    )
+    err = _sweep_check(["-m", "loss=l1,l3", f"hydra.sweep.dir={ours}"], capsys)
+    assert f"{ours} holds another sweep (loss=l1,l2; this one: loss=l1,l3)" in err
+    err = _sweep_check(["-m", "experiment=ablation_loss", f"hydra.sweep.dir={ours}"], capsys)
+    assert "this one: experiment=ablation_loss)" in err
+    # the same sweep again (to go on with resume=auto, longer) is the jobs' to judge
+    for same in (["loss=l1,l2"], ["loss=l1,l2", "resume=auto", "trainer.max_steps=12"]):
+        check_sweep_folder(["-m", *same, f"hydra.sweep.dir={ours}"])
+    check_sweep_folder(["-m", "loss=l1,l2", f"hydra.sweep.dir={tmp_path / 'new'}"])
+    check_sweep_folder(["loss=l1", f"hydra.sweep.dir={data}"])  # not a sweep

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import hydra
+import yaml
 from omegaconf import DictConfig
 
 from hdrunet_pl.errors import HDRUNetError
@@ -191,6 +192,83 @@ def check_run_folder(argv: list[str]) -> None:
             _stop("hdrunet-train", f"{err} (nothing was written there)")
 
 
+_CONFIG_OPTIONS = ("-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir")
+
+
+def check_sweep_folder(argv: list[str]) -> None:
+    """Exit with one line, before Hydra writes its ``multirun.yaml``, when a sweep's folder
+    (``hydra.sweep.dir`` as Hydra will resolve it) holds files but no sweep of
+    ``hdrunet-train`` (a run's folder, a data folder, another program's sweep), or holds a
+    sweep of other variants (its report would mix the two). The same sweep again, to go on
+    with ``resume=auto`` or to be refused job by job, is let through."""
+    if os.environ.get("LOCAL_RANK", "0") != "0" or not any(a in ("-m", "--multirun") for a in argv):
+        return
+    from hydra import compose, initialize_config_module
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    import hdrunet_pl.resolvers  # noqa: F401  (the config's own resolvers)
+
+    if any(
+        a in ("-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir") for a in argv
+    ):
+        return  # another config: the jobs' own checks stand
+    try:
+        parsed = OverridesParser.create().parse_overrides(
+            [a for a in argv if not a.startswith("-")]
+        )
+        fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+        with initialize_config_module(version_base="1.3", config_module="hdrunet_pl.conf"):
+            cfg = compose(config_name="train", overrides=fixed, return_hydra_config=True)
+        folder = Path(str(OmegaConf.select(cfg, "hydra.sweep.dir", throw_on_missing=True)))
+    except Exception:  # a grammar error, a config that does not compose: Hydra's to report
+        return
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return
+    earlier = _swept(folder / "multirun.yaml")
+    if earlier is None:
+        entries = sorted(p.name for p in folder.iterdir())
+        more = ", ..." if len(entries) > 3 else ""
+        _stop(
+            "hdrunet-train",
+            f"{folder} holds files but no sweep of hdrunet-train ({', '.join(entries[:3])}"
+            f"{more}); nothing was written there: give a new folder (hydra.sweep.dir=...), or "
+            "a sweep's own",
+        )
+    now = sorted(o.input_line for o in parsed if _defines_variants(o))
+    if earlier != now:
+        _stop(
+            "hdrunet-train",
+            f"{folder} holds another sweep ({' '.join(earlier) or 'no swept settings'}; this "
+            f"one: {' '.join(now) or 'none'}): its report would mix the two; nothing was "
+            "written there: give a new folder (hydra.sweep.dir=...)",
+        )
+
+
+def _defines_variants(override) -> bool:  # a hydra.core.override_parser Override
+    """A task override that says which variants a sweep runs: a swept setting, or the
+    experiment (whose config may sweep)."""
+    key = override.get_key_element()
+    return not key.startswith("hydra") and (
+        override.is_sweep_override() or key.lstrip("+~") == "experiment"
+    )
+
+
+def _swept(record: Path) -> list[str] | None:
+    """The variant-defining overrides of the sweep whose ``multirun.yaml`` is ``record``
+    (sorted), or None when it is no record of a sweep of ``hdrunet-train``."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        settings = yaml.safe_load(record.read_text())["hydra"]
+        if settings["job"]["name"] != "train":
+            return None
+        parsed = OverridesParser.create().parse_overrides(list(settings["overrides"]["task"]))
+    except Exception:  # missing, unreadable or another program's
+        return None
+    return sorted(o.input_line for o in parsed if _defines_variants(o))
+
+
 def check_cfg_request(argv: list[str]) -> None:
     """``--cfg hydra --resolve``: Hydra resolves its own settings apart from the job's, and
     they name the job's ``paths.log_dir``; say so in one line instead of its traceback."""
@@ -223,6 +301,7 @@ def train() -> float | None:
     check_cfg_request(sys.argv[1:])
     check_launcher(sys.argv[1:])
     check_run_folder(sys.argv[1:])
+    check_sweep_folder(sys.argv[1:])
     check_setting_names("hdrunet-train", "train", sys.argv[1:])
     sys.argv = argv_for_ddp_child(sys.argv)
     return _train()

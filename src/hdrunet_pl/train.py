@@ -150,6 +150,8 @@ def next_commands(
         # a folder per checkpoint: after training on, the new line never meets the old
         # results (predict skips the results that exist, and would keep the old ones)
         name = Path(weights).stem
+        if name == Path(LAST_CHECKPOINT).stem:  # last.ckpt changes as the run trains on
+            name = f"{name}-step{summary.steps:07d}"
         commands["eval"] = shlex.join(
             ["hdrunet-eval", ckpt, run, f"output={override_value(f'{run_dir}/eval/{name}')}"]
         )
