@@ -232,6 +232,34 @@ def test_eval_fills_negative_gt_values_as_the_held_out_set_does(tmp_path):
         folder_samples(pred_dir, gt_dir, None, negative="zero")
 
 
+def test_eval_refuses_to_write_into_a_folder_its_data_set_reads(tmp_path, tiny_checkpoint):
+    """ckpt= with data=: scores and side-by-sides written among the ground truth became
+    frames without results for the next evaluation."""
+    from omegaconf import OmegaConf
+
+    from hdrunet_pl.evaluate import _check_output_is_no_data_folder
+
+    ntire = OmegaConf.create({"root": str(tmp_path / "nt" / "train"), "val_root": "${val}"})
+    ntire.val = str(tmp_path / "nt" / "val")
+    mixed = OmegaConf.create({"folders": {"photos": {"root": str(tmp_path / "photos")}}})
+    for data, output in (
+        (ntire, tmp_path / "nt" / "train"),
+        (ntire, tmp_path / "nt" / "val" / "eval"),
+        (mixed, tmp_path / "photos" / "eval"),
+    ):
+        with pytest.raises(HDRUNetError, match=r"is in the data set's folder \((root|val_root)="):
+            _check_output_is_no_data_folder(str(output), data)
+    _check_output_is_no_data_folder(str(tmp_path / "nt" / "eval"), ntire)  # beside: fine
+    result = run_tool(
+        "hdrunet-eval",
+        [f"ckpt={tiny_checkpoint}", "data=held_out", f"data.root={tmp_path}", f"output={tmp_path}"],
+        tmp_path,
+    )
+    assert result.returncode != 0
+    assert "is in the data set's folder (root=" in result.stderr
+    assert not (tmp_path / "scores.csv").exists()
+
+
 def test_eval_cli_scores_a_checkpoint_with_the_identity_baseline(tmp_path, tiny_checkpoint):
     args = [
         f"ckpt={tiny_checkpoint}",

@@ -467,6 +467,39 @@ def _check_output_is_not_an_input(output: str, gt_dir: str, ldr_dir: str | None)
             raise HDRUNetError(f"output={output} is the {name} folder; give another output folder")
 
 
+_DATA_FOLDER_KEYS = ("root", "val_root", "input_dir")
+
+
+def _check_output_is_no_data_folder(output: str, data: DictConfig) -> None:
+    """Refuse an output folder that is, or lies inside, a folder the data set reads
+    (``root``, ``val_root``, ``input_dir``, each folder of ``data=mixed``): the images and
+    scores written there would be read as data next time (an NTIRE folder then has frames
+    ``best_0006`` and ``worst_0005`` without results)."""
+    try:
+        settings = OmegaConf.to_container(data, resolve=True)
+    except Exception:  # unresolved settings: the data set says what is missing
+        return
+    target = Path(output).resolve()
+
+    def folders(node: object) -> Iterator[tuple[str, str]]:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in _DATA_FOLDER_KEYS and isinstance(value, str) and "://" not in value:
+                    yield key, value
+                else:
+                    yield from folders(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from folders(value)
+
+    for key, folder in folders(settings):
+        if target.is_relative_to(Path(folder).resolve()):
+            raise HDRUNetError(
+                f"output={output} is in the data set's folder ({key}={folder}): what is "
+                "written there would be read as data; give another output folder"
+            )
+
+
 def run(cfg: DictConfig) -> list[ImageScore]:
     check_required(cfg)
     check_settings(cfg, EVAL_RULES)
@@ -481,6 +514,7 @@ def run(cfg: DictConfig) -> list[ImageScore]:
         _check_output_is_not_an_input(cfg.output, cfg.gt_dir, cfg.ldr_dir)
         samples = folder_samples(cfg.pred_dir, cfg.gt_dir, cfg.ldr_dir, cfg.negative)
     elif cfg.ckpt is not None:
+        _check_output_is_no_data_folder(cfg.output, data_config(cfg))
         samples = model_samples(cfg)
     else:
         raise HDRUNetError("give ckpt= (with data=) or pred_dir= and gt_dir=")
