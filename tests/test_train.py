@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from hdrunet_pl import load_model
+from hdrunet_pl.errors import HDRUNetError
 from hdrunet_pl.train import train
 
 from .organisers import organisers_val_scores
@@ -183,3 +184,12 @@ def test_ema_weights_are_validated_saved_and_resumed_exactly(tmp_path):
     resumed = torch.load(split / "checkpoints" / "last.ckpt", weights_only=True)
     for key in ("state_dict", "current_model_state"):
         assert all(torch.equal(resumed[key][k], saved[key][k]) for k in saved[key]), key
+    # without the average, training would go on from the averaged weights: refused
+    with pytest.raises(HDRUNetError, match=r"was saved with a weight average \(callbacks="):
+        train(
+            compose_train(
+                [*FAST, "trainer.max_steps=9", "resume=auto", f"paths.output_dir={split}"]
+            )
+        )
+    again = torch.load(split / "checkpoints" / "last.ckpt", weights_only=True)
+    assert again["global_step"] == 6

@@ -277,6 +277,9 @@ class ResumePoint:
     """The optimizer's settings as saved (first parameter group; ``lr`` is the initial one)."""
     scheduler: dict[str, Any] = field(default_factory=dict)
     """The learning-rate scheduler's saved state (empty without a scheduler)."""
+    averaged: bool = False
+    """Saved with a weight average (``callbacks=[...,ema]``): its ``state_dict`` is the
+    average, the weights it trained are kept beside it (``current_model_state``)."""
 
 
 def check_resume_checkpoint(path: str | Path) -> ResumePoint:
@@ -301,7 +304,20 @@ def check_resume_checkpoint(path: str | Path) -> ResumePoint:
     if "initial_lr" in optimizer:  # lr itself is where the schedule has brought it
         optimizer["lr"] = optimizer.pop("initial_lr")
     schedulers = state.get("lr_schedulers") or [{}]
-    return ResumePoint(step, config, optimizer, dict(schedulers[0]))
+    averaged = "current_model_state" in state
+    return ResumePoint(step, config, optimizer, dict(schedulers[0]), averaged)
+
+
+def check_resume_averaging(point: ResumePoint, averaging: bool, path: str | Path) -> None:
+    """Refuse to resume a checkpoint saved with a weight average without one: training
+    would go on from the average, not from the weights the run trained (with the optimizer
+    state of the latter)."""
+    if point.averaged and not averaging:
+        raise CheckpointError(
+            f"{path} was saved with a weight average (callbacks=[default,ema]), whose "
+            "weights it holds: resume with the same callbacks, which train on from the run's "
+            "own weights"
+        )
 
 
 def _comparable(value: Any) -> Any:

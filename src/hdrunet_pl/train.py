@@ -28,7 +28,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, WeightAveraging
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
@@ -41,6 +41,7 @@ from hdrunet_pl.reliability import (
     LastCheckpoint,
     RunFolderInUse,
     check_output_dir,
+    check_resume_averaging,
     check_resume_checkpoint,
     check_resume_fits,
     check_resume_schedule,
@@ -306,6 +307,9 @@ def train(cfg: DictConfig) -> TrainSummary:
     elif cfg.get("init_weights"):
         _load_initial_weights(model, cfg.init_weights)
     callbacks = [_build(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c]
+    if resume_point is not None:
+        averaging = any(isinstance(c, WeightAveraging) for c in callbacks)
+        check_resume_averaging(resume_point, averaging, ckpt_path)
     loggers = instantiate_loggers(
         cfg.get("logger"), **_sweep_info(), resuming=ckpt_path is not None
     )
