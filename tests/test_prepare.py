@@ -77,6 +77,12 @@ def test_crop_cli_cuts_consistent_sub_images_and_resumes(tmp_path):
     (out / "0001_s002_medium.png").unlink()
     again = run_tool("hdrunet-prepare", args, tmp_path)
     assert f"1 sub-images written, {total - 1} already there" in again.stdout
+    # other settings into the same folder: its sub-images would be kept as done, cut wrong
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    other = run_tool("hdrunet-prepare", [*args[:-4], "--step", "8", *args[-2:]], tmp_path)
+    assert other.returncode != 0
+    assert "holds sub-images cut with --crop 32 --step 16 --threshold 6" in other.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
 
 def test_crop_cli_reports_bad_input_in_one_line(tmp_path):

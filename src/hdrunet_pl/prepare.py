@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import multiprocessing
 import os
 import queue
@@ -34,6 +35,7 @@ from hdrunet_pl.io import (
     ALIGNRATIO_SUFFIX,
     GT_SUFFIX,
     LDR_SUFFIX,
+    atomic_path,
     imread,
     imwrite,
     read_alignratio,
@@ -150,6 +152,7 @@ def run_crop(
         )
     pairs = NTIREDataset(found, min_size=crop).pairs
     OutputFolder(output, TOOL)  # made (or refused) before the workers start
+    _check_crop_settings(output, {"crop": crop, "step": step, "threshold": threshold})
     jobs = [(pair, output, crop, step, threshold) for pair in pairs]
     written = skipped = 0
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -157,6 +160,30 @@ def run_crop(
         for w, s in progress:
             written, skipped = written + w, skipped + s
     return written, skipped
+
+
+CROP_SETTINGS = ".hdrunet-crop.json"
+"""The settings the sub-images of a ``crop`` output folder were cut with."""
+
+
+def _check_crop_settings(output: Path, settings: dict[str, int]) -> None:
+    """Record ``settings`` in a new output folder; refuse a folder cut with others (its
+    sub-images would be kept as done, under names that now mean other positions)."""
+    record = output / CROP_SETTINGS
+    if record.is_file():
+        try:
+            earlier = json.loads(record.read_text())
+            given = " ".join(f"--{key} {value}" for key, value in earlier.items())
+        except (OSError, ValueError, AttributeError):
+            earlier, given = None, "unknown settings"
+        if earlier != settings:
+            raise HDRUNetError(
+                f"--output {output} holds sub-images cut with {given} ({record.name}); give "
+                "the same settings to go on, or another --output"
+            )
+        return
+    with atomic_path(record) as tmp:
+        tmp.write_text(json.dumps(settings) + "\n")
 
 
 def _refuse_output_inside_input(input_dir: Path, output: Path) -> None:
