@@ -193,3 +193,22 @@ def test_ema_weights_are_validated_saved_and_resumed_exactly(tmp_path):
         )
     again = torch.load(split / "checkpoints" / "last.ckpt", weights_only=True)
     assert again["global_step"] == 6
+
+
+def test_a_run_stopped_before_its_summary_is_finished_by_its_resume(tmp_path):
+    """Pre-empted in its final validation (last.ckpt saved at max_steps, no metrics.json):
+    the resume said "finished" and the run never got its scores. It now validates the final
+    weights and writes the summary; once that is written, the run is finished."""
+    from hdrunet_pl.train import RunFinished
+
+    run = [*FAST, "trainer.max_steps=4", f"paths.output_dir={tmp_path}"]
+    first = train(compose_train(run))
+    (tmp_path / "metrics.json").unlink()
+    finished = train(compose_train([*run, "resume=auto"]))
+    assert finished.steps == 4 and finished.resumed_from == 4
+    assert finished.psnr_mu_after == pytest.approx(first.psnr_mu_after, abs=1e-6)
+    assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 4
+    with pytest.raises(RunFinished, match=r"at step 4, at trainer\.max_steps=4: the run is"):
+        train(compose_train([*run, "resume=auto"]))
+    with pytest.raises(RunFinished, match=r"at step 4, past trainer\.max_steps=2"):
+        train(compose_train([*run, "resume=auto", "trainer.max_steps=2"]))

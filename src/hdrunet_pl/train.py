@@ -281,10 +281,20 @@ def train(cfg: DictConfig) -> TrainSummary:
     if resume_point is not None:
         max_steps = cfg.trainer.get("max_steps", -1)
         if max_steps is not None and 0 <= max_steps <= resume_point.step:
-            raise RunFinished(
-                f"{ckpt_path} is at step {resume_point.step}, which is trainer.max_steps="
-                f"{max_steps}: the run is finished; add trainer.max_steps=N with N > "
-                f"{resume_point.step} to train on. Nothing was changed."
+            if max_steps < resume_point.step or _summarised(output_dir, resume_point.step):
+                where = "at" if max_steps == resume_point.step else "past"
+                raise RunFinished(
+                    f"{ckpt_path} is at step {resume_point.step}, {where} trainer.max_steps="
+                    f"{max_steps}: the run is finished; add trainer.max_steps=N with N > "
+                    f"{resume_point.step} to train on. Nothing was changed."
+                )
+            # stopped after its last step, before its summary (pre-empted in the final
+            # validation): no steps to train, the final validation and summary to make
+            log.info(
+                "%s is at trainer.max_steps=%d without the run's summary: finishing the run "
+                "(its final validation and summary)",
+                ckpt_path,
+                max_steps,
             )
     if os.environ.get("LOCAL_RANK", "0") == "0":
         (output_dir / FAILED_FILE).unlink(missing_ok=True)  # from an earlier attempt
@@ -389,6 +399,14 @@ def train(cfg: DictConfig) -> TrainSummary:
         lines = summary.lines(next_commands(summary, _run_overrides(), input_paths))
         log.info("\n".join(["", "== hdrunet-train summary ==", *lines]))
     return summary
+
+
+def _summarised(output_dir: Path, step: int) -> bool:
+    """The run in ``output_dir`` wrote its summary (``metrics.json``) at ``step``."""
+    try:
+        return json.loads((output_dir / METRICS_FILE).read_text()).get("steps") == step
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _absolute(path: str | None) -> str | None:
