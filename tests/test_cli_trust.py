@@ -442,13 +442,18 @@ def test_a_resumed_runs_summary_counts_the_steps_it_trained():
     assert "steps trained        2 (from step 4 to 6) in 1 s" in resumed.lines()
 
 
+def _refusal(check, argv, capsys):
+    """The one line on stderr with which ``check(argv)`` stops (exit status 2)."""
+    with pytest.raises(SystemExit) as stop:
+        check(argv)
+    assert stop.value.code == 2
+    return capsys.readouterr().err
+
+
 def _sweep_check(argv, capsys):
     from hdrunet_pl.cli import check_sweep_folder
 
-    with pytest.raises(SystemExit) as stop:
-        check_sweep_folder(argv)
-    assert stop.value.code == 2
-    return capsys.readouterr().err
+    return _refusal(check_sweep_folder, argv, capsys)
 
 
 def test_a_sweep_folder_that_holds_no_sweep_of_train_or_another_sweep_is_refused(tmp_path, capsys):
@@ -484,3 +489,24 @@ def test_a_sweep_folder_that_holds_no_sweep_of_train_or_another_sweep_is_refused
         check_sweep_folder(["-m", *same, f"hydra.sweep.dir={ours}"])
     check_sweep_folder(["-m", "loss=l1,l2", f"hydra.sweep.dir={tmp_path / 'new'}"])
     check_sweep_folder(["loss=l1", f"hydra.sweep.dir={data}"])  # not a sweep
+
+
+def test_torchrun_and_srun_ranks_are_given_one_run_folder(monkeypatch, capsys):
+    """Each rank that torchrun or srun starts composes its own time-stamped folder: without
+    hydra.run.dir= the ranks other than 0 left folders of their own."""
+    from hdrunet_pl.cli import check_launcher_folder
+
+    check_launcher_folder(["trainer=ddp"])  # started by hand (or by Lightning): its own
+    for env, name in (
+        ({"TORCHELASTIC_RUN_ID": "abc"}, "torchrun"),
+        ({"SLURM_PROCID": "3", "SLURM_NTASKS": "8"}, "srun"),
+    ):
+        with monkeypatch.context() as patch:
+            for key, value in env.items():
+                patch.setenv(key, value)
+            err = _refusal(check_launcher_folder, ["trainer=ddp"], capsys)
+            assert f"{name} starts every rank with its own time-stamped run folder" in err
+            check_launcher_folder(["trainer=ddp", "hydra.run.dir=runs/a"])
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.setenv("SLURM_NTASKS", "1")  # sbatch with one task: Lightning starts the rest
+    check_launcher_folder(["trainer=ddp"])

@@ -269,6 +269,26 @@ def _swept(record: Path) -> list[str] | None:
     return sorted(o.input_line for o in parsed if _defines_variants(o))
 
 
+def check_launcher_folder(argv: list[str]) -> None:
+    """Exit with one line when ``torchrun`` or ``srun`` (several tasks) started this
+    process without a run folder: each rank composes its own time-stamped folder, a second
+    apart at times, and the ranks other than 0 would leave folders of their own."""
+    if any(a in ("-m", "--multirun") for a in argv):
+        return
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        launcher = "torchrun"
+    elif "SLURM_PROCID" in os.environ and os.environ.get("SLURM_NTASKS", "1") not in ("", "1"):
+        launcher = "srun"
+    else:
+        return
+    if not any(a.lstrip("+").startswith(("hydra.run.dir=", "hydra.run=")) for a in argv):
+        _stop(
+            "hdrunet-train",
+            f"{launcher} starts every rank with its own time-stamped run folder: give them "
+            "one with hydra.run.dir=... (e.g. hydra.run.dir=logs/train/runs/my_run)",
+        )
+
+
 def check_cfg_request(argv: list[str]) -> None:
     """``--cfg hydra --resolve``: Hydra resolves its own settings apart from the job's, and
     they name the job's ``paths.log_dir``; say so in one line instead of its traceback."""
@@ -300,6 +320,7 @@ def train() -> float | None:
     install_filters()
     check_cfg_request(sys.argv[1:])
     check_launcher(sys.argv[1:])
+    check_launcher_folder(sys.argv[1:])
     check_run_folder(sys.argv[1:])
     check_sweep_folder(sys.argv[1:])
     check_setting_names("hdrunet-train", "train", sys.argv[1:])
