@@ -750,6 +750,10 @@ def test_a_held_out_fetch_never_shares_a_folder_with_training_scenes(tmp_path, m
     assert samples.main([str(held_out / "bridge.exr"), "--source", "pmndrs_held_out"]) == 1
     error = capsys.readouterr().err.strip()
     assert error.startswith("samples: error: ") and "\n" not in error
+    monkeypatch.chdir(tmp_path)  # an unset $DEST: nothing fetched into the current folder
+    assert samples.main(["", "--source", "poly_haven"]) == 1
+    assert "an empty folder name" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.hdr"))
 
 
 def test_negative_pixels_are_filled_from_their_valid_neighbours(tmp_path, caplog):

@@ -320,6 +320,11 @@ def main(argv: list[str] | None = None) -> int:
         "--source", choices=sorted(SOURCES), default="poly_haven", help="which set to fetch"
     )
     args = parser.parse_args(argv)
+    if not args.dest.strip():  # an unset $DEST: not the current folder
+        print(
+            "samples: error: an empty folder name; give the folder for the files", file=sys.stderr
+        )
+        return 1
     try:
         for path in SOURCES[args.source](args.dest):
             print(path)
