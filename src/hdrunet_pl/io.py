@@ -665,6 +665,11 @@ def read_exr(path: str | Path, negative: str = "clip") -> np.ndarray:
     elif {"Y", "RY", "BY"} <= channels.keys():
         log.info("%s: luminance/chroma OpenEXR, converted to RGB", path)
         luma = rgb_to_xyz_matrix(primaries)[1]
+        if luma[1] <= 0:  # G is what remains of Y once R and B are taken out
+            raise ImageFileError(
+                f"{path}: luminance/chroma OpenEXR whose chromaticities give green no "
+                "luminance; its colour cannot be rebuilt"
+            )
         image = luminance_chroma_to_rgb(channels["Y"], channels["RY"], channels["BY"], luma)
     elif "Y" in channels:
         log.warning("%s: grayscale (Y) EXR, converted to RGB by repeating its channel", path)
@@ -693,7 +698,7 @@ _BRADFORD = np.array(
 
 def _exr_chromaticities(value: object, path: Path) -> tuple[float, ...]:
     """The 8 numbers of an OpenEXR ``chromaticities`` attribute (Rec. 709 when there is
-    none), checked: each finite, every y > 0, primaries that span a colour space."""
+    none), checked: each finite, the white's y > 0, primaries that span a colour space."""
     if value is None:
         return REC709_CHROMATICITIES
     try:
