@@ -510,3 +510,16 @@ def test_torchrun_and_srun_ranks_are_given_one_run_folder(monkeypatch, capsys):
     monkeypatch.setenv("SLURM_PROCID", "0")
     monkeypatch.setenv("SLURM_NTASKS", "1")  # sbatch with one task: Lightning starts the rest
     check_launcher_folder(["trainer=ddp"])
+
+
+def test_two_of_hydras_modes_get_one_line(capsys):
+    """``-m ... --cfg job`` (or ``--info`` with ``--cfg``) ended in Hydra's traceback."""
+    from functools import partial
+
+    from hdrunet_pl.cli import check_one_mode
+
+    check = partial(check_one_mode, "hdrunet-train")
+    for argv in (["-m", "loss=l1,l2", "--cfg", "job"], ["--cfg=job", "--info"]):
+        assert "give one of them" in _refusal(check, argv, capsys)
+    for argv in (["--cfg", "job", "-p", "model"], ["-m", "loss=l1,l2"], ["-cn", "train"]):
+        check(argv)

@@ -289,6 +289,29 @@ def check_launcher_folder(argv: list[str]) -> None:
         )
 
 
+_MODES = {
+    "--run": "--run",
+    "-r": "--run",
+    "--multirun": "--multirun",
+    "-m": "--multirun",
+    "--cfg": "--cfg",
+    "-c": "--cfg",
+    "--info": "--info",
+    "-i": "--info",
+    "--shell-completion": "--shell-completion",
+    "-sc": "--shell-completion",
+}
+"""Hydra's options that choose what a command does; at most one may be given."""
+
+
+def check_one_mode(tool: str, argv: list[str]) -> None:
+    """Exit with one line when ``argv`` asks for two of Hydra's modes (``-m --cfg job``):
+    Hydra's answer is a traceback."""
+    given = sorted({_MODES[a.partition("=")[0]] for a in argv if a.partition("=")[0] in _MODES})
+    if len(given) > 1:
+        _stop(tool, f"{' and '.join(given)}: give one of them (Hydra runs one mode at a time)")
+
+
 def check_cfg_request(argv: list[str]) -> None:
     """``--cfg hydra --resolve``: Hydra resolves its own settings apart from the job's, and
     they name the job's ``paths.log_dir``; say so in one line instead of its traceback."""
@@ -318,6 +341,7 @@ def check_launcher(argv: list[str]) -> None:
 def train() -> float | None:
     """``hdrunet-train``; returns the final val PSNR-mu (for Hydra sweepers)."""
     install_filters()
+    check_one_mode("hdrunet-train", sys.argv[1:])
     check_cfg_request(sys.argv[1:])
     check_launcher(sys.argv[1:])
     check_launcher_folder(sys.argv[1:])
@@ -331,6 +355,7 @@ def train() -> float | None:
 def predict() -> None:
     """``hdrunet-predict``."""
     install_filters()
+    check_one_mode("hdrunet-predict", sys.argv[1:])
     check_setting_names("hdrunet-predict", "predict", sys.argv[1:])
     _predict()
 
@@ -338,6 +363,7 @@ def predict() -> None:
 def evaluate() -> None:
     """``hdrunet-eval``."""
     install_filters()
+    check_one_mode("hdrunet-eval", sys.argv[1:])
     check_setting_names("hdrunet-eval", "eval", sys.argv[1:])
     _evaluate()
 
@@ -345,5 +371,6 @@ def evaluate() -> None:
 def export() -> None:
     """``hdrunet-export``."""
     install_filters()
+    check_one_mode("hdrunet-export", sys.argv[1:])
     check_setting_names("hdrunet-export", "export", sys.argv[1:])
     _export()
