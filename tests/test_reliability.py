@@ -634,3 +634,27 @@ def test_sigusr1_requests_the_preemption_save_outside_slurm(tmp_path, monkeypatc
     assert callback.requested  # the next training batch end saves and stops
     callback.teardown(None, None, "fit")  # type: ignore[arg-type]
     assert signal.getsignal(signal.SIGUSR1) == before
+
+
+def test_sigterm_in_the_final_validation_keeps_the_final_checkpoint(tmp_path):
+    """SIGTERM during a validation in fit saves last.ckpt; during hdrunet-train's final
+    validation (after fit) it does not: last.ckpt holds the final state already, and with
+    callbacks=[...,ema] the module holds the average by then, which the save recorded as
+    the run's own weights (a resume then trained on from the average)."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from hdrunet_pl.reliability import Preemption
+
+    saves = []
+    for fn in ("validate", "fit"):
+        trainer = SimpleNamespace(
+            state=SimpleNamespace(fn=fn),
+            world_size=1,
+            is_global_zero=True,
+            global_step=6,
+            save_checkpoint=lambda path, weights_only, fn=fn: saves.append((fn, path)),
+        )
+        Preemption(str(tmp_path)).on_exception(trainer, None, SIGTERMException())
+    assert saves == [("fit", tmp_path / "last.ckpt")]

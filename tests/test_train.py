@@ -206,6 +206,8 @@ def test_a_run_stopped_before_its_summary_is_finished_by_its_resume(tmp_path):
     (tmp_path / "metrics.json").unlink()
     finished = train(compose_train([*run, "resume=auto"]))
     assert finished.steps == 4 and finished.resumed_from == 4
+    assert finished.last_checkpoint == str((tmp_path / "checkpoints" / "last.ckpt").resolve())
+    assert finished.best_checkpoint is not None  # the printed eval/predict lines need it
     assert finished.psnr_mu_after == pytest.approx(first.psnr_mu_after, abs=1e-6)
     assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 4
     with pytest.raises(RunFinished, match=r"at step 4, at trainer\.max_steps=4: the run is"):

@@ -175,8 +175,15 @@ class Preemption(L.Callback):
             raise SIGTERMException()
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, err: BaseException):
-        # SIGTERM during validation: Lightning stops there, before the next training step
-        if isinstance(err, SIGTERMException) and self.saved is None and trainer.world_size == 1:
+        # SIGTERM during validation: Lightning stops there, before the next training step.
+        # Not after fit (hdrunet-train's final validation): last.ckpt holds the final state
+        # already, and the module may hold a weight average by then, not its own weights
+        if (
+            isinstance(err, SIGTERMException)
+            and self.saved is None
+            and trainer.world_size == 1
+            and trainer.state.fn == "fit"
+        ):
             self._save(trainer)
 
     def _save(self, trainer: L.Trainer) -> None:

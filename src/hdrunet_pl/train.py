@@ -364,7 +364,19 @@ def train(cfg: DictConfig) -> TrainSummary:
             # divide max_steps): the scores "after" are the final weights'
             if trainer.is_global_zero:
                 log.info("validating the final weights (step %d)", trainer.global_step)
-            metrics |= trainer.validate(model, datamodule=datamodule, verbose=False)[0]
+            try:
+                metrics |= trainer.validate(model, datamodule=datamodule, verbose=False)[0]
+            except SIGTERMException:
+                _end_process_group(launch_env)
+                if trainer.is_global_zero:
+                    log.info(
+                        "stopped in the final validation on request (last.ckpt holds the "
+                        "final weights, step %d); to finish the run (its final validation "
+                        "and summary):\n  %s",
+                        trainer.global_step,
+                        resume_command(_run_overrides(), output_dir.resolve()),
+                    )
+                sys.exit(0)
             final_best = True
         chooser = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
         best = chooser.best_model_path if chooser is not None else None
@@ -372,6 +384,9 @@ def train(cfg: DictConfig) -> TrainSummary:
             (c.last_model_path for c in trainer.callbacks if isinstance(c, LastCheckpoint)),
             None,
         )
+        kept = output_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
+        if last is None and resume_point is not None and kept.is_file():
+            last = str(kept)  # a run finished without training: its last.ckpt is the final one
         if final_best and last and chooser is not None and chooser.monitor == "val/psnr_mu":
             # the final weights (last.ckpt) were validated after the best one was chosen
             final, chosen = metrics.get("val/psnr_mu"), chooser.best_model_score
