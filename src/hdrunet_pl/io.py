@@ -310,13 +310,13 @@ def read_ldr_codes(path: str | Path, upright: bool = True) -> np.ndarray:
     alpha dropped (a log line for each), never multiplied into the colour."""
     path = _existing(path)
     _check_ldr_size(path)
-    image = _tiff_colour(path) if _tiff_with_alpha(path) else None
-    if image is not None:
+    if _tiff_with_alpha(path):
         # OpenCV's TIFF reader multiplies 8-bit colour by alpha: the samples as stored,
         # turned upright by the file's orientation tag as OpenCV's flags below would
+        image, orientation = _tiff_colour(path)
         log.warning("%s: alpha channel dropped", path)
-        if upright:
-            image = _turn_upright(image, path)
+        if upright and orientation in _TURNS:
+            image = np.ascontiguousarray(_TURNS[orientation](image))
     else:
         # these flags keep 8/16 bits and apply the EXIF orientation of every format (JPEG,
         # PNG eXIf, TIFF, WebP), found by content, not by the file's suffix; alpha dropped
@@ -338,35 +338,53 @@ def _tiff_with_alpha(path: Path) -> bool:
         return False
 
 
-def _tiff_colour(path: Path) -> np.ndarray | None:
-    """The colour samples of an RGBA / grey + alpha TIFF as stored, in OpenCV's order (BGR,
-    or grey); None when tifffile cannot decode it (OpenCV reads it then)."""
+_TIFF_ORIENTATION = 274
+
+
+def _tiff_colour(path: Path) -> tuple[np.ndarray, int]:
+    """The colour samples of an 8-bit RGBA / grey + alpha TIFF as stored, in OpenCV's order
+    (BGR, or grey), and the file's orientation (1-8). tifffile reads the samples as stored;
+    a compression it has no codec for (LZW, JPEG) is decoded by Pillow, whose own turning
+    of such files is wrong for orientations 5-8: refused then."""
     import tifffile
 
     try:
-        stored = tifffile.imread(path, key=0)
-    except Exception:  # a compression tifffile lacks a codec for
-        return None
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            tag = page.tags.get(_TIFF_ORIENTATION)
+            orientation = int(tag.value) if tag is not None else 1
+            try:
+                stored = page.asarray()
+            except Exception:  # no codec for its compression
+                stored = None
+    except Exception as err:
+        raise ImageFileError(f"{path}: unreadable TIFF ({err})") from None
+    if stored is None:
+        if orientation != 1:
+            raise ImageFileError(
+                f"{path}: a compressed 8-bit TIFF with alpha and orientation {orientation} "
+                "cannot be read without multiplying its alpha into the colour; save it "
+                "without alpha, uncompressed or upright"
+            )
+        with Image.open(path) as file:  # upright as stored: Pillow's pixels are the samples
+            stored = np.asarray(file.convert("RGBA" if file.mode == "RGBA" else "LA"))
     if stored.ndim != 3 or stored.shape[2] not in (2, 4):
-        return None
-    return stored[..., 0] if stored.shape[2] == 2 else stored[..., 2::-1]
+        raise ImageFileError(f"{path}: {stored.shape} TIFF samples where RGBA or grey + alpha")
+    colour = stored[..., 0] if stored.shape[2] == 2 else stored[..., 2::-1]
+    return np.ascontiguousarray(colour), orientation
 
 
-def _turn_upright(image: np.ndarray, path: Path) -> np.ndarray:
-    """``image`` (H, W[, C]) as stored, turned as its EXIF / TIFF orientation (1-8) says, as
-    photo viewers and Pillow's ``exif_transpose`` do."""
-    with Image.open(path) as file:
-        orientation = file.getexif().get(0x0112, 1)
-    turns = {
-        2: lambda a: a[:, ::-1],
-        3: lambda a: a[::-1, ::-1],
-        4: lambda a: a[::-1],
-        5: lambda a: a.swapaxes(0, 1),
-        6: lambda a: np.rot90(a, -1),
-        7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
-        8: lambda a: np.rot90(a, 1),
-    }
-    return np.ascontiguousarray(turns.get(orientation, lambda a: a)(image))
+_TURNS = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+    8: lambda a: np.rot90(a, 1),
+}
+"""How an image stored with an EXIF / TIFF orientation (2-8) is turned upright, as photo
+viewers and Pillow's ``exif_transpose`` turn it (1: as stored)."""
 
 
 def _check_ldr_size(path: Path) -> None:
