@@ -611,15 +611,28 @@ def test_list_inputs_says_what_a_file_is_when_it_is_not_an_ldr_input(tmp_path):
 def test_list_inputs_takes_ntire_inputs_by_their_png_name_and_says_what_it_leaves(tmp_path, caplog):
     """A photo named ``a_medium.jpg`` does not make a folder NTIRE (its other photos were
     dropped without a word); in an NTIRE folder the other images left out are named."""
-    for name in ("a.jpg", "a_medium.jpg", "b.jpg"):
+    for name in ("a.jpg", "a_medium.jpg", "b.jpg", "holiday_medium.png", "sunset_gt.png"):
         (tmp_path / "photos" / name).parent.mkdir(exist_ok=True)
         (tmp_path / "photos" / name).write_bytes(b"x")
-    assert [p.name for p in list_inputs(tmp_path / "photos")] == ["a.jpg", "a_medium.jpg", "b.jpg"]
-    for name in ("0001_medium.png", "0001_gt.png", "0001_short.png", "0001_long.png"):
+    assert [p.name for p in list_inputs(tmp_path / "photos")] == [
+        "a.jpg",
+        "a_medium.jpg",
+        "b.jpg",
+        "holiday_medium.png",
+        "sunset_gt.png",
+    ]
+    for name in (
+        "0001_medium.png",
+        "0001_gt.png",
+        "0001_short.png",
+        "0001_long.png",
+        "0001_s002_medium.png",
+    ):
         (tmp_path / "ntire" / name).parent.mkdir(exist_ok=True)
         (tmp_path / "ntire" / name).write_bytes(b"x")
     with caplog.at_level(logging.WARNING):
-        assert [p.name for p in list_inputs(tmp_path / "ntire")] == ["0001_medium.png"]
+        names = [p.name for p in list_inputs(tmp_path / "ntire")]
+    assert names == ["0001_medium.png", "0001_s002_medium.png"]
     assert "not its 2 other image(s): 0001_long.png, 0001_short.png" in caplog.text
 
 

@@ -20,6 +20,7 @@ skipped; the exit code is 1 if any input failed.
 from __future__ import annotations
 
 import logging
+import re
 import resource
 import sys
 import time
@@ -62,15 +63,30 @@ FORMATS = ("png", "exr", "hdr")
 log = logging.getLogger(__name__)
 
 
+_NTIRE_FRAME = re.compile(r"\d+(_s\d+)?")
+"""An NTIRE frame id: ``0042``, or a sub-image of ``hdrunet-prepare crop``, ``0042_s007``."""
+
+
+def _is_ntire(path: Path, suffix: str) -> bool:
+    """An NTIRE PNG of a frame, ``<frame id><suffix>.png`` (``0042_medium.png``); a photo
+    named ``holiday_medium.png`` or ``x_gt.jpg`` is not one."""
+    stem = path.stem
+    return (
+        path.suffix.lower() == ".png"
+        and stem.endswith(suffix)
+        and _NTIRE_FRAME.fullmatch(stem.removesuffix(suffix)) is not None
+    )
+
+
 def _is_ntire_gt(path: Path) -> bool:
-    """An NTIRE ground-truth PNG (``NNNN_gt.png``); a photo named ``x_gt.jpg`` is an input."""
-    return path.suffix.lower() == ".png" and path.stem.endswith(GT_SUFFIX)
+    """An NTIRE ground-truth PNG (``NNNN_gt.png``): never an input."""
+    return _is_ntire(path, GT_SUFFIX)
 
 
 def list_inputs(path: str | Path) -> list[Path]:
     """The LDR images to convert: ``path`` itself or the images in folder ``path``.
 
-    In a folder holding NTIRE inputs (``*_medium.png``) only those are taken (the others,
+    In a folder holding NTIRE inputs (``NNNN_medium.png``) only those are taken (the others,
     a multi-frame set's ``_short`` / ``_long`` exposures say, are named in a log line); NTIRE
     ground truth (``*_gt.png``) is never an input.
     """
@@ -93,7 +109,7 @@ def list_inputs(path: str | Path) -> list[Path]:
         for p in path.iterdir()
         if p.suffix.lower() in LDR_EXTENSIONS and p.is_file() and not _is_ntire_gt(p)
     )
-    ntire = [p for p in files if p.suffix.lower() == ".png" and p.stem.endswith(LDR_SUFFIX)]
+    ntire = [p for p in files if _is_ntire(p, LDR_SUFFIX)]
     if ntire:
         others = [p.name for p in files if p not in ntire]
         if others:
@@ -101,7 +117,7 @@ def list_inputs(path: str | Path) -> list[Path]:
                 f" and {len(others) - 5} more" if len(others) > 5 else ""
             )
             log.warning(
-                "input %s holds NTIRE inputs (*%s.png): only those are converted, not its "
+                "input %s holds NTIRE inputs (NNNN%s.png): only those are converted, not its "
                 "%d other image(s): %s",
                 path,
                 LDR_SUFFIX,
