@@ -493,6 +493,12 @@ def test_an_exr_layer_holding_the_image_is_read_or_the_choice_refused(tmp_path):
     aovs = {f"diffuse.{c}": aov for c in "RGB"}
     _write_exr(tmp_path / "beauty.exr", layered("") | aovs)
     np.testing.assert_array_equal(read_exr(tmp_path / "beauty.exr"), image)
+    # a normal pass (X, Y, Z) beside it is no image; a grey layer alone is one
+    normal = {f"ViewLayer.Normal.{c}": aov for c in "XYZ"}
+    _write_exr(tmp_path / "blender.exr", layered("ViewLayer.Combined.") | normal)
+    np.testing.assert_array_equal(read_exr(tmp_path / "blender.exr"), image)
+    _write_exr(tmp_path / "grey.exr", {"scan.Y": aov} | {"depth.Z": aov})
+    np.testing.assert_array_equal(read_exr(tmp_path / "grey.exr"), np.full((4, 5, 3), 7.0))
     # two layers that each hold an image: which is the user's choice
     _write_exr(tmp_path / "two.exr", layered("left.") | aovs)
     for read in (read_exr, hdr_image_size):
@@ -517,7 +523,11 @@ def test_rgb_to_xyz_follows_the_standards():
     )
     np.testing.assert_allclose(rgb_to_rec709_matrix(ACES_AP0).sum(axis=1), 1)  # white stays
     np.testing.assert_allclose(rgb_to_rec709_matrix(REC709_CHROMATICITIES), np.eye(3), atol=1e-12)
-    for bad in ((0.64, 0.33, 0.64, 0.33, 0.15, 0.06, 0.3127, 0.329), (0,) * 8, (1,) * 7):
+    red_white = (0.64, 0.33, 0.30, 0.60, 0.15, 0.06, 0.64, 0.33)  # every colour grey
+    outside = (0.64, 0.33, 0.30, 0.60, 0.15, 0.06, 0.1, 0.8)
+    beyond = (0.64, 0.33, 0.30, 0.60, 0.15, 0.06, 0.8, 0.8)  # x + y > 1
+    same = (0.64, 0.33, 0.64, 0.33, 0.15, 0.06, 0.3127, 0.329)
+    for bad in (same, red_white, outside, beyond, (0,) * 8, (1,) * 7):
         with pytest.raises(ValueError):
             rgb_to_xyz_matrix(bad)
 

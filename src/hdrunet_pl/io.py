@@ -574,14 +574,16 @@ _COLOUR_CHANNELS = ("R", "G", "B", "A", "Y", "RY", "BY", "X", "Z")
 
 
 def _holds_image(names: set[str]) -> bool:
+    """Channels that make an image: R, G, B; CIE X, Y, Z; or Y (grey, or with RY, BY)."""
     return {"R", "G", "B"} <= names or "Y" in names
 
 
 def _image_layer(names: set[str], path: Path) -> str | None:
     """The prefix of the channels that hold the image among a part's channel ``names``: ""
-    for ``R, G, B`` (or ``Y``), else ``"<layer>."`` of the one layer that has them (a
-    render's ``ViewLayer.Combined.R``, ...); None when none does. Several such layers are
-    refused: which one is the image is the user's choice."""
+    for ``R, G, B`` (or ``Y``), else ``"<layer>."`` of the one layer with R, G, B (a
+    render's ``ViewLayer.Combined.R``, ...), or failing that of the one with Y and no X or
+    Z (a grey layer; a normal or position pass has X, Y, Z); None when none has. Several
+    such layers are refused: which one is the image is the user's choice."""
     if _holds_image(names):
         return ""
     layers: dict[str, set[str]] = {}
@@ -589,14 +591,20 @@ def _image_layer(names: set[str], path: Path) -> str | None:
         layer, dot, channel = name.rpartition(".")
         if dot:
             layers.setdefault(layer + dot, set()).add(channel)
-    found = sorted(prefix for prefix, channels in layers.items() if _holds_image(channels))
-    if len(found) > 1:
-        listed = ", ".join(repr(prefix[:-1]) for prefix in found)
-        raise ImageFileError(
-            f"{path}: OpenEXR whose {len(found)} layers ({listed}) hold an image; save the "
-            "one to use as its own file"
-        )
-    return found[0] if found else None
+    for kind in (
+        lambda channels: {"R", "G", "B"} <= channels,
+        lambda channels: "Y" in channels and not channels & {"X", "Z"},
+    ):
+        found = sorted(prefix for prefix, channels in layers.items() if kind(channels))
+        if len(found) > 1:
+            listed = ", ".join(repr(prefix[:-1]) for prefix in found)
+            raise ImageFileError(
+                f"{path}: OpenEXR whose {len(found)} layers ({listed}) hold an image; save "
+                "the one to use as its own file"
+            )
+        if found:
+            return found[0]
+    return None
 
 
 def _image_part(exr: OpenEXR.File, path: Path):  # -> tuple[OpenEXR.Part, str]
@@ -740,7 +748,10 @@ def rgb_to_xyz_matrix(chromaticities: tuple[float, ...]) -> np.ndarray:
     white = np.array([x[3], y[3], 1 - x[3] - y[3]]) / y[3]
     if abs(np.linalg.det(primaries)) < 1e-6:
         raise ValueError(f"primaries {chromaticities[:6]} do not span a colour space")
-    return primaries * np.linalg.solve(primaries, white)
+    scales = np.linalg.solve(primaries, white)
+    if white[2] < 0 or (scales <= 1e-9).any():  # x + y > 1, or white on or off the triangle
+        raise ValueError(f"white {chromaticities[6:]} is not inside its primaries' triangle")
+    return primaries * scales
 
 
 def rgb_to_rec709_matrix(chromaticities: tuple[float, ...]) -> np.ndarray:
