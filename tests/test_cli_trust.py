@@ -484,8 +484,11 @@ def test_a_sweep_folder_that_holds_no_sweep_of_train_or_another_sweep_is_refused
     assert f"{ours} holds another sweep (loss=l1,l2; this one: loss=l1,l3)" in err
     err = _sweep_check(["-m", "experiment=ablation_loss", f"hydra.sweep.dir={ours}"], capsys)
     assert "this one: experiment=ablation_loss)" in err
+    sweeper = ["-m", "hydra.sweeper.params.loss=l1,l3", f"hydra.sweep.dir={ours}"]
+    assert "this one: hydra.sweeper.params.loss=l1,l3)" in _sweep_check(sweeper, capsys)
     # the same sweep again (to go on with resume=auto, longer) is the jobs' to judge
-    for same in (["loss=l1,l2"], ["loss=l1,l2", "resume=auto", "trainer.max_steps=12"]):
+    same_sweeps = (["loss=l2,l1"], ["loss=choice(l1,l2)", "resume=auto", "trainer.max_steps=12"])
+    for same in same_sweeps:
         check_sweep_folder(["-m", *same, f"hydra.sweep.dir={ours}"])
     check_sweep_folder(["-m", "loss=l1,l2", f"hydra.sweep.dir={tmp_path / 'new'}"])
     check_sweep_folder(["loss=l1", f"hydra.sweep.dir={data}"])  # not a sweep

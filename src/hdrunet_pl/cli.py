@@ -235,7 +235,7 @@ def check_sweep_folder(argv: list[str]) -> None:
             f"{more}); nothing was written there: give a new folder (hydra.sweep.dir=...), or "
             "a sweep's own",
         )
-    now = sorted(o.input_line for o in parsed if _defines_variants(o))
+    now = sorted(_variant(o) for o in parsed if _defines_variants(o))
     if earlier != now:
         _stop(
             "hdrunet-train",
@@ -246,12 +246,23 @@ def check_sweep_folder(argv: list[str]) -> None:
 
 
 def _defines_variants(override) -> bool:  # a hydra.core.override_parser Override
-    """A task override that says which variants a sweep runs: a swept setting, or the
-    experiment (whose config may sweep)."""
-    key = override.get_key_element()
-    return not key.startswith("hydra") and (
-        override.is_sweep_override() or key.lstrip("+~") == "experiment"
-    )
+    """A task override that says which variants a sweep runs: a swept setting, the
+    experiment (whose config may sweep) or a sweeper parameter."""
+    key = override.get_key_element().lstrip("+~")
+    if key.startswith("hydra.sweeper.params"):
+        return True
+    return not key.startswith("hydra") and (override.is_sweep_override() or key == "experiment")
+
+
+def _variant(override) -> str:  # a hydra.core.override_parser Override
+    """``key=values`` of a variant-defining override, its values sorted (``loss=l2,l1`` and
+    ``loss=choice(l1, l2)`` are one sweep)."""
+    key = override.get_key_element().lstrip("+~")
+    try:
+        values = sorted(override.sweep_string_iterator())
+    except Exception:  # not a sweep, or a range/interval: as written
+        return override.input_line
+    return f"{key}={','.join(values)}"
 
 
 def _swept(record: Path) -> list[str] | None:
@@ -263,10 +274,12 @@ def _swept(record: Path) -> list[str] | None:
         settings = yaml.safe_load(record.read_text())["hydra"]
         if settings["job"]["name"] != "train":
             return None
-        parsed = OverridesParser.create().parse_overrides(list(settings["overrides"]["task"]))
+        given = settings["overrides"]
+        lines = [*given["task"], *(given.get("hydra") or [])]  # sweeper parameters: hydra's
+        parsed = OverridesParser.create().parse_overrides([str(line) for line in lines])
     except Exception:  # missing, unreadable or another program's
         return None
-    return sorted(o.input_line for o in parsed if _defines_variants(o))
+    return sorted(_variant(o) for o in parsed if _defines_variants(o))
 
 
 def check_launcher_folder(argv: list[str]) -> None:
