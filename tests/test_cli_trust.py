@@ -510,6 +510,8 @@ def test_torchrun_and_srun_ranks_are_given_one_run_folder(monkeypatch, capsys):
             err = _refusal(check_launcher_folder, ["trainer=ddp"], capsys)
             assert f"{name} starts every rank with its own time-stamped run folder" in err
             check_launcher_folder(["trainer=ddp", "hydra.run.dir=runs/a"])
+            for harmless in (["--help"], ["--cfg", "job"], ["--info"]):
+                check_launcher_folder(harmless)
     monkeypatch.setenv("SLURM_PROCID", "0")
     monkeypatch.setenv("SLURM_NTASKS", "1")  # sbatch with one task: Lightning starts the rest
     check_launcher_folder(["trainer=ddp"])

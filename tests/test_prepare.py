@@ -81,8 +81,20 @@ def test_crop_cli_cuts_consistent_sub_images_and_resumes(tmp_path):
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     other = run_tool("hdrunet-prepare", [*args[:-4], "--step", "8", *args[-2:]], tmp_path)
     assert other.returncode != 0
-    assert "holds sub-images cut with --crop 32 --step 16 --threshold 6" in other.stderr
+    assert "holds sub-images cut with --crop 32 --step 16 --threshold 6 --input " in other.stderr
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    # the same settings from another data set: its frames would be kept as this one's
+    moved = src.rename(tmp_path / "other")
+    elsewhere = run_tool(
+        "hdrunet-prepare", [a if a != str(src) else str(moved) for a in args], tmp_path
+    )
+    assert elsewhere.returncode != 0 and f"--input {src}" in elsewhere.stderr
+    # sub-images cut before the settings were recorded: which settings is unknown
+    (out / ".hdrunet-crop.json").unlink()
+    unknown = run_tool(
+        "hdrunet-prepare", [a if a != str(src) else str(moved) for a in args], tmp_path
+    )
+    assert "cut before their settings were recorded" in unknown.stderr
 
 
 def test_crop_cli_reports_bad_input_in_one_line(tmp_path):

@@ -286,8 +286,9 @@ def check_launcher_folder(argv: list[str]) -> None:
     """Exit with one line when ``torchrun`` or ``srun`` (several tasks) started this
     process without a run folder: each rank composes its own time-stamped folder, a second
     apart at times, and the ranks other than 0 would leave folders of their own."""
-    if any(a in ("-m", "--multirun") for a in argv):
-        return
+    modes = {_MODES.get(a.partition("=")[0]) for a in argv} - {None, "--run"}
+    if modes or "--help" in argv or "-h" in argv:
+        return  # a sweep, --cfg, --info, --help: no run folder
     if "TORCHELASTIC_RUN_ID" in os.environ:
         launcher = "torchrun"
     elif "SLURM_PROCID" in os.environ and os.environ.get("SLURM_NTASKS", "1") not in ("", "1"):

@@ -152,7 +152,8 @@ def run_crop(
         )
     pairs = NTIREDataset(found, min_size=crop).pairs
     OutputFolder(output, TOOL)  # made (or refused) before the workers start
-    _check_crop_settings(output, {"crop": crop, "step": step, "threshold": threshold})
+    settings = {"crop": crop, "step": step, "threshold": threshold}
+    _check_crop_settings(output, settings | {"input": str(Path(input_dir).resolve())})
     jobs = [(pair, output, crop, step, threshold) for pair in pairs]
     written = skipped = 0
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -166,9 +167,10 @@ CROP_SETTINGS = ".hdrunet-crop.json"
 """The settings the sub-images of a ``crop`` output folder were cut with."""
 
 
-def _check_crop_settings(output: Path, settings: dict[str, int]) -> None:
-    """Record ``settings`` in a new output folder; refuse a folder cut with others (its
-    sub-images would be kept as done, under names that now mean other positions)."""
+def _check_crop_settings(output: Path, settings: dict[str, int | str]) -> None:
+    """Record ``settings`` (the cut's and the input folder) in a new output folder; refuse
+    a folder cut with others, or cut before they were recorded: its sub-images would be
+    kept as done, under names that now mean other positions or other frames."""
     record = output / CROP_SETTINGS
     if record.is_file():
         try:
@@ -182,6 +184,11 @@ def _check_crop_settings(output: Path, settings: dict[str, int]) -> None:
                 "the same settings to go on, or another --output"
             )
         return
+    if any(output.glob(f"*{LDR_SUFFIX}.png")):
+        raise HDRUNetError(
+            f"--output {output} holds sub-images cut before their settings were recorded; "
+            "give another --output (or empty this one)"
+        )
     with atomic_path(record) as tmp:
         tmp.write_text(json.dumps(settings) + "\n")
 
