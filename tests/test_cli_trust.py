@@ -487,7 +487,9 @@ def test_a_sweep_folder_that_holds_no_sweep_of_train_or_another_sweep_is_refused
     sweeper = ["-m", "hydra.sweeper.params.loss=l1,l3", f"hydra.sweep.dir={ours}"]
     assert "this one: hydra.sweeper.params.loss=l1,l3)" in _sweep_check(sweeper, capsys)
     # the same sweep again (to go on with resume=auto, longer) is the jobs' to judge
-    same_sweeps = (["loss=l2,l1"], ["loss=choice(l1,l2)", "resume=auto", "trainer.max_steps=12"])
+    reordered = ["-m", "loss=l2,l1", f"hydra.sweep.dir={ours}"]  # job 0 would be loss=l2
+    assert "this one: loss=l2,l1)" in _sweep_check(reordered, capsys)
+    same_sweeps = (["loss=l1,l2"], ["loss=choice(l1,l2)", "resume=auto", "trainer.max_steps=12"])
     for same in same_sweeps:
         check_sweep_folder(["-m", *same, f"hydra.sweep.dir={ours}"])
     check_sweep_folder(["-m", "loss=l1,l2", f"hydra.sweep.dir={tmp_path / 'new'}"])

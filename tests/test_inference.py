@@ -634,6 +634,15 @@ def test_list_inputs_takes_ntire_inputs_by_their_png_name_and_says_what_it_leave
         names = [p.name for p in list_inputs(tmp_path / "ntire")]
     assert names == ["0001_medium.png", "0001_s002_medium.png"]
     assert "not its 2 other image(s): 0001_long.png, 0001_short.png" in caplog.text
+    # results keep a photo's name; only an NTIRE input loses its _medium
+    from hdrunet_pl.predict import check_output_folder, output_stem
+
+    stems = [output_stem(p) for p in list_inputs(tmp_path / "photos")]
+    assert stems == ["a", "a_medium", "b", "holiday_medium", "sunset_gt"]
+    assert [output_stem(p) for p in list_inputs(tmp_path / "ntire")] == ["0001", "0001_s002"]
+    check_output_folder(tmp_path / "photos", [tmp_path / "in.png"])  # sunset_gt.png: a photo
+    with pytest.raises(HDRUNetError, match=r"0001_gt\.png"):
+        check_output_folder(tmp_path / "ntire", [tmp_path / "in.png"])
 
 
 def test_eval_scores_hdr_files_smaller_than_the_training_patch(tmp_path, tiny_checkpoint):

@@ -499,6 +499,10 @@ def test_an_exr_layer_holding_the_image_is_read_or_the_choice_refused(tmp_path):
     np.testing.assert_array_equal(read_exr(tmp_path / "blender.exr"), image)
     _write_exr(tmp_path / "grey.exr", {"scan.Y": aov} | {"depth.Z": aov})
     np.testing.assert_array_equal(read_exr(tmp_path / "grey.exr"), np.full((4, 5, 3), 7.0))
+    # Blender's Combined pass beside other RGB passes (AO, diffuse colour) is the image
+    ao = {f"ViewLayer.AO.{c}": aov for c in "RGB"}
+    _write_exr(tmp_path / "passes.exr", layered("ViewLayer.Combined.") | ao)
+    np.testing.assert_array_equal(read_exr(tmp_path / "passes.exr"), image)
     # two layers that each hold an image: which is the user's choice
     _write_exr(tmp_path / "two.exr", layered("left.") | aovs)
     for read in (read_exr, hdr_image_size):
@@ -525,9 +529,11 @@ def test_rgb_to_xyz_follows_the_standards():
     np.testing.assert_allclose(rgb_to_rec709_matrix(REC709_CHROMATICITIES), np.eye(3), atol=1e-12)
     red_white = (0.64, 0.33, 0.30, 0.60, 0.15, 0.06, 0.64, 0.33)  # every colour grey
     outside = (0.64, 0.33, 0.30, 0.60, 0.15, 0.06, 0.1, 0.8)
+    edge = (0.64, 0.33, 0.30, 0.60, 0.15, 0.06, 0.47, 0.465)  # red-green edge, in float32
     beyond = (0.64, 0.33, 0.30, 0.60, 0.15, 0.06, 0.8, 0.8)  # x + y > 1
     same = (0.64, 0.33, 0.64, 0.33, 0.15, 0.06, 0.3127, 0.329)
-    for bad in (same, red_white, outside, beyond, (0,) * 8, (1,) * 7):
+    edge = tuple(float(np.float32(v)) for v in edge)  # as OpenEXR stores it
+    for bad in (same, red_white, outside, edge, beyond, (0,) * 8, (1,) * 7):
         with pytest.raises(ValueError):
             rgb_to_xyz_matrix(bad)
 

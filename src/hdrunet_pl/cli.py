@@ -235,7 +235,7 @@ def check_sweep_folder(argv: list[str]) -> None:
             f"{more}); nothing was written there: give a new folder (hydra.sweep.dir=...), or "
             "a sweep's own",
         )
-    now = sorted(_variant(o) for o in parsed if _defines_variants(o))
+    now = [_variant(o) for o in parsed if _defines_variants(o)]
     if earlier != now:
         _stop(
             "hdrunet-train",
@@ -255,11 +255,12 @@ def _defines_variants(override) -> bool:  # a hydra.core.override_parser Overrid
 
 
 def _variant(override) -> str:  # a hydra.core.override_parser Override
-    """``key=values`` of a variant-defining override, its values sorted (``loss=l2,l1`` and
-    ``loss=choice(l1, l2)`` are one sweep)."""
+    """``key=values`` of a variant-defining override, however written (``loss=l1,l2`` is
+    ``loss=choice(l1, l2)``), its values in their order: the order numbers the jobs, and
+    ``loss=l2,l1`` would find each variant in the other's job folder."""
     key = override.get_key_element().lstrip("+~")
     try:
-        values = sorted(override.sweep_string_iterator())
+        values = list(override.sweep_string_iterator())
     except Exception:  # not a sweep, or a range/interval: as written
         return override.input_line
     return f"{key}={','.join(values)}"
@@ -267,7 +268,7 @@ def _variant(override) -> str:  # a hydra.core.override_parser Override
 
 def _swept(record: Path) -> list[str] | None:
     """The variant-defining overrides of the sweep whose ``multirun.yaml`` is ``record``
-    (sorted), or None when it is no record of a sweep of ``hdrunet-train``."""
+    (in their order), or None when it is no record of a sweep of ``hdrunet-train``."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
@@ -279,7 +280,7 @@ def _swept(record: Path) -> list[str] | None:
         parsed = OverridesParser.create().parse_overrides([str(line) for line in lines])
     except Exception:  # missing, unreadable or another program's
         return None
-    return sorted(_variant(o) for o in parsed if _defines_variants(o))
+    return [_variant(o) for o in parsed if _defines_variants(o)]
 
 
 def check_launcher_folder(argv: list[str]) -> None:

@@ -581,9 +581,10 @@ def _holds_image(names: set[str]) -> bool:
 def _image_layer(names: set[str], path: Path) -> str | None:
     """The prefix of the channels that hold the image among a part's channel ``names``: ""
     for ``R, G, B`` (or ``Y``), else ``"<layer>."`` of the one layer with R, G, B (a
-    render's ``ViewLayer.Combined.R``, ...), or failing that of the one with Y and no X or
-    Z (a grey layer; a normal or position pass has X, Y, Z); None when none has. Several
-    such layers are refused: which one is the image is the user's choice."""
+    render's ``ViewLayer.Combined.R``, ...; among several, the one named ``Combined``), or
+    failing that of the one with Y and no X or Z (a grey layer; a normal or position pass
+    has X, Y, Z); None when none has. Several such layers are refused otherwise: which one
+    is the image is the user's choice."""
     if _holds_image(names):
         return ""
     layers: dict[str, set[str]] = {}
@@ -596,6 +597,9 @@ def _image_layer(names: set[str], path: Path) -> str | None:
         lambda channels: "Y" in channels and not channels & {"X", "Z"},
     ):
         found = sorted(prefix for prefix, channels in layers.items() if kind(channels))
+        combined = [prefix for prefix in found if prefix.endswith(".Combined.")]
+        if len(found) > 1 and len(combined) == 1:  # Blender's beauty pass beside its others
+            return combined[0]
         if len(found) > 1:
             listed = ", ".join(repr(prefix[:-1]) for prefix in found)
             raise ImageFileError(
@@ -625,16 +629,12 @@ def _image_part(exr: OpenEXR.File, path: Path):  # -> tuple[OpenEXR.Part, str]
         raise ImageFileError(f"{path}: no R, G, B (or Y) channels; has {found}")
     if len(images) == 1:
         part, layer = images[0]
-        if len(parts) > 1:
-            log.info("%s: multi-part OpenEXR, reading its image part %r", path, part.name())
     else:
         listed = ", ".join(repr(p.name()) for p in parts)
         raise ImageFileError(
             f"{path}: multi-part OpenEXR whose {len(images)} of {len(parts)} parts ({listed}) "
             "hold an image; save the one to use as its own file"
         )
-    if layer:
-        log.info("%s: reading the image of its layer %r", path, layer[:-1])
     found = {name.removeprefix(layer) for name in names(part) if name.startswith(layer)}
     if not {"R", "G", "B"} <= found and found & {"RY", "BY"} and not {"RY", "BY"} <= found:
         raise ImageFileError(
@@ -661,6 +661,10 @@ def read_exr(path: str | Path, negative: str = "clip") -> np.ndarray:
     try:
         with OpenEXR.File(str(path), separate_channels=True) as exr:
             part, layer = _image_part(exr, path)
+            if len(exr.parts) > 1:
+                log.info("%s: multi-part OpenEXR, reading its image part %r", path, part.name())
+            if layer:
+                log.info("%s: reading the image of its layer %r", path, layer[:-1])
             channels = {
                 name.removeprefix(layer): ch.pixels
                 for name, ch in part.channels.items()
@@ -749,7 +753,7 @@ def rgb_to_xyz_matrix(chromaticities: tuple[float, ...]) -> np.ndarray:
     if abs(np.linalg.det(primaries)) < 1e-6:
         raise ValueError(f"primaries {chromaticities[:6]} do not span a colour space")
     scales = np.linalg.solve(primaries, white)
-    if white[2] < 0 or (scales <= 1e-9).any():  # x + y > 1, or white on or off the triangle
+    if white[2] < 0 or (scales <= 1e-6).any():  # x + y > 1, or white on or off the triangle
         raise ValueError(f"white {chromaticities[6:]} is not inside its primaries' triangle")
     return primaries * scales
 

@@ -146,7 +146,7 @@ def check_output_folder(output: Path, inputs: list[Path]) -> None:
     # results of an input named like NTIRE ground truth (photo_gt.jpg -> photo_gt.png) are
     # this tool's own, recorded in the folder's manifest: a rerun may skip or replace them
     ours = OutputFolder(output, "hdrunet-predict")
-    ground_truth = [p for p in sorted(output.glob(f"*{GT_SUFFIX}.png")) if not ours.owns(p)]
+    ground_truth = [p for p in sorted(output.glob("*.png")) if _is_ntire_gt(p) and not ours.owns(p)]
     if ground_truth:
         raise HDRUNetError(
             f"output {output}: holds NTIRE ground truth ({ground_truth[0].name}, ...); the "
@@ -156,8 +156,9 @@ def check_output_folder(output: Path, inputs: list[Path]) -> None:
 
 
 def output_stem(path: Path) -> str:
-    """``0001_medium.png`` -> ``0001`` (NTIRE submission name); ``photo.jpg`` -> ``photo``."""
-    return path.stem.removesuffix(LDR_SUFFIX)
+    """``0001_medium.png`` -> ``0001`` (NTIRE submission name); ``photo.jpg`` -> ``photo``,
+    ``holiday_medium.png`` -> ``holiday_medium`` (a photo's name is kept)."""
+    return path.stem.removesuffix(LDR_SUFFIX) if _is_ntire(path, LDR_SUFFIX) else path.stem
 
 
 @dataclass

@@ -178,13 +178,19 @@ def _check_crop_settings(output: Path, settings: dict[str, int | str]) -> None:
             given = " ".join(f"--{key} {value}" for key, value in earlier.items())
         except (OSError, ValueError, AttributeError):
             earlier, given = None, "unknown settings"
+        if isinstance(earlier, dict) and earlier.keys() != settings.keys():
+            raise HDRUNetError(
+                f"--output {output}: its {record.name} records {', '.join(earlier)}, not "
+                f"{', '.join(settings)}; give another --output"
+            )
         if earlier != settings:
             raise HDRUNetError(
                 f"--output {output} holds sub-images cut with {given} ({record.name}); give "
                 "the same settings to go on, or another --output"
             )
         return
-    if any(output.glob(f"*{LDR_SUFFIX}.png")):
+    made = (f"*{LDR_SUFFIX}.png", f"*{GT_SUFFIX}.png", f"*{ALIGNRATIO_SUFFIX}")
+    if any(next(output.glob(pattern), None) for pattern in made):
         raise HDRUNetError(
             f"--output {output} holds sub-images cut before their settings were recorded; "
             "give another --output (or empty this one)"
