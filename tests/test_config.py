@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra._internal.utils import _locate
 from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CPUAccelerator
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -23,7 +23,7 @@ from hdrunet_pl.errors import HDRUNetError
 from hdrunet_pl.inference import DEFAULT_OVERLAP, resolve_device, resolve_dtype
 from hdrunet_pl.io import write_radiance
 from hdrunet_pl.predict import make_predictor
-from hdrunet_pl.reliability import AtomicCheckpointIO, LastCheckpoint, Preemption
+from hdrunet_pl.reliability import AtomicCheckpointIO, BestCheckpoint, LastCheckpoint, Preemption
 from hdrunet_pl.validation import check_groups_apply
 
 from .support import CONF_DIR, REPO, compose_config, compose_train, sweep_jobs
@@ -234,7 +234,7 @@ def test_every_logger_option_instantiates_into_the_run_folder(option, tmp_path, 
 
 
 CALLBACKS = {
-    "model_checkpoint": ModelCheckpoint,
+    "model_checkpoint": BestCheckpoint,
     "last_checkpoint": LastCheckpoint,
     "preemption": Preemption,
     "lr_monitor": LearningRateMonitor,

@@ -658,3 +658,19 @@ def test_sigterm_in_the_final_validation_keeps_the_final_checkpoint(tmp_path):
         )
         Preemption(str(tmp_path)).on_exception(trainer, None, SIGTERMException())
     assert saves == [("fit", tmp_path / "last.ckpt")]
+
+
+def test_a_nan_score_never_makes_a_best_checkpoint(tmp_path):
+    """A diverged run's NaN validation became its first best checkpoint (score -inf)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from hdrunet_pl.reliability import BestCheckpoint
+
+    best = BestCheckpoint(dirpath=str(tmp_path), monitor="val/psnr_mu", mode="max", save_top_k=1)
+    trainer = SimpleNamespace()
+    for score in (float("nan"), float("inf"), float("-inf")):
+        assert not best.check_monitor_top_k(trainer, torch.tensor(score))
+    assert best.check_monitor_top_k(trainer, torch.tensor(12.5))  # the first finite one
+    assert not best.check_monitor_top_k(trainer, None)
