@@ -665,6 +665,7 @@ def test_a_nan_score_never_makes_a_best_checkpoint(tmp_path):
     from types import SimpleNamespace
 
     import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
 
     from hdrunet_pl.reliability import BestCheckpoint
 
@@ -674,3 +675,6 @@ def test_a_nan_score_never_makes_a_best_checkpoint(tmp_path):
         assert not best.check_monitor_top_k(trainer, torch.tensor(score))
     assert best.check_monitor_top_k(trainer, torch.tensor(12.5))  # the first finite one
     assert not best.check_monitor_top_k(trainer, None)
+    # saved under Lightning's key: runs saved before resume with their best tracked
+    plain = ModelCheckpoint(dirpath=str(tmp_path), monitor="val/psnr_mu", mode="max")
+    assert best.state_key == plain.state_key

@@ -146,6 +146,11 @@ class BestCheckpoint(ModelCheckpoint):
     checkpoint for a non-finite score: a diverged run's NaN validation became its first
     "best" checkpoint (score -inf), which the printed eval and predict lines then named."""
 
+    @property
+    def state_key(self) -> str:
+        """``ModelCheckpoint{...}``, as before: checkpoints of earlier runs resume alike."""
+        return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+
     def check_monitor_top_k(self, trainer: L.Trainer, current: torch.Tensor | None = None) -> bool:
         if current is not None and not bool(torch.isfinite(torch.as_tensor(current)).all()):
             return False  # the score is synced: every rank decides alike
