@@ -590,6 +590,12 @@ def test_an_exr_in_other_primaries_is_converted_to_rec709(tmp_path):
     luma, ry, by = _luminance_chroma(aces, rgb_to_xyz_matrix(ACES_AP0)[1])
     _write_exr(tmp_path / "yc.exr", {"Y": luma, "RY": ry, "BY": by}, {"chromaticities": ACES_AP0})
     np.testing.assert_allclose(read_exr(tmp_path / "yc.exr"), image, rtol=1e-4, atol=1e-6)
+    # part of a colour set beside Y: refused, not read as grey
+    plane = np.ascontiguousarray(image[..., 0])
+    for partial in ({"X": plane, "Y": plane}, {"Y": plane, "R": plane}):
+        _write_exr(tmp_path / "partial.exr", partial)
+        with pytest.raises(ImageFileError, match="not read as grey from Y"):
+            read_exr(tmp_path / "partial.exr")
     # X, Y, Z channels: CIE XYZ, not a grey image in Y
     xyz = (image.astype(np.float64) @ rgb_to_xyz_matrix(REC709_CHROMATICITIES).T).astype(np.float32)
     _write_exr(

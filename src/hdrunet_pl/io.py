@@ -684,6 +684,14 @@ def read_exr(path: str | Path, negative: str = "clip") -> np.ndarray:
     if "A" in channels:
         log.warning("%s: alpha channel dropped", path)
     primaries = _exr_chromaticities(chromaticities, path)
+    for group in ("RGB", "XZ"):  # a colour set in part: its other channels would be lost
+        present = [c for c in group if c in channels]
+        if present and len(present) < len(group) and not {"R", "G", "B"} <= channels.keys():
+            missing = [c for c in group if c not in channels]
+            grey = "; not read as grey from Y (its colour would be lost)" if "Y" in channels else ""
+            raise ImageFileError(
+                f"{path}: OpenEXR with {', '.join(present)} but no {', '.join(missing)}{grey}"
+            )
     if all(c in channels for c in "RGB"):
         image = np.stack([channels[c] for c in "RGB"], axis=-1).astype(np.float32)
     elif {"X", "Y", "Z"} <= channels.keys():
