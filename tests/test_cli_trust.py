@@ -530,3 +530,30 @@ def test_two_of_hydras_modes_get_one_line(capsys):
         assert "give one of them" in _refusal(check, argv, capsys)
     for argv in (["--cfg", "job", "-p", "model"], ["-m", "loss=l1,l2"], ["-cn", "train"]):
         check(argv)
+
+
+def test_a_stopped_sweep_gets_the_line_that_goes_on_with_all_of_it(tmp_path):
+    """A sweep job stopped by SIGTERM printed only its own resume line; the jobs after it
+    had not run. The sweep's line comes from its multirun.yaml, folder and resume=auto."""
+    from hdrunet_pl.run_files import sweep_resume_command
+
+    sweep = tmp_path / "my sweep"
+    sweep.mkdir()
+    assert sweep_resume_command(sweep) is None  # no record
+    record = {"task": ["experiment=demo", "loss=l1,l2", "resume=false"]}
+    record["hydra"] = [
+        "hydra.mode=MULTIRUN",
+        f"hydra.sweep.dir={sweep}",
+        "hydra.sweeper.params.x=1,2",
+    ]
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": record}}))
+    line = sweep_resume_command(sweep)
+    assert shlex.split(line) == [
+        "hdrunet-train",
+        "-m",
+        "experiment=demo",
+        "loss=l1,l2",
+        "hydra.sweeper.params.x=1,2",
+        f"hydra.sweep.dir='{sweep}'",
+        "resume=auto",
+    ]

@@ -119,6 +119,22 @@ def resume_command(
     return shlex.join(["hdrunet-train", *kept, run, "resume=auto"])
 
 
+def sweep_resume_command(sweep_dir: str | Path) -> str | None:
+    """The shell line that goes on with a whole sweep from its ``multirun.yaml``: the
+    sweep's overrides as given (its own ``hydra.*`` ones too), its folder and
+    ``resume=auto`` (finished jobs say so, the others train on); None without a record."""
+    sweep_dir = Path(sweep_dir)
+    try:
+        given = yaml.safe_load((sweep_dir / "multirun.yaml").read_text())["hydra"]["overrides"]
+        lines = [str(o) for o in [*given["task"], *(given.get("hydra") or [])]]
+    except (OSError, yaml.YAMLError, UnicodeDecodeError, KeyError, TypeError):
+        return None
+    own = ("hydra.sweep.dir=", "hydra.mode=", "resume=", "ckpt_path=")
+    kept = [o for o in lines if not o.lstrip("+~").startswith(own)]
+    folder = f"hydra.sweep.dir={override_value(sweep_dir)}"
+    return shlex.join(["hdrunet-train", "-m", *kept, folder, "resume=auto"])
+
+
 def recorded_resume_command(checkpoint: str | Path) -> str | None:
     """:func:`resume_command` of the run that wrote ``checkpoint``
     (``<run>/checkpoints/*.ckpt``), from the overrides Hydra recorded there; None when

@@ -62,6 +62,7 @@ from hdrunet_pl.run_files import (
     override_value,
     resume_command,
     resume_path,
+    sweep_resume_command,
 )
 from hdrunet_pl.runtime import keep_freed_memory
 from hdrunet_pl.validation import (
@@ -347,9 +348,10 @@ def train(cfg: DictConfig) -> TrainSummary:
             _end_process_group(launch_env)
             if trainer.is_global_zero:
                 log.info(
-                    "stopped at step %d on request; to continue:\n  %s",
+                    "stopped at step %d on request; to continue:\n  %s%s",
                     trainer.global_step,
                     resume_command(_run_overrides(), output_dir.resolve()),
+                    _sweep_line(),
                 )
             sys.exit(0)
         except SystemExit:  # Lightning's exit after Ctrl-C (the step may be half done)
@@ -414,6 +416,17 @@ def train(cfg: DictConfig) -> TrainSummary:
         lines = summary.lines(next_commands(summary, _run_overrides(), input_paths))
         log.info("\n".join(["", "== hdrunet-train summary ==", *lines]))
     return summary
+
+
+def _sweep_line() -> str:
+    """In a sweep's job: the line that goes on with the whole sweep (its later jobs did not
+    run), to print after the job's own; empty otherwise."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return ""
+    command = sweep_resume_command(Path(HydraConfig.get().sweep.dir).resolve())
+    if command is None:
+        return ""
+    return f"\nor the whole sweep (the jobs after this one have not run):\n  {command}"
 
 
 def _summarised(output_dir: Path, step: int) -> bool:
