@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import NoReturn
 
 import hydra
-import yaml
 from omegaconf import DictConfig
 
 from hdrunet_pl.errors import HDRUNetError
@@ -28,6 +27,7 @@ from hdrunet_pl.run_files import (
     in_use_message,
     lock_holder,
     override_value,
+    recorded_sweep_overrides,
     resume_path,
 )
 
@@ -151,6 +151,43 @@ def _setting_names(cfg: DictConfig) -> list[str]:
     return [n for n in names if not n.endswith(("_target_", "_partial_", "_convert_"))]
 
 
+_MODES = {
+    "--run": "--run",
+    "-r": "--run",
+    "--multirun": "--multirun",
+    "-m": "--multirun",
+    "--cfg": "--cfg",
+    "-c": "--cfg",
+    "--info": "--info",
+    "-i": "--info",
+    "--shell-completion": "--shell-completion",
+    "-sc": "--shell-completion",
+}
+"""Hydra's options that choose what a command does; at most one may be given."""
+
+
+def _modes(argv: list[str]) -> set[str]:
+    """The Hydra modes ``argv`` asks for (``--multirun``, ``--cfg``, ...), by long name."""
+    return {_MODES[a.partition("=")[0]] for a in argv if a.partition("=")[0] in _MODES}
+
+
+def _hydra_folder(overrides: list[str], key: str) -> tuple[DictConfig, Path] | None:
+    """The train config composed with ``overrides`` (Hydra's settings included) and the
+    folder its ``key`` (``hydra.run.dir``, ``hydra.sweep.dir``) resolves to, as Hydra will
+    resolve it; None when the line does not compose (Hydra reports it in its own words)."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    import hdrunet_pl.resolvers  # noqa: F401  (the config's own resolvers)
+
+    try:
+        with initialize_config_module(version_base="1.3", config_module="hdrunet_pl.conf"):
+            cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+        return cfg, Path(str(OmegaConf.select(cfg, key, throw_on_missing=True)))
+    except Exception:
+        return None
+
+
 def check_run_folder(argv: list[str]) -> None:
     """Exit with one line, before Hydra writes its ``.hydra/`` files and log into the run
     folder, when the folder is no place for this command: in use by another run, holding
@@ -160,19 +197,12 @@ def check_run_folder(argv: list[str]) -> None:
     however it is given (``hydra.run.dir=``, ``hydra.run={dir:...}``, an interpolation, an
     experiment's config). Sweeps, DDP workers and lines that do not compose are left alone
     (Hydra reports the latter in its own words)."""
-    if os.environ.get("LOCAL_RANK", "0") != "0" or any(a in ("-m", "--multirun") for a in argv):
+    if os.environ.get("LOCAL_RANK", "0") != "0" or "--multirun" in _modes(argv):
         return
-    from hydra import compose, initialize_config_module
-    from omegaconf import OmegaConf
-
-    import hdrunet_pl.resolvers  # noqa: F401  (the config's own resolvers)
-
-    try:
-        with initialize_config_module(version_base="1.3", config_module="hdrunet_pl.conf"):
-            cfg = compose(config_name="train", overrides=argv, return_hydra_config=True)
-        folder = Path(str(OmegaConf.select(cfg, "hydra.run.dir", throw_on_missing=True)))
-    except Exception:
+    composed = _hydra_folder(argv, "hydra.run.dir")
+    if composed is None:
         return
+    cfg, folder = composed
     holder = lock_holder(folder)  # as Hydra takes it: a leading ~ is a folder named ~
     if holder is not None:
         _stop("hdrunet-train", in_use_message(folder, holder))
@@ -201,31 +231,26 @@ def check_sweep_folder(argv: list[str]) -> None:
     ``hdrunet-train`` (a run's folder, a data folder, another program's sweep), or holds a
     sweep of other variants (its report would mix the two). The same sweep again, to go on
     with ``resume=auto`` or to be refused job by job, is let through."""
-    if os.environ.get("LOCAL_RANK", "0") != "0" or not any(a in ("-m", "--multirun") for a in argv):
+    if os.environ.get("LOCAL_RANK", "0") != "0" or "--multirun" not in _modes(argv):
         return
-    from hydra import compose, initialize_config_module
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
 
-    import hdrunet_pl.resolvers  # noqa: F401  (the config's own resolvers)
-
-    if any(
-        a in ("-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir") for a in argv
-    ):
+    if any(a in _CONFIG_OPTIONS for a in argv):
         return  # another config: the jobs' own checks stand
     try:
         parsed = OverridesParser.create().parse_overrides(
             [a for a in argv if not a.startswith("-")]
         )
-        fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-        with initialize_config_module(version_base="1.3", config_module="hdrunet_pl.conf"):
-            cfg = compose(config_name="train", overrides=fixed, return_hydra_config=True)
-        folder = Path(str(OmegaConf.select(cfg, "hydra.sweep.dir", throw_on_missing=True)))
-    except Exception:  # a grammar error, a config that does not compose: Hydra's to report
+    except Exception:  # a grammar error: Hydra's to report
         return
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    composed = _hydra_folder(fixed, "hydra.sweep.dir")
+    if composed is None:
+        return
+    folder = composed[1]
     if not folder.is_dir() or not any(folder.iterdir()):
         return
-    earlier = _swept(folder / "multirun.yaml")
+    earlier = _swept(folder)
     if earlier is None:
         entries = sorted(p.name for p in folder.iterdir())
         more = ", ..." if len(entries) > 3 else ""
@@ -266,19 +291,17 @@ def _variant(override) -> str:  # a hydra.core.override_parser Override
     return f"{key}={','.join(values)}"
 
 
-def _swept(record: Path) -> list[str] | None:
-    """The variant-defining overrides of the sweep whose ``multirun.yaml`` is ``record``
-    (in their order), or None when it is no record of a sweep of ``hdrunet-train``."""
+def _swept(sweep_dir: Path) -> list[str] | None:
+    """The variant-defining overrides of the sweep in ``sweep_dir`` (in their order), or
+    None when it holds no record of a sweep of ``hdrunet-train``."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    record = recorded_sweep_overrides(sweep_dir)
+    if record is None or record[0] != "train":
+        return None
     try:
-        settings = yaml.safe_load(record.read_text())["hydra"]
-        if settings["job"]["name"] != "train":
-            return None
-        given = settings["overrides"]
-        lines = [*given["task"], *(given.get("hydra") or [])]  # sweeper parameters: hydra's
-        parsed = OverridesParser.create().parse_overrides([str(line) for line in lines])
-    except Exception:  # missing, unreadable or another program's
+        parsed = OverridesParser.create().parse_overrides(record[1])
+    except Exception:  # a damaged record
         return None
     return [_variant(o) for o in parsed if _defines_variants(o)]
 
@@ -287,8 +310,7 @@ def check_launcher_folder(argv: list[str]) -> None:
     """Exit with one line when ``torchrun`` or ``srun`` (several tasks) started this
     process without a run folder: each rank composes its own time-stamped folder, a second
     apart at times, and the ranks other than 0 would leave folders of their own."""
-    modes = {_MODES.get(a.partition("=")[0]) for a in argv} - {None, "--run"}
-    if modes or "--help" in argv or "-h" in argv:
+    if _modes(argv) - {"--run"} or "--help" in argv or "-h" in argv:
         return  # a sweep, --cfg, --info, --help: no run folder
     if "TORCHELASTIC_RUN_ID" in os.environ:
         launcher = "torchrun"
@@ -304,25 +326,10 @@ def check_launcher_folder(argv: list[str]) -> None:
         )
 
 
-_MODES = {
-    "--run": "--run",
-    "-r": "--run",
-    "--multirun": "--multirun",
-    "-m": "--multirun",
-    "--cfg": "--cfg",
-    "-c": "--cfg",
-    "--info": "--info",
-    "-i": "--info",
-    "--shell-completion": "--shell-completion",
-    "-sc": "--shell-completion",
-}
-"""Hydra's options that choose what a command does; at most one may be given."""
-
-
 def check_one_mode(tool: str, argv: list[str]) -> None:
     """Exit with one line when ``argv`` asks for two of Hydra's modes (``-m --cfg job``):
     Hydra's answer is a traceback."""
-    given = sorted({_MODES[a.partition("=")[0]] for a in argv if a.partition("=")[0] in _MODES})
+    given = sorted(_modes(argv))
     if len(given) > 1:
         _stop(tool, f"{' and '.join(given)}: give one of them (Hydra runs one mode at a time)")
 

@@ -119,19 +119,29 @@ def resume_command(
     return shlex.join(["hdrunet-train", *kept, run, "resume=auto"])
 
 
-def sweep_resume_command(sweep_dir: str | Path) -> str | None:
-    """The shell line that goes on with a whole sweep from its ``multirun.yaml``: the
-    sweep's overrides as given (its own ``hydra.*`` ones too), its folder and
-    ``resume=auto`` (finished jobs say so, the others train on); None without a record."""
-    sweep_dir = Path(sweep_dir)
+def recorded_sweep_overrides(sweep_dir: str | Path) -> tuple[str | None, list[str]] | None:
+    """The job name and overrides a sweep was started with, from its ``multirun.yaml``: the
+    task's overrides, then its own ``hydra.*`` ones (sweeper parameters, the folder); None
+    when the folder holds no readable record of a sweep."""
     try:
-        given = yaml.safe_load((sweep_dir / "multirun.yaml").read_text())["hydra"]["overrides"]
+        settings = yaml.safe_load((Path(sweep_dir) / "multirun.yaml").read_text())["hydra"]
+        given = settings["overrides"]
         lines = [str(o) for o in [*given["task"], *(given.get("hydra") or [])]]
-    except (OSError, yaml.YAMLError, UnicodeDecodeError, KeyError, TypeError):
+        return (settings.get("job") or {}).get("name"), lines
+    except (OSError, yaml.YAMLError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def sweep_resume_command(sweep_dir: str | Path) -> str | None:
+    """The shell line that goes on with a whole sweep from its ``multirun.yaml``
+    (:func:`recorded_sweep_overrides`): its overrides, its folder and ``resume=auto``
+    (finished jobs say so, the others train on); None without a record."""
+    record = recorded_sweep_overrides(sweep_dir)
+    if record is None:
         return None
     own = ("hydra.sweep.dir=", "hydra.mode=", "resume=", "ckpt_path=")
-    kept = [o for o in lines if not o.lstrip("+~").startswith(own)]
-    folder = f"hydra.sweep.dir={override_value(sweep_dir)}"
+    kept = [o for o in record[1] if not o.lstrip("+~").startswith(own)]
+    folder = f"hydra.sweep.dir={override_value(Path(sweep_dir))}"
     return shlex.join(["hdrunet-train", "-m", *kept, folder, "resume=auto"])
 
 
