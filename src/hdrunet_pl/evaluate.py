@@ -49,7 +49,7 @@ from hdrunet_pl.metrics import (
 from hdrunet_pl.outputs import OutputFolder
 from hdrunet_pl.perceptual import DISPLAY, REFERENCE_CD_M2
 from hdrunet_pl.predict import make_predictor
-from hdrunet_pl.run_files import CONFIG_FILE
+from hdrunet_pl.run_files import CONFIG_FILE, absolute_paths
 from hdrunet_pl.validation import EVAL_RULES, check_required, check_settings
 from hdrunet_pl.viz import comparison_strip
 
@@ -467,7 +467,8 @@ def _check_output_is_not_an_input(output: str, gt_dir: str, ldr_dir: str | None)
             raise HDRUNetError(f"output={output} is the {name} folder; give another output folder")
 
 
-_DATA_FOLDER_KEYS = ("root", "val_root", "input_dir")
+_DATA_FOLDERS = ("root", "val_root", "input_dir")
+"""The input paths (:func:`~hdrunet_pl.run_files.absolute_paths`) that are data folders."""
 
 
 def _check_output_is_no_data_folder(output: str, data: DictConfig) -> None:
@@ -476,26 +477,15 @@ def _check_output_is_no_data_folder(output: str, data: DictConfig) -> None:
     scores written there would be read as data next time (an NTIRE folder then has frames
     ``best_0006`` and ``worst_0005`` without results)."""
     try:
-        settings = OmegaConf.to_container(data, resolve=True)
+        settings = OmegaConf.create({"data": OmegaConf.to_container(data, resolve=True)})
     except Exception:  # unresolved settings: the data set says what is missing
         return
     target = Path(output).resolve()
-
-    def folders(node: object) -> Iterator[tuple[str, str]]:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key in _DATA_FOLDER_KEYS and isinstance(value, str) and "://" not in value:
-                    yield key, value
-                else:
-                    yield from folders(value)
-        elif isinstance(node, list):
-            for value in node:
-                yield from folders(value)
-
-    for key, folder in folders(settings):
-        if target.is_relative_to(Path(folder).resolve()):
+    for key, folder in absolute_paths(settings, Path.cwd()).items():
+        name = key.rsplit(".", 1)[-1]
+        if name in _DATA_FOLDERS and target.is_relative_to(Path(folder).resolve()):
             raise HDRUNetError(
-                f"output={output} is in the data set's folder ({key}={folder}): what is "
+                f"output={output} is in the data set's folder ({name}={folder}): what is "
                 "written there would be read as data; give another output folder"
             )
 
