@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import NoReturn
 
 import lightning as L
 import torch
@@ -345,15 +346,9 @@ def train(cfg: DictConfig) -> TrainSummary:
         try:
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         except SIGTERMException:
-            _end_process_group(launch_env)
-            if trainer.is_global_zero:
-                log.info(
-                    "stopped at step %d on request; to continue:\n  %s%s",
-                    trainer.global_step,
-                    resume_command(_run_overrides(), output_dir.resolve()),
-                    _sweep_line(),
-                )
-            sys.exit(0)
+            _leave_on_request(
+                trainer, launch_env, output_dir, f"at step {trainer.global_step}", "continue"
+            )
         except SystemExit:  # Lightning's exit after Ctrl-C (the step may be half done)
             if trainer.interrupted and trainer.is_global_zero:
                 _report_interrupted(output_dir)
@@ -369,16 +364,14 @@ def train(cfg: DictConfig) -> TrainSummary:
             try:
                 metrics |= trainer.validate(model, datamodule=datamodule, verbose=False)[0]
             except SIGTERMException:
-                _end_process_group(launch_env)
-                if trainer.is_global_zero:
-                    log.info(
-                        "stopped in the final validation on request (last.ckpt holds the "
-                        "final weights, step %d); to finish the run (its final validation "
-                        "and summary):\n  %s",
-                        trainer.global_step,
-                        resume_command(_run_overrides(), output_dir.resolve()),
-                    )
-                sys.exit(0)
+                _leave_on_request(
+                    trainer,
+                    launch_env,
+                    output_dir,
+                    "in the final validation",
+                    f"finish the run (last.ckpt holds the final weights, step "
+                    f"{trainer.global_step}; its final validation and summary are to make)",
+                )
             final_best = True
         chooser = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
         best = chooser.best_model_path if chooser is not None else None
@@ -416,6 +409,23 @@ def train(cfg: DictConfig) -> TrainSummary:
         lines = summary.lines(next_commands(summary, _run_overrides(), input_paths))
         log.info("\n".join(["", "== hdrunet-train summary ==", *lines]))
     return summary
+
+
+def _leave_on_request(
+    trainer: L.Trainer, launch_env: dict, output_dir: Path, where: str, then: str
+) -> NoReturn:
+    """Exit cleanly after SIGTERM (pre-emption) ``where`` the run stopped, printing the line
+    to ``then`` (and, in a sweep, the line that goes on with the whole sweep)."""
+    _end_process_group(launch_env)
+    if trainer.is_global_zero:
+        log.info(
+            "stopped %s on request; to %s:\n  %s%s",
+            where,
+            then,
+            resume_command(_run_overrides(), output_dir.resolve()),
+            _sweep_line(),
+        )
+    sys.exit(0)
 
 
 def _sweep_line() -> str:
