@@ -287,6 +287,19 @@ def test_a_missing_photo_folder_says_how_to_fetch_one(tmp_path):
         instantiate(cfg.data)
 
 
+def test_an_empty_samples_dir_is_refused_not_read_as_the_current_folder(monkeypatch):
+    """``HDRUNET_SAMPLES_DIR=""`` (set but empty) must not make the current folder the photos."""
+    from hdrunet_pl.run_files import check_no_empty_paths
+
+    monkeypatch.setenv("HDRUNET_SAMPLES_DIR", "")
+    cfg = compose_train(["experiment=demo"])
+    assert cfg.data.folders.photos.root == ""
+    with pytest.raises(HDRUNetError, match=r"data.folders.photos.root is empty.*SAMPLES_DIR"):
+        check_no_empty_paths(cfg)
+    monkeypatch.setenv("HDRUNET_SAMPLES_DIR", "/some/photos")
+    check_no_empty_paths(compose_train(["experiment=demo"]))  # a path: no error
+
+
 def test_files_that_share_a_stem_get_distinct_names(tmp_path):
     """Scores, previews and side-by-sides are keyed by name: two `scene` files in different
     folders (or with different suffixes) must not share one, or one overwrites the other."""

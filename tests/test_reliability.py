@@ -495,24 +495,41 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path, capsys):
         (["data.patch_size=-5"], "data.patch_size must be a positive multiple of 4, got -5"),
         (["model.loss.name=foo"], "unknown loss 'foo'; choose one of tanh_l1"),
         (["data=ntire2021", "data.root=/nonexistent"], "/nonexistent: no such folder"),
+        # an unset variable ($ROOT) gives "": it would read the current folder as the data
+        (["data=hdr_folder", "data.root="], "data.root is empty: give a folder"),
         (["ckpt_path=/nonexistent.ckpt"], "no such checkpoint to resume from"),
         (["ckpt_path=last"], "ckpt_path=last: no "),
         (["paths.min_free_gb=1e9"], "below paths.min_free_gb=1000000000.0"),
+        (
+            # Hydra would start the job in its run folder, where relative paths are wrong
+            ["hydra.job.chdir=true"],
+            "hydra.job.chdir=true is not supported",
+        ),
         (
             ["model=expandnet", "modulation=channel"],
             "modulation=channel does not apply to model=expandnet",
         ),
     ],
-    ids=["patch", "loss", "root", "ckpt", "last", "disk-full", "ignored-group"],
+    ids=[
+        "patch",
+        "loss",
+        "root",
+        "empty-root",
+        "ckpt",
+        "last",
+        "disk-full",
+        "chdir",
+        "ignored-group",
+    ],
 )
 def test_bad_input_is_a_one_line_error_before_training(tmp_path, capsys, overrides, message):
-    """The console script for two cases (disk-full is caught by a Hydra callback before
-    the job); the job itself, in this process, for the others (the same code, without
-    another start-up of torch and Lightning)."""
+    """The console script for three cases (disk-full is caught by a Hydra callback before
+    the job; chdir moves the job into its run folder); the job itself, in this process,
+    for the others (the same code, without another start-up of torch and Lightning)."""
     run_dir = tmp_path / "run"
     other_data = overrides[0].startswith("data=")  # RUN's overrides are for data=synthetic
     base = tuple(FAST) if other_data else tuple(RUN)
-    if overrides[0] in ("paths.min_free_gb=1e9", "model=expandnet"):
+    if overrides[0] in ("paths.min_free_gb=1e9", "hydra.job.chdir=true", "model=expandnet"):
         result = train_process(run_dir, *overrides, base=base)
         code, stderr = result.returncode, result.stderr
     else:

@@ -49,7 +49,7 @@ from hdrunet_pl.metrics import (
 from hdrunet_pl.outputs import OutputFolder
 from hdrunet_pl.perceptual import DISPLAY, REFERENCE_CD_M2
 from hdrunet_pl.predict import make_predictor
-from hdrunet_pl.run_files import CONFIG_FILE, absolute_paths
+from hdrunet_pl.run_files import CONFIG_FILE, absolute_paths, check_no_empty_paths
 from hdrunet_pl.validation import EVAL_RULES, check_required, check_settings
 from hdrunet_pl.viz import comparison_strip
 
@@ -493,6 +493,7 @@ def _check_output_is_no_data_folder(output: str, data: DictConfig) -> None:
 def run(cfg: DictConfig) -> list[ImageScore]:
     check_required(cfg)
     check_settings(cfg, EVAL_RULES)
+    check_no_empty_paths(cfg)
     if cfg.pred_dir is not None or cfg.gt_dir is not None:
         if cfg.pred_dir is None or cfg.gt_dir is None:
             raise HDRUNetError("give both pred_dir= and gt_dir= (or ckpt= and data=)")

@@ -80,17 +80,42 @@ PATH_SETTINGS = (
 """Settings that name files or folders of a run's input (``data.folders.<name>.root`` too)."""
 
 
+def path_settings(cfg: DictConfig) -> list[str]:
+    """The keys of :data:`PATH_SETTINGS` and of each ``data.folders.<name>.root`` of ``cfg``."""
+    keys = list(PATH_SETTINGS)
+    folders = OmegaConf.select(cfg, "data.folders", default=None, throw_on_missing=False)
+    if isinstance(folders, DictConfig):
+        keys += [f"data.folders.{name}.root" for name in folders]
+    return keys
+
+
+def check_no_empty_paths(cfg: DictConfig) -> None:
+    """Refuse an input path given as ``""`` (``data.root=$ROOT`` with ``$ROOT`` unset, or
+    ``HDRUNET_SAMPLES_DIR=""``): a path of nothing names the current folder, whose files
+    would be read as the data set."""
+    for key in path_settings(cfg):
+        try:
+            value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        except Exception:  # an unresolvable setting: the data set says what is missing
+            continue
+        if isinstance(value, str) and not value.strip():
+            hint = (
+                " (from $HDRUNET_SAMPLES_DIR or paths.samples_dir?)"
+                if key.startswith("data.folders.")
+                else ""
+            )
+            raise HDRUNetError(
+                f"{key} is empty{hint}: give a folder (an empty path would read the current folder)"
+            )
+
+
 def absolute_paths(cfg: DictConfig, cwd: str | Path) -> dict[str, str]:
     """The input paths of ``cfg`` (:data:`PATH_SETTINGS`), absolute (a relative one made so
     against ``cwd``): what a resume command and a run's saved config give, so that both
     work from any directory (``.cache/poly_haven_hdri`` of ``make train`` included) and in
     a shell without the environment variables the run had (``HDRUNET_SAMPLES_DIR``)."""
-    keys = list(PATH_SETTINGS)
-    folders = OmegaConf.select(cfg, "data.folders", default=None)
-    if isinstance(folders, DictConfig):
-        keys += [f"data.folders.{name}.root" for name in folders]
     found = {}
-    for key in keys:
+    for key in path_settings(cfg):
         try:
             value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
         except Exception:

@@ -58,6 +58,7 @@ from hdrunet_pl.run_files import (
     METRICS_FILE,
     OVERRIDES_FILE,
     absolute_paths,
+    check_no_empty_paths,
     is_lock_file,
     is_package_run,
     override_value,
@@ -270,9 +271,16 @@ def train(cfg: DictConfig) -> TrainSummary:
     """
     check_required(cfg)
     check_settings(cfg, TRAIN_RULES)
+    check_no_empty_paths(cfg)
     _check_gpu_available(cfg.trainer)
     if HydraConfig.initialized():
         hydra_cfg = HydraConfig.get()
+        if hydra_cfg.job.chdir:  # relative input paths would be read from the run folder
+            raise HDRUNetError(
+                "hydra.job.chdir=true is not supported: input paths given relative are read "
+                "from the folder hdrunet-train starts in, and the run writes into its folder "
+                "(hydra.run.dir) itself; leave hydra.job.chdir false"
+            )
         model_choice = hydra_cfg.runtime.choices.get("model")
         check_groups_apply(cfg, list(hydra_cfg.overrides.task), model_choice)
     output_dir = Path(cfg.paths.output_dir)
@@ -513,14 +521,16 @@ def is_fresh_run_dir(output_dir: Path) -> bool:
 
 def remove_fresh_run_dir(output_dir: Path) -> None:
     """Remove what Hydra wrote for a job that failed before it started training, and the
-    folder itself if that leaves it empty (the working directory is never removed)."""
+    folder itself if that leaves it empty (the folder the command started in is never
+    removed)."""
     for name in HYDRA_FILES:
         path = output_dir / name
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
-    if output_dir.resolve() != Path.cwd().resolve():
+    started_in = HydraConfig.get().runtime.cwd if HydraConfig.initialized() else Path.cwd()
+    if output_dir.resolve() != Path(started_in).resolve():
         with contextlib.suppress(OSError):
             output_dir.rmdir()
     _remove_empty_sweep_dir()
