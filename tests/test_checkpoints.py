@@ -132,6 +132,10 @@ def test_corrupt_and_missing_files_raise_clear_errors(tmp_path, official_file):
     torch.save({"encoder.weight": torch.zeros(1)}, other)
     with pytest.raises(CheckpointError, match="not an HDRUNet checkpoint"):
         load_model(other)
+    # conv_first alone: the message names the key that is missing, not the one present
+    torch.save({"conv_first.weight": torch.zeros(8, 3, 3, 3)}, other)
+    with pytest.raises(CheckpointError, match=r"'conv_first.weight' with 'hr_conv1.weight'"):
+        load_model(other)
 
 
 class _RunsCode:

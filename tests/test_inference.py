@@ -645,6 +645,41 @@ def test_list_inputs_takes_ntire_inputs_by_their_png_name_and_says_what_it_leave
         check_output_folder(tmp_path / "ntire", [tmp_path / "in.png"])
 
 
+def test_list_inputs_leaves_out_hdr_results(tmp_path, caplog):
+    """A 16-bit PNG beside its align ratio (this tool's result, fed back as input) is HDR,
+    not an LDR to convert again."""
+    (tmp_path / "photo.jpg").write_bytes(b"x")
+    for name in ("0001.png", "0001_alignratio.npy", "beach.png", "beach_alignratio.npy"):
+        (tmp_path / name).write_bytes(b"x")
+    with caplog.at_level(logging.WARNING):
+        assert list_inputs(tmp_path) == [tmp_path / "photo.jpg"]
+    assert "2 HDR image(s)" in caplog.text and "0001.png, beach.png" in caplog.text
+    with pytest.raises(HDRUNetError, match=r"an HDR image .*beach_alignratio\.npy"):
+        list_inputs(tmp_path / "beach.png")
+    (tmp_path / "photo.jpg").unlink()
+    with pytest.raises(HDRUNetError, match="no images"):
+        list_inputs(tmp_path)
+
+
+def test_eval_matches_results_to_gt_by_the_names_predict_writes(tmp_path):
+    """The LDR frames of an NTIRE multi-frame folder (``_short``, ``_medium``, ``_long``) are
+    no GT; a photo's result keeps its name (``holiday_medium``), as predict writes it."""
+    from hdrunet_pl.evaluate import folder_samples
+    from hdrunet_pl.io import write_exr, write_hdr_png, write_ldr
+
+    hdr = np.full((8, 12, 3), 0.5, np.float32)
+    for folder in ("gt", "pred"):
+        (tmp_path / folder).mkdir()
+    write_hdr_png(tmp_path / "gt" / "0001_gt.png", hdr)
+    for exposure in ("short", "medium", "long"):
+        write_ldr(tmp_path / "gt" / f"0001_{exposure}.png", hdr)
+    write_exr(tmp_path / "gt" / "holiday_medium.exr", hdr)
+    write_hdr_png(tmp_path / "pred" / "0001.png", hdr)
+    write_hdr_png(tmp_path / "pred" / "holiday_medium.png", hdr)
+    samples = folder_samples(str(tmp_path / "pred"), str(tmp_path / "gt"), None)
+    assert [s.name for s in samples.items] == ["0001", "holiday_medium"]
+
+
 def test_eval_scores_hdr_files_smaller_than_the_training_patch(tmp_path, tiny_checkpoint):
     """hdrunet-eval ckpt=... data=hdr_folder scores the validation files whatever the
     training patch size (160 px by default): training crops play no part in it."""

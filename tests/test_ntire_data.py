@@ -169,3 +169,31 @@ def test_an_exif_orientation_never_turns_one_half_of_a_pair(tmp_path):
     bright = (item["ldr"].mean(0) > 0.5).nonzero().float().mean(0)
     assert bright.tolist() == pytest.approx((item["hdr"].mean(0) > 1).nonzero().float().mean(0))
     assert bright.tolist() == [3.5, 3.5]
+
+
+def test_predict_reads_an_ntire_input_as_stored_and_turns_a_photo_upright(tmp_path):
+    """``hdrunet-predict``'s result of ``NNNN_medium.png`` must line up with ``NNNN_gt.png``
+    (an orientation tag turned it against its GT, and eval scored it without a word); a
+    photo, the same file under another name, is turned as photo viewers turn it."""
+    from PIL import Image
+
+    from hdrunet_pl.inference import Predictor
+    from hdrunet_pl.io import read_hdr_png
+    from hdrunet_pl.predict import predict_files
+
+    ldr = np.full((16, 24, 3), 60, np.uint8)
+    ldr[:4, :4] = 250  # a bright top-left corner, as stored
+    exif = Image.Exif()
+    exif[0x0112] = 3  # "rotate 180 degrees to view"
+    inputs = [tmp_path / "in" / "0001_medium.png", tmp_path / "in" / "photo.png"]
+    inputs[0].parent.mkdir()
+    for path in inputs:
+        Image.fromarray(ldr).save(path, exif=exif.tobytes())
+    identity = torch.nn.Identity()  # the result is the LDR as the tool read it
+    report = predict_files(Predictor(identity, "cpu", 32), inputs, tmp_path / "out")
+    assert len(report.written) == 2
+    for name, corner in (("0001", (slice(0, 4), slice(0, 4))), ("photo", (slice(-4, None),) * 2)):
+        result = read_hdr_png(tmp_path / "out" / f"{name}.png")
+        assert result.shape == ldr.shape, name
+        bright = result.mean(-1) > 0.8
+        assert bright[corner].all() and bright.sum() == 16, name

@@ -32,9 +32,11 @@ from hdrunet_pl.io import (
     HDR_EXTENSIONS,
     LDR_SUFFIX,
     NEGATIVE,
+    NTIRE_EXPOSURE_SUFFIXES,
     as_submitted,
     atomic_path,
     imwrite,
+    ntire_frame_id,
     read_hdr_png,
     read_ldr,
     read_linear_hdr,
@@ -187,8 +189,10 @@ def _print_means(label: str, scores: list[ImageScore]) -> None:
 
 
 def _key(path: Path) -> str:
+    """The name a result and its GT are matched by: ``0001_gt.png`` and ``0001.png`` are
+    ``0001``; ``scene_gt.exr``, ``scene_pred.exr`` and ``scene.png`` are ``scene``."""
     stem = path.stem
-    for suffix in (GT_SUFFIX, LDR_SUFFIX, "_pred"):
+    for suffix in (GT_SUFFIX, "_pred"):
         stem = stem.removesuffix(suffix)
     return stem
 
@@ -203,7 +207,11 @@ def _hdr_files(folder: Path, role: str) -> dict[str, Path]:
         raise HDRUNetError(f"{role} {folder}: no such folder")
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.stem.endswith((LDR_SUFFIX, "_preview")):
+        # NTIRE LDR frames (NNNN_medium/_short/_long.png) and previews are no HDR; a
+        # photo's result keeps its name (holiday_medium.png), as hdrunet-predict writes it
+        if path.stem.endswith("_preview") or any(
+            ntire_frame_id(path, suffix) is not None for suffix in NTIRE_EXPOSURE_SUFFIXES
+        ):
             continue
         if path.suffix.lower() in HDR_EXTENSIONS:
             key = _key(path)

@@ -423,6 +423,24 @@ def write_ldr(path: str | Path, image: np.ndarray) -> None:
 # ---------------------------------------------------------------------------- NTIRE pairs
 
 
+NTIRE_EXPOSURE_SUFFIXES = (LDR_SUFFIX, "_short", "_long")
+"""The LDR frames of an NTIRE set: single-frame inputs are ``_medium``; the multi-frame
+track adds the ``_short`` and ``_long`` exposures."""
+
+_NTIRE_FRAME = re.compile(r"\d+(_s\d+)?")
+"""An NTIRE frame id: ``0042``, or a sub-image of ``hdrunet-prepare crop``, ``0042_s007``."""
+
+
+def ntire_frame_id(path: str | Path, suffix: str) -> str | None:
+    """The frame id of an NTIRE PNG ``<frame id><suffix>.png`` (``0042_medium.png`` ->
+    ``0042``), else None: a photo named ``holiday_medium.png`` or ``x_gt.jpg`` is none."""
+    path = Path(path)
+    frame = path.stem.removesuffix(suffix)
+    if path.suffix.lower() != ".png" or frame == path.stem:
+        return None
+    return frame if _NTIRE_FRAME.fullmatch(frame) else None
+
+
 def alignratio_path_for(png_path: str | Path) -> Path:
     """``.../NNNN_gt.png`` or ``.../NNNN.png`` -> ``.../NNNN_alignratio.npy`` (NTIRE naming)."""
     png_path = Path(png_path)

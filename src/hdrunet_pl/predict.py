@@ -20,7 +20,6 @@ skipped; the exit code is 1 if any input failed.
 from __future__ import annotations
 
 import logging
-import re
 import resource
 import sys
 import time
@@ -43,6 +42,7 @@ from hdrunet_pl.io import (
     LDR_SUFFIX,
     LINEAR_HDR_EXTENSIONS,
     alignratio_path_for,
+    ntire_frame_id,
     read_ldr,
     write_hdr,
     write_ldr,
@@ -63,19 +63,9 @@ FORMATS = ("png", "exr", "hdr")
 log = logging.getLogger(__name__)
 
 
-_NTIRE_FRAME = re.compile(r"\d+(_s\d+)?")
-"""An NTIRE frame id: ``0042``, or a sub-image of ``hdrunet-prepare crop``, ``0042_s007``."""
-
-
 def _is_ntire(path: Path, suffix: str) -> bool:
-    """An NTIRE PNG of a frame, ``<frame id><suffix>.png`` (``0042_medium.png``); a photo
-    named ``holiday_medium.png`` or ``x_gt.jpg`` is not one."""
-    stem = path.stem
-    return (
-        path.suffix.lower() == ".png"
-        and stem.endswith(suffix)
-        and _NTIRE_FRAME.fullmatch(stem.removesuffix(suffix)) is not None
-    )
+    """An NTIRE PNG of a frame, ``<frame id><suffix>.png`` (``0042_medium.png``)."""
+    return ntire_frame_id(path, suffix) is not None
 
 
 def _is_ntire_gt(path: Path) -> bool:
@@ -83,17 +73,33 @@ def _is_ntire_gt(path: Path) -> bool:
     return _is_ntire(path, GT_SUFFIX)
 
 
+def _is_hdr_result(path: Path) -> bool:
+    """A 16-bit PNG HDR with its align ratio beside it (``x.png`` + ``x_alignratio.npy``):
+    this tool's result, or NTIRE ground truth."""
+    return path.suffix.lower() == ".png" and alignratio_path_for(path).is_file()
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
 def list_inputs(path: str | Path) -> list[Path]:
     """The LDR images to convert: ``path`` itself or the images in folder ``path``.
 
     In a folder holding NTIRE inputs (``NNNN_medium.png``) only those are taken (the others,
     a multi-frame set's ``_short`` / ``_long`` exposures say, are named in a log line); NTIRE
-    ground truth (``*_gt.png``) is never an input.
+    ground truth (``*_gt.png``) and HDR results (a PNG beside its ``_alignratio.npy``) are
+    never inputs.
     """
     path = Path(path)
     if path.is_file():
         if _is_ntire_gt(path):
             raise HDRUNetError(f"input {path}: an NTIRE ground-truth file, not an LDR input")
+        if _is_hdr_result(path):
+            raise HDRUNetError(
+                f"input {path}: an HDR image (a 16-bit PNG beside its "
+                f"{alignratio_path_for(path).name}), not an LDR input"
+            )
         if path.suffix.lower() in LINEAR_HDR_EXTENSIONS:
             raise HDRUNetError(
                 f"input {path}: an HDR file already; the inputs are 8- or 16-bit LDR images "
@@ -109,20 +115,27 @@ def list_inputs(path: str | Path) -> list[Path]:
         for p in path.iterdir()
         if p.suffix.lower() in LDR_EXTENSIONS and p.is_file() and not _is_ntire_gt(p)
     )
+    results = [p.name for p in files if _is_hdr_result(p)]
+    if results:
+        log.warning(
+            "input %s: %d HDR image(s) (16-bit PNGs beside their align ratio) are not LDR "
+            "inputs and are left out: %s",
+            path,
+            len(results),
+            _listed(results),
+        )
+        files = [p for p in files if p.name not in results]
     ntire = [p for p in files if _is_ntire(p, LDR_SUFFIX)]
     if ntire:
         others = [p.name for p in files if p not in ntire]
         if others:
-            listed = ", ".join(others[:5]) + (
-                f" and {len(others) - 5} more" if len(others) > 5 else ""
-            )
             log.warning(
                 "input %s holds NTIRE inputs (NNNN%s.png): only those are converted, not its "
                 "%d other image(s): %s",
                 path,
                 LDR_SUFFIX,
                 len(others),
-                listed,
+                _listed(others),
             )
         return ntire
     if not files:
@@ -185,7 +198,10 @@ class PredictReport:
 
 
 def _read(path: Path) -> torch.Tensor:
-    return torch.from_numpy(read_ldr(path).transpose(2, 0, 1).copy())
+    # an NTIRE input is read as stored, as its 16-bit GT is (pixel-aligned): an EXIF
+    # orientation would turn the result against the GT; a photo is turned upright
+    upright = not _is_ntire(path, LDR_SUFFIX)
+    return torch.from_numpy(read_ldr(path, upright).transpose(2, 0, 1).copy())
 
 
 def _unit(output: Path, stem: str, fmt: str, preview: bool) -> list[Path]:

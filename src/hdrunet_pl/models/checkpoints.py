@@ -430,9 +430,11 @@ def _split(obj: object) -> tuple[dict[str, object], NetConfig | None, str, str]:
         if matches(state):
             return state, config, layout, f"{layout} {kind}"
     if kind == "state_dict":
+        # HDRUNet is known by two keys: conv_first and hr_conv1 (HR_conv1 in the public code)
+        needed = "'conv_first.weight' with 'hr_conv1.weight' or 'HR_conv1.weight'"
         raise CheckpointError(
-            "not an HDRUNet checkpoint: no 'conv_first.weight' nor 'state_dict' "
-            f"(first keys: {_first_keys(state)}); not an ExpandNet one either (no "
+            f"not an HDRUNet checkpoint: no 'state_dict', nor {needed} (first keys: "
+            f"{_first_keys(state)}); not an ExpandNet one either (no "
             f"'{EXPANDNET_FIRST}' nor '{PUBLISHED_EXPANDNET_FIRST}')"
         )
     raise CheckpointError(
