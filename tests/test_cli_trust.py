@@ -492,6 +492,11 @@ def test_a_sweep_folder_that_holds_no_sweep_of_train_or_another_sweep_is_refused
     same_sweeps = (["loss=l1,l2"], ["loss=choice(l1,l2)", "resume=auto", "trainer.max_steps=12"])
     for same in same_sweeps:
         check_sweep_folder(["-m", *same, f"hydra.sweep.dir={ours}"])
+    # another fixed setting that names the job folders: each job would start afresh beside
+    # its earlier folder (trainer.max_steps, raised to train on, names none)
+    changed = ["-m", "loss=l1,l2", "model.optimizer.lr=0.001", f"hydra.sweep.dir={ours}"]
+    err = _sweep_check(changed, capsys)
+    assert "other settings that name its job folders (model.optimizer.lr=0.001 differ)" in err
     check_sweep_folder(["-m", "loss=l1,l2", f"hydra.sweep.dir={tmp_path / 'new'}"])
     check_sweep_folder(["loss=l1", f"hydra.sweep.dir={data}"])  # not a sweep
 

@@ -129,6 +129,11 @@ def test_multirun_sweep_makes_one_run_per_value(tmp_path):
     }
     assert losses == {"l1", "tanh_l1"}
     assert all((run / "checkpoints" / "last.ckpt").is_file() for run in runs)
+    # trained on with more steps, as the README says: each job in its own folder
+    args[args.index("trainer.max_steps=2")] = "trainer.max_steps=3"
+    result = ok(run_tool("hdrunet-train", [*args, "resume=auto"], tmp_path))
+    assert result.stdout.count("steps trained        1 (from step 2 to 3)") == 2  # not afresh
+    assert sorted(p for p in sweep.iterdir() if p.is_dir() and p.name[0] != ".") == runs
 
 
 @pytest.mark.parametrize(

@@ -268,6 +268,17 @@ def check_sweep_folder(argv: list[str]) -> None:
             f"one: {' '.join(now) or 'none'}): its report would mix the two; nothing was "
             "written there: give a new folder (hydra.sweep.dir=...)",
         )
+    exclude = composed[0].hydra.job.config.override_dirname.exclude_keys
+    then, given = _named(recorded_sweep_overrides(folder)[1], exclude), _named(parsed, exclude)
+    if then != given:
+        changed = sorted(set(then) ^ set(given))
+        _stop(
+            "hdrunet-train",
+            f"{folder} holds this sweep with other settings that name its job folders "
+            f"({', '.join(changed)} differ): each job would start afresh in a new folder "
+            "beside its earlier one; nothing was written there: give the sweep's own settings "
+            "(trainer.max_steps may change, to train on) or a new folder (hydra.sweep.dir=...)",
+        )
 
 
 def _defines_variants(override) -> bool:  # a hydra.core.override_parser Override
@@ -289,6 +300,26 @@ def _variant(override) -> str:  # a hydra.core.override_parser Override
     except Exception:  # not a sweep, or a range/interval: as written
         return override.input_line
     return f"{key}={','.join(values)}"
+
+
+def _named(overrides, exclude) -> list[str]:
+    """The fixed (not swept) task settings of ``overrides`` (strings, or parsed Overrides)
+    that Hydra puts into job folder names (all but ``exclude``), as ``key=value``, sorted."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if overrides and isinstance(overrides[0], str):
+        try:
+            overrides = OverridesParser.create().parse_overrides(overrides)
+        except Exception:  # a damaged record: _swept has refused it already
+            return []
+    excluded = {k.lstrip("+~") for k in exclude}
+    named = []
+    for override in overrides:
+        key = override.get_key_element().lstrip("+~")
+        if _defines_variants(override) or key.startswith("hydra") or key in excluded:
+            continue
+        named.append(f"{key}={override.input_line.partition('=')[2]}")
+    return sorted(named)
 
 
 def _swept(sweep_dir: Path) -> list[str] | None:
