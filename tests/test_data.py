@@ -112,3 +112,24 @@ def test_datamodule_serves_patch_batches_and_whole_validation_images():
     assert batch["ldr"].shape == (4, 3, 16, 16) and len(batch["name"]) == 4
     val = next(iter(dm.val_dataloader()))
     assert val["ldr"].shape == (1, 3, 36, 52)
+
+
+def test_validation_split_over_processes_needs_an_image_for_each():
+    """With DDP each process scores its share of the validation images; one without any
+    stopped Lightning with a traceback. Every image is scored once, and too few are refused."""
+    from types import SimpleNamespace
+
+    from hdrunet_pl.errors import DatasetError
+
+    dm = HDRDataModule(SyntheticHDRDataset(8, 32), SyntheticHDRDataset(3, 36, 52, seed=1), 16, 4, 0)
+    names = []
+    cpu = SimpleNamespace(root_device=torch.device("cpu"))
+    for rank in (0, 1):
+        dm.trainer = SimpleNamespace(global_rank=rank, world_size=2, strategy=cpu)
+        names += [n for batch in dm.val_dataloader() for n in batch["name"]]
+    assert sorted(names) == sorted(
+        SyntheticHDRDataset(3, 36, 52, seed=1)[i]["name"] for i in range(3)
+    )
+    dm.trainer = SimpleNamespace(global_rank=0, world_size=4, strategy=cpu)
+    with pytest.raises(DatasetError, match=r"3 validation image.* for 4 processes"):
+        dm.val_dataloader()

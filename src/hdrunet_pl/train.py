@@ -637,7 +637,10 @@ def run_job(cfg: DictConfig) -> float | None:
             # leaves an earlier run's folder as it was)
             (output_dir / FAILED_FILE).write_text(f"{type(err).__name__}: {one_line(err)}\n")
         if isinstance(err, HDRUNetError | ValueError):
-            print(f"hdrunet-train: error: {one_line(err)}", file=sys.stderr, flush=True)
+            # a DDP process besides the first says which it is (an error of its own, or the
+            # same as the first's)
+            where = "" if rank_zero else f" (process {os.environ.get('LOCAL_RANK')})"
+            print(f"hdrunet-train: error{where}: {one_line(err)}", file=sys.stderr, flush=True)
             sys.exit(2)
         raise
 

@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from hdrunet_pl.data.datasets import RandomPatches
 from hdrunet_pl.data.sampling import ResumableRandomSampler, ShardSampler
 from hdrunet_pl.data.workers import init_worker
+from hdrunet_pl.errors import DatasetError
 
 
 class StepResumableDataLoader(DataLoader):
@@ -78,6 +79,12 @@ class HDRDataModule(L.LightningDataModule):
                 batch_size=batch_size,
             )
         else:
+            if len(dataset) < world:  # Lightning stops on a process without a validation image
+                raise DatasetError(
+                    f"{len(dataset)} validation image(s) for {world} processes: each process "
+                    f"scores at least one; give {world} or more validation images, or fewer "
+                    "devices"
+                )
             sampler = ShardSampler(len(dataset), rank, world)  # every image once, no repeats
         return (StepResumableDataLoader if train else DataLoader)(
             dataset,
