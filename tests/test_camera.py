@@ -127,6 +127,10 @@ def test_phone_camera_changes_the_ldr_but_not_the_target():
         ({"response": "log"}, "response"),
         ({"jpeg_quality": (0, 90)}, "jpeg_quality"),
         ({"s_curve_strength": (0.1, 0.8)}, "s_curve_strength"),
+        # a range given as one value ("not enough values to unpack" before)
+        ({"read_noise": [0.1]}, r"read_noise must be a range \[low, high\], got \[0.1\]"),
+        ({"clip_fraction": 0.1}, r"clip_fraction must be a range \[low, high\], got 0.1"),
+        ({"shot_noise": "ab"}, r"shot_noise must be a range \[low, high\], got 'ab'"),
     ],
 )
 def test_camera_settings_are_checked(kwargs, message):

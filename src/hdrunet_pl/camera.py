@@ -11,7 +11,9 @@ S-shaped tone curve, and JPEG compression, for photos that come from phones.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Real
 
 import numpy as np
 import torch
@@ -163,7 +165,11 @@ class CameraModel:
 
     def __post_init__(self) -> None:
         for name in ("clip_fraction", "shot_noise", "read_noise", "s_curve_strength"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))  # lists from configs
+            given = getattr(self, name)
+            pair = isinstance(given, Sequence) and not isinstance(given, str) and len(given) == 2
+            if not pair or not all(isinstance(v, Real) for v in given):
+                raise ValueError(f"camera {name} must be a range [low, high], got {given!r}")
+            object.__setattr__(self, name, tuple(given))  # lists from configs
             low, high = getattr(self, name)
             if not 0 < low <= high:
                 raise ValueError(f"camera {name} must satisfy 0 < low <= high, got {(low, high)}")
