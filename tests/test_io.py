@@ -104,15 +104,15 @@ def test_npz_under_an_align_ratio_name_is_an_image_file_error(tmp_path):
 
 
 def test_a_write_that_does_not_read_back_never_gets_its_name(tmp_path, monkeypatch):
-    """A full disk: OpenCV says it wrote the file, but the file is truncated."""
-    real = cv2.imwrite
+    """A full disk: the write reports no error, but the file is truncated."""
+    from hdrunet_pl import io
 
-    def truncating(path, image, *args):
-        ok = real(path, image, *args)
-        Path(path).write_bytes(Path(path).read_bytes()[:100])
-        return ok
+    real = io._write_bytes
 
-    monkeypatch.setattr(cv2, "imwrite", truncating)
+    def truncating(path, data):
+        real(path, data[:100])
+
+    monkeypatch.setattr(io, "_write_bytes", truncating)
     with pytest.raises(ImageFileError, match="does not read back as written"):
         write_hdr_png(tmp_path / "0001.png", hdr_image())
     assert not (tmp_path / "0001.png").exists()

@@ -241,14 +241,21 @@ def test_bench_commands_cancels_start_up_and_runs_valid_commands(monkeypatch, tm
     out = bench.bench_commands(torch.device("cpu"), 4, 160, (10, 60), (48, 64), frames=3)
     assert out["train_step"] == pytest.approx(0.5) and out["predict_frame"] == pytest.approx(3)
     assert out["train_run_seconds"] == [12.0, 37.0] and out["predict_run_seconds"] == [8, 14]
-    train, predict = calls[1], calls[3]
+    bench.bench_commands(torch.device("cpu"), 4, 160, (10, 60), (48, 64), 3, compile=True)
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        overrides = [a for a in train if "=" in a and not a.startswith("hydra.")]
-        cfg = compose(config_name="train", overrides=overrides)
-        assert (cfg.data.batch_size, cfg.data.patch_size, cfg.trainer.max_steps) == (4, 160, 60)
-        assert cfg.trainer.limit_val_batches == 0 and cfg.validate_first is False
-        cfg = compose(config_name="predict", overrides=[a for a in predict if "=" in a])
-        assert cfg.device == "cpu" and cfg.input.endswith("many")
+        for train, predict, compiled in ((calls[1], calls[3], False), (calls[5], calls[7], True)):
+            overrides = [a for a in train if "=" in a and not a.startswith("hydra.")]
+            cfg = compose(config_name="train", overrides=overrides)
+            assert (cfg.data.batch_size, cfg.data.patch_size, cfg.trainer.max_steps) == (
+                4,
+                160,
+                60,
+            )
+            assert cfg.trainer.limit_val_batches == 0 and cfg.validate_first is False
+            assert cfg.model.compile is compiled
+            cfg = compose(config_name="predict", overrides=[a for a in predict if "=" in a])
+            assert cfg.device == "cpu" and cfg.input.endswith("many")
+            assert cfg.compile is compiled
     for wrong in (["--frames", "1"], ["--steps", "60", "10"]):  # refused before any timing
         with pytest.raises(SystemExit) as refused:
             bench.main(["--tasks", "commands", *wrong])

@@ -521,6 +521,7 @@ def bench_commands(
     steps: tuple[int, int],
     size: tuple[int, int],
     frames: int,
+    compile: bool = False,
 ) -> dict:
     """``hdrunet-train`` and ``hdrunet-predict`` as a user runs them, start-up cancelled.
 
@@ -530,7 +531,9 @@ def bench_commands(
     difference of their wall times over the difference of their steps. Inference: two runs
     of ``hdrunet-predict`` on folders of 1 and of ``frames`` 8-bit PNGs of ``size`` (an
     untrained HDRUNet saved as a checkpoint); a frame costs the difference over
-    ``frames - 1``. Every run is a new process, timed from outside."""
+    ``frames - 1``. Every run is a new process, timed from outside. ``compile``: both
+    commands with ``torch.compile`` (``model.compile=true``, ``compile=true``); each run
+    compiles once, so the compile time cancels too."""
     import tempfile
 
     from hdrunet_pl.io import write_ldr
@@ -554,6 +557,7 @@ def bench_commands(
                         f"trainer.accelerator={accelerator}",
                         "+trainer.limit_val_batches=0",
                         "validate_first=false",
+                        f"model.compile={str(compile).lower()}",
                         f"hydra.run.dir={tmp_path / f'train-{n}'}",
                     ],
                     tmp_path,
@@ -579,6 +583,7 @@ def bench_commands(
                         f"input={tmp_path / folder}",
                         f"output={tmp_path / (folder + '-out')}",
                         f"device={device}",
+                        f"compile={str(compile).lower()}",
                     ],
                     tmp_path,
                 )
@@ -684,11 +689,18 @@ def run(args: argparse.Namespace) -> dict:
     if "commands" in args.tasks:
         _progress("hdrunet-train and hdrunet-predict as commands (minutes)")
         commands = bench_commands(
-            device, args.batch_size, args.patch, tuple(args.steps), tuple(args.size), args.frames
+            device,
+            args.batch_size,
+            args.patch,
+            tuple(args.steps),
+            tuple(args.size),
+            args.frames,
+            args.compile,
         )
         train_flops = 3 * 2 * macs_pixel * args.batch_size * args.patch**2
         frame_flops = 2 * macs_pixel * args.size[0] * args.size[1]
-        predictor = Predictor(HDRUNet(), device=str(device))  # as hdrunet-predict builds it
+        # as hdrunet-predict builds it (a compiled network compiles in the warm-up call)
+        predictor = Predictor(HDRUNet(), device=str(device), compile=args.compile)
         frame = torch.rand(3, *args.size)
         network = median_time(lambda: predictor(frame), device, 1, 2)
         commands |= {

@@ -155,34 +155,29 @@ def imread(path: Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
 def imwrite(path: Path, image: np.ndarray) -> None:
     """Atomically write an OpenCV (BGR, uint8/uint16/float32) array; format by suffix.
 
-    The temporary file is decoded back before it is renamed: a file that OpenCV reported as
-    written but that is truncated (a full disk) or altered never gets the final name.
+    Encoded in memory, written under a temporary name and read back before it is renamed:
+    a file that is truncated (a full disk) or altered never gets the final name. (Comparing
+    the bytes costs a read; decoding the file back, as before, cost 0.1 s of a 1060x1900
+    16-bit PNG's 0.3 s, with the same guarantee.)
     """
+    try:
+        ok, encoded = cv2.imencode(path.suffix, image)
+    except cv2.error as err:
+        raise ImageFileError(f"{path}: cannot write ({err.msg.strip()})") from None
+    if not ok:
+        raise ImageFileError(f"{path}: cannot write (unsupported extension?)")
+    data = encoded.tobytes()
     with atomic_path(path) as tmp:
-        try:
-            ok = cv2.imwrite(str(tmp), image)
-        except cv2.error as err:
-            raise ImageFileError(f"{path}: cannot write ({err.msg.strip()})") from None
-        if not ok:
-            raise ImageFileError(f"{path}: cannot write (unsupported extension or no space?)")
-        _verify_written(tmp, image, path)
+        _write_bytes(tmp, data)
+        if tmp.read_bytes() != data:
+            raise ImageFileError(
+                f"{path}: the written file does not read back as written (disk full?); not kept"
+            )
 
 
-_LOSSLESS = (".png", ".tif", ".tiff", ".bmp")
-
-
-def _verify_written(tmp: Path, image: np.ndarray, path: Path) -> None:
-    """Decode ``tmp`` and compare it with ``image`` (exactly for lossless formats)."""
-    back = cv2.imread(str(tmp), cv2.IMREAD_UNCHANGED)
-    lossless = path.suffix.lower() in _LOSSLESS
-    if (
-        back is None
-        or back.shape != image.shape
-        or (lossless and (back.dtype != image.dtype or not np.array_equal(back, image)))
-    ):
-        raise ImageFileError(
-            f"{path}: the written file does not read back as written (disk full?); not kept"
-        )
+def _write_bytes(path: Path, data: bytes) -> None:
+    with path.open("wb") as f:
+        f.write(data)
 
 
 def _bgr_to_rgb(image: np.ndarray, path: Path) -> np.ndarray:
