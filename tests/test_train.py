@@ -6,6 +6,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+import torch
 
 from hdrunet_pl import load_model
 from hdrunet_pl.errors import HDRUNetError
@@ -219,3 +220,12 @@ def test_a_run_stopped_before_its_summary_is_finished_by_its_resume(tmp_path):
         train(compose_train([*run, "resume=auto"]))
     with pytest.raises(RunFinished, match=r"at step 4, past trainer\.max_steps=2"):
         train(compose_train([*run, "resume=auto", "trainer.max_steps=2"]))
+
+
+def test_without_the_packages_callbacks_no_checkpoint_is_called_best(tmp_path):
+    """``callbacks=none``: Lightning's own checkpoint keeps the latest weights; nothing chose
+    it by a score, so the summary names it the last checkpoint, not the best one."""
+    summary = train(compose_train([*FAST, "callbacks=none", f"paths.output_dir={tmp_path}"]))
+    assert summary.best_checkpoint is None
+    assert Path(summary.last_checkpoint).name == f"epoch=0-step={summary.steps}.ckpt"
+    assert isinstance(load_model(summary.last_checkpoint), torch.nn.Module)

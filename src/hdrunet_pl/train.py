@@ -381,12 +381,15 @@ def train(cfg: DictConfig) -> TrainSummary:
                     f"{trainer.global_step}; its final validation and summary are to make)",
                 )
             final_best = True
-        chooser = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+        savers = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
+        # only a checkpoint chosen by a score is a best one: Lightning's own (callbacks=none)
+        # keeps the latest weights, which is what the last checkpoint is
+        chooser = next((c for c in savers if c.monitor), None)
         best = chooser.best_model_path if chooser is not None else None
         last = next(
             (c.last_model_path for c in trainer.callbacks if isinstance(c, LastCheckpoint)),
             None,
-        )
+        ) or next((c.best_model_path for c in savers if not c.monitor and c.best_model_path), None)
         kept = output_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
         if last is None and resume_point is not None and kept.is_file():
             last = str(kept)  # a run finished without training: its last.ckpt is the final one
