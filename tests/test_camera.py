@@ -131,6 +131,9 @@ def test_phone_camera_changes_the_ldr_but_not_the_target():
         ({"read_noise": [0.1]}, r"read_noise must be a range \[low, high\], got \[0.1\]"),
         ({"clip_fraction": 0.1}, r"clip_fraction must be a range \[low, high\], got 0.1"),
         ({"shot_noise": "ab"}, r"shot_noise must be a range \[low, high\], got 'ab'"),
+        ({"read_noise": [True, True]}, r"read_noise must be a range"),
+        ({"jpeg_quality": 80}, r"jpeg_quality must be null or \[low, high\]"),
+        ({"jpeg_quality": ["a", "b"]}, r"jpeg_quality must be null or \[low, high\]"),
     ],
 )
 def test_camera_settings_are_checked(kwargs, message):

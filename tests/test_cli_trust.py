@@ -456,6 +456,20 @@ def _sweep_check(argv, capsys):
     return _refusal(check_sweep_folder, argv, capsys)
 
 
+def test_an_empty_log_dir_is_refused_before_runs_go_to_the_root(monkeypatch, capsys):
+    """``HDRUNET_LOG_DIR=""`` made ``${paths.log_dir}/train/runs/...`` a folder under ``/``."""
+    from hdrunet_pl.cli import check_run_folder, check_sweep_folder
+
+    monkeypatch.setenv("HDRUNET_LOG_DIR", "")
+    for check, argv in (
+        (check_run_folder, ["debug=fast"]),
+        (check_sweep_folder, ["-m", "loss=l1,l2"]),
+    ):
+        assert "paths.log_dir is empty (from $HDRUNET_LOG_DIR?)" in _refusal(check, argv, capsys)
+    monkeypatch.delenv("HDRUNET_LOG_DIR")
+    assert "paths.log_dir is empty" in _refusal(check_run_folder, ["paths.log_dir="], capsys)
+
+
 def test_a_sweep_folder_that_holds_no_sweep_of_train_or_another_sweep_is_refused(tmp_path, capsys):
     """hydra.sweep.dir had none of hydra.run.dir's checks: a sweep wrote its jobs and
     multirun.yaml into a run's folder, a data folder and over another program's record."""
@@ -496,7 +510,28 @@ def test_a_sweep_folder_that_holds_no_sweep_of_train_or_another_sweep_is_refused
     # its earlier folder (trainer.max_steps, raised to train on, names none)
     changed = ["-m", "loss=l1,l2", "model.optimizer.lr=0.001", f"hydra.sweep.dir={ours}"]
     err = _sweep_check(changed, capsys)
-    assert "other settings that name its job folders (model.optimizer.lr=0.001 differ)" in err
+    assert "its jobs' names carry none; this command's would carry model.optimizer.lr-0.001" in err
+    # as Hydra names the folders: ++key= apart from key=; [800, 1000] as [800,1000]
+    (ours / "multirun.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "hydra": {
+                    "job": {"name": "train"},
+                    "overrides": {"task": [*task, "model.scheduler.milestones=[800, 1000]"]},
+                }
+            }
+        )
+    )
+    check_sweep_folder(
+        ["-m", "loss=l1,l2", "model.scheduler.milestones=[800,1000]", f"hydra.sweep.dir={ours}"]
+    )
+    plus = [
+        "-m",
+        "loss=l1,l2",
+        "++model.scheduler.milestones=[800,1000]",
+        f"hydra.sweep.dir={ours}",
+    ]
+    assert "would carry ++model.scheduler.milestones-_800_1000)" in _sweep_check(plus, capsys)
     check_sweep_folder(["-m", "loss=l1,l2", f"hydra.sweep.dir={tmp_path / 'new'}"])
     check_sweep_folder(["loss=l1", f"hydra.sweep.dir={data}"])  # not a sweep
 

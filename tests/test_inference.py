@@ -676,8 +676,11 @@ def test_eval_matches_results_to_gt_by_the_names_predict_writes(tmp_path):
     write_exr(tmp_path / "gt" / "holiday_medium.exr", hdr)
     write_hdr_png(tmp_path / "pred" / "0001.png", hdr)
     write_hdr_png(tmp_path / "pred" / "holiday_medium.png", hdr)
+    # a photo named like an NTIRE input (0007_medium.jpg): its result has its align ratio
+    write_exr(tmp_path / "gt" / "0007_medium.exr", hdr)
+    write_hdr_png(tmp_path / "pred" / "0007_medium.png", hdr)
     samples = folder_samples(str(tmp_path / "pred"), str(tmp_path / "gt"), None)
-    assert [s.name for s in samples.items] == ["0001", "holiday_medium"]
+    assert [s.name for s in samples.items] == ["0001", "0007_medium", "holiday_medium"]
 
 
 def test_eval_scores_hdr_files_smaller_than_the_training_patch(tmp_path, tiny_checkpoint):

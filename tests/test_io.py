@@ -119,6 +119,56 @@ def test_a_write_that_does_not_read_back_never_gets_its_name(tmp_path, monkeypat
     assert [p.name for p in tmp_path.iterdir()] == ["0001_alignratio.npy"]  # no PNG: no unit
 
 
+def test_a_pixel_type_the_format_would_convert_is_refused(tmp_path):
+    """OpenCV's encoders convert without a word: float32 to an 8-bit PNG of zeros, 16 bits
+    to an 8-bit BMP. What a file cannot hold as it is is refused, and nothing is written."""
+    from hdrunet_pl.io import imwrite
+
+    for name, image in (
+        ("a.png", np.full((8, 8, 3), 0.5, np.float32)),
+        ("a.bmp", np.full((8, 8, 3), 60000, np.uint16)),
+        ("a.hdr", np.full((8, 8, 3), 9, np.uint8)),
+        ("a.xyz", np.full((8, 8, 3), 9, np.uint8)),
+    ):
+        with pytest.raises(ImageFileError, match=rf"{name}: cannot write \w+ pixels"):
+            imwrite(tmp_path / name, image)
+    assert list(tmp_path.iterdir()) == []
+    imwrite(tmp_path / "a.PNG", np.full((8, 8, 3), 60000, np.uint16))  # any case
+    assert cv2.imread(str(tmp_path / "a.PNG"), cv2.IMREAD_UNCHANGED).max() == 60000
+
+
+def test_a_full_disk_is_one_error_naming_the_file(tmp_path, monkeypatch):
+    """ENOSPC from the write: an ImageFileError naming the file (one line in every tool),
+    not a bare OSError, and no file under the final name."""
+    from hdrunet_pl import io
+
+    def full(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(io, "_write_bytes", full)
+    with pytest.raises(ImageFileError, match=r"0001\.png: cannot write \(No space left"):
+        write_hdr_png(tmp_path / "0001.png", hdr_image())
+    assert not (tmp_path / "0001.png").exists()
+
+    class FullDiskEXR:  # OpenEXR's binding raises RuntimeError for a failed write
+        def __init__(self, *args):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def write(self, filename):
+            raise RuntimeError(f"Failed to write pixel data to {filename}: No space left")
+
+    monkeypatch.setattr(io.OpenEXR, "File", FullDiskEXR)
+    with pytest.raises(ImageFileError, match=r"a\.exr: cannot write \(Failed to write pixel"):
+        io.write_exr(tmp_path / "a.exr", hdr_image())
+    assert not any(p.suffix == ".exr" for p in tmp_path.iterdir())  # nor its temporary
+
+
 def test_pickled_align_ratio_is_refused(tmp_path):
     path = tmp_path / "evil_alignratio.npy"
     np.save(path, np.array([{"x": 1}], dtype=object), allow_pickle=True)

@@ -498,6 +498,10 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path, capsys):
         # an unset variable ($ROOT) gives "": it would read the current folder as the data
         (["data=hdr_folder", "data.root="], "data.root is empty: give a folder"),
         (["ckpt_path=/nonexistent.ckpt"], "no such checkpoint to resume from"),
+        (
+            ["trainer=ddp_cpu", "data.val_set.num_images=1"],  # Lightning's traceback before
+            "1 validation image(s) for 2 processes",
+        ),
         (["ckpt_path=last"], "ckpt_path=last: no "),
         (["paths.min_free_gb=1e9"], "below paths.min_free_gb=1000000000.0"),
         (
@@ -516,6 +520,7 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path, capsys):
         "root",
         "empty-root",
         "ckpt",
+        "ddp-val-images",
         "last",
         "disk-full",
         "chdir",

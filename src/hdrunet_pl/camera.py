@@ -143,6 +143,17 @@ def capture(
     return quantise(to_nonlinear(reading, gamma), levels)
 
 
+def _is_pair(value: object, kind: type) -> bool:
+    """``value`` is two numbers of ``kind`` (a list or tuple, from a config or Python; not a
+    string, and no booleans, which Python counts as numbers)."""
+    return (
+        isinstance(value, Sequence)
+        and not isinstance(value, str)
+        and len(value) == 2
+        and all(isinstance(v, kind) and not isinstance(v, bool) for v in value)
+    )
+
+
 @dataclass(frozen=True)
 class CameraModel:
     """Random camera settings per image; ranges are (low, high).
@@ -166,8 +177,7 @@ class CameraModel:
     def __post_init__(self) -> None:
         for name in ("clip_fraction", "shot_noise", "read_noise", "s_curve_strength"):
             given = getattr(self, name)
-            pair = isinstance(given, Sequence) and not isinstance(given, str) and len(given) == 2
-            if not pair or not all(isinstance(v, Real) for v in given):
+            if not _is_pair(given, Real):
                 raise ValueError(f"camera {name} must be a range [low, high], got {given!r}")
             object.__setattr__(self, name, tuple(given))  # lists from configs
             low, high = getattr(self, name)
@@ -186,7 +196,7 @@ class CameraModel:
         if self.response not in RESPONSES:
             raise ValueError(f"camera response must be one of {RESPONSES}, got {self.response!r}")
         if self.jpeg_quality is not None:
-            quality = tuple(int(q) for q in self.jpeg_quality)
+            quality = tuple(self.jpeg_quality) if _is_pair(self.jpeg_quality, int) else ()
             if len(quality) != 2 or not 1 <= quality[0] <= quality[1] <= 100:
                 raise ValueError(
                     f"camera jpeg_quality must be null or [low, high] within 1..100, "

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import NoReturn
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from hdrunet_pl.errors import HDRUNetError
 from hdrunet_pl.quiet import install_filters
+from hdrunet_pl.resolvers import dirname
 from hdrunet_pl.run_files import (
     foreign_run_folder,
     in_use_message,
@@ -203,6 +204,7 @@ def check_run_folder(argv: list[str]) -> None:
     if composed is None:
         return
     cfg, folder = composed
+    _check_log_dir(cfg)
     holder = lock_holder(folder)  # as Hydra takes it: a leading ~ is a folder named ~
     if holder is not None:
         _stop("hdrunet-train", in_use_message(folder, holder))
@@ -220,6 +222,18 @@ def check_run_folder(argv: list[str]) -> None:
             resume_path(cfg, folder)
         except HDRUNetError as err:
             _stop("hdrunet-train", f"{err} (nothing was written there)")
+
+
+def _check_log_dir(cfg: DictConfig) -> None:
+    """Exit with one line when ``paths.log_dir`` is empty (``HDRUNET_LOG_DIR=""``): the
+    runs would go to ``/train/...`` at the file system's root."""
+    log_dir = OmegaConf.select(cfg, "paths.log_dir", default=None)
+    if isinstance(log_dir, str) and not log_dir.strip():
+        _stop(
+            "hdrunet-train",
+            "paths.log_dir is empty (from $HDRUNET_LOG_DIR?): give the folder for the runs "
+            "(an empty one would put them under /train at the root)",
+        )
 
 
 _CONFIG_OPTIONS = ("-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir")
@@ -247,6 +261,7 @@ def check_sweep_folder(argv: list[str]) -> None:
     composed = _hydra_folder(fixed, "hydra.sweep.dir")
     if composed is None:
         return
+    _check_log_dir(composed[0])
     folder = composed[1]
     if not folder.is_dir() or not any(folder.iterdir()):
         return
@@ -271,13 +286,14 @@ def check_sweep_folder(argv: list[str]) -> None:
     exclude = composed[0].hydra.job.config.override_dirname.exclude_keys
     then, given = _named(recorded_sweep_overrides(folder)[1], exclude), _named(parsed, exclude)
     if then != given:
-        changed = sorted(set(then) ^ set(given))
         _stop(
             "hdrunet-train",
-            f"{folder} holds this sweep with other settings that name its job folders "
-            f"({', '.join(changed)} differ): each job would start afresh in a new folder "
-            "beside its earlier one; nothing was written there: give the sweep's own settings "
-            "(trainer.max_steps may change, to train on) or a new folder (hydra.sweep.dir=...)",
+            f"{folder} holds this sweep with other settings that name its job folders (its "
+            f"jobs' names carry {' '.join(then) or 'none'}; this command's would carry "
+            f"{' '.join(given) or 'none'}): each job would start afresh in a new folder beside "
+            "its earlier one; nothing was written there: give the sweep's own settings as "
+            "written (trainer.max_steps may change, to train on) or a new folder "
+            "(hydra.sweep.dir=...)",
         )
 
 
@@ -303,8 +319,10 @@ def _variant(override) -> str:  # a hydra.core.override_parser Override
 
 
 def _named(overrides, exclude) -> list[str]:
-    """The fixed (not swept) task settings of ``overrides`` (strings, or parsed Overrides)
-    that Hydra puts into job folder names (all but ``exclude``), as ``key=value``, sorted."""
+    """The parts of job folder names that the fixed (not swept) task settings of
+    ``overrides`` (strings, or parsed Overrides) give, sorted: as Hydra's
+    ``override_dirname`` writes them (the setting as given, ``++lr=0.001`` apart from
+    ``lr=0.001``; ``exclude`` left out) and ``hdrunet.suffix`` makes them safe."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     if overrides and isinstance(overrides[0], str):
@@ -312,14 +330,13 @@ def _named(overrides, exclude) -> list[str]:
             overrides = OverridesParser.create().parse_overrides(overrides)
         except Exception:  # a damaged record: _swept has refused it already
             return []
-    excluded = {k.lstrip("+~") for k in exclude}
-    named = []
-    for override in overrides:
-        key = override.get_key_element().lstrip("+~")
-        if _defines_variants(override) or key.startswith("hydra") or key in excluded:
-            continue
-        named.append(f"{key}={override.input_line.partition('=')[2]}")
-    return sorted(named)
+    return sorted(
+        dirname(o.input_line.replace("=", "-"))
+        for o in overrides
+        if not _defines_variants(o)
+        and not o.key_or_group.startswith("hydra")
+        and o.key_or_group not in exclude
+    )
 
 
 def _swept(sweep_dir: Path) -> list[str] | None:

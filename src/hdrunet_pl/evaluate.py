@@ -36,6 +36,7 @@ from hdrunet_pl.io import (
     as_submitted,
     atomic_path,
     imwrite,
+    is_hdr_png,
     ntire_frame_id,
     read_hdr_png,
     read_ldr,
@@ -207,11 +208,11 @@ def _hdr_files(folder: Path, role: str) -> dict[str, Path]:
         raise HDRUNetError(f"{role} {folder}: no such folder")
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        # NTIRE LDR frames (NNNN_medium/_short/_long.png) and previews are no HDR; a
-        # photo's result keeps its name (holiday_medium.png), as hdrunet-predict writes it
-        if path.stem.endswith("_preview") or any(
-            ntire_frame_id(path, suffix) is not None for suffix in NTIRE_EXPOSURE_SUFFIXES
-        ):
+        # NTIRE LDR frames (NNNN_medium/_short/_long.png, no align ratio beside them) and
+        # previews are no HDR; a photo's result keeps its name (0007_medium.png of a JPEG
+        # 0007_medium.jpg, with its align ratio), as hdrunet-predict writes it
+        ldr_frame = any(ntire_frame_id(path, s) is not None for s in NTIRE_EXPOSURE_SUFFIXES)
+        if path.stem.endswith("_preview") or (ldr_frame and not is_hdr_png(path)):
             continue
         if path.suffix.lower() in HDR_EXTENSIONS:
             key = _key(path)

@@ -34,7 +34,7 @@ import OpenEXR
 from PIL import Image
 
 from hdrunet_pl.constants import GAMMA
-from hdrunet_pl.errors import ImageFileError
+from hdrunet_pl.errors import ImageFileError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -152,27 +152,49 @@ def imread(path: Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
     return imdecode(data, path, flags)
 
 
+_ENCODABLE = {
+    ".png": (np.uint8, np.uint16),
+    ".bmp": (np.uint8,),
+    ".jpg": (np.uint8,),
+    ".jpeg": (np.uint8,),
+    ".webp": (np.uint8,),
+    ".tif": (np.uint8, np.uint16, np.float32),
+    ".tiff": (np.uint8, np.uint16, np.float32),
+    ".hdr": (np.float32,),
+    ".pic": (np.float32,),
+}
+"""The pixel types each format written here stores as they are (OpenCV's encoders convert
+others without a word: float32 to an 8-bit PNG of zeros)."""
+
+
 def imwrite(path: Path, image: np.ndarray) -> None:
-    """Atomically write an OpenCV (BGR, uint8/uint16/float32) array; format by suffix.
+    """Atomically write an OpenCV (BGR) array in a format and pixel type of
+    :data:`_ENCODABLE`; format by suffix.
 
     Encoded in memory, written under a temporary name and read back before it is renamed:
     a file that is truncated (a full disk) or altered never gets the final name. (Comparing
-    the bytes costs a read; decoding the file back, as before, cost 0.1 s of a 1060x1900
-    16-bit PNG's 0.3 s, with the same guarantee.)
+    the bytes costs a read; decoding the file back cost 0.1 s of a 1060x1900 16-bit PNG's
+    0.3 s.) Every failure raises :class:`ImageFileError` naming ``path``.
     """
+    kinds = _ENCODABLE.get(path.suffix.lower())
+    if kinds is None or image.dtype not in kinds:
+        raise ImageFileError(f"{path}: cannot write {image.dtype} pixels in this format")
     try:
         ok, encoded = cv2.imencode(path.suffix, image)
     except cv2.error as err:
         raise ImageFileError(f"{path}: cannot write ({err.msg.strip()})") from None
     if not ok:
-        raise ImageFileError(f"{path}: cannot write (unsupported extension?)")
+        raise ImageFileError(f"{path}: cannot write (the encoder failed)")
     data = encoded.tobytes()
-    with atomic_path(path) as tmp:
-        _write_bytes(tmp, data)
-        if tmp.read_bytes() != data:
-            raise ImageFileError(
-                f"{path}: the written file does not read back as written (disk full?); not kept"
-            )
+    try:
+        with atomic_path(path) as tmp:
+            _write_bytes(tmp, data)
+            if tmp.read_bytes() != data:
+                raise ImageFileError(
+                    f"{path}: the written file does not read back as written (disk full?); not kept"
+                )
+    except OSError as err:
+        raise ImageFileError(f"{path}: cannot write ({err.strerror or err})") from None
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
@@ -441,6 +463,13 @@ def alignratio_path_for(png_path: str | Path) -> Path:
     png_path = Path(png_path)
     stem = png_path.stem.removesuffix(GT_SUFFIX)
     return png_path.with_name(stem + ALIGNRATIO_SUFFIX)
+
+
+def is_hdr_png(path: str | Path) -> bool:
+    """A PNG with its NTIRE align ratio beside it (``x.png`` + ``x_alignratio.npy``,
+    ``NNNN_gt.png`` + ``NNNN_alignratio.npy``): a 16-bit HDR image, whatever its name."""
+    path = Path(path)
+    return path.suffix.lower() == ".png" and alignratio_path_for(path).is_file()
 
 
 def read_alignratio(path: str | Path) -> float:
@@ -848,8 +877,11 @@ def write_exr(
     pixels = np.ascontiguousarray(image.astype(np.float16 if half else np.float32))
     header = {"compression": _EXR_COMPRESSION[compression], "type": OpenEXR.scanlineimage}
     with atomic_path(path) as tmp:
-        with OpenEXR.File(header, {"RGB": pixels}) as exr:
-            exr.write(str(tmp))
+        try:
+            with OpenEXR.File(header, {"RGB": pixels}) as exr:
+                exr.write(str(tmp))
+        except (OSError, RuntimeError) as err:  # the library's errors: a full disk, ...
+            raise ImageFileError(f"{path}: cannot write ({one_line(err)})") from None
         try:
             back = read_exr(tmp)
         except ImageFileError:

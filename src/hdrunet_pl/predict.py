@@ -42,6 +42,7 @@ from hdrunet_pl.io import (
     LDR_SUFFIX,
     LINEAR_HDR_EXTENSIONS,
     alignratio_path_for,
+    is_hdr_png,
     ntire_frame_id,
     read_ldr,
     write_hdr,
@@ -73,12 +74,6 @@ def _is_ntire_gt(path: Path) -> bool:
     return _is_ntire(path, GT_SUFFIX)
 
 
-def _is_hdr_result(path: Path) -> bool:
-    """A 16-bit PNG HDR with its align ratio beside it (``x.png`` + ``x_alignratio.npy``):
-    this tool's result, or NTIRE ground truth."""
-    return path.suffix.lower() == ".png" and alignratio_path_for(path).is_file()
-
-
 def _listed(names: list[str]) -> str:
     return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
@@ -95,7 +90,7 @@ def list_inputs(path: str | Path) -> list[Path]:
     if path.is_file():
         if _is_ntire_gt(path):
             raise HDRUNetError(f"input {path}: an NTIRE ground-truth file, not an LDR input")
-        if _is_hdr_result(path):
+        if is_hdr_png(path):
             raise HDRUNetError(
                 f"input {path}: an HDR image (a 16-bit PNG beside its "
                 f"{alignratio_path_for(path).name}), not an LDR input"
@@ -115,7 +110,7 @@ def list_inputs(path: str | Path) -> list[Path]:
         for p in path.iterdir()
         if p.suffix.lower() in LDR_EXTENSIONS and p.is_file() and not _is_ntire_gt(p)
     )
-    results = [p.name for p in files if _is_hdr_result(p)]
+    results = [p.name for p in files if is_hdr_png(p)]
     if results:
         log.warning(
             "input %s: %d HDR image(s) (16-bit PNGs beside their align ratio) are not LDR "

@@ -34,6 +34,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from hdrunet_pl.cli import DDP_OVERRIDES, DDP_RUN_DIR
+from hdrunet_pl.data.datamodule import check_validation_split
 from hdrunet_pl.data.datasets import check_patch_size
 from hdrunet_pl.errors import HDRUNetError, one_line
 from hdrunet_pl.loggers import finish_loggers, instantiate_loggers
@@ -336,6 +337,9 @@ def train(cfg: DictConfig) -> TrainSummary:
     trainer: L.Trainer = _build(
         cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False
     )
+    val_set = getattr(datamodule, "val_set", None)
+    if val_set is not None:  # before the run's files: a start that fails leaves no folder
+        check_validation_split(len(val_set), trainer.world_size)
     input_paths = absolute_paths(cfg, Path.cwd())
     if trainer.is_global_zero:  # with absolute paths: eval run= works from anywhere
         saved = cfg.copy()

@@ -11,6 +11,16 @@ from hdrunet_pl.data.workers import init_worker
 from hdrunet_pl.errors import DatasetError
 
 
+def check_validation_split(images: int, processes: int) -> None:
+    """Refuse fewer validation images than DDP processes: each process scores its share,
+    and Lightning stops (with a traceback) on one that has none."""
+    if images < processes:
+        raise DatasetError(
+            f"{images} validation image(s) for {processes} processes: each process scores at "
+            f"least one; give {processes} or more validation images, or fewer devices"
+        )
+
+
 class StepResumableDataLoader(DataLoader):
     """A training DataLoader whose sampler starts at the trainer's step (see
     :class:`ResumableRandomSampler`): it resumes exactly, mid-epoch too. Its state is
@@ -79,12 +89,7 @@ class HDRDataModule(L.LightningDataModule):
                 batch_size=batch_size,
             )
         else:
-            if len(dataset) < world:  # Lightning stops on a process without a validation image
-                raise DatasetError(
-                    f"{len(dataset)} validation image(s) for {world} processes: each process "
-                    f"scores at least one; give {world} or more validation images, or fewer "
-                    "devices"
-                )
+            check_validation_split(len(dataset), world)
             sampler = ShardSampler(len(dataset), rank, world)  # every image once, no repeats
         return (StepResumableDataLoader if train else DataLoader)(
             dataset,
