@@ -149,3 +149,20 @@ def test_bad_arguments_are_refused(kwargs, message):
 def test_wrong_input_shape_is_refused():
     with pytest.raises(ValueError, match=r"expected ldr of shape \(B, 3, H, W\)"):
         HDRUNet(nf=8)(torch.rand(3, 16, 16))
+
+
+def test_the_training_summary_counts_the_networks_flops():
+    """Lightning's model summary printed ``Total FLOPs: 0`` at every start; it counts them on
+    the module's example input (256 x 256), as torch's FlopCounterMode does."""
+    from lightning.pytorch.utilities.model_summary import ModelSummary
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from hdrunet_pl.module import HDRUNetModule
+
+    module = HDRUNetModule(HDRUNet(nf=8))
+    assert tuple(module.example_input_array.shape) == (1, 3, 256, 256)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        module.net(module.example_input_array)
+    assert ModelSummary(module).total_flops == counter.get_total_flops() > 0
+    assert HDRUNetModule(HDRUNet(nf=8), compile=True).example_input_array is None

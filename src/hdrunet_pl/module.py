@@ -18,6 +18,10 @@ from hdrunet_pl.metrics import CHALLENGE_METRICS, check_metric_names
 from hdrunet_pl.models.checkpoints import CONFIG_KEY, Network
 from hdrunet_pl.reliability import NonFiniteError
 
+SUMMARY_INPUT_SIZE = (256, 256)
+"""The input (height, width) of Lightning's model summary, whose FLOPs column is counted on
+it: the size the README's GMAC figures are given for."""
+
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
@@ -99,6 +103,9 @@ class HDRUNetModule(L.LightningModule):
         self._step_losses: list[torch.Tensor] = []
         if compile:  # in place: parameter names (and checkpoints) stay as they are
             self.net.compile()
+        else:  # Lightning's model summary counts its FLOPs on it (else it prints 0 FLOPs); a
+            # compiled network would compile once more for this shape
+            self.example_input_array = torch.zeros(1, 3, *SUMMARY_INPUT_SIZE)
 
     def _use_memory_format(self, memory_format: torch.memory_format) -> None:
         self.memory_format = memory_format
