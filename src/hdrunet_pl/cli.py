@@ -177,11 +177,8 @@ def _hydra_folder(overrides: list[str], key: str) -> tuple[DictConfig, Path] | N
     folder its ``key`` (``hydra.run.dir``, ``hydra.sweep.dir``) resolves to, as Hydra will
     resolve it; None when the line does not compose (Hydra reports it in its own words)."""
     from hydra import compose, initialize_config_module
-    from omegaconf import OmegaConf
 
-    import hdrunet_pl.resolvers  # noqa: F401  (the config's own resolvers)
-
-    try:
+    try:  # the config's resolvers: registered by the import of hdrunet_pl.resolvers above
         with initialize_config_module(version_base="1.3", config_module="hdrunet_pl.conf"):
             cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
         return cfg, Path(str(OmegaConf.select(cfg, key, throw_on_missing=True)))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import re
 import shlex
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -80,24 +81,27 @@ PATH_SETTINGS = (
 """Settings that name files or folders of a run's input (``data.folders.<name>.root`` too)."""
 
 
-def path_settings(cfg: DictConfig) -> list[str]:
-    """The keys of :data:`PATH_SETTINGS` and of each ``data.folders.<name>.root`` of ``cfg``."""
+def path_values(cfg: DictConfig) -> Iterator[tuple[str, object]]:
+    """``(key, value)`` of each input path setting of ``cfg``: :data:`PATH_SETTINGS` and each
+    ``data.folders.<name>.root``; settings that do not resolve are left out (the data set
+    says what is missing)."""
     keys = list(PATH_SETTINGS)
     folders = OmegaConf.select(cfg, "data.folders", default=None, throw_on_missing=False)
     if isinstance(folders, DictConfig):
         keys += [f"data.folders.{name}.root" for name in folders]
-    return keys
+    for key in keys:
+        try:
+            value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        except Exception:
+            continue
+        yield key, value
 
 
 def check_no_empty_paths(cfg: DictConfig) -> None:
     """Refuse an input path given as ``""`` (``data.root=$ROOT`` with ``$ROOT`` unset, or
     ``HDRUNET_SAMPLES_DIR=""``): a path of nothing names the current folder, whose files
     would be read as the data set."""
-    for key in path_settings(cfg):
-        try:
-            value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
-        except Exception:  # an unresolvable setting: the data set says what is missing
-            continue
+    for key, value in path_values(cfg):
         if isinstance(value, str) and not value.strip():
             hint = (
                 " (from $HDRUNET_SAMPLES_DIR or paths.samples_dir?)"
@@ -110,16 +114,12 @@ def check_no_empty_paths(cfg: DictConfig) -> None:
 
 
 def absolute_paths(cfg: DictConfig, cwd: str | Path) -> dict[str, str]:
-    """The input paths of ``cfg`` (:data:`PATH_SETTINGS`), absolute (a relative one made so
+    """The input paths of ``cfg`` (:func:`path_values`), absolute (a relative one made so
     against ``cwd``): what a resume command and a run's saved config give, so that both
     work from any directory (``.cache/poly_haven_hdri`` of ``make train`` included) and in
     a shell without the environment variables the run had (``HDRUNET_SAMPLES_DIR``)."""
     found = {}
-    for key in path_settings(cfg):
-        try:
-            value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
-        except Exception:
-            continue
+    for key, value in path_values(cfg):
         if isinstance(value, str) and value not in ("", "???") and "://" not in value:
             path = Path(value).expanduser()
             found[key] = str(path if path.is_absolute() else Path(cwd, path).resolve())
