@@ -33,9 +33,9 @@ from .organisers import ntire_psnr_l_numpy, ntire_psnr_mu_numpy, organisers_val_
 from .support import CONF_DIR, noise, run_tool
 
 
-def random_net(nf=16, std=0.05, seed=0):
+def random_net(nf=16, std=0.05, seed=0, **kwargs):
     torch.manual_seed(seed)
-    net = HDRUNet(nf=nf)
+    net = HDRUNet(nf=nf, **kwargs)
     with torch.no_grad():
         for p in net.parameters():
             p.normal_(0, std)
@@ -124,6 +124,36 @@ def test_predictor_tiles_match_the_whole_image_in_float32():
     tiled = Predictor(net, precision="32", tile=DEFAULT_OVERLAP + 8)(ldr)  # two tiles
     error = (tiled - whole).abs().max().item()
     assert 0 < error < 1e-5, error  # rounding only (and the tiled path was taken)
+
+
+@pytest.mark.parametrize("condition", ["image", "gradient"])
+def test_channel_modulation_tiles_share_the_whole_images_means(condition):
+    """Channel modulation scales by the condition maps' means over the whole image: each
+    tile gets those of the whole image (computed in bands of rows), not its own."""
+    net = random_net(8, std=0.3, modulation="channel", condition=condition)
+    ldr = torch.rand(2, 3, 150, 2 * (DEFAULT_OVERLAP + 8) - DEFAULT_OVERLAP)
+    whole = Predictor(net, precision="32", tile=0)(ldr)
+    for tile_batch in (1, 2):
+        predictor = Predictor(net, precision="32", tile=DEFAULT_OVERLAP + 8, tile_batch=tile_batch)
+        torch.testing.assert_close(predictor(ldr), whole, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # tiles that took their own means would not stitch
+        naive = tiled_forward(net, ldr, DEFAULT_OVERLAP + 8)
+    assert (naive - whole).abs().max() > 1e-3
+
+
+def test_channel_modulation_means_in_bands_equal_the_whole_images(monkeypatch):
+    net = random_net(8, std=0.3, modulation="channel").double().eval()
+    ldr = torch.rand(2, 3, 97, 61, dtype=torch.float64)
+    with torch.no_grad():
+        whole = net.global_features(ldr)
+        assert whole.shape == (2, 3 * 4, 1, 1)
+        torch.testing.assert_close(net(ldr, global_features=whole), net(ldr))
+        for max_pixels in (1, 61 * 8, 61 * 13):
+            banded = net.global_features(ldr, max_pixels=max_pixels)
+            torch.testing.assert_close(banded, whole, rtol=1e-12, atol=1e-12)
+        monkeypatch.setattr("hdrunet_pl.models.hdrunet.CONDITION_MARGIN", 0)
+        assert (net.global_features(ldr, max_pixels=61 * 8) - whole).abs().max() > 1e-6
+    assert random_net(8).global_features(ldr.float()) is None  # SFT: local only
 
 
 def test_automatic_tiling_follows_the_memory_budget():

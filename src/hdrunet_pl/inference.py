@@ -5,9 +5,10 @@ pixel depends on the input up to ~95 pixels away. Tiles therefore overlap by
 ``DEFAULT_OVERLAP`` pixels; each tile's contribution is zero within ``RECEPTIVE_RADIUS`` of
 an inner edge and ramps linearly across a ``BLEND`` band in the middle of the overlap, so
 the stitched result equals whole-image inference up to rounding. A network with image-wide
-features (ExpandNet's global branch: a ``global_features`` method and a second ``forward``
-argument) computes them once from the whole image and gives them to every tile, so that
-its tiles also stitch to the whole-image result.
+features (ExpandNet's global branch, HDRUNet's channel modulation: a ``global_features``
+method and a ``global_features=`` argument of ``forward``) computes them once from the
+whole image and gives them to every tile, so that its tiles also stitch to the whole-image
+result.
 """
 
 from __future__ import annotations
@@ -245,10 +246,10 @@ class Predictor:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def _run(self, batch: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
+    def _run(self, batch: torch.Tensor, **features: torch.Tensor) -> torch.Tensor:
         batch = batch.to(self.device).contiguous(memory_format=self.memory_format)
         with self._autocast():
-            return self.model(batch, *extra).float()
+            return self.model(batch, **features).float()
 
     @torch.inference_mode()
     def __call__(self, ldr: torch.Tensor) -> torch.Tensor:
@@ -270,19 +271,23 @@ class Predictor:
         return out[0] if single else out
 
     def _tiled(self, batch: torch.Tensor, tile: int) -> torch.Tensor:
-        global_features = getattr(self.model, "global_features", None)
-        if global_features is None:
+        whole_image = getattr(self.model, "global_features", None)
+        features = None
+        if whole_image is not None:
+            with self._autocast():  # (B, C, 1, 1), of the whole image, for each of its tiles
+                features = whole_image(
+                    batch.to(self.device).contiguous(memory_format=self.memory_format),
+                    max_pixels=tile * tile * self.tile_batch,
+                )
+        if features is None:
             return tiled_forward(
                 lambda x: self._run(x).cpu(), batch, tile, self.overlap, self.tile_batch
-            )
-        with self._autocast():  # (B, nf, 1, 1), of the whole image, for each of its tiles
-            features = global_features(
-                batch.to(self.device).contiguous(memory_format=self.memory_format)
             )
         images = batch.shape[0]  # tiles come as (tiles * B, 3, h, w), tile by tile
 
         def run(x: torch.Tensor) -> torch.Tensor:
-            return self._run(x, features.repeat(x.shape[0] // images, 1, 1, 1)).cpu()
+            repeated = features.repeat(x.shape[0] // images, 1, 1, 1)
+            return self._run(x, global_features=repeated).cpu()
 
         return tiled_forward(run, batch, tile, self.overlap, self.tile_batch)
 

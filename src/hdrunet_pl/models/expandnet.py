@@ -105,8 +105,11 @@ class ExpandNet(nn.Module):
         """Number of trainable parameters."""
         return num_parameters(self)
 
-    def global_features(self, ldr: torch.Tensor) -> torch.Tensor:
-        """The global branch's vector of the whole image: (B, 3, H, W) -> (B, nf, 1, 1)."""
+    def global_features(self, ldr: torch.Tensor, max_pixels: int | None = None) -> torch.Tensor:
+        """The global branch's vector of the whole image: (B, 3, H, W) -> (B, nf, 1, 1).
+
+        ``max_pixels`` is ignored: the branch sees the image resized to 256x256.
+        """
         return self.global_branch(ldr)
 
     def forward(

@@ -26,6 +26,11 @@ from hdrunet_pl.models.blocks import (
 
 CONDITIONS = ("image", "gradient")
 SCALE_FACTOR = 4  # two stride-2 downsamplings
+# input rows beyond a band of rows that the band's condition maps depend on: a 1/4
+# resolution row k sees input rows 4k-4 .. 4k+4 (a multiple of SCALE_FACTOR keeps the
+# strides aligned)
+CONDITION_MARGIN = 4
+CONDITION_STRIDES = (1, 2, 4)  # the condition maps' resolutions: full, 1/2, 1/4
 
 
 @dataclass(frozen=True)
@@ -151,13 +156,60 @@ class HDRUNet(nn.Module):
             return kornia.filters.sobel(ldr)
         return ldr
 
-    def forward(self, ldr: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def global_features(
+        self, ldr: torch.Tensor, max_pixels: int | None = None
+    ) -> torch.Tensor | None:
+        """What the network takes from the whole image, for tiled inference.
+
+        Channel modulation scales and shifts by the condition maps' means over the whole
+        image: (B, 3, H, W) -> (B, 3 * nf/2, 1, 1), the means of the full, 1/2 and 1/4
+        resolution maps side by side. ``None`` for the other variants, whose output at a
+        pixel depends only on the input around it.
+
+        Args:
+            ldr: (B, 3, H, W) LDR image in [0, 1].
+            max_pixels: the condition network runs on bands of rows of about this many
+                pixels (with margins that make the means exact), not on the whole image at
+                once; ``None``: the whole image.
+        """
+        if self.condition is None or self.config.modulation != "channel":
+            return None
+        cond = self._pad(self.condition_input(ldr))
+        height, width = cond.shape[-2:]
+        rows = height if max_pixels is None else max_pixels // width
+        rows = max(rows // SCALE_FACTOR * SCALE_FACTOR, SCALE_FACTOR)
+        sums = None
+        for top in range(0, height, rows):
+            bottom = min(top + rows, height)
+            # rows a band's own maps depend on (a multiple of 4 keeps the strides aligned)
+            lo, hi = max(top - CONDITION_MARGIN, 0), min(bottom + CONDITION_MARGIN, height)
+            maps = self.condition(cond[..., lo:hi, :])
+            band = [  # summed in float32 at least (bf16 sums of a large image drift)
+                m[..., (top - lo) // step : (bottom - lo) // step, :].sum(
+                    dim=(2, 3), keepdim=True, dtype=torch.promote_types(m.dtype, torch.float32)
+                )
+                for m, step in zip(maps, CONDITION_STRIDES, strict=True)
+            ]
+            sums = band if sums is None else [a + b for a, b in zip(sums, band, strict=True)]
+        pixels = [height * width // step**2 for step in CONDITION_STRIDES]
+        means = [total / n for total, n in zip(sums, pixels, strict=True)]
+        return torch.cat(means, dim=1)
+
+    def forward(
+        self,
+        ldr: torch.Tensor,
+        cond: torch.Tensor | None = None,
+        global_features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Reconstruct the non-linear HDR image.
 
         Args:
             ldr: (B, 3, H, W) LDR image in [0, 1].
             cond: optional (B, 3, H, W) input of the condition network, used as given;
                 by default :meth:`condition_input` of ``ldr``.
+            global_features: optional (B, 3 * nf/2, 1, 1) output of :meth:`global_features`
+                for channel modulation, used instead of this input's own means (tiled
+                inference computes it once on the whole image).
 
         Returns:
             (B, 3, H, W) non-linear HDR prediction.
@@ -169,19 +221,43 @@ class HDRUNet(nn.Module):
         if cond is not None and cond.shape != ldr.shape:
             raise ValueError(f"cond shape {tuple(cond.shape)} != ldr shape {tuple(ldr.shape)}")
         h, w = ldr.shape[-2:]
-        pad_h, pad_w = (-h) % SCALE_FACTOR, (-w) % SCALE_FACTOR
-        if cond is None and self.condition is not None:
-            cond = self.condition_input(ldr)
-        # always pad (possibly by 0): no shape-dependent branch, so export keeps H, W dynamic
-        ldr = F.pad(ldr, (0, pad_w, 0, pad_h), mode="replicate")
-        cond = None if cond is None else F.pad(cond, (0, pad_w, 0, pad_h), mode="replicate")
-        out = self._forward_padded(ldr, cond)
+        if global_features is not None:
+            cond_maps = self._split_global_features(global_features, ldr.shape[0])
+        elif self.condition is None:
+            cond_maps = None
+        else:
+            cond = self.condition_input(ldr) if cond is None else cond
+            cond_maps = self.condition(self._pad(cond))
+        out = self._forward_padded(self._pad(ldr), cond_maps)
         return out[..., :h, :w]
 
-    def _forward_padded(self, ldr: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-        c_full = c_half = c_quarter = None
-        if self.condition is not None:
-            c_full, c_half, c_quarter = self.condition(cond)
+    @staticmethod
+    def _pad(image: torch.Tensor) -> torch.Tensor:
+        """Replicate-pad (B, C, H, W) to a multiple of 4. Always pads (possibly by 0): no
+        shape-dependent branch, so export keeps H, W dynamic."""
+        h, w = image.shape[-2:]
+        return F.pad(image, (0, (-w) % SCALE_FACTOR, 0, (-h) % SCALE_FACTOR), mode="replicate")
+
+    def _split_global_features(
+        self, features: torch.Tensor, batch: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        cond_nf = self.config.nf // 2
+        expected = (batch, 3 * cond_nf, 1, 1)
+        if self.condition is None or self.config.modulation != "channel":
+            raise ValueError("global_features apply to channel modulation only")
+        if tuple(features.shape) != expected:
+            raise ValueError(
+                f"global_features of shape {tuple(features.shape)}, expected {expected}"
+            )
+        full, half, quarter = features.split(cond_nf, dim=1)
+        return full, half, quarter
+
+    def _forward_padded(
+        self,
+        ldr: torch.Tensor,
+        cond_maps: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
+    ) -> torch.Tensor:
+        c_full, c_half, c_quarter = cond_maps if cond_maps is not None else (None, None, None)
 
         f0 = self.act(self.conv_first(ldr))
         f0 = self.act(self.hr_conv1(self.mod_first(f0, c_full)))
