@@ -118,6 +118,38 @@ def test_predict_never_writes_over_a_file_it_did_not_write(attacks, tiny_checkpo
     assert (out / "b.png").is_file()  # the other image was converted
 
 
+def test_eval_never_writes_over_a_prediction_in_its_output(attacks, tiny_checkpoint, tmp_path):
+    """The results folder may be eval's output too: its best/worst images must not take the
+    place of a result named like them (best_x.png, a prediction of best_x.jpg)."""
+    from hdrunet_pl.io import read_hdr_png
+
+    photos, out, gt = tmp_path / "photos", tmp_path / "out", tmp_path / "gt"
+    photos.mkdir()
+    for name, value in (("x", 90), ("best_x", 30)):
+        cv2.imwrite(str(photos / f"{name}.png"), np.full((20, 24, 3), value, np.uint8))
+    ok_run = run_tool(
+        "hdrunet-predict",
+        [f"ckpt={tiny_checkpoint}", f"input={photos}", f"output={out}", *CPU],
+        tmp_path,
+    )
+    assert ok_run.returncode == 0, ok_run.stderr
+    pred = read_hdr_png(out / "x.png", out / "x_alignratio.npy")[..., ::-1]  # RGB
+    write_ntire_frame(gt, "x", pred * 1.02 + 0.01)  # close: x scores best
+    write_ntire_frame(gt, "best_x", random_hdr(20, 24, seed=1))
+    for medium in gt.glob("*_medium.png"):
+        medium.unlink()
+    before = snapshot(out)
+    args = [f"pred_dir={out}", f"gt_dir={gt}", f"output={out}", "metrics=[psnr_mu,psnr_l]"]
+    result = run_tool("hdrunet-eval", args, tmp_path)
+    attacks.check(
+        "eval output=its pred_dir, a result named best_<image>",
+        result,
+        protected={p: b for p, b in before.items() if p.name != ".hdrunet-outputs"},
+        message="best_x.png: a result of hdrunet-predict; not written over by hdrunet-eval",
+    )
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in before)  # no part
+
+
 def test_a_result_without_its_align_ratio_is_made_again(attacks, tiny_checkpoint, tmp_path):
     """A kill between the two files of a result: the re-run must not skip it."""
     photos, out = tmp_path / "photos", tmp_path / "out"
@@ -349,6 +381,11 @@ def test_a_decompression_bomb_is_skipped_and_the_rest_converted(attacks, tiny_ch
             ["ckpt=CKPT", "output=m.onnx", "check_size=[1,3,30000,30000]"],
             "at most 4,194,304 pixels",
         ),
+        (
+            "hdrunet-export",
+            ["ckpt=CKPT", "output=m.onnx", "opset=17"],
+            "opset must be an ONNX opset number >= 18",
+        ),
     ],
     ids=[
         "no-root",
@@ -361,6 +398,7 @@ def test_a_decompression_bomb_is_skipped_and_the_rest_converted(attacks, tiny_ch
         "suffix",
         "check-size-text",
         "check-size-huge",
+        "opset",
     ],
 )
 def test_bad_settings_are_one_line(attacks, tiny_checkpoint, tmp_path, tool, args, message):

@@ -337,6 +337,12 @@ def test_eval_names_the_image_it_cannot_score():
     with pytest.raises(HDRUNetError, match=r"^0004: the LDR is 10x10, its ground truth 16x9$"):
         score(Sample("0004", gt, gt, torch.rand(3, 10, 10)))  # the result itself is right
     assert np.isfinite(score(Sample("0003", gt * 0.9, gt, gt.clamp(0, 1))).psnr_mu)
+    flat = torch.full((3, 40, 40), 0.1)
+    flat[:, :2, 0] = 4.0  # far above the 99th percentile: tanh saturates there
+    changed = flat.clone()
+    changed[:, 0, 0] = 3.0  # a change PSNR-mu cannot see (PSNR-L can)
+    with pytest.raises(HDRUNetError, match=r"^0005: psnr_mu is infinite: the result equals"):
+        score(Sample("0005", changed, flat, None))
 
 
 def test_eval_never_writes_through_a_linked_side_by_side_folder(tmp_path):

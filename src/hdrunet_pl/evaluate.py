@@ -144,6 +144,13 @@ def score(sample: Sample, scorers: dict[str, Scorer] | None = None) -> ImageScor
             result.identity = {n: float(fn(sample.ldr, sample.gt)) for n, fn in scorers.items()}
     except ValueError as err:  # e.g. a result of another size than its ground truth
         raise HDRUNetError(f"{sample.name}: {err}") from None
+    infinite = [name for name, value in values.items() if math.isinf(value)]
+    if infinite:  # the result equals the GT wherever the metric looks; every mean infinite
+        raise HDRUNetError(
+            f"{sample.name}: {infinite[0]} is infinite: the result equals its ground truth "
+            "wherever that metric looks (a copy of the GT, changed only where tanh saturates?); "
+            "nothing was scored"
+        )
     return result
 
 
@@ -457,11 +464,16 @@ def evaluate(
             worst = (result.psnr_mu, sample)
     if not scores:
         raise HDRUNetError("nothing to evaluate")
+    extremes = [
+        (label, value, sample, output / f"{label}_{sample.name}.png")
+        for label, (value, sample) in (("worst", worst), ("best", best))
+    ]
+    folder.claim([path for *_, path in extremes])  # refused before the scores are written
     write_scores(output / SCORES_FILE, scores)
     folder.written([output / SCORES_FILE])
-    for label, (value, sample) in (("worst", worst), ("best", best)):
+    for label, value, sample, path in extremes:
         title = f"{label}: {sample.name}  PSNR-mu {value:.2f} dB"
-        images.append(_write_strip(folder, output / f"{label}_{sample.name}.png", sample, title))
+        images.append(_write_strip(folder, path, sample, title))
     folder.remove_stale(IMAGES, keep=images)
     return scores
 

@@ -92,10 +92,14 @@ class OutputFolder:
         return name
 
     def owns(self, path: Path) -> bool:
-        """True when ``path`` (in this folder) was written by this package and is unchanged
-        since (a folder: when this package made it)."""
+        """True when ``path`` (in this folder) was written by this tool (or recorded without
+        its tool) and is unchanged since (a folder: when this package made it); another
+        tool's result (a prediction where eval writes ``best_<name>.png``) is not this
+        tool's to write over."""
         name = self._name(path)
         if name not in self._ours or path.is_symlink():  # this package writes no links
+            return False
+        if self._writers.get(name, self.tool) != self.tool:
             return False
         try:
             stat = path.stat()
@@ -118,6 +122,11 @@ class OutputFolder:
         line) when any of them exists and was not written by this package."""
         paths = list(paths)
         refused = self.foreign(paths)
+        if refused and self._writers.get(self._name(refused[0]), self.tool) != self.tool:
+            raise HDRUNetError(
+                f"{refused[0]}: a result of {self._writers[self._name(refused[0])]}; not "
+                f"written over by {self.tool} (choose another output folder)"
+            )
         if refused:
             raise HDRUNetError(
                 f"{refused[0]}: exists and was not written by {self.tool} (or was changed "

@@ -121,10 +121,16 @@ def _check_size(value: object) -> bool:
     )
 
 
+MIN_ONNX_OPSET = 18
+"""torch.onnx's (dynamo) exporter converts to opset 18 and later only."""
+
 EXPORT_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "ckpt": PATH,
     "output": PATH_OR_NULL,
-    "opset": (lambda v: _int(v) and v >= 7, "an ONNX opset number (an integer >= 7)"),
+    "opset": (
+        lambda v: _int(v) and v >= MIN_ONNX_OPSET,
+        f"an ONNX opset number >= {MIN_ONNX_OPSET} (the oldest torch.onnx's exporter writes)",
+    ),
     "tolerance": (lambda v: _number(v) and v >= 0, "a number >= 0"),
     "check_size": (
         _check_size,
