@@ -76,18 +76,27 @@ class SignalAtStep(L.Callback):
 
     With ``whole_job=True`` the signal goes, as SLURM sends it at a time limit or with
     ``--signal``, to every process of the job: this one and its DataLoader workers, from
-    another process (``kill``), as a scheduler's signal comes from outside."""
+    another process (``kill``), as a scheduler's signal comes from outside. With ``rank``
+    (DDP) only that process signals itself, as ``kill <pid>`` of one process would."""
 
     def __init__(
-        self, step: int, signum: str, during: str = "train", whole_job: bool = False
+        self,
+        step: int,
+        signum: str,
+        during: str = "train",
+        whole_job: bool = False,
+        rank: int | None = None,
     ) -> None:
         self.step = step
         self.signum = getattr(signal, signum)
         self.during = during
         self.whole_job = whole_job
+        self.rank = rank
 
     def _send(self, trainer: L.Trainer, during: str) -> None:
         if during != self.during or trainer.global_step != self.step:
+            return
+        if self.rank is not None and trainer.global_rank != self.rank:
             return
         if not self.whole_job:
             os.kill(os.getpid(), self.signum)

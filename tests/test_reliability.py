@@ -259,6 +259,37 @@ def test_ddp_run_killed_and_resumed_logs_the_same_losses(tmp_path):
         assert loss == pytest.approx(expected[step], abs=1e-6), step
 
 
+@pytest.mark.parametrize(
+    ("during", "rank", "saved_at"),
+    [
+        # one process only, in the middle of a validation: Lightning's handler waited in a
+        # broadcast that the other process never made
+        pytest.param("validation", 1, 3, id="one-process-in-validation"),
+        # every process, mid-step: the first passed the signal on, so the second got it
+        # twice (as `timeout` signalling the process group does)
+        pytest.param("train", None, 3, id="every-process-mid-step"),
+    ],
+)
+def test_ddp_preemption_saves_and_stops_every_process(tmp_path, during, rank, saved_at):
+    """SIGTERM under DDP (two gloo processes) saves last.ckpt and ends both processes with
+    exit status 0, instead of leaving them waiting on each other."""
+    ddp = ("trainer=ddp_cpu", "trainer.max_steps=8", "trainer.val_check_interval=2")
+    ddp += ("validate_first=false", "data.num_workers=1", "trainer.precision=32")
+    signal_at = [
+        "+callbacks.signal._target_=tests.helpers.SignalAtStep",
+        "+callbacks.signal.step=2",
+        "+callbacks.signal.signum=SIGTERM",
+        f"+callbacks.signal.during={during}",
+    ]
+    if rank is not None:
+        signal_at.append(f"+callbacks.signal.rank={rank}")
+    run_dir = tmp_path / "run"
+    stopped = ok(train_process(run_dir, *ddp, *signal_at))
+    assert f"stopped at step {saved_at} on request; to continue:" in stopped.stdout
+    assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == saved_at
+    assert sorted(step_losses(run_dir / "csv" / "metrics.csv")) == list(range(1, saved_at + 1))
+
+
 def test_kill_while_writing_a_checkpoint_leaves_the_previous_one(reference, tmp_path):
     run_dir = tmp_path / "run"
     every = "callbacks.last_checkpoint.every_n_train_steps=4"
@@ -322,6 +353,9 @@ def test_preemption_signal_saves_exits_zero_and_requeue_resumes(
     ]
     assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == saved_at
     assert not (run_dir / "metrics.json").exists()  # no summary: the run is not finished
+    # the stopped run logged every step it made, the saved one too (the resumed log
+    # starts after it)
+    assert sorted(step_losses(run_dir / "csv" / "metrics.csv")) == list(range(1, saved_at + 1))
 
     ok(train_process(run_dir, "resume=auto"))  # the requeued job, same command + resume=auto
     assert_resumed_run_matches(reference, run_dir, saved_at)

@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -160,8 +161,15 @@ class BestCheckpoint(ModelCheckpoint):
 class Preemption(L.Callback):
     """Save ``<dirpath>/last.ckpt`` and stop cleanly when the job is asked to leave.
 
-    SIGTERM is caught by Lightning (which stops after the current step); SIGUSR1 is caught
-    here unless the job runs under SLURM, where Lightning saves and requeues by itself.
+    SIGTERM is caught by Lightning in a single process; SIGUSR1 is caught here unless the
+    job runs under SLURM, where Lightning saves and requeues by itself. With several
+    processes (DDP) SIGTERM is caught here too: Lightning's handler runs a collective
+    (a broadcast) inside the signal handler and passes the signal on to the other
+    processes, which deadlocks them when the signal comes twice (``timeout`` signals the
+    whole process group) or reaches one process during validation. Here a signal only
+    sets a flag; after each training step the processes decide together, save
+    ``last.ckpt`` and stop as the next step or validation starts, once the step's own
+    metrics are logged.
     """
 
     def __init__(self, dirpath: str) -> None:
@@ -182,13 +190,35 @@ class Preemption(L.Callback):
     def _request(self, signum: int, frame: Any) -> None:
         self.requested = True
 
+    def _catch_sigterm(self, trainer: L.Trainer) -> None:
+        # after Lightning has registered its handlers (it restores the earlier ones when
+        # the stage ends); signal handlers can only be set from the main thread
+        if trainer.world_size > 1 and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._request)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._catch_sigterm(trainer)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._catch_sigterm(trainer)
+        self._stop_if_saved(trainer)
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        self._stop_if_saved(trainer)
+
+    def _stop_if_saved(self, trainer: L.Trainer) -> None:
+        if self.saved is not None and trainer.state.fn == "fit":
+            raise SIGTERMException()
+
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         requested = self.requested or trainer.received_sigterm
         if trainer.world_size > 1:  # every rank must take part in the save
             requested = trainer.strategy.reduce_boolean_decision(requested, all=False)
-        if requested:
+        if requested and self.saved is None:
+            # the stop follows (Lightning's after this step in a single process, else
+            # this callback's as the next step or validation starts): the step's metrics
+            # are logged first, so that a resumed run's log has every step
             self._save(trainer)
-            raise SIGTERMException()
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, err: BaseException):
         # SIGTERM during validation: Lightning stops there, before the next training step.
