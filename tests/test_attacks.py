@@ -542,6 +542,10 @@ def test_prepare_crop_refuses_bad_sizes_and_outputs_in_its_input(attacks, data, 
         (["--output", str(tmp_path / "sub"), "--crop", "0"], "--crop and --step must be >= 1"),
         (["--output", str(data / "sub")], "is inside --input"),
         (["--output", str(data)], "is inside --input"),
+        (
+            ["--output", str(tmp_path / "sub"), "--crop", "4096"],
+            "x4096 crop (--crop); choose a smaller crop (--crop) or remove the image",
+        ),
     ):
         result = run_tool("hdrunet-prepare", ["crop", "--input", str(data), *args], tmp_path)
         attacks.check(f"prepare crop {' '.join(args)}", result, protected=before, message=message)

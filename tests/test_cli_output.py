@@ -277,6 +277,9 @@ def test_a_mistyped_setting_names_the_closest_ones_in_one_line(tmp_path):
     result = run_tool("hdrunet-predict", ["ckpt=a", "input=b", "output=c", "tiles=3"], tmp_path)
     assert result.returncode == 2
     assert "tiles: no such setting (did you mean tile?)" in result.stderr
+    result = run_tool("hdrunet-train", ["loger=wandb", f"paths.log_dir={tmp_path}"], tmp_path)
+    assert result.returncode == 2  # a mistyped group, given a choice
+    assert "loger: no such setting (did you mean logger?)" in result.stderr
 
 
 def test_cfg_hydra_resolve_says_what_to_use_instead(tmp_path):

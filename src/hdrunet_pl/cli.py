@@ -129,12 +129,21 @@ def check_setting_names(tool: str, config_name: str, argv: list[str]) -> None:
     for key in unknown:
         leaf = key.rsplit(".", 1)[-1]
         close = [n for n in names if n.rsplit(".", 1)[-1] == leaf]  # moved elsewhere
-        close = close or difflib.get_close_matches(key, names, n=3)
+        groups = [] if "." in key else _group_names()  # `loger=wandb`: a mistyped group
+        close = close or difflib.get_close_matches(key, [*groups, *names], n=3)
         hint = f"{key}: no such setting"
         if close:
             hint += f" (did you mean {' or '.join(close[:3])}?)"
         hints.append(hint)
     _stop(tool, f"{'; '.join(hints)}; `{tool} --help` lists the groups")
+
+
+def _group_names() -> list[str]:
+    """The package's config groups (``logger``, ``data``, ...): its config folders."""
+    from importlib.resources import files
+
+    root = files("hdrunet_pl.conf")
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))
 
 
 def _setting_names(cfg: DictConfig) -> list[str]:

@@ -150,7 +150,7 @@ def run_crop(
             f"--input {input_dir} reaches the --output folder through a link ({reached[0]}); "
             "its files would mix with the data set. Remove the link or give another --output"
         )
-    pairs = NTIREDataset(found, min_size=crop).pairs
+    pairs = NTIREDataset(found, min_size=crop, size_name="crop (--crop)").pairs
     OutputFolder(output, TOOL)  # made (or refused) before the workers start
     settings = {"crop": crop, "step": step, "threshold": threshold}
     _check_crop_settings(output, settings | {"input": str(Path(input_dir).resolve())})
@@ -368,21 +368,34 @@ def build_parser() -> argparse.ArgumentParser:
     crop = sub.add_parser("crop", help="cut NTIRE frames into sub-images (the public rule)")
     crop.add_argument("--input", required=True, help="folder with NTIRE pairs")
     crop.add_argument("--output", required=True, help="folder for the sub-images")
-    crop.add_argument("--crop", type=int, default=CROP_SIZE, help="side of a sub-image (px)")
-    crop.add_argument("--step", type=int, default=CROP_STEP, help="stride between crops (px)")
+    crop.add_argument(
+        "--crop", type=int, default=CROP_SIZE, help="side of a sub-image (px; default %(default)s)"
+    )
+    crop.add_argument(
+        "--step", type=int, default=CROP_STEP, help="stride between crops (px; default %(default)s)"
+    )
     crop.add_argument(
         "--threshold",
         type=int,
         default=CROP_THRESHOLD,
-        help="add a crop flush with the border when more pixels than this are left out",
+        help="add a crop flush with the border when more pixels than this are left out "
+        "(default %(default)s)",
     )
-    crop.add_argument("--workers", type=int, default=2, help="processes cutting frames")
+    crop.add_argument(
+        "--workers", type=int, default=2, help="processes cutting frames (default %(default)s)"
+    )
     stream = sub.add_parser("stream", help="write litdata shards (train/ and val/)")
     stream.add_argument("--input", required=True, help="folder with NTIRE pairs")
     stream.add_argument("--output", required=True, help="local folder for the shards")
-    stream.add_argument("--val-count", type=int, default=16, help="pairs written to val/")
-    stream.add_argument("--chunk-bytes", default="64MB", help="size of a litdata chunk file")
-    stream.add_argument("--workers", type=int, default=2, help="litdata worker processes")
+    stream.add_argument(
+        "--val-count", type=int, default=16, help="pairs written to val/ (default %(default)s)"
+    )
+    stream.add_argument(
+        "--chunk-bytes", default="64MB", help="size of a litdata chunk file (default %(default)s)"
+    )
+    stream.add_argument(
+        "--workers", type=int, default=2, help="litdata worker processes (default %(default)s)"
+    )
     return parser
 
 

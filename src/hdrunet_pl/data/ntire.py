@@ -85,7 +85,7 @@ def find_ntire_pairs(root: str | Path, setting: str = "data.root") -> list[NTIRE
     return pairs
 
 
-def check_pair(pair: NTIREPair, min_size: int = 0) -> list[str]:
+def check_pair(pair: NTIREPair, min_size: int = 0, size_name: str = "patch") -> list[str]:
     """Problems of one pair found from headers and the align ratio (empty when it is fine)."""
     try:
         ldr, gt = png_info(pair.ldr), png_info(pair.gt)
@@ -104,7 +104,7 @@ def check_pair(pair: NTIREPair, min_size: int = 0) -> list[str]:
     if min(ldr.height, ldr.width) < min_size:
         problems.append(
             f"{pair.ldr}: {ldr.height}x{ldr.width} is smaller than the {min_size}x{min_size} "
-            "patch; choose a smaller patch or remove the image"
+            f"{size_name}; choose a smaller {size_name} or remove the image"
         )
     return problems
 
@@ -124,14 +124,21 @@ class NTIREDataset(Dataset):
     Args:
         pairs: the pairs to serve (see :func:`find_ntire_pairs`).
         min_size: every image must be at least this tall and wide (the training patch).
+        size_name: what ``min_size`` is, for messages (``patch``, ``crop (--crop)``).
         validate: check every pair's headers and align ratio now (fast; no decoding).
     """
 
-    def __init__(self, pairs: list[NTIREPair], min_size: int = 0, validate: bool = True) -> None:
+    def __init__(
+        self,
+        pairs: list[NTIREPair],
+        min_size: int = 0,
+        validate: bool = True,
+        size_name: str = "patch",
+    ) -> None:
         if not pairs:
             raise DatasetError("no NTIRE pairs to serve")
         if validate:
-            problems = [p for pair in pairs for p in check_pair(pair, min_size)]
+            problems = [p for pair in pairs for p in check_pair(pair, min_size, size_name)]
             DatasetError.check(pairs[0].ldr.parent, problems)
         self.pairs = pairs
 
