@@ -72,7 +72,8 @@ def _running(pid: int) -> bool:
 class SignalAtStep(L.Callback):
     """Sends ``signum`` (a name such as ``SIGTERM``) to its own process as training step
     ``step`` starts (``during="train"``), as a scheduler would in the middle of a step, or
-    as the validation after ``step`` steps starts (``during="validation"``).
+    as the validation after ``step`` steps starts (``during="validation"``; the one before
+    training: ``during="validate_first"``, step 0).
 
     With ``whole_job=True`` the signal goes, as SLURM sends it at a time limit or with
     ``--signal``, to every process of the job: this one and its DataLoader workers, from
@@ -113,8 +114,8 @@ class SignalAtStep(L.Callback):
         self._send(trainer, "train")
 
     def on_validation_batch_start(self, trainer: L.Trainer, *args) -> None:
-        if trainer.state.fn == "fit":
-            self._send(trainer, "validation")
+        # "validation": one in training; "validate_first": the one before training
+        self._send(trainer, "validation" if trainer.state.fn == "fit" else "validate_first")
 
 
 class KillDuringSave(L.Callback):

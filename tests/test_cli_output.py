@@ -280,6 +280,10 @@ def test_a_mistyped_setting_names_the_closest_ones_in_one_line(tmp_path):
     result = run_tool("hdrunet-train", ["loger=wandb", f"paths.log_dir={tmp_path}"], tmp_path)
     assert result.returncode == 2  # a mistyped group, given a choice
     assert "loger: no such setting (did you mean logger?)" in result.stderr
+    result = run_tool("hdrunet-train", ["scal=smoke", f"paths.log_dir={tmp_path}"], tmp_path)
+    assert "scal: no such setting (did you mean +scale?)" in result.stderr  # not a default
+    result = run_tool("hdrunet-eval", ["loger=wandb"], tmp_path)  # eval has no logger
+    assert result.returncode == 2 and "loger: no such setting;" in result.stderr
 
 
 def test_cfg_hydra_resolve_says_what_to_use_instead(tmp_path):

@@ -259,6 +259,24 @@ def test_ddp_run_killed_and_resumed_logs_the_same_losses(tmp_path):
         assert loss == pytest.approx(expected[step], abs=1e-6), step
 
 
+def test_sigterm_in_the_validation_before_training_says_how_to_start_again(tmp_path):
+    """Nothing is trained yet, so nothing is saved; the run still says it stopped on
+    request and how to go on (it exited 0 without a word before)."""
+    base = (*FAST, *SMALL_SYNTHETIC_VAL, "trainer.max_steps=3")
+    signal_at = (
+        "+callbacks.signal._target_=tests.helpers.SignalAtStep",
+        "+callbacks.signal.step=0",
+        "+callbacks.signal.signum=SIGTERM",
+        "+callbacks.signal.during=validate_first",
+    )
+    run_dir = tmp_path / "run"
+    stopped = ok(train_process(run_dir, *signal_at, base=base))
+    assert "stopped before training on request; to start it again:" in stopped.stdout
+    assert not (run_dir / "checkpoints" / "last.ckpt").exists()
+    ok(train_process(run_dir, "resume=auto", base=base))
+    assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 3
+
+
 @pytest.mark.parametrize(
     ("during", "rank", "saved_at"),
     [

@@ -119,6 +119,7 @@ def check_setting_names(tool: str, config_name: str, argv: list[str]) -> None:
                 continue
             except Exception:  # a sweep (a,b), a grammar error: Hydra's to report
                 return
+            groups = _group_names(config_name, overrides) if unknown else {}
             break
         else:
             return
@@ -129,8 +130,9 @@ def check_setting_names(tool: str, config_name: str, argv: list[str]) -> None:
     for key in unknown:
         leaf = key.rsplit(".", 1)[-1]
         close = [n for n in names if n.rsplit(".", 1)[-1] == leaf]  # moved elsewhere
-        groups = [] if "." in key else _group_names()  # `loger=wandb`: a mistyped group
-        close = close or difflib.get_close_matches(key, [*groups, *names], n=3)
+        candidates = names if "." in key else [*groups, *names]  # `loger=`: a group
+        close = close or difflib.get_close_matches(key, candidates, n=3)
+        close = [groups.get(c, c) for c in close]
         hint = f"{key}: no such setting"
         if close:
             hint += f" (did you mean {' or '.join(close[:3])}?)"
@@ -138,12 +140,27 @@ def check_setting_names(tool: str, config_name: str, argv: list[str]) -> None:
     _stop(tool, f"{'; '.join(hints)}; `{tool} --help` lists the groups")
 
 
-def _group_names() -> list[str]:
-    """The package's config groups (``logger``, ``data``, ...): its config folders."""
+def _group_names(config_name: str, overrides: list[str]) -> dict[str, str]:
+    """The config groups a tool's command line may choose, each with the way to give it:
+    those of its defaults list as they are (``logger``), and for ``hdrunet-train`` the
+    package's other groups with the ``+`` that adds them (``scale`` -> ``+scale``)."""
     from importlib.resources import files
 
-    root = files("hdrunet_pl.conf")
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))
+    from hydra import compose
+
+    try:
+        choices = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+        chosen = {g for g in choices.hydra.runtime.choices if not g.startswith("hydra")}
+    except Exception:  # composing failed after all: no group hints
+        return {}
+    groups = {g: g for g in chosen if "/" not in g}
+    if config_name == "train":  # the package's config folders are the training groups
+        root = files("hdrunet_pl.conf")
+        for folder in root.iterdir():
+            name = folder.name
+            if folder.is_dir() and name not in chosen and name != "hydra" and name[0] != "_":
+                groups[name] = f"+{name}"
+    return groups
 
 
 def _setting_names(cfg: DictConfig) -> list[str]:

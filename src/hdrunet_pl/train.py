@@ -353,7 +353,12 @@ def train(cfg: DictConfig) -> TrainSummary:
 
         before = None
         if cfg.get("validate_first") and ckpt_path is None and _validates(trainer):
-            before = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
+            try:
+                before = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
+            except SIGTERMException:  # nothing trained yet: nothing to save
+                _leave_on_request(
+                    trainer, launch_env, output_dir, "before training", "start it again"
+                )
         start = time.perf_counter()
         try:
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
