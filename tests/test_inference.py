@@ -219,6 +219,7 @@ def test_eval_cli_reproduces_hand_computed_scores(tmp_path):
             read_hdr_png(tmp_path / "pred" / f"{name}.png"),
         )
         expected[name] = (ntire_psnr_mu_numpy(pred_q, gt_q), ntire_psnr_l_numpy(pred_q, gt_q))
+    write_hdr_png(tmp_path / "pred" / "0009.png", gt)  # a result without ground truth
     args = [
         f"pred_dir={tmp_path / 'pred'}",
         f"gt_dir={tmp_path / 'gt'}",
@@ -226,6 +227,8 @@ def test_eval_cli_reproduces_hand_computed_scores(tmp_path):
     ]
     result = run_tool("hdrunet-eval", args, tmp_path)
     assert result.returncode == 0, result.stderr
+    assert "1 result(s) without ground truth in" in result.stderr
+    assert "not scored: ['0009']" in result.stderr
     rows = list(csv.DictReader((tmp_path / "eval" / "scores.csv").open()))
     assert [r["name"] for r in rows] == ["0000", "0001", "0002", "mean"]
     for row in rows[:3]:

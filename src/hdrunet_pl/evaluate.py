@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import importlib.metadata
+import logging
 import math
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -62,6 +63,8 @@ DEFAULT_METRICS = (*CHALLENGE_METRICS, "pu21_psnr", "pu21_ssim")
 ones (ColorVideoVDP takes seconds per image on a CPU: ask for ``cvvdp``)."""
 
 Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -269,6 +272,15 @@ def folder_samples(
     missing = sorted(gts.keys() - preds.keys())
     if missing:
         raise HDRUNetError(f"{pred_dir}: no result for {len(missing)} GT image(s): {missing[:10]}")
+    unmatched = sorted(preds.keys() - gts.keys())
+    if unmatched:  # scored images are the GT's; say which results count for nothing
+        log.warning(
+            "%s: %d result(s) without ground truth in %s, not scored: %s",
+            pred_dir,
+            len(unmatched),
+            gt_dir,
+            unmatched[:10],
+        )
 
     def items() -> Iterator[Sample]:
         for name in sorted(gts):
