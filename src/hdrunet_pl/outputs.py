@@ -122,10 +122,11 @@ class OutputFolder:
         line) when any of them exists and was not written by this package."""
         paths = list(paths)
         refused = self.foreign(paths)
-        if refused and self._writers.get(self._name(refused[0]), self.tool) != self.tool:
+        writer = self._writers.get(self._name(refused[0]), self.tool) if refused else self.tool
+        if writer != self.tool:
             raise HDRUNetError(
-                f"{refused[0]}: a result of {self._writers[self._name(refused[0])]}; not "
-                f"written over by {self.tool} (choose another output folder)"
+                f"{refused[0]}: a result of {writer}; not written over by {self.tool} (choose "
+                "another output folder)"
             )
         if refused:
             raise HDRUNetError(

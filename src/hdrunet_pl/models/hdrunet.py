@@ -30,7 +30,7 @@ SCALE_FACTOR = 4  # two stride-2 downsamplings
 # resolution row k sees input rows 4k-4 .. 4k+4 (a multiple of SCALE_FACTOR keeps the
 # strides aligned)
 CONDITION_MARGIN = 4
-CONDITION_STRIDES = (1, 2, 4)  # the condition maps' resolutions: full, 1/2, 1/4
+CONDITION_STRIDES = (1, 2, SCALE_FACTOR)  # the condition maps' resolutions: full, 1/2, 1/4
 
 
 @dataclass(frozen=True)
@@ -156,6 +156,11 @@ class HDRUNet(nn.Module):
             return kornia.filters.sobel(ldr)
         return ldr
 
+    @property
+    def _channel_modulated(self) -> bool:
+        """Channel modulation: the output depends on image-wide means of the condition."""
+        return self.condition is not None and self.config.modulation == "channel"
+
     def global_features(
         self, ldr: torch.Tensor, max_pixels: int | None = None
     ) -> torch.Tensor | None:
@@ -172,7 +177,7 @@ class HDRUNet(nn.Module):
                 pixels (with margins that make the means exact), not on the whole image at
                 once; ``None``: the whole image.
         """
-        if self.condition is None or self.config.modulation != "channel":
+        if not self._channel_modulated:
             return None
         cond = self._pad(self.condition_input(ldr))
         height, width = cond.shape[-2:]
@@ -243,7 +248,7 @@ class HDRUNet(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         cond_nf = self.config.nf // 2
         expected = (batch, 3 * cond_nf, 1, 1)
-        if self.condition is None or self.config.modulation != "channel":
+        if not self._channel_modulated:
             raise ValueError("global_features apply to channel modulation only")
         if tuple(features.shape) != expected:
             raise ValueError(
