@@ -18,7 +18,7 @@ from hdrunet_pl.errors import HDRUNetError
 from hdrunet_pl.io import write_radiance
 from hdrunet_pl.outputs import OutputFolder
 
-from .support import compose_train
+from .support import compose_config, compose_train
 
 
 class Labelled(Dataset):
@@ -257,6 +257,31 @@ def test_held_out_captures_are_scored_per_setting_with_side_by_sides(photos, tmp
         HeldOutCaptures(str(photos), {"any": CameraModel()}, rows=(0.5, 0.501))
     with pytest.raises(HDRUNetError, match="evaluation set"):  # as hdrunet-train builds it
         HeldOutCaptures(str(photos), {"any": CameraModel()}, patch_size=64)
+
+
+def test_held_out_scores_the_middle_of_panoramas_and_all_of_other_photographs(tmp_path):
+    """data=held_out's default rows: an equirectangular panorama (2:1) loses its stretched
+    poles, an ordinary photograph is scored whole; a band or null applies to every image."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, width in {"pano": 80, "photo": 60, "square": 40}.items():
+        write_radiance(
+            folder / f"{name}.hdr", (rng.random((40, width, 3)) + 0.1).astype(np.float32)
+        )
+    cfg = compose_config("eval", ["data=held_out", f"data.root={folder}"])
+
+    def heights(**rows: object) -> dict[str, int]:
+        data = instantiate(cfg.data, **rows)
+        return {item["name"]: item["hdr"].shape[1] for item in data.val_set}
+
+    settings = ("dark", "normal", "bright")
+    every_setting = {f"{name}_{s}" for name in ("pano", "photo", "square") for s in settings}
+    assert heights() == {n: 20 if n.startswith("pano") else 40 for n in every_setting}
+    assert heights(rows=None) == dict.fromkeys(every_setting, 40)
+    assert heights(rows=[0.5, 1.0]) == dict.fromkeys(every_setting, 20)
+    with pytest.raises(ValueError, match="panoramas or null, got 'panorama'"):
+        HeldOutCaptures(str(folder), {"any": CameraModel()}, rows="panorama")
 
 
 def test_make_train_mixes_the_fetched_photos_with_synthetic_scenes(tmp_path):

@@ -31,6 +31,13 @@ from hdrunet_pl.io import (
 )
 from hdrunet_pl.metrics import BLACK_GROUND_TRUTH, is_black
 
+PANORAMAS = "panoramas"
+"""``rows`` value: the middle half of an equirectangular panorama's rows (an image twice as
+wide as it is tall), away from the stretched poles; every row of any other image."""
+PANORAMA_BAND = (0.25, 0.75)
+
+Rows = tuple[float, float] | str | None
+
 
 def find_hdr_files(root: str | Path) -> list[Path]:
     """Every linear HDR file (``.exr``, ``.hdr``, ``.pic``, ``.rgbe``, ``.pfm``) and NTIRE
@@ -86,7 +93,9 @@ class HDRFolderDataset(Dataset):
             ``i`` is fixed by ``seed`` (validation).
         seed: the seed of fixed camera settings.
         rows: keep only this band of rows, as fractions (e.g. ``[0.25, 0.75]`` for the
-            undistorted middle of an equirectangular panorama).
+            undistorted middle of an equirectangular panorama); ``"panoramas"``: that band
+            for images exactly twice as wide as tall, every row of the others; ``None``:
+            every row.
         min_size: every (banded) image must be at least this tall and wide.
         negative: what to do with negative values: ``fill`` (default) each such pixel
             from its neighbours, or ``clip`` it to 0 (a black hole in the ground truth); see
@@ -99,20 +108,19 @@ class HDRFolderDataset(Dataset):
         camera: CameraModel | None = None,
         random_camera: bool = True,
         seed: int = 0,
-        rows: tuple[float, float] | None = None,
+        rows: Rows = None,
         min_size: int = 0,
         negative: str = "fill",
     ) -> None:
         if not files:
             raise DatasetError("no HDR files to serve")
-        if rows is not None and not 0 <= rows[0] < rows[1] <= 1:
-            raise ValueError(f"rows must be fractions 0 <= top < bottom <= 1, got {rows}")
+        check_rows(rows)
         self.files = [Path(f) for f in files]
         self.names = item_names(self.files)
         self.camera = camera or CameraModel()
         self.random_camera = random_camera
         self.seed = seed
-        self.rows = tuple(rows) if rows is not None else None
+        self.rows = rows if rows is None or rows == PANORAMAS else tuple(rows)
         if negative not in NEGATIVE:
             raise ValueError(f"negative must be one of {NEGATIVE}, got {negative!r}")
         self.negative = negative
@@ -126,7 +134,7 @@ class HDRFolderDataset(Dataset):
             except HDRUNetError as err:
                 problems.append(str(err))
                 continue
-            top, bottom = self._band(height)
+            top, bottom = self._band(height, width)
             if bottom <= top:
                 problems.append(
                     f"{path}: data.rows={list(self.rows)} keeps none of its {height} rows; "
@@ -139,10 +147,14 @@ class HDRFolderDataset(Dataset):
                 )
         DatasetError.check(self.files[0].parent, problems)
 
-    def _band(self, height: int) -> tuple[int, int]:
-        if self.rows is None:
+    def _band(self, height: int, width: int) -> tuple[int, int]:
+        """The rows kept of a height x width image: [top, bottom)."""
+        band = self.rows
+        if band == PANORAMAS:
+            band = PANORAMA_BAND if width == 2 * height else None
+        if band is None:
             return 0, height
-        return round(self.rows[0] * height), round(self.rows[1] * height)
+        return round(band[0] * height), round(band[1] * height)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -151,7 +163,7 @@ class HDRFolderDataset(Dataset):
         index, seed = split_key(key)
         path = self.files[index]
         linear = read_linear_hdr(path, self.negative)
-        top, bottom = self._band(linear.shape[0])
+        top, bottom = self._band(*linear.shape[:2])
         linear = torch.from_numpy(np.ascontiguousarray(linear[top:bottom].transpose(2, 0, 1)))
         if self.random_camera:
             generator = item_generator(seed)
@@ -162,6 +174,17 @@ class HDRFolderDataset(Dataset):
             # a validation image nobody can score: every val/psnr_mu would be NaN
             raise DatasetError(f"{path}: {BLACK_GROUND_TRUTH}; remove it from the validation files")
         return {"ldr": ldr, "hdr": hdr, "name": self.names[index]}
+
+
+def check_rows(rows: object) -> None:
+    """Refuse a ``rows`` setting that is not a band of fractions, ``"panoramas"`` or None."""
+    if rows is None or rows == PANORAMAS:
+        return
+    if isinstance(rows, str) or len(rows) != 2 or not 0 <= rows[0] < rows[1] <= 1:
+        raise ValueError(
+            f"rows must be [top, bottom] fractions with 0 <= top < bottom <= 1, "
+            f"{PANORAMAS} or null, got {rows!r}"
+        )
 
 
 def split_files(files: list[Path], val_count: int) -> tuple[list[Path], list[Path]]:
@@ -179,7 +202,7 @@ def folder_dataset(
     camera: CameraModel | None = None,
     part: str = "all",
     val_count: int = 0,
-    rows: tuple[float, float] | None = None,
+    rows: Rows = None,
     min_size: int = 0,
     seed: int = 1,
     negative: str = "fill",
@@ -221,7 +244,7 @@ class HDRFolderDataModule(HDRDataModule):
         val_root: str | None = None,
         val_count: int = 2,
         camera: CameraModel | None = None,
-        rows: tuple[float, float] | None = None,
+        rows: Rows = None,
         val_seed: int = 1,
         patch_size: int = 160,
         batch_size: int = 16,

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from hdrunet_pl.camera import CameraModel
-from hdrunet_pl.data.hdr_folder import HDRFolderDataset, find_hdr_files
+from hdrunet_pl.data.hdr_folder import PANORAMAS, HDRFolderDataset, Rows, find_hdr_files
 from hdrunet_pl.errors import HDRUNetError
 
 _EVALUATION_ONLY = (
@@ -46,7 +46,8 @@ class HeldOutCaptures:
         captures: setting name -> camera model (give each range as one value, low = high,
             to fix the setting).
         seed: fixes each capture's noise.
-        rows: keep a band of rows (see :class:`HDRFolderDataset`).
+        rows: the rows scored (see :class:`HDRFolderDataset`): by default the middle half of
+            equirectangular panoramas, every row of other images.
         negative: what to do with negative values of the files: ``fill`` (default) each such
             pixel from its neighbours, or ``clip`` them to 0 (see :data:`hdrunet_pl.io.NEGATIVE`).
         training_settings: what only training configs give (``patch_size`` from the
@@ -59,7 +60,7 @@ class HeldOutCaptures:
         root: str,
         captures: Mapping[str, CameraModel],
         seed: int = 2027,
-        rows: tuple[float, float] | None = None,
+        rows: Rows = PANORAMAS,
         negative: str = "fill",
         **training_settings: object,
     ) -> None:
