@@ -628,6 +628,11 @@ def test_subsampled_chroma_is_interpolated_between_its_samples(tmp_path):
         stored = f.parts[0].channels
         np.testing.assert_array_equal(stored["RY"].pixels, ry)  # the file holds the samples
     np.testing.assert_allclose(read_exr(tmp_path / "yc.exr"), image, rtol=1e-6)
+    # colour channels subsampled the same way: refused by name, not a bare numpy error
+    rgb = {"G": OpenEXR.Channel(luma), "R": full["RY"], "B": full["BY"]}
+    _write_exr(tmp_path / "sub.exr", rgb)
+    with pytest.raises(ImageFileError, match=r"sub\.exr: OpenEXR with subsampled B, R channels"):
+        read_exr(tmp_path / "sub.exr")
 
 
 def test_an_exr_in_other_primaries_is_converted_to_rec709(tmp_path):
@@ -646,6 +651,9 @@ def test_an_exr_in_other_primaries_is_converted_to_rec709(tmp_path):
         _write_exr(tmp_path / "partial.exr", partial)
         with pytest.raises(ImageFileError, match="not read as grey from Y"):
             read_exr(tmp_path / "partial.exr")
+    # Y beside Z alone: a grey image with OpenEXR's depth channel, not part of CIE XYZ
+    _write_exr(tmp_path / "depth.exr", {"Y": plane, "Z": plane + 7})
+    np.testing.assert_array_equal(read_exr(tmp_path / "depth.exr"), np.stack([plane] * 3, -1))
     # X, Y, Z channels: CIE XYZ, not a grey image in Y
     xyz = (image.astype(np.float64) @ rgb_to_xyz_matrix(REC709_CHROMATICITIES).T).astype(np.float32)
     _write_exr(
@@ -655,6 +663,30 @@ def test_an_exr_in_other_primaries_is_converted_to_rec709(tmp_path):
     _write_exr(tmp_path / "bad.exr", {"RGB": aces}, {"chromaticities": (0.3,) * 8})
     with pytest.raises(ImageFileError, match=r"bad\.exr: unusable chromaticities"):
         read_exr(tmp_path / "bad.exr")
+
+
+@pytest.mark.parametrize("negative", ["fill", "clip"])
+def test_colours_outside_rec709_are_clipped_per_channel_and_only_artefacts_filled(
+    tmp_path, negative
+):
+    """A saturated green stored in ACES (all values >= 0) lies outside Rec. 709: its
+    negative red is clipped, the pixel kept; a negative value of the file itself (lossy
+    compression's ringing) is the artefact that data.negative fills."""
+    rec709 = np.full((24, 24, 3), 0.5, np.float32)
+    rec709[8:16, 8:16] = (-0.05, 2.0, 0.1)  # green beyond Rec. 709's gamut
+    to_aces = np.linalg.inv(rgb_to_rec709_matrix(ACES_AP0))
+    aces = (rec709.astype(np.float64) @ to_aces.T).astype(np.float32)
+    assert aces.min() >= 0
+    aces[2, 2] = (-1.0, 0.5, 0.5)  # ringing in the file's own values
+    _write_exr(tmp_path / "aces.exr", {"RGB": aces}, {"chromaticities": ACES_AP0})
+    image = read_exr(tmp_path / "aces.exr", negative)
+    np.testing.assert_allclose(
+        image[8:16, 8:16], np.broadcast_to([0, 2.0, 0.1], (8, 8, 3)), atol=1e-4
+    )
+    np.testing.assert_allclose(image[16:, 16:], 0.5, atol=1e-5)  # grey stays grey
+    artefact = np.maximum(aces[2, 2].astype(np.float64), 0) @ rgb_to_rec709_matrix(ACES_AP0).T
+    expected = [0.5, 0.5, 0.5] if negative == "fill" else np.maximum(artefact, 0)
+    np.testing.assert_allclose(image[2, 2], expected, atol=1e-5)
 
 
 def test_write_hdr_dispatch_writes_nonlinear_png_and_linear_exr_hdr(tmp_path):

@@ -723,9 +723,21 @@ def read_exr(path: str | Path, negative: str = "clip") -> np.ndarray:
             f"{path}: integer OpenEXR channels ({', '.join(integer)}: ids or masks?), not "
             "radiance; save half or float channels"
         )
+    full = max((pixels.shape for pixels in channels.values()), key=np.prod, default=None)
+    subsampled = sorted(
+        n for n, pixels in channels.items() if n not in ("RY", "BY") and pixels.shape != full
+    )
+    if subsampled:
+        raise ImageFileError(
+            f"{path}: OpenEXR with subsampled {', '.join(subsampled)} channels (only RY and BY "
+            "chroma may be); save every colour channel at full resolution"
+        )
     if "A" in channels:
         log.warning("%s: alpha channel dropped", path)
     primaries = _exr_chromaticities(chromaticities, path)
+    to_rec709 = None  # set for CIE XYZ channels, else from the primaries below
+    if "Z" in channels and "X" not in channels:  # OpenEXR's depth channel, not CIE Z
+        del channels["Z"]
     for group in ("RGB", "XZ"):  # a colour set in part: its other channels would be lost
         present = [c for c in group if c in channels]
         if present and len(present) < len(group) and not {"R", "G", "B"} <= channels.keys():
@@ -738,10 +750,8 @@ def read_exr(path: str | Path, negative: str = "clip") -> np.ndarray:
         image = np.stack([channels[c] for c in "RGB"], axis=-1).astype(np.float32)
     elif {"X", "Y", "Z"} <= channels.keys():
         log.info("%s: CIE XYZ OpenEXR, converted to Rec. 709 / D65", path)
-        xyz = np.stack([channels[c] for c in "XYZ"], axis=-1).astype(np.float32)
-        to_rgb = np.linalg.inv(rgb_to_xyz_matrix(REC709_CHROMATICITIES))
-        image = xyz @ to_rgb.T.astype(np.float32)
-        primaries = REC709_CHROMATICITIES  # already converted
+        image = np.stack([channels[c] for c in "XYZ"], axis=-1).astype(np.float32)
+        to_rec709 = np.linalg.inv(rgb_to_xyz_matrix(REC709_CHROMATICITIES))
     elif {"Y", "RY", "BY"} <= channels.keys():
         log.info("%s: luminance/chroma OpenEXR, converted to RGB", path)
         luma = rgb_to_xyz_matrix(primaries)[1]
@@ -757,12 +767,38 @@ def read_exr(path: str | Path, negative: str = "clip") -> np.ndarray:
         primaries = REC709_CHROMATICITIES  # grey is grey in any primaries
     else:
         raise ImageFileError(f"{path}: no R, G, B (or Y) channels; has {sorted(channels)}")
-    if not np.allclose(primaries, REC709_CHROMATICITIES, atol=_CHROMATICITY_TOLERANCE):
+    if to_rec709 is None and not np.allclose(
+        primaries, REC709_CHROMATICITIES, atol=_CHROMATICITY_TOLERANCE
+    ):
         named = ", ".join(f"{v:.4g}" for v in primaries)
         log.info("%s: converted from its primaries (CIE xy %s) to Rec. 709 / D65", path, named)
-        with np.errstate(over="ignore", invalid="ignore"):
-            image = image @ rgb_to_rec709_matrix(primaries).T.astype(np.float32)
-    return _check_finite(image.astype(np.float32), path, negative)
+        to_rec709 = rgb_to_rec709_matrix(primaries)
+    # the file's own negative values (lossy compression's ringing) before any conversion
+    image = _check_finite(image.astype(np.float32), path, negative)
+    if to_rec709 is None:
+        return image
+    return _to_rec709_gamut(image, to_rec709, path)
+
+
+def _to_rec709_gamut(image: np.ndarray, to_rec709: np.ndarray, path: Path) -> np.ndarray:
+    """(H, W, 3) values >= 0 in a file's own colour space through the (3, 3) matrix into
+    Rec. 709 / D65. Colours outside Rec. 709's gamut (a saturated green in ACES) come out
+    with a negative channel: that channel is clipped to 0, the nearest colour the package's
+    images can hold (not filled from neighbours: the pixel is not an artefact)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        image = image @ to_rec709.T.astype(np.float32)
+    if not np.isfinite(image).all():
+        raise ImageFileError(f"{path}: values too large for float32 once converted to Rec. 709")
+    outside = (image < 0).any(axis=-1)
+    if outside.any():
+        log.info(
+            "%s: %d pixels outside Rec. 709's gamut (%.2g%%): their negative channels set to 0",
+            path,
+            int(outside.sum()),
+            100 * outside.mean(),
+        )
+        image = np.maximum(image, 0)
+    return image
 
 
 REC709_CHROMATICITIES = (0.64, 0.33, 0.30, 0.60, 0.15, 0.06, 0.3127, 0.3290)
