@@ -1,5 +1,6 @@
 """Image files: LDR, NTIRE 16-bit PNG + align ratio, OpenEXR, Radiance; errors name the file."""
 
+import hashlib
 import json
 import logging
 import pickle
@@ -716,7 +717,6 @@ def test_real_poly_haven_panoramas_read_as_linear_float(poly_haven):
 
 def test_npm_exr_modules_are_decoded_with_their_licence(tmp_path):
     import base64
-    import hashlib
     import io as bytes_io
     import json
     import tarfile
@@ -847,7 +847,26 @@ def test_a_held_out_fetch_never_shares_a_folder_with_training_scenes(tmp_path, m
         (held_out / name).write_bytes(b"exr")
     record = {n: {"file": n, "package": "p", "registry": "npm", "licence": "CC0"} for n in names}
     (held_out / "SOURCES.json").write_text(json.dumps(record))
+    with pytest.raises(AssertionError, match="nothing should be downloaded"):
+        samples.pmndrs_exrs(held_out, held_out_only=True)  # an old record: fetched again
+    for name in names:
+        record[name]["sha256"] = hashlib.sha256(b"exr").hexdigest()
+    (held_out / "SOURCES.json").write_text(json.dumps(record))
     assert [p.name for p in samples.pmndrs_exrs(held_out, held_out_only=True)] == names
+    # a scene changed since it was fetched: no longer the held-out set
+    (held_out / "hall.exr").write_bytes(b"another scene")
+    with pytest.raises(HDRUNetError, match=r"hall\.exr: changed since .* delete it to fetch"):
+        samples.pmndrs_exrs(held_out, held_out_only=True)
+    (held_out / "hall.exr").write_bytes(b"exr")
+    # HDR files data=held_out would score beside them: in a symlinked folder, NTIRE pairs
+    (tmp_path / "training").mkdir()
+    (tmp_path / "training" / "night.hdr").write_bytes(b"hdr")
+    (held_out / "linked").symlink_to(tmp_path / "training")
+    (held_out / "0001_gt.png").write_bytes(b"png")
+    with pytest.raises(HDRUNetError, match=r"holds 2 HDR file.*0001_gt\.png, linked/night\.hdr"):
+        samples.pmndrs_exrs(held_out, held_out_only=True)
+    (held_out / "linked").unlink()
+    (held_out / "0001_gt.png").unlink()
     # and the other way round: no training source is fetched into the held-out folder
     monkeypatch.setattr(samples.subprocess, "run", offline)  # poly_haven's pip download
     for source in ("poly_haven", "pmndrs"):

@@ -49,6 +49,15 @@ LINEAR_HDR_EXTENSIONS = (".exr", *RADIANCE_EXTENSIONS, ".pfm")
 """Suffixes of the linear HDR files read here (any case)."""
 HDR_EXTENSIONS = (*LINEAR_HDR_EXTENSIONS, ".png")
 """... and the NTIRE 16-bit PNG (with its align ratio), which holds non-linear HDR."""
+
+
+def is_hdr_ground_truth(path: Path) -> bool:
+    """Whether a file is by its name an HDR image that data sets read: a linear HDR file
+    (:data:`LINEAR_HDR_EXTENSIONS`) or an NTIRE ``*_gt.png``."""
+    suffix = path.suffix.lower()
+    return suffix in LINEAR_HDR_EXTENSIONS or (suffix == ".png" and path.stem.endswith(GT_SUFFIX))
+
+
 _EXR_COMPRESSION = {
     "none": OpenEXR.NO_COMPRESSION,
     "zip": OpenEXR.ZIP_COMPRESSION,

@@ -34,8 +34,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from hdrunet_pl.data.walk import files_under
 from hdrunet_pl.errors import HDRUNetError
-from hdrunet_pl.io import LINEAR_HDR_EXTENSIONS, NEW_FILE_MODE
+from hdrunet_pl.io import NEW_FILE_MODE, is_hdr_ground_truth
 
 VISER_SPEC = "viser==1.0.16"
 HDRI_FOLDER = "viser/client/public/hdri/"
@@ -134,6 +135,25 @@ def _folder_lock(dest: Path) -> Iterator[None]:
         os.close(handle)  # releases the lock
 
 
+def _fetched_here(dest: Path, names: list[str]) -> bool:
+    """Whether every file of ``names`` is in ``dest`` as this module fetched it (its bytes'
+    sha256 as recorded); False when one is missing or unrecorded, or its record (of an
+    earlier version) has no sha256: it is fetched again. Refuses (one line) a file that was
+    changed since it was fetched: the set it belongs to is no longer the one named."""
+    known = _recorded(dest) if dest.is_dir() else {}
+    for name in names:
+        path = dest / name
+        if not (path.is_file() and not path.is_symlink() and known.get(name, {}).get("sha256")):
+            return False
+    for name in names:
+        if _sha256((dest / name).read_bytes()) != known[name]["sha256"]:
+            raise HDRUNetError(
+                f"{dest / name}: changed since hdrunet_pl.samples fetched it (its sha256 is "
+                f"not the one in {RECORD_FILE}); delete it to fetch it again"
+            )
+    return True
+
+
 def _write_samples(dest: Path, files: dict[str, bytes], records: list[SampleRecord]) -> None:
     """Write ``files`` (name -> bytes) into ``dest`` and record them; refuses (one line,
     before writing anything) a file of such a name that this module did not fetch, or that
@@ -168,13 +188,10 @@ def poly_haven_hdris(dest: str | Path) -> list[Path]:
     dest = Path(dest)
     _refuse_held_out_folder(dest)
     known = _recorded(dest) if dest.is_dir() else {}
-    found = sorted(
-        dest / name
-        for name, record in known.items()
-        if record.get("package") == VISER_SPEC and (dest / name).is_file()
-    )
-    if len(found) >= 10:  # fetched here before (a user's own .hdr files do not count)
-        return found
+    found = sorted(name for name, record in known.items() if record.get("package") == VISER_SPEC)
+    # fetched here before (a user's own .hdr files do not count)
+    if len(found) >= 10 and _fetched_here(dest, found):
+        return [dest / name for name in found]
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--timeout", "30"]
@@ -224,10 +241,10 @@ def _check_held_out_folder(dest: Path, names: list[str]) -> None:
     would be scored as held out."""
     if not dest.is_dir():
         return
-    others = sorted(
+    others = sorted(  # as data=held_out finds them: symlinked folders, NTIRE pairs too
         str(p.relative_to(dest))
-        for p in dest.rglob("*")
-        if p.suffix.lower() in LINEAR_HDR_EXTENSIONS and str(p.relative_to(dest)) not in names
+        for p in files_under(dest)
+        if is_hdr_ground_truth(p) and str(p.relative_to(dest)) not in names
     )
     if others:
         shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
@@ -265,8 +282,7 @@ def pmndrs_exrs(dest: str | Path, held_out_only: bool = False) -> list[Path]:
         _check_held_out_folder(dest, names)
     else:
         _refuse_held_out_folder(dest)
-    known = _recorded(dest) if dest.is_dir() else {}
-    if all((dest / name).is_file() and name in known for name in names):
+    if _fetched_here(dest, names):
         return [dest / name for name in names]
     dest.mkdir(parents=True, exist_ok=True)
     data, licence = _npm_tarball(PMNDRS_PACKAGE, PMNDRS_VERSION)

@@ -22,11 +22,11 @@ from hdrunet_pl.data.synthetic import scene_generator
 from hdrunet_pl.data.walk import files_under
 from hdrunet_pl.errors import DatasetError, HDRUNetError
 from hdrunet_pl.io import (
-    GT_SUFFIX,
     LINEAR_HDR_EXTENSIONS,
     NEGATIVE,
     alignratio_path_for,
     hdr_image_size,
+    is_hdr_ground_truth,
     read_linear_hdr,
 )
 from hdrunet_pl.metrics import BLACK_GROUND_TRUTH, is_black
@@ -45,14 +45,7 @@ def find_hdr_files(root: str | Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: no such folder (set data.root to a folder of HDR images)")
-    files = sorted(
-        p
-        for p in files_under(root)
-        if (
-            p.suffix.lower() in LINEAR_HDR_EXTENSIONS
-            or (p.suffix.lower() == ".png" and p.stem.endswith(GT_SUFFIX))
-        )
-    )
+    files = sorted(p for p in files_under(root) if is_hdr_ground_truth(p))
     if not files:
         raise DatasetError(
             f"{root}: no HDR images ({', '.join(LINEAR_HDR_EXTENSIONS)} or NTIRE *_gt.png) found"
