@@ -280,6 +280,11 @@ def test_held_out_scores_the_middle_of_panoramas_and_all_of_other_photographs(tm
     assert heights() == {n: 20 if n.startswith("pano") else 40 for n in every_setting}
     assert heights(rows=None) == dict.fromkeys(every_setting, 40)
     assert heights(rows=[0.5, 1.0]) == dict.fromkeys(every_setting, 20)
+    assert instantiate(cfg.data).rows_note == (  # what hdrunet-eval prints
+        "the middle half of the rows of 1 equirectangular panorama(s), every row of the 2 "
+        "other image(s) (data.rows=panoramas)"
+    )
+    assert instantiate(cfg.data, rows=None).rows_note == ""
     with pytest.raises(ValueError, match="panoramas or null, got 'panorama'"):
         HeldOutCaptures(str(folder), {"any": CameraModel()}, rows="panorama")
 

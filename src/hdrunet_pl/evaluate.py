@@ -253,6 +253,7 @@ class Samples:
     count: int
     items: Iterator[Sample]
     groups: tuple[str, ...] = ()  # name suffixes (``<image>_<group>``) to report means of
+    region: str = ""  # what is scored of each image when not all of it, in words
 
 
 def folder_samples(
@@ -382,7 +383,8 @@ def model_samples(cfg: DictConfig) -> Samples:
                 yield Sample(name, pred, gt, ldr)
 
     groups = tuple(getattr(datamodule, "settings", ()))
-    return Samples(len(datamodule.val_set), items(), groups)
+    region = getattr(datamodule, "rows_note", "")
+    return Samples(len(datamodule.val_set), items(), groups, region)
 
 
 def read_ahead(items: Iterator[Sample], depth: int = 2) -> Iterator[Sample]:
@@ -550,6 +552,8 @@ def run(cfg: DictConfig) -> list[ImageScore]:
     mean = means(scores)
     print(f"{len(scores)} images; per-image means (NTIRE 2021 definitions):")
     print(f"  PSNR-mu {mean['psnr_mu']:.4f} dB   PSNR-L {mean['psnr_l']:.4f} dB")
+    if samples.region:
+        print(f"  scored: {samples.region}")
     if mean["identity_psnr_mu"] is not None:
         print(
             f"  LDR identity: PSNR-mu {mean['identity_psnr_mu']:.4f} dB   "

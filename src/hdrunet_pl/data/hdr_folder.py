@@ -118,6 +118,7 @@ class HDRFolderDataset(Dataset):
             raise ValueError(f"negative must be one of {NEGATIVE}, got {negative!r}")
         self.negative = negative
         problems = []
+        self.banded = 0  # how many files lose rows to ``rows``
         for path in self.files:
             try:
                 if path.suffix.lower() == ".png" and not alignratio_path_for(path).is_file():
@@ -128,6 +129,7 @@ class HDRFolderDataset(Dataset):
                 problems.append(str(err))
                 continue
             top, bottom = self._band(height, width)
+            self.banded += (top, bottom) != (0, height)
             if bottom <= top:
                 problems.append(
                     f"{path}: data.rows={list(self.rows)} keeps none of its {height} rows; "
@@ -139,6 +141,19 @@ class HDRFolderDataset(Dataset):
                     "patch; choose a smaller patch or remove the image"
                 )
         DatasetError.check(self.files[0].parent, problems)
+
+    def rows_note(self) -> str:
+        """What ``rows`` keeps of these files, in words ("" for every row of every file)."""
+        if not self.banded:
+            return ""
+        if self.rows == PANORAMAS:
+            others = len(self.files) - self.banded
+            whole = f", every row of the {others} other image(s)" if others else ""
+            return (
+                f"the middle half of the rows of {self.banded} equirectangular panorama(s)"
+                f"{whole} (data.rows={PANORAMAS})"
+            )
+        return f"rows {self.rows[0]:g} to {self.rows[1]:g} of each image (data.rows)"
 
     def _band(self, height: int, width: int) -> tuple[int, int]:
         """The rows kept of a height x width image: [top, bottom)."""

@@ -70,15 +70,14 @@ class HeldOutCaptures:
             raise HDRUNetError("data.captures: give at least one camera setting")
         files = find_hdr_files(root)
         self.settings = tuple(captures)
+        datasets = [
+            HDRFolderDataset(files, camera, False, seed=seed, rows=rows, negative=negative)
+            for camera in captures.values()
+        ]
         self.val_set = ConcatDataset(
-            [
-                NamedCapture(
-                    HDRFolderDataset(files, camera, False, seed=seed, rows=rows, negative=negative),
-                    name,
-                )
-                for name, camera in captures.items()
-            ]
+            [NamedCapture(d, name) for d, name in zip(datasets, captures, strict=True)]
         )
+        self.rows_note = datasets[0].rows_note()  # what is scored of each file, in words
 
     def setup(self, stage: str | None = None) -> None:
         """Nothing to prepare (for the LightningDataModule interface)."""
