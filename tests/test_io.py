@@ -22,6 +22,7 @@ from hdrunet_pl.io import (
     read_exr,
     read_hdr_png,
     read_ldr,
+    read_ldr_codes,
     read_linear_hdr,
     read_radiance,
     rgb_to_rec709_matrix,
@@ -44,6 +45,64 @@ def test_ldr_round_trip_is_8_bit_exact(tmp_path):
     write_ldr(tmp_path / "a.png", image)
     assert png_info(tmp_path / "a.png").bit_depth == 8
     np.testing.assert_array_equal(read_ldr(tmp_path / "a.png"), image)
+
+
+def _with_png_chunk(png: bytes, kind: bytes, data: bytes) -> bytes:
+    """A PNG file's bytes with one more chunk right after its header chunk."""
+    import struct
+    import zlib
+
+    chunk = struct.pack(">I", len(data)) + kind + data
+    chunk += struct.pack(">I", zlib.crc32(kind + data))
+    end_of_header = 8 + 8 + 13 + 4
+    return png[:end_of_header] + chunk + png[end_of_header:]
+
+
+def test_an_embedded_colour_profile_is_converted_to_srgb(tmp_path, caplog):
+    """A phone photo in Display P3 is read in sRGB, as a colour-managed viewer shows it (by
+    LittleCMS), not as if its codes were sRGB's; an sRGB profile changes nothing; what
+    cannot be converted is read as sRGB with a log line."""
+    import zlib
+
+    from PIL import Image, ImageCms
+
+    from .icc import DISPLAY_P3, matrix_trc_profile, srgb_encode, stored_gamma
+
+    levels = np.array([0, 40, 90, 128, 200, 255], np.uint8)
+    codes = np.stack(np.meshgrid(levels, levels, levels), axis=-1).reshape(12, 18, 3)
+    p3 = matrix_trc_profile(DISPLAY_P3, 2.2, "Display P3 (test)")
+    Image.fromarray(codes).save(tmp_path / "p3.png", icc_profile=p3)
+    with caplog.at_level(logging.INFO, logger="hdrunet_pl.io"):
+        read = read_ldr_codes(tmp_path / "p3.png")
+    assert "p3.png: converted from its colour profile 'Display P3 (test)' to sRGB" in caplog.text
+    p3_to_srgb = np.linalg.inv(rgb_to_xyz_matrix(REC709_CHROMATICITIES)) @ rgb_to_xyz_matrix(
+        DISPLAY_P3
+    )
+    linear = (codes / 255.0) ** stored_gamma(2.2) @ p3_to_srgb.T
+    expected = np.round(srgb_encode(linear) * 255)
+    assert np.abs(read.astype(int) - expected).max() <= 2
+    assert np.abs(read.astype(int) - codes).max() > 20  # not the codes as stored
+    # an sRGB profile: the codes as stored
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(codes).save(tmp_path / "srgb.png", icc_profile=srgb)
+    np.testing.assert_array_equal(read_ldr_codes(tmp_path / "srgb.png"), codes)
+    # 16 bits (LittleCMS through Pillow converts 8): read as stored, said
+    deep = (codes.astype(np.uint16) * 257)[..., ::-1]
+    png = cv2.imencode(".png", deep)[1].tobytes()
+    iccp = b"Display P3\0\0" + zlib.compress(p3)
+    (tmp_path / "deep.png").write_bytes(_with_png_chunk(png, b"iCCP", iccp))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hdrunet_pl.io"):
+        np.testing.assert_array_equal(read_ldr_codes(tmp_path / "deep.png"), deep[..., ::-1])
+    assert "deep.png: 16-bit image in colour profile 'Display P3 (test)', read as sRGB" in (
+        caplog.text
+    )
+    # a profile LittleCMS cannot read: as sRGB, said
+    Image.fromarray(codes).save(tmp_path / "bad.png", icc_profile=b"not a profile")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hdrunet_pl.io"):
+        np.testing.assert_array_equal(read_ldr_codes(tmp_path / "bad.png"), codes)
+    assert "bad.png: unusable colour profile" in caplog.text
 
 
 def test_alignratio_naming_follows_ntire():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import io
 import logging
 import os
 import re
@@ -352,7 +353,65 @@ def read_ldr_codes(path: str | Path, upright: bool = True) -> np.ndarray:
             log.warning("%s: alpha channel dropped", path)
     if image.dtype not in (np.uint8, np.uint16):
         raise ImageFileError(f"{path}: {image.dtype} pixels; an LDR image needs 8 or 16 bits")
-    return _bgr_to_rgb(image, path)
+    return _to_srgb(_bgr_to_rgb(image, path), path)
+
+
+def _icc_profile(path: Path) -> bytes | None:
+    """The ICC colour profile embedded in an LDR file (JPEG, PNG, TIFF, WebP), if any."""
+    try:
+        with Image.open(path) as file:
+            return file.info.get("icc_profile") or None
+    except (OSError, ValueError, SyntaxError):
+        return None
+
+
+_SRGB_TOLERANCE = 1
+"""Codes by which a profile's conversion to sRGB may move a colour and the file still be
+read as sRGB (the many sRGB profiles differ by rounding)."""
+
+
+def _to_srgb(image: np.ndarray, path: Path) -> np.ndarray:
+    """(H, W, 3) codes of ``path`` in sRGB: an embedded colour profile other than sRGB's
+    (Display P3 of phone photos, Adobe RGB of cameras) is converted by LittleCMS (Pillow's
+    ImageCms; relative colorimetric: colours outside sRGB are clipped to its gamut), as a
+    colour-managed viewer shows the file. The package's images, like the NTIRE data, are
+    sRGB (Rec. 709 primaries); a profile left unapplied would shift every colour."""
+    icc = _icc_profile(path)
+    if icc is None:
+        return image
+    from PIL import ImageCms
+
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if source.profile.xcolor_space.strip() != "RGB":
+            return image  # a grey profile (grey is grey); CMYK is OpenCV's to convert
+        name = ImageCms.getProfileDescription(source).strip() or "unnamed"
+        transform = ImageCms.buildTransform(
+            source,
+            ImageCms.createProfile("sRGB"),
+            "RGB",
+            "RGB",
+            renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
+        )
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as err:
+        log.warning("%s: unusable colour profile (%s); read as sRGB", path, one_line(err))
+        return image
+    levels = np.linspace(0, 255, 6).astype(np.uint8)
+    probe = np.stack(np.meshgrid(levels, levels, levels), axis=-1).reshape(1, -1, 3)
+    probed = np.asarray(ImageCms.applyTransform(Image.fromarray(probe), transform))
+    if np.abs(probed.astype(int) - probe).max() <= _SRGB_TOLERANCE:
+        return image  # an sRGB profile
+    if image.dtype != np.uint8:
+        log.warning(
+            "%s: 16-bit image in colour profile %r, read as sRGB (not converted: convert it "
+            "to sRGB first for its true colours)",
+            path,
+            name,
+        )
+        return image
+    log.info("%s: converted from its colour profile %r to sRGB", path, name)
+    converted = ImageCms.applyTransform(Image.fromarray(image), transform)
+    return np.array(converted)
 
 
 def _tiff_with_alpha(path: Path) -> bool:
