@@ -156,11 +156,19 @@ def test_channel_modulation_means_in_bands_equal_the_whole_images(monkeypatch):
     assert random_net(8).global_features(ldr.float()) is None  # SFT: local only
 
 
-def test_automatic_tiling_follows_the_memory_budget():
-    predictor = Predictor(random_net(8), precision="32", memory_gb=0.01)
+def test_automatic_tiling_follows_the_memory_budget(caplog):
+    predictor = Predictor(random_net(8), precision="32", memory_gb=1)
     assert predictor.auto_tile(64, 64) == 0
     side = predictor.auto_tile(2000, 3000)
-    assert 0 < side < 2000 and side % 4 == 0
+    assert 2 * DEFAULT_OVERLAP < side < 2000 and side % 4 == 0
+    assert predictor.auto_tile(1500, 2200) > side  # a smaller image leaves more for tiles
+    # a budget too small for useful tiles: tiles of two overlaps, and a line that says so
+    with caplog.at_level(logging.WARNING, logger="hdrunet_pl.inference"):
+        assert (
+            Predictor(random_net(8), precision="32", memory_gb=0.01).auto_tile(2000, 3000)
+            == 2 * DEFAULT_OVERLAP
+        )
+    assert "a 2000x3000 image needs more than memory_gb=0.01 in 448-pixel tiles" in caplog.text
 
 
 @pytest.mark.parametrize("fmt", ["png", "exr", "hdr"])
@@ -422,7 +430,9 @@ def test_export_matches_pytorch_on_odd_sizes(tmp_path, request, network, fmt):
 
 
 @pytest.mark.slow
-def test_a_24_megapixel_photo_runs_in_under_4_gb(tmp_path):
+def test_a_24_megapixel_photo_stays_within_the_memory_budget(tmp_path):
+    """Automatic tiling counts the whole image's own buffers: the process's peak stays within
+    memory_gb (default 5 GiB) above its start (torch and the model, about 0.4 GB)."""
     import cv2
 
     from hdrunet_pl import save_model
@@ -440,7 +450,7 @@ def test_a_24_megapixel_photo_runs_in_under_4_gb(tmp_path):
     result = run_tool("hdrunet-predict", [*args, "format=exr"], tmp_path, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     peak = float(result.stdout.split("peak memory ")[1].split(" GB")[0])
-    assert peak < 4.0, result.stdout
+    assert peak < 5.0 + 0.5, result.stdout
     assert read_exr(tmp_path / "out" / "photo.exr").shape == (4000, 6000, 3)
 
 

@@ -29,20 +29,24 @@ from hdrunet_pl.runtime import keep_freed_memory
 log = logging.getLogger(__name__)
 
 RECEPTIVE_RADIUS = 96
-"""Pixels beyond which an input change cannot reach an output pixel (measured: 92)."""
+"""Pixels beyond which an input change cannot reach an output pixel (measured: 92-93)."""
 BLEND = 32
 """Width of the linear cross-fade between neighbouring tiles."""
 DEFAULT_OVERLAP = 2 * RECEPTIVE_RADIUS + BLEND
-BYTES_PER_PIXEL_PER_CHANNEL = {torch.float32: 38, torch.bfloat16: 20, torch.float16: 20}
+BYTES_PER_PIXEL_PER_CHANNEL = {torch.float32: 38, torch.bfloat16: 21, torch.float16: 21}
 """Peak inference memory per pixel and feature channel, measured on CPU (channels_last,
-nf 64, a 1060x1900 frame whole): fp32 4.64 GB above the process's start (first frame and
-steady state alike), bf16 2.6 GB (AVX-512 bf16 machines); a GPU needs less."""
+nf 64): fp32 4.64 GB above the process's start for a 1060x1900 frame whole (first frame
+and steady state alike), bf16 2.6 GB (AVX-512 bf16 machines) and 4.15 GB for 1748-pixel
+tiles of a 24-megapixel photo (1,356 bytes per pixel); a GPU needs less."""
 MEMORY_VS_HDRUNET = {"expandnet": 1.35}
 """Peak inference memory of a network (by its config's ``arch``) relative to HDRUNet's at
 the same nf (ExpandNet: 1.2-1.35x, measured on CPU in fp32 at 0.25 and 1 megapixel)."""
 PRECISIONS = ("auto", "32", "bf16", "16")
-IMAGE_BUFFERS = 5
-"""Whole-image float32 RGB buffers alive besides the activations (counted in the budget)."""
+IMAGE_BUFFERS = 11
+"""Whole-image float32 RGB buffers alive besides the activations (counted in the budget):
+measured with hdrunet-predict on a 24-megapixel JPEG written as EXR in 512-pixel tiles,
+3.12 GB above the start beyond the tiles' activations (decoding, the input, the blended
+output, its linear copy and the written file read back)."""
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -239,7 +243,20 @@ class Predictor:
         if height * width <= budget_pixels:
             return 0
         side = int(math.sqrt(budget_pixels)) // SCALE_FACTOR * SCALE_FACTOR
-        return max(side, self.overlap + 4 * SCALE_FACTOR)
+        # smaller tiles would compute each pixel more than 4 times over (tile = 2 overlaps)
+        smallest = max(2 * self.overlap, self.overlap + 4 * SCALE_FACTOR)
+        if side < smallest and self.tile_batch == 1:
+            log.warning(
+                "a %dx%d image needs more than memory_gb=%g in %d-pixel tiles (smaller ones "
+                "would compute each pixel many times over); give memory_gb=%g or more to "
+                "stay within the budget",
+                height,
+                width,
+                self.memory_gb,
+                smallest,
+                math.ceil((image_bytes + smallest**2 * self.bytes_per_pixel()) / 2**30),
+            )
+        return max(side, smallest)
 
     def _autocast(self):
         if self.dtype == torch.float32:
@@ -325,7 +342,7 @@ def tiled_forward(
             weight = t.weight.to(batch.dtype)
             out[:, :, t.top : t.bottom, t.left : t.right] += pred.to(batch.dtype) * weight
             total[t.top : t.bottom, t.left : t.right] += weight
-    return out / total
+    return out.div_(total)  # in place: one whole-image buffer fewer
 
 
 def _chunks(items: list[Tile], size: int) -> Iterator[list[Tile]]:

@@ -978,7 +978,7 @@ def write_exr(
         raise ValueError(f"compression must be one of {sorted(_EXR_COMPRESSION)}")
     image = _check_finite(np.asarray(image, dtype=np.float32), path)
     _rgb_to_bgr(image, path)  # shape check
-    pixels = np.ascontiguousarray(image.astype(np.float16 if half else np.float32))
+    pixels = np.ascontiguousarray(image.astype(np.float16 if half else np.float32, copy=False))
     header = {"compression": _EXR_COMPRESSION[compression], "type": OpenEXR.scanlineimage}
     with atomic_path(path) as tmp:
         try:
@@ -1273,7 +1273,8 @@ def write_hdr(path: str | Path, nonlinear: np.ndarray) -> list[Path]:
     if suffix == ".png":
         write_hdr_png(path, nonlinear)
         return [path, alignratio_path_for(path)]
-    linear = np.maximum(np.asarray(nonlinear, dtype=np.float32), 0) ** np.float32(GAMMA)
+    linear = np.maximum(np.asarray(nonlinear, dtype=np.float32), 0, order="C")
+    np.power(linear, np.float32(GAMMA), out=linear)  # in place: one image buffer fewer
     if suffix == ".exr":
         write_exr(path, linear)
     elif suffix == ".hdr":
