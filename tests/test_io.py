@@ -676,23 +676,35 @@ def test_subsampled_chroma_is_interpolated_between_its_samples(tmp_path):
     np.testing.assert_allclose(red_over_luma[:, 0], [0.0, 0.3, 0.6, 0.6], atol=1e-6)
     np.testing.assert_allclose(image[..., 2], luma * 0.5, rtol=1e-6)
     np.testing.assert_allclose(image @ weights, luma, rtol=1e-5)  # luminance kept
+
     # the same through a file: the binding (3.x) writes a subsampled channel from the first
     # h * w / 4 values of a full-size array
-    full = {}
-    for name, samples in (("RY", ry), ("BY", by)):
+    def subsampled(samples: np.ndarray) -> OpenEXR.Channel:
         flat = np.zeros(luma.size, np.float32)
         flat[: samples.size] = samples.ravel()
-        full[name] = OpenEXR.Channel(flat.reshape(luma.shape), 2, 2)
+        return OpenEXR.Channel(flat.reshape(luma.shape), 2, 2)
+
+    full = {"RY": subsampled(ry), "BY": subsampled(by)}
     _write_exr(tmp_path / "yc.exr", {"Y": OpenEXR.Channel(luma)} | full)
     with OpenEXR.File(str(tmp_path / "yc.exr"), separate_channels=True) as f:
         stored = f.parts[0].channels
         np.testing.assert_array_equal(stored["RY"].pixels, ry)  # the file holds the samples
     np.testing.assert_allclose(read_exr(tmp_path / "yc.exr"), image, rtol=1e-6)
-    # colour channels subsampled the same way: refused by name, not a bare numpy error
+    # colour channels subsampled the same way: refused by name, not a bare numpy error, nor
+    # read at the smaller size when every one of them is
     rgb = {"G": OpenEXR.Channel(luma), "R": full["RY"], "B": full["BY"]}
     _write_exr(tmp_path / "sub.exr", rgb)
     with pytest.raises(ImageFileError, match=r"sub\.exr: OpenEXR with subsampled B, R channels"):
         read_exr(tmp_path / "sub.exr")
+    _write_exr(tmp_path / "all.exr", {c: subsampled(ry) for c in "RGB"})
+    with pytest.raises(ImageFileError, match=r"subsampled B, G, R channels"):
+        read_exr(tmp_path / "all.exr")
+    # alpha and depth are dropped, subsampled or not
+    _write_exr(
+        tmp_path / "rgbaz.exr",
+        {**{c: OpenEXR.Channel(luma) for c in "RGB"}, "A": subsampled(ry), "Z": subsampled(by)},
+    )
+    np.testing.assert_array_equal(read_exr(tmp_path / "rgbaz.exr"), np.stack([luma] * 3, -1))
 
 
 def test_an_exr_in_other_primaries_is_converted_to_rec709(tmp_path):

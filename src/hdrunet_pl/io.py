@@ -775,37 +775,37 @@ def read_exr(path: str | Path, negative: str = "clip") -> np.ndarray:
                 log.info("%s: multi-part OpenEXR, reading its image part %r", path, part.name())
             if layer:
                 log.info("%s: reading the image of its layer %r", path, layer[:-1])
-            channels = {
-                name.removeprefix(layer): ch.pixels
+            found = {
+                name.removeprefix(layer): ch
                 for name, ch in part.channels.items()
                 if name.startswith(layer) and name.removeprefix(layer) in _COLOUR_CHANNELS
             }
+            channels = {name: ch.pixels for name, ch in found.items()}
+            sampling = {name: (ch.xSampling, ch.ySampling) for name, ch in found.items()}
             chromaticities = part.header.get("chromaticities")
     except ImageFileError:
         raise
     except Exception as err:
         raise ImageFileError(f"{path}: unreadable OpenEXR file ({err})") from None
-    integer = sorted(n for n, pixels in channels.items() if n != "A" and pixels.dtype.kind in "ui")
+    if "A" in channels:
+        log.warning("%s: alpha channel dropped", path)
+        del channels["A"]
+    if "Z" in channels and "X" not in channels:  # OpenEXR's depth channel, not CIE Z
+        del channels["Z"]
+    integer = sorted(n for n, pixels in channels.items() if pixels.dtype.kind in "ui")
     if integer:
         raise ImageFileError(
             f"{path}: integer OpenEXR channels ({', '.join(integer)}: ids or masks?), not "
             "radiance; save half or float channels"
         )
-    full = max((pixels.shape for pixels in channels.values()), key=np.prod, default=None)
-    subsampled = sorted(
-        n for n, pixels in channels.items() if n not in ("RY", "BY") and pixels.shape != full
-    )
+    subsampled = sorted(n for n in channels if n not in ("RY", "BY") and sampling[n] != (1, 1))
     if subsampled:
         raise ImageFileError(
             f"{path}: OpenEXR with subsampled {', '.join(subsampled)} channels (only RY and BY "
             "chroma may be); save every colour channel at full resolution"
         )
-    if "A" in channels:
-        log.warning("%s: alpha channel dropped", path)
     primaries = _exr_chromaticities(chromaticities, path)
     to_rec709 = None  # set for CIE XYZ channels, else from the primaries below
-    if "Z" in channels and "X" not in channels:  # OpenEXR's depth channel, not CIE Z
-        del channels["Z"]
     for group in ("RGB", "XZ"):  # a colour set in part: its other channels would be lost
         present = [c for c in group if c in channels]
         if present and len(present) < len(group) and not {"R", "G", "B"} <= channels.keys():
