@@ -238,6 +238,41 @@ def test_stream_records_read_every_ldr_kind_as_the_ntire_data_set_does(tmp_path)
     assert float(record_to_pair(load_pair_record(_args(tmp_path, "0000")))["ldr"].max()) <= 1
 
 
+def test_crops_hold_the_ldr_as_training_reads_the_whole_frame(tmp_path):
+    """Every LDR kind (16-bit, RGBA, grey, 8-bit in a Display P3 profile): a sub-image's LDR
+    reads as the same window of the whole frame (the profile converted, not dropped)."""
+    from PIL import Image
+
+    from hdrunet_pl.prepare import run_crop
+
+    from .icc import DISPLAY_P3, matrix_trc_profile
+
+    rng = np.random.default_rng(1)
+    ldrs = {
+        "0000": rng.integers(0, 65536, (48, 48, 3), dtype=np.uint16),
+        "0001": rng.integers(0, 256, (48, 48, 4), dtype=np.uint8),
+        "0002": rng.integers(0, 256, (48, 48), dtype=np.uint8),
+        "0003": rng.integers(0, 256, (48, 48, 3), dtype=np.uint8),
+    }
+    src = tmp_path / "frames"
+    for name, ldr in ldrs.items():
+        write_ntire_frame(src, name, random_hdr(48, 48, seed=int(name)), ldr=ldr)
+    profile = matrix_trc_profile(DISPLAY_P3, 2.2, "Display P3 (test)")
+    Image.fromarray(ldrs["0003"]).save(src / "0003_medium.png", icc_profile=profile)
+    assert run_crop(str(src), str(tmp_path / "crops"), 32, 16, 0, 1)[0] == 16
+    whole = {
+        p.name: item
+        for p, item in zip(find_ntire_pairs(src), NTIREDataset(find_ntire_pairs(src)), strict=True)
+    }
+    crops = find_ntire_pairs(tmp_path / "crops")
+    boxes = crop_boxes(48, 48, 32, 16, 0)
+    for pair, item in zip(crops, NTIREDataset(crops), strict=True):
+        name, index = pair.name.split("_s")
+        top, left = boxes[int(index) - 1]
+        expected = whole[name]["ldr"][:, top : top + 32, left : left + 32]
+        torch.testing.assert_close(item["ldr"], expected, rtol=0, atol=0, msg=pair.name)
+
+
 def _args(folder, name):
     pair = next(p for p in find_ntire_pairs(folder) if p.name == name)
     return (pair.name, str(pair.ldr), str(pair.gt), str(pair.alignratio))

@@ -107,7 +107,9 @@ def crop_pair(
     of that name that it did not write stops the run instead of being written over.
     """
     folder = OutputFolder(output, TOOL, [pair.ldr, pair.gt, pair.alignratio])
-    ldr = imread(pair.ldr)
+    # the LDR's codes as training reads them (a colour profile converted to sRGB: the crop
+    # carries none), in OpenCV's order for writing; the GT as stored
+    ldr = np.ascontiguousarray(read_ldr_codes(pair.ldr, upright=False)[..., ::-1])
     gt = imread(pair.gt)
     ratio = np.float32(read_alignratio(pair.alignratio))
     written = skipped = 0
