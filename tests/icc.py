@@ -38,28 +38,8 @@ def _padded(data: bytes) -> bytes:
     return data + bytes(-len(data) % 4)
 
 
-def matrix_trc_profile(chromaticities: tuple[float, ...], gamma: float, name: str) -> bytes:
-    """An RGB display profile: linear RGB = codes ** ``gamma`` (each channel), to XYZ by the
-    primaries and white of ``chromaticities`` (8 CIE xy numbers), adapted to D50 by
-    Bradford as the specification asks."""
-    to_xyz = rgb_to_xyz_matrix(chromaticities)
-    white = to_xyz.sum(axis=1)
-    adapt = np.linalg.inv(_BRADFORD) @ np.diag((_BRADFORD @ D50) / (_BRADFORD @ white)) @ _BRADFORD
-    colorants = adapt @ to_xyz
-    text = name.encode("ascii") + b"\0"
-    desc = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(4 + 4 + 2 + 1 + 67)
-    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, round(stored_gamma(gamma) * 256))
-    tags = [
-        (b"desc", desc),
-        (b"wtpt", _xyz_tag(D50)),
-        (b"rXYZ", _xyz_tag(colorants[:, 0])),
-        (b"gXYZ", _xyz_tag(colorants[:, 1])),
-        (b"bXYZ", _xyz_tag(colorants[:, 2])),
-        (b"rTRC", curve),
-        (b"gTRC", curve),
-        (b"bTRC", curve),
-        (b"cprt", b"text" + bytes(4) + b"no copyright, test data\0"),
-    ]
+def _profile(space: bytes, tags: list[tuple[bytes, bytes]]) -> bytes:
+    """A display profile's bytes: the 128-byte header, the tag table, the tags."""
     offset = 128 + 4 + 12 * len(tags)
     table, body = b"", b""
     for signature, data in tags:
@@ -70,7 +50,9 @@ def matrix_trc_profile(chromaticities: tuple[float, ...], gamma: float, name: st
         struct.pack(">I", size)
         + bytes(4)
         + struct.pack(">I", 0x02100000)
-        + b"mntrRGB XYZ "
+        + b"mntr"
+        + space
+        + b"XYZ "
         + struct.pack(">6H", 2026, 12, 7, 0, 0, 0)
         + b"acsp"
         + bytes(4 + 4 + 4 + 4 + 8 + 4)
@@ -79,6 +61,45 @@ def matrix_trc_profile(chromaticities: tuple[float, ...], gamma: float, name: st
     )
     assert len(header) == 128
     return header + struct.pack(">I", len(tags)) + table + body
+
+
+def _text_tags(name: str) -> list[tuple[bytes, bytes]]:
+    text = name.encode("ascii") + b"\0"
+    desc = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(4 + 4 + 2 + 1 + 67)
+    return [(b"desc", desc), (b"cprt", b"text" + bytes(4) + b"no copyright, test data\0")]
+
+
+def _curve(gamma: float) -> bytes:
+    return b"curv" + bytes(4) + struct.pack(">IH", 1, round(stored_gamma(gamma) * 256))
+
+
+def grey_profile(gamma: float, name: str) -> bytes:
+    """A grey display profile: luminance = codes ** ``gamma``."""
+    return _profile(
+        b"GRAY", [*_text_tags(name), (b"wtpt", _xyz_tag(D50)), (b"kTRC", _curve(gamma))]
+    )
+
+
+def matrix_trc_profile(chromaticities: tuple[float, ...], gamma: float, name: str) -> bytes:
+    """An RGB display profile: linear RGB = codes ** ``gamma`` (each channel), to XYZ by the
+    primaries and white of ``chromaticities`` (8 CIE xy numbers), adapted to D50 by
+    Bradford as the specification asks."""
+    to_xyz = rgb_to_xyz_matrix(chromaticities)
+    white = to_xyz.sum(axis=1)
+    adapt = np.linalg.inv(_BRADFORD) @ np.diag((_BRADFORD @ D50) / (_BRADFORD @ white)) @ _BRADFORD
+    colorants = adapt @ to_xyz
+    curve = _curve(gamma)
+    tags = [
+        *_text_tags(name),
+        (b"wtpt", _xyz_tag(D50)),
+        (b"rXYZ", _xyz_tag(colorants[:, 0])),
+        (b"gXYZ", _xyz_tag(colorants[:, 1])),
+        (b"bXYZ", _xyz_tag(colorants[:, 2])),
+        (b"rTRC", curve),
+        (b"gTRC", curve),
+        (b"bTRC", curve),
+    ]
+    return _profile(b"RGB ", tags)
 
 
 def srgb_encode(linear: np.ndarray) -> np.ndarray:

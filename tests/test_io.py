@@ -66,7 +66,7 @@ def test_an_embedded_colour_profile_is_converted_to_srgb(tmp_path, caplog):
 
     from PIL import Image, ImageCms
 
-    from .icc import DISPLAY_P3, matrix_trc_profile, srgb_encode, stored_gamma
+    from .icc import DISPLAY_P3, grey_profile, matrix_trc_profile, srgb_encode, stored_gamma
 
     levels = np.array([0, 40, 90, 128, 200, 255], np.uint8)
     codes = np.stack(np.meshgrid(levels, levels, levels), axis=-1).reshape(12, 18, 3)
@@ -95,6 +95,24 @@ def test_an_embedded_colour_profile_is_converted_to_srgb(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="hdrunet_pl.io"):
         np.testing.assert_array_equal(read_ldr_codes(tmp_path / "deep.png"), deep[..., ::-1])
     assert "deep.png: 16-bit image in colour profile 'Display P3 (test)', read as sRGB" in (
+        caplog.text
+    )
+    # a grey profile's tone curve (Photoshop's grey working spaces), converted
+    ramp = np.linspace(0, 255, 16).astype(np.uint8).reshape(4, 4)
+    Image.fromarray(ramp).save(tmp_path / "grey.png", icc_profile=grey_profile(1.8, "Gray 1.8"))
+    expected = np.round(srgb_encode((ramp / 255.0) ** stored_gamma(1.8)) * 255)
+    read = read_ldr_codes(tmp_path / "grey.png")
+    assert np.abs(read.astype(int) - expected[..., None]).max() <= 2
+    assert np.abs(read[..., 0].astype(int) - ramp).max() > 10
+    # CMYK ink (OpenCV's to turn into RGB) is not what an RGB profile describes: not applied
+    rgb = Image.fromarray(codes)
+    rgb.convert("CMYK").save(tmp_path / "ink.jpg", quality=95)
+    rgb.convert("CMYK").save(tmp_path / "ink_p3.jpg", quality=95, icc_profile=p3)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hdrunet_pl.io"):
+        read = read_ldr_codes(tmp_path / "ink_p3.jpg")
+    np.testing.assert_array_equal(read, read_ldr_codes(tmp_path / "ink.jpg"))
+    assert "ink_p3.jpg: colour profile 'Display P3 (test)' (RGB) not applied to its CMYK" in (
         caplog.text
     )
     # a profile LittleCMS cannot read: as sRGB, said

@@ -356,51 +356,58 @@ def read_ldr_codes(path: str | Path, upright: bool = True) -> np.ndarray:
     return _to_srgb(_bgr_to_rgb(image, path), path)
 
 
-def _icc_profile(path: Path) -> bytes | None:
-    """The ICC colour profile embedded in an LDR file (JPEG, PNG, TIFF, WebP), if any."""
+def _icc_profile(path: Path) -> tuple[bytes | None, str]:
+    """The ICC colour profile embedded in an LDR file (JPEG, PNG, TIFF, WebP), if any, and
+    the file's Pillow mode (``RGB``, ``L``, ``CMYK``, ...)."""
     try:
         with Image.open(path) as file:
-            return file.info.get("icc_profile") or None
+            return file.info.get("icc_profile") or None, file.mode
     except (OSError, ValueError, SyntaxError):
-        return None
+        return None, ""
 
 
 _SRGB_TOLERANCE = 1
 """Codes by which a profile's conversion to sRGB may move a colour and the file still be
 read as sRGB (the many sRGB profiles differ by rounding)."""
+_PROFILE_MODES = {
+    "RGB": ("RGB", "RGBA", "RGBX", "P", "PA", "RGB;16", "RGBA;16"),
+    "GRAY": ("L", "LA", "1", "I;16", "I;16B", "I;16L", "I"),
+}
+"""Pillow modes of files whose pixels a profile of each colour space describes."""
 
 
 def _to_srgb(image: np.ndarray, path: Path) -> np.ndarray:
     """(H, W, 3) codes of ``path`` in sRGB: an embedded colour profile other than sRGB's
-    (Display P3 of phone photos, Adobe RGB of cameras) is converted by LittleCMS (Pillow's
-    ImageCms; relative colorimetric: colours outside sRGB are clipped to its gamut), as a
-    colour-managed viewer shows the file. The package's images, like the NTIRE data, are
-    sRGB (Rec. 709 primaries); a profile left unapplied would shift every colour."""
-    icc = _icc_profile(path)
+    (Display P3 of phone photos, Adobe RGB of cameras, a grey profile's tone curve) is
+    converted by LittleCMS (Pillow's ImageCms; relative colorimetric: colours outside sRGB
+    are clipped to its gamut), as a colour-managed viewer shows the file. The package's
+    images, like the NTIRE data, are sRGB (Rec. 709 primaries); a profile left unapplied
+    would shift every colour. What cannot be converted here is read as sRGB with a log
+    line: 16-bit images, CMYK files (OpenCV converts their ink to RGB), unusable profiles."""
+    icc, mode = _icc_profile(path)
     if icc is None:
         return image
     from PIL import ImageCms
 
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        if source.profile.xcolor_space.strip() != "RGB":
-            return image  # a grey profile (grey is grey); CMYK is OpenCV's to convert
+        space = source.profile.xcolor_space.strip()
         name = ImageCms.getProfileDescription(source).strip() or "unnamed"
-        transform = ImageCms.buildTransform(
-            source,
-            ImageCms.createProfile("sRGB"),
-            "RGB",
-            "RGB",
-            renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
-        )
+        transform = _transform(source, space) if space in _PROFILE_MODES else None
     except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as err:
         log.warning("%s: unusable colour profile (%s); read as sRGB", path, one_line(err))
         return image
-    levels = np.linspace(0, 255, 6).astype(np.uint8)
-    probe = np.stack(np.meshgrid(levels, levels, levels), axis=-1).reshape(1, -1, 3)
-    probed = np.asarray(ImageCms.applyTransform(Image.fromarray(probe), transform))
-    if np.abs(probed.astype(int) - probe).max() <= _SRGB_TOLERANCE:
-        return image  # an sRGB profile
+    if transform is None or mode not in _PROFILE_MODES[space]:
+        log.warning(
+            "%s: colour profile %r (%s) not applied to its %s pixels; read as sRGB",
+            path,
+            name,
+            space,
+            mode,
+        )
+        return image
+    if _is_srgb(transform, space):
+        return image
     if image.dtype != np.uint8:
         log.warning(
             "%s: 16-bit image in colour profile %r, read as sRGB (not converted: convert it "
@@ -410,8 +417,37 @@ def _to_srgb(image: np.ndarray, path: Path) -> np.ndarray:
         )
         return image
     log.info("%s: converted from its colour profile %r to sRGB", path, name)
-    converted = ImageCms.applyTransform(Image.fromarray(image), transform)
-    return np.array(converted)
+    pixels = image if space == "RGB" else np.ascontiguousarray(image[..., 0])
+    return np.array(ImageCms.applyTransform(Image.fromarray(pixels), transform))
+
+
+def _transform(source, space: str):  # -> ImageCms.ImageCmsTransform
+    """LittleCMS's 8-bit transform from ``source`` (an RGB or GRAY profile) to sRGB RGB."""
+    from PIL import ImageCms
+
+    return ImageCms.buildTransform(
+        source,
+        ImageCms.createProfile("sRGB"),
+        "RGB" if space == "RGB" else "L",
+        "RGB",
+        renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
+    )
+
+
+def _is_srgb(transform, space: str) -> bool:
+    """Whether a profile's transform to sRGB changes no colour of a grid (of a ramp of
+    greys) by more than :data:`_SRGB_TOLERANCE`: sRGB's own profile, by whatever name."""
+    from PIL import ImageCms
+
+    levels = np.linspace(0, 255, 6 if space == "RGB" else 18).astype(np.uint8)
+    if space == "RGB":
+        probe = np.stack(np.meshgrid(levels, levels, levels), axis=-1).reshape(1, -1, 3)
+        expected = probe
+    else:
+        probe = levels.reshape(1, -1)
+        expected = np.repeat(probe[..., None], 3, axis=-1)
+    probed = np.asarray(ImageCms.applyTransform(Image.fromarray(probe), transform))
+    return bool(np.abs(probed.astype(int) - expected).max() <= _SRGB_TOLERANCE)
 
 
 def _tiff_with_alpha(path: Path) -> bool:
