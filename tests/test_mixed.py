@@ -285,8 +285,16 @@ def test_held_out_scores_the_middle_of_panoramas_and_all_of_other_photographs(tm
         "other image(s) (data.rows=panoramas)"
     )
     assert instantiate(cfg.data, rows=None).rows_note == ""
-    with pytest.raises(ValueError, match="panoramas or null, got 'panorama'"):
-        HeldOutCaptures(str(folder), {"any": CameraModel()}, rows="panorama")
+    for wrong in ("panorama", 5, True, ["a", "b"], [0.25], [0.5, 0.25], [True, 1]):
+        with pytest.raises(ValueError, match=r"data.rows must be .* or null; got "):
+            HeldOutCaptures(str(folder), {"any": CameraModel()}, rows=wrong)
+    assert heights(rows=np.array([0.5, 1.0])) == dict.fromkeys(every_setting, 20)
+    # a mixed data set's folder is named; a panorama that its band leaves below the patch
+    # says so
+    with pytest.raises(ValueError, match=r"data.folders.photos.rows must be"):
+        MixedDataModule({"photos": {"root": str(folder), "rows": "panorama"}}, patch_size=32)
+    with pytest.raises(HDRUNetError, match=r"pano.hdr: 20x80 \(the 20 of its 40 rows that "):
+        MixedDataModule({"photos": {"root": str(folder), "rows": "panoramas"}}, patch_size=32)
 
 
 def test_make_train_mixes_the_fetched_photos_with_synthetic_scenes(tmp_path):

@@ -7,6 +7,7 @@ sample (training) or fixed per image index (validation), exactly as ``data=synth
 
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter
 from pathlib import Path
@@ -107,13 +108,12 @@ class HDRFolderDataset(Dataset):
     ) -> None:
         if not files:
             raise DatasetError("no HDR files to serve")
-        check_rows(rows)
+        self.rows = rows_setting(rows)
         self.files = [Path(f) for f in files]
         self.names = item_names(self.files)
         self.camera = camera or CameraModel()
         self.random_camera = random_camera
         self.seed = seed
-        self.rows = rows if rows is None or rows == PANORAMAS else tuple(rows)
         if negative not in NEGATIVE:
             raise ValueError(f"negative must be one of {NEGATIVE}, got {negative!r}")
         self.negative = negative
@@ -137,10 +137,18 @@ class HDRFolderDataset(Dataset):
                 )
             elif min(bottom - top, width) < min_size:
                 problems.append(
-                    f"{path}: {bottom - top}x{width} is smaller than the {min_size}x{min_size} "
-                    "patch; choose a smaller patch or remove the image"
+                    f"{path}: {bottom - top}x{width}{self._kept(top, bottom, height)} is "
+                    f"smaller than the {min_size}x{min_size} patch; choose a smaller patch or "
+                    "remove the image"
                 )
         DatasetError.check(self.files[0].parent, problems)
+
+    def _kept(self, top: int, bottom: int, height: int) -> str:
+        """What ``rows`` left of an image, in words ("" for every row)."""
+        if (top, bottom) == (0, height):
+            return ""
+        setting = self.rows if self.rows == PANORAMAS else list(self.rows)
+        return f" (the {bottom - top} of its {height} rows that data.rows={setting} keeps)"
 
     def rows_note(self) -> str:
         """What ``rows`` keeps of these files, in words ("" for every row of every file)."""
@@ -184,15 +192,26 @@ class HDRFolderDataset(Dataset):
         return {"ldr": ldr, "hdr": hdr, "name": self.names[index]}
 
 
-def check_rows(rows: object) -> None:
-    """Refuse a ``rows`` setting that is not a band of fractions, ``"panoramas"`` or None."""
-    if rows is None or rows == PANORAMAS:
-        return
-    if isinstance(rows, str) or len(rows) != 2 or not 0 <= rows[0] < rows[1] <= 1:
+def rows_setting(rows: object, name: str = "data.rows") -> Rows:
+    """A ``rows`` setting checked and normalised: None, ``"panoramas"`` or a (top, bottom)
+    pair of fractions with 0 <= top < bottom <= 1; refused by ``name`` otherwise."""
+    if rows is None or (isinstance(rows, str) and rows == PANORAMAS):
+        return rows
+    try:
+        if isinstance(rows, str | bytes | bool | int | float):
+            raise TypeError
+        top, bottom = (float(v) for v in rows)  # type: ignore[union-attr]
+        if isinstance(rows[0], bool) or isinstance(rows[1], bool):  # type: ignore[index]
+            raise TypeError
+    except (TypeError, ValueError):
+        top = bottom = math.nan
+    if not 0 <= top < bottom <= 1:
+        shown = list(rows) if isinstance(rows, list | tuple) else rows
         raise ValueError(
-            f"rows must be [top, bottom] fractions with 0 <= top < bottom <= 1, "
-            f"{PANORAMAS} or null, got {rows!r}"
+            f"{name} must be [top, bottom] fractions with 0 <= top < bottom <= 1, "
+            f"{PANORAMAS} or null; got {shown!r}"
         )
+    return top, bottom
 
 
 def split_files(files: list[Path], val_count: int) -> tuple[list[Path], list[Path]]:

@@ -17,7 +17,7 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from hdrunet_pl.camera import CameraModel
 from hdrunet_pl.data.datamodule import HDRDataModule
-from hdrunet_pl.data.hdr_folder import folder_dataset
+from hdrunet_pl.data.hdr_folder import folder_dataset, rows_setting
 from hdrunet_pl.data.sampling import SampleKey, item_generator, split_key
 from hdrunet_pl.data.synthetic import SyntheticHDRDataset
 from hdrunet_pl.errors import DatasetError
@@ -114,7 +114,8 @@ class MixedDataModule(HDRDataModule):
                     f"data.folders.{name}: {problem}; a folder takes root (required), weight, "
                     "val_count, rows and negative"
                 )
-            val_count, rows = int(folder.get("val_count", 0)), folder.get("rows")
+            val_count = int(folder.get("val_count", 0))
+            rows = rows_setting(folder.get("rows"), f"data.folders.{name}.rows")
             negative = folder.get("negative", "fill")
             part = "train" if val_count else "all"
             if not Path(folder["root"]).is_dir():
