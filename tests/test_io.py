@@ -918,6 +918,9 @@ def test_a_held_out_fetch_never_shares_a_folder_with_training_scenes(tmp_path, m
     def offline(*args):
         raise AssertionError("nothing should be downloaded")
 
+    def offline_registry(*args):
+        raise HDRUNetError("could not download @pmndrs/assets@1.7.0 from npm: unreachable")
+
     monkeypatch.setattr(samples, "_npm_tarball", offline)
     mixed = tmp_path / "mixed"
     mixed.mkdir()
@@ -938,10 +941,21 @@ def test_a_held_out_fetch_never_shares_a_folder_with_training_scenes(tmp_path, m
     (held_out / "SOURCES.json").write_text(json.dumps(record))
     with pytest.raises(AssertionError, match="nothing should be downloaded"):
         samples.pmndrs_exrs(held_out, held_out_only=True)  # an old record: fetched again
-    for name in names:
-        record[name]["sha256"] = hashlib.sha256(b"exr").hexdigest()
+    monkeypatch.setattr(samples, "_npm_tarball", offline_registry)
+    with pytest.raises(HDRUNetError, match=r"unreachable \(the files are in .* no sha256"):
+        samples.pmndrs_exrs(held_out, held_out_only=True)  # offline: why it downloads
+    monkeypatch.setattr(samples, "_npm_tarball", offline)
+    for name in names:  # the hash as any tool writes it
+        record[name]["sha256"] = hashlib.sha256(b"exr").hexdigest().upper()
     (held_out / "SOURCES.json").write_text(json.dumps(record))
     assert [p.name for p in samples.pmndrs_exrs(held_out, held_out_only=True)] == names
+    # a folder or a link where a scene goes: refused before any download
+    (held_out / "sky.exr").unlink()
+    (held_out / "sky.exr").symlink_to(held_out / "hall.exr")
+    with pytest.raises(HDRUNetError, match=r"sky\.exr: not a regular file"):
+        samples.pmndrs_exrs(held_out, held_out_only=True)
+    (held_out / "sky.exr").unlink()
+    (held_out / "sky.exr").write_bytes(b"exr")
     # a scene changed since it was fetched: no longer the held-out set
     (held_out / "hall.exr").write_bytes(b"another scene")
     with pytest.raises(HDRUNetError, match=r"hall\.exr: changed since .* delete it to fetch"):

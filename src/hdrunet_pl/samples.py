@@ -135,23 +135,52 @@ def _folder_lock(dest: Path) -> Iterator[None]:
         os.close(handle)  # releases the lock
 
 
+def _recorded_hash(record: dict) -> str:
+    """The sha256 a record holds, in lower case ("" for none, or one that is not text)."""
+    value = record.get("sha256")
+    return value.lower() if isinstance(value, str) else ""
+
+
 def _fetched_here(dest: Path, names: list[str]) -> bool:
     """Whether every file of ``names`` is in ``dest`` as this module fetched it (its bytes'
     sha256 as recorded); False when one is missing or unrecorded, or its record (of an
-    earlier version) has no sha256: it is fetched again. Refuses (one line) a file that was
-    changed since it was fetched: the set it belongs to is no longer the one named."""
+    earlier version) has no sha256: it is fetched again. Refuses (one line, before any
+    download) a file that was changed since it was fetched, and a folder or link in a
+    file's place: the set it belongs to would no longer be the one named."""
     known = _recorded(dest) if dest.is_dir() else {}
     for name in names:
         path = dest / name
-        if not (path.is_file() and not path.is_symlink() and known.get(name, {}).get("sha256")):
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            raise HDRUNetError(
+                f"{path}: not a regular file (a folder or a link) where a fetched file goes; "
+                "move it away"
+            )
+    for name in names:
+        if not ((dest / name).is_file() and _recorded_hash(known.get(name, {}))):
             return False
     for name in names:
-        if _sha256((dest / name).read_bytes()) != known[name]["sha256"]:
+        if _sha256((dest / name).read_bytes()) != _recorded_hash(known[name]):
             raise HDRUNetError(
                 f"{dest / name}: changed since hdrunet_pl.samples fetched it (its sha256 is "
                 f"not the one in {RECORD_FILE}); delete it to fetch it again"
             )
     return True
+
+
+def _unhashed(dest: Path, names: list[str]) -> bool:
+    """Every file of ``names`` present and recorded, by an earlier version without sha256."""
+    known = _recorded(dest) if dest.is_dir() else {}
+    return all((dest / name).is_file() and name in known for name in names)
+
+
+def _fetch_again_note(dest: Path, names: list[str]) -> str:
+    """Why a complete folder is fetched again, for a download's error ("" otherwise)."""
+    if not _unhashed(dest, names):
+        return ""
+    return (
+        f" (the files are in {dest}, but {RECORD_FILE}, written by an earlier version, has "
+        "no sha256 to check them against: they are fetched again once to record it)"
+    )
 
 
 def _write_samples(dest: Path, files: dict[str, bytes], records: list[SampleRecord]) -> None:
@@ -196,15 +225,16 @@ def poly_haven_hdris(dest: str | Path) -> list[Path]:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--timeout", "30"]
         cmd += ["-d", tmp, VISER_SPEC]
+        note = _fetch_again_note(dest, found) if found else ""
         try:
             result = subprocess.run(cmd, capture_output=True, text=True, timeout=DOWNLOAD_TIMEOUT)
         except subprocess.TimeoutExpired:
             raise HDRUNetError(
-                f"could not download {VISER_SPEC} within {DOWNLOAD_TIMEOUT} s (offline?)"
+                f"could not download {VISER_SPEC} within {DOWNLOAD_TIMEOUT} s (offline?){note}"
             ) from None
         wheels = list(Path(tmp).glob("viser-*.whl"))
         if result.returncode or not wheels:
-            raise HDRUNetError(f"could not download {VISER_SPEC}: {result.stderr.strip()}")
+            raise HDRUNetError(f"could not download {VISER_SPEC}: {result.stderr.strip()}{note}")
         with zipfile.ZipFile(wheels[0]) as wheel:
             files = {
                 Path(m).name: wheel.read(m)
@@ -285,7 +315,10 @@ def pmndrs_exrs(dest: str | Path, held_out_only: bool = False) -> list[Path]:
     if _fetched_here(dest, names):
         return [dest / name for name in names]
     dest.mkdir(parents=True, exist_ok=True)
-    data, licence = _npm_tarball(PMNDRS_PACKAGE, PMNDRS_VERSION)
+    try:
+        data, licence = _npm_tarball(PMNDRS_PACKAGE, PMNDRS_VERSION)
+    except HDRUNetError as err:
+        raise HDRUNetError(f"{err}{_fetch_again_note(dest, names)}") from None
     package = f"{PMNDRS_PACKAGE}@{PMNDRS_VERSION}"
     skip = PMNDRS_SAME_AS_POLY_HAVEN if held_out_only else frozenset()
     written = extract_npm_exrs(data, dest, package, licence, skip)
