@@ -1,8 +1,11 @@
-# Set-up and common tasks. A GPU user picks another torch build, e.g.
+# Set-up and common tasks. The default is torch's CPU build, named by its local version
+# (+cpu): pip takes it from a wheel folder or index that has it (on a machine that gets
+# torch from PyPI only, add TORCH_INDEX=https://download.pytorch.org/whl/cpu), never
+# PyPI's multi-GB CUDA build by accident. A GPU user picks another build, e.g.
 #   make install TORCH_SPEC="torch==2.13.0" TORCH_INDEX=https://download.pytorch.org/whl/cu128
 PYTHON ?= python3
 VENV ?= .venv
-TORCH_SPEC ?= torch==2.13.0
+TORCH_SPEC ?= torch==2.13.0+cpu
 TORCH_INDEX ?=
 # litdata declares torchvision as a hard requirement but uses it only for image/video
 # serializers this package does not use; PyPI's torchvision is not built for the CPU torch

@@ -257,6 +257,10 @@ def test_held_out_captures_are_scored_per_setting_with_side_by_sides(photos, tmp
         HeldOutCaptures(str(photos), {"any": CameraModel()}, rows=(0.5, 0.501))
     with pytest.raises(HDRUNetError, match="evaluation set"):  # as hdrunet-train builds it
         HeldOutCaptures(str(photos), {"any": CameraModel()}, patch_size=64)
+    from hdrunet_pl.train import train
+
+    with pytest.raises(HDRUNetError, match="evaluation set"):  # said before "add data.root"
+        train(compose_train(["data=held_out"]))
 
 
 def test_held_out_scores_the_middle_of_panoramas_and_all_of_other_photographs(tmp_path):

@@ -172,7 +172,7 @@ def _report_interrupted(output_dir: Path) -> None:
     """After Ctrl-C: what was saved, and the line that continues from it."""
     last = output_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
     if last.is_file():
-        step = torch.load(last, map_location="cpu", weights_only=False).get("global_step")
+        step = torch.load(last, map_location="cpu", weights_only=True).get("global_step")
         log.info(
             "interrupted; the last checkpoint saved is %s (step %s); to continue from it:\n  %s",
             last.resolve(),
@@ -270,6 +270,10 @@ def train(cfg: DictConfig) -> TrainSummary:
         HDRUNetError: a problem with the config, data or files (one line).
         RunFinished: resuming a run that has already trained ``trainer.max_steps`` steps.
     """
+    if str(cfg.data.get("_target_", "")).endswith(".HeldOutCaptures"):  # before its data.root
+        from hdrunet_pl.data.held_out import EVALUATION_ONLY
+
+        raise HDRUNetError(EVALUATION_ONLY)
     check_required(cfg)
     check_settings(cfg, TRAIN_RULES)
     check_no_empty_paths(cfg)

@@ -16,7 +16,7 @@ from hdrunet_pl.camera import CameraModel
 from hdrunet_pl.data.hdr_folder import PANORAMAS, HDRFolderDataset, Rows, find_hdr_files
 from hdrunet_pl.errors import HDRUNetError
 
-_EVALUATION_ONLY = (
+EVALUATION_ONLY = (
     "data=held_out is an evaluation set (hdrunet-eval ckpt=... data=held_out); "
     "train on data=synthetic, hdr_folder or mixed"
 )
@@ -65,7 +65,7 @@ class HeldOutCaptures:
         **training_settings: object,
     ) -> None:
         if training_settings:
-            raise HDRUNetError(_EVALUATION_ONLY)
+            raise HDRUNetError(EVALUATION_ONLY)
         if not captures:
             raise HDRUNetError("data.captures: give at least one camera setting")
         files = find_hdr_files(root)
@@ -86,4 +86,4 @@ class HeldOutCaptures:
         return DataLoader(self.val_set, batch_size=1)
 
     def train_dataloader(self) -> DataLoader:
-        raise HDRUNetError(_EVALUATION_ONLY)
+        raise HDRUNetError(EVALUATION_ONLY)
