@@ -64,20 +64,21 @@ def _profile(space: bytes, tags: list[tuple[bytes, bytes]]) -> bytes:
 
 
 def _text_tags(name: str) -> list[tuple[bytes, bytes]]:
-    text = name.encode("ascii") + b"\0"
+    text = name.encode("latin-1") + b"\0"  # version 2's "ASCII"; latin-1 as some tools write
     desc = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(4 + 4 + 2 + 1 + 67)
     return [(b"desc", desc), (b"cprt", b"text" + bytes(4) + b"no copyright, test data\0")]
 
 
-def _curve(gamma: float) -> bytes:
+def _curve(gamma: float, table: list[int] | None = None) -> bytes:
+    if table is not None:  # sampled: 16-bit values at equal steps of the code
+        return b"curv" + bytes(4) + struct.pack(f">I{len(table)}H", len(table), *table)
     return b"curv" + bytes(4) + struct.pack(">IH", 1, round(stored_gamma(gamma) * 256))
 
 
-def grey_profile(gamma: float, name: str) -> bytes:
-    """A grey display profile: luminance = codes ** ``gamma``."""
-    return _profile(
-        b"GRAY", [*_text_tags(name), (b"wtpt", _xyz_tag(D50)), (b"kTRC", _curve(gamma))]
-    )
+def grey_profile(gamma: float, name: str, table: list[int] | None = None) -> bytes:
+    """A grey display profile: luminance = codes ** ``gamma`` (or the sampled ``table``)."""
+    curve = _curve(gamma, table)
+    return _profile(b"GRAY", [*_text_tags(name), (b"wtpt", _xyz_tag(D50)), (b"kTRC", curve)])
 
 
 def matrix_trc_profile(chromaticities: tuple[float, ...], gamma: float, name: str) -> bytes:

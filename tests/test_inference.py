@@ -169,6 +169,10 @@ def test_automatic_tiling_follows_the_memory_budget(caplog):
             == 2 * DEFAULT_OVERLAP
         )
     assert "a 2000x3000 image needs more than memory_gb=0.01 in 448-pixel tiles" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hdrunet_pl.inference"):  # batched tiles too
+        Predictor(random_net(8), precision="32", memory_gb=0.01, tile_batch=2).auto_tile(900, 900)
+    assert "a 900x900 image needs more than memory_gb=0.01" in caplog.text
 
 
 @pytest.mark.parametrize("fmt", ["png", "exr", "hdr"])

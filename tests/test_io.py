@@ -115,6 +115,19 @@ def test_an_embedded_colour_profile_is_converted_to_srgb(tmp_path, caplog):
     assert "ink_p3.jpg: colour profile 'Display P3 (test)' (RGB) not applied to its CMYK" in (
         caplog.text
     )
+    # a name LittleCMS cannot decode (non-ASCII bytes) costs the name, not the conversion
+    accented = matrix_trc_profile(DISPLAY_P3, 2.2, "\u00c9cran P3 caf\u00e9")
+    Image.fromarray(codes).save(tmp_path / "accented.png", icc_profile=accented)
+    np.testing.assert_array_equal(
+        read_ldr_codes(tmp_path / "accented.png"), read_ldr_codes(tmp_path / "p3.png")
+    )
+    # a broken profile that turns white black: not applied, said
+    black = grey_profile(1.0, "black", table=[0, 0])
+    Image.fromarray(ramp).save(tmp_path / "black.png", icc_profile=black)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hdrunet_pl.io"):
+        np.testing.assert_array_equal(read_ldr_codes(tmp_path / "black.png")[..., 0], ramp)
+    assert "black.png: colour profile 'black' turns white into [0, 0, 0]" in caplog.text
     # a profile LittleCMS cannot read: as sRGB, said
     Image.fromarray(codes).save(tmp_path / "bad.png", icc_profile=b"not a profile")
     caplog.clear()

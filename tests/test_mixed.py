@@ -297,7 +297,10 @@ def test_held_out_scores_the_middle_of_panoramas_and_all_of_other_photographs(tm
     # says so
     with pytest.raises(ValueError, match=r"data.folders.photos.rows must be"):
         MixedDataModule({"photos": {"root": str(folder), "rows": "panorama"}}, patch_size=32)
-    with pytest.raises(HDRUNetError, match=r"pano.hdr: 20x80 \(the 20 of its 40 rows that "):
+    with pytest.raises(
+        HDRUNetError,
+        match=r"pano.hdr: 20x80 \(the 20 of its 40 rows that data.folders.photos.rows=",
+    ):
         MixedDataModule({"photos": {"root": str(folder), "rows": "panoramas"}}, patch_size=32)
 
 

@@ -565,6 +565,7 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path, capsys):
             ["model=expandnet", "modulation=channel"],
             "modulation=channel does not apply to model=expandnet",
         ),
+        (["paths.output_dir=elsewhere"], "choose it with hydra.run.dir=..."),
     ],
     ids=[
         "patch",
@@ -577,16 +578,19 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path, capsys):
         "disk-full",
         "chdir",
         "ignored-group",
+        "output-dir",
     ],
 )
 def test_bad_input_is_a_one_line_error_before_training(tmp_path, capsys, overrides, message):
-    """The console script for three cases (disk-full is caught by a Hydra callback before
-    the job; chdir moves the job into its run folder); the job itself, in this process,
-    for the others (the same code, without another start-up of torch and Lightning)."""
+    """The console script for four cases (disk-full is caught by a Hydra callback before
+    the job; chdir moves the job into its run folder; the run folder Hydra makes is the
+    one paths.output_dir is checked against); the job itself, in this process, for the
+    others (the same code, without another start-up of torch and Lightning)."""
     run_dir = tmp_path / "run"
     other_data = overrides[0].startswith("data=")  # RUN's overrides are for data=synthetic
     base = tuple(FAST) if other_data else tuple(RUN)
-    if overrides[0] in ("paths.min_free_gb=1e9", "hydra.job.chdir=true", "model=expandnet"):
+    by_process = ("paths.min_free_gb=1e9", "hydra.job.chdir=true", "model=expandnet")
+    if overrides[0] in by_process or overrides[0].startswith("paths.output_dir="):
         result = train_process(run_dir, *overrides, base=base)
         code, stderr = result.returncode, result.stderr
     else:

@@ -245,7 +245,7 @@ class Predictor:
         side = int(math.sqrt(budget_pixels)) // SCALE_FACTOR * SCALE_FACTOR
         # smaller tiles would compute each pixel more than 4 times over (tile = 2 overlaps)
         smallest = max(2 * self.overlap, self.overlap + 4 * SCALE_FACTOR)
-        if side < smallest and self.tile_batch == 1:
+        if side < smallest:
             log.warning(
                 "a %dx%d image needs more than memory_gb=%g in %d-pixel tiles (smaller ones "
                 "would compute each pixel many times over); give memory_gb=%g or more to "
@@ -254,7 +254,9 @@ class Predictor:
                 width,
                 self.memory_gb,
                 smallest,
-                math.ceil((image_bytes + smallest**2 * self.bytes_per_pixel()) / 2**30),
+                math.ceil(
+                    (image_bytes + smallest**2 * self.bytes_per_pixel() * self.tile_batch) / 2**30
+                ),
             )
         return max(side, smallest)
 

@@ -360,9 +360,11 @@ def _icc_profile(path: Path) -> tuple[bytes | None, str]:
     """The ICC colour profile embedded in an LDR file (JPEG, PNG, TIFF, WebP), if any, and
     the file's Pillow mode (``RGB``, ``L``, ``CMYK``, ...)."""
     try:
-        with Image.open(path) as file:
-            return file.info.get("icc_profile") or None, file.mode
-    except (OSError, ValueError, SyntaxError):
+        with warnings.catch_warnings():  # the size was checked against MAX_PIXELS
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as file:
+                return file.info.get("icc_profile") or None, file.mode
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None, ""
 
 
@@ -392,11 +394,14 @@ def _to_srgb(image: np.ndarray, path: Path) -> np.ndarray:
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         space = source.profile.xcolor_space.strip()
-        name = ImageCms.getProfileDescription(source).strip() or "unnamed"
         transform = _transform(source, space) if space in _PROFILE_MODES else None
     except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as err:
         log.warning("%s: unusable colour profile (%s); read as sRGB", path, one_line(err))
         return image
+    try:  # a name LittleCMS cannot decode (non-ASCII bytes of a version 2 profile)
+        name = ImageCms.getProfileDescription(source).strip() or "unnamed"
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        name = "unnamed"
     if transform is None or mode not in _PROFILE_MODES[space]:
         log.warning(
             "%s: colour profile %r (%s) not applied to its %s pixels; read as sRGB",
@@ -408,6 +413,16 @@ def _to_srgb(image: np.ndarray, path: Path) -> np.ndarray:
         return image
     if _is_srgb(transform, space):
         return image
+    white = _converted(np.full((1, 1, 3) if space == "RGB" else (1, 1), 255, np.uint8), transform)
+    if white.min() < 255 - _WHITE_TOLERANCE:  # relative colorimetric keeps white white
+        log.warning(
+            "%s: colour profile %r turns white into %s (a broken profile?); not applied, "
+            "read as sRGB",
+            path,
+            name,
+            white.ravel().tolist(),
+        )
+        return image
     if image.dtype != np.uint8:
         log.warning(
             "%s: 16-bit image in colour profile %r, read as sRGB (not converted: convert it "
@@ -417,7 +432,18 @@ def _to_srgb(image: np.ndarray, path: Path) -> np.ndarray:
         )
         return image
     log.info("%s: converted from its colour profile %r to sRGB", path, name)
-    pixels = image if space == "RGB" else np.ascontiguousarray(image[..., 0])
+    return _converted(image if space == "RGB" else np.ascontiguousarray(image[..., 0]), transform)
+
+
+_WHITE_TOLERANCE = 8
+"""Codes by which a profile's white may come out below sRGB's white (a profile that maps
+white far darker is broken; converted, it would turn the photo dark)."""
+
+
+def _converted(pixels: np.ndarray, transform) -> np.ndarray:
+    """8-bit (H, W, 3) RGB or (H, W) grey through a LittleCMS transform: (H, W, 3) RGB."""
+    from PIL import ImageCms
+
     return np.array(ImageCms.applyTransform(Image.fromarray(pixels), transform))
 
 
@@ -437,7 +463,6 @@ def _transform(source, space: str):  # -> ImageCms.ImageCmsTransform
 def _is_srgb(transform, space: str) -> bool:
     """Whether a profile's transform to sRGB changes no colour of a grid (of a ramp of
     greys) by more than :data:`_SRGB_TOLERANCE`: sRGB's own profile, by whatever name."""
-    from PIL import ImageCms
 
     levels = np.linspace(0, 255, 6 if space == "RGB" else 18).astype(np.uint8)
     if space == "RGB":
@@ -446,7 +471,7 @@ def _is_srgb(transform, space: str) -> bool:
     else:
         probe = levels.reshape(1, -1)
         expected = np.repeat(probe[..., None], 3, axis=-1)
-    probed = np.asarray(ImageCms.applyTransform(Image.fromarray(probe), transform))
+    probed = _converted(probe, transform)
     return bool(np.abs(probed.astype(int) - expected).max() <= _SRGB_TOLERANCE)
 
 

@@ -200,7 +200,7 @@ def _write_samples(dest: Path, files: dict[str, bytes], records: list[SampleReco
                     "over (choose another folder)"
                 )
             current = path.read_bytes()
-            if current != data and _sha256(current) != known[name].get("sha256"):
+            if current != data and _sha256(current) != _recorded_hash(known[name]):
                 raise HDRUNetError(
                     f"{path}: changed since hdrunet_pl.samples fetched it; not written over "
                     "(move it away, or delete it to fetch it again)"
@@ -234,7 +234,10 @@ def poly_haven_hdris(dest: str | Path) -> list[Path]:
             ) from None
         wheels = list(Path(tmp).glob("viser-*.whl"))
         if result.returncode or not wheels:
-            raise HDRUNetError(f"could not download {VISER_SPEC}: {result.stderr.strip()}{note}")
+            said = result.stderr.strip().splitlines()  # pip's retries before its last line
+            raise HDRUNetError(
+                f"could not download {VISER_SPEC}: {said[-1] if said else 'no wheel'}{note}"
+            )
         with zipfile.ZipFile(wheels[0]) as wheel:
             files = {
                 Path(m).name: wheel.read(m)

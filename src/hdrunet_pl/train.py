@@ -288,6 +288,7 @@ def train(cfg: DictConfig) -> TrainSummary:
             )
         model_choice = hydra_cfg.runtime.choices.get("model")
         check_groups_apply(cfg, list(hydra_cfg.overrides.task), model_choice)
+        check_output_dir_is_hydras(cfg)
     output_dir = Path(cfg.paths.output_dir)
     if os.environ.get("LOCAL_RANK", "0") == "0":
         check_output_dir(output_dir, cfg.paths.get("min_free_gb", 1.0))
@@ -615,10 +616,32 @@ def log_lightning_to_root() -> None:
         logger.propagate = True
 
 
+def check_output_dir_is_hydras(cfg: DictConfig) -> None:
+    """Refuse a ``paths.output_dir`` other than the run folder Hydra made for the job."""
+    if not HydraConfig.initialized():
+        return
+    runtime = HydraConfig.get().runtime
+    if OmegaConf.is_missing(runtime, "output_dir"):  # a config composed without a run
+        return
+    if Path(cfg.paths.output_dir).absolute() != Path(runtime.output_dir).absolute():
+        raise HDRUNetError(
+            "paths.output_dir is the run's folder, which Hydra makes: choose it with "
+            "hydra.run.dir=... (a sweep's with hydra.sweep.dir=...), not paths.output_dir"
+        )
+
+
 def run_job(cfg: DictConfig) -> float | None:
     """One ``hdrunet-train`` job in its Hydra run folder (the console script's work): trains,
     prints one-line errors and exits 2 on bad input; returns the final val PSNR-mu."""
     log_lightning_to_root()
+    try:
+        check_output_dir_is_hydras(cfg)
+    except HDRUNetError as err:
+        made = Path(HydraConfig.get().runtime.output_dir)
+        if is_fresh_run_dir(made):
+            remove_fresh_run_dir(made)
+        print(f"hdrunet-train: error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
     output_dir = Path(cfg.paths.output_dir)
     rank_zero = os.environ.get("LOCAL_RANK", "0") == "0"
     fresh = rank_zero and is_fresh_run_dir(output_dir)

@@ -94,6 +94,7 @@ class HDRFolderDataset(Dataset):
         negative: what to do with negative values: ``fill`` (default) each such pixel
             from its neighbours, or ``clip`` it to 0 (a black hole in the ground truth); see
             :func:`hdrunet_pl.io.fill_negative`.
+        rows_name: the ``rows`` setting's name in messages.
     """
 
     def __init__(
@@ -105,10 +106,12 @@ class HDRFolderDataset(Dataset):
         rows: Rows = None,
         min_size: int = 0,
         negative: str = "fill",
+        rows_name: str = "data.rows",
     ) -> None:
         if not files:
             raise DatasetError("no HDR files to serve")
-        self.rows = rows_setting(rows)
+        self.rows = rows_setting(rows, rows_name)
+        self.rows_name = rows_name  # the setting's name in messages
         self.files = [Path(f) for f in files]
         self.names = item_names(self.files)
         self.camera = camera or CameraModel()
@@ -132,8 +135,8 @@ class HDRFolderDataset(Dataset):
             self.banded += (top, bottom) != (0, height)
             if bottom <= top:
                 problems.append(
-                    f"{path}: data.rows={list(self.rows)} keeps none of its {height} rows; "
-                    "widen the band (or data.rows=null)"
+                    f"{path}: {self.rows_name}={list(self.rows)} keeps none of its {height} "
+                    f"rows; widen the band (or {self.rows_name}=null)"
                 )
             elif min(bottom - top, width) < min_size:
                 problems.append(
@@ -148,7 +151,7 @@ class HDRFolderDataset(Dataset):
         if (top, bottom) == (0, height):
             return ""
         setting = self.rows if self.rows == PANORAMAS else list(self.rows)
-        return f" (the {bottom - top} of its {height} rows that data.rows={setting} keeps)"
+        return f" (the {bottom - top} of its {height} rows that {self.rows_name}={setting} keeps)"
 
     def rows_note(self) -> str:
         """What ``rows`` keeps of these files, in words ("" for every row of every file)."""
@@ -159,9 +162,9 @@ class HDRFolderDataset(Dataset):
             whole = f", every row of the {others} other image(s)" if others else ""
             return (
                 f"the middle half of the rows of {self.banded} equirectangular panorama(s)"
-                f"{whole} (data.rows={PANORAMAS})"
+                f"{whole} ({self.rows_name}={PANORAMAS})"
             )
-        return f"rows {self.rows[0]:g} to {self.rows[1]:g} of each image (data.rows)"
+        return f"rows {self.rows[0]:g} to {self.rows[1]:g} of each image ({self.rows_name})"
 
     def _band(self, height: int, width: int) -> tuple[int, int]:
         """The rows kept of a height x width image: [top, bottom)."""
@@ -233,12 +236,13 @@ def folder_dataset(
     min_size: int = 0,
     seed: int = 1,
     negative: str = "fill",
+    rows_name: str = "data.rows",
 ) -> HDRFolderDataset:
     """The HDR images under ``root`` as a pair data set (e.g. one source of ``data=mixed``).
 
     ``part``: ``all`` files, or the ``train`` / ``val`` part of a split that holds out the
     last ``val_count`` files; ``val`` items have camera settings fixed by ``seed``, the
-    others draw them per sample. ``rows``, ``min_size`` and ``negative`` as
+    others draw them per sample. ``rows``, ``min_size``, ``negative`` and ``rows_name`` as
     :class:`HDRFolderDataset`.
     """
     if part not in ("all", "train", "val"):
@@ -255,6 +259,7 @@ def folder_dataset(
         rows=rows,
         min_size=min_size,
         negative=negative,
+        rows_name=rows_name,
     )
 
 

@@ -115,7 +115,8 @@ class MixedDataModule(HDRDataModule):
                     "val_count, rows and negative"
                 )
             val_count = int(folder.get("val_count", 0))
-            rows = rows_setting(folder.get("rows"), f"data.folders.{name}.rows")
+            rows_name = f"data.folders.{name}.rows"
+            rows = rows_setting(folder.get("rows"), rows_name)
             negative = folder.get("negative", "fill")
             part = "train" if val_count else "all"
             if not Path(folder["root"]).is_dir():
@@ -127,7 +128,14 @@ class MixedDataModule(HDRDataModule):
                 )
             sources.append(
                 folder_dataset(
-                    folder["root"], camera, part, val_count, rows, patch_size, negative=negative
+                    folder["root"],
+                    camera,
+                    part,
+                    val_count,
+                    rows,
+                    patch_size,
+                    negative=negative,
+                    rows_name=rows_name,
                 )
             )
             weights.append(float(folder.get("weight", 1.0)))
@@ -141,6 +149,7 @@ class MixedDataModule(HDRDataModule):
                         rows,
                         seed=val_seed,
                         negative=negative,
+                        rows_name=rows_name,
                     )
                 )
         if not sources:
