@@ -10,15 +10,12 @@ import struct
 
 import numpy as np
 
-from hdrunet_pl.io import rgb_to_xyz_matrix
+from hdrunet_pl.io import bradford_adaptation, rgb_to_xyz_matrix
 
 DISPLAY_P3 = (0.680, 0.320, 0.265, 0.690, 0.150, 0.060, 0.3127, 0.3290)
 """CIE xy of Display P3's red, green, blue and white (D65)."""
 D50 = np.array([0.9642, 1.0, 0.8249])
 """The ICC profile connection space's white."""
-_BRADFORD = np.array(
-    [[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367], [0.0389, -0.0685, 1.0296]]
-)
 
 
 def _s15(value: float) -> bytes:
@@ -87,8 +84,7 @@ def matrix_trc_profile(chromaticities: tuple[float, ...], gamma: float, name: st
     Bradford as the specification asks."""
     to_xyz = rgb_to_xyz_matrix(chromaticities)
     white = to_xyz.sum(axis=1)
-    adapt = np.linalg.inv(_BRADFORD) @ np.diag((_BRADFORD @ D50) / (_BRADFORD @ white)) @ _BRADFORD
-    colorants = adapt @ to_xyz
+    colorants = bradford_adaptation(white, D50) @ to_xyz
     curve = _curve(gamma)
     tags = [
         *_text_tags(name),

@@ -32,7 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import OpenEXR
-from PIL import Image
+from PIL import Image, ImageCms
 
 from hdrunet_pl.constants import GAMMA
 from hdrunet_pl.errors import ImageFileError, one_line
@@ -336,7 +336,7 @@ def read_ldr_codes(path: str | Path, upright: bool = True) -> np.ndarray:
     uint16 (see :func:`read_ldr`, which divides them by 255 or 65535): grey repeated to RGB,
     alpha dropped (a log line for each), never multiplied into the colour."""
     path = _existing(path)
-    _check_ldr_size(path)
+    header = _check_ldr_size(path)
     if _tiff_with_alpha(path):
         # OpenCV's TIFF reader multiplies 8-bit colour by alpha: the samples as stored,
         # turned upright by the file's orientation tag as OpenCV's flags below would
@@ -353,19 +353,7 @@ def read_ldr_codes(path: str | Path, upright: bool = True) -> np.ndarray:
             log.warning("%s: alpha channel dropped", path)
     if image.dtype not in (np.uint8, np.uint16):
         raise ImageFileError(f"{path}: {image.dtype} pixels; an LDR image needs 8 or 16 bits")
-    return _to_srgb(_bgr_to_rgb(image, path), path)
-
-
-def _icc_profile(path: Path) -> tuple[bytes | None, str]:
-    """The ICC colour profile embedded in an LDR file (JPEG, PNG, TIFF, WebP), if any, and
-    the file's Pillow mode (``RGB``, ``L``, ``CMYK``, ...)."""
-    try:
-        with warnings.catch_warnings():  # the size was checked against MAX_PIXELS
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as file:
-                return file.info.get("icc_profile") or None, file.mode
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return None, ""
+    return _to_srgb(_bgr_to_rgb(image, path), path, header)
 
 
 _SRGB_TOLERANCE = 1
@@ -378,7 +366,7 @@ _PROFILE_MODES = {
 """Pillow modes of files whose pixels a profile of each colour space describes."""
 
 
-def _to_srgb(image: np.ndarray, path: Path) -> np.ndarray:
+def _to_srgb(image: np.ndarray, path: Path, header: LDRHeader) -> np.ndarray:
     """(H, W, 3) codes of ``path`` in sRGB: an embedded colour profile other than sRGB's
     (Display P3 of phone photos, Adobe RGB of cameras, a grey profile's tone curve) is
     converted by LittleCMS (Pillow's ImageCms; relative colorimetric: colours outside sRGB
@@ -386,11 +374,9 @@ def _to_srgb(image: np.ndarray, path: Path) -> np.ndarray:
     images, like the NTIRE data, are sRGB (Rec. 709 primaries); a profile left unapplied
     would shift every colour. What cannot be converted here is read as sRGB with a log
     line: 16-bit images, CMYK files (OpenCV converts their ink to RGB), unusable profiles."""
-    icc, mode = _icc_profile(path)
+    icc, mode = header.icc_profile, header.mode
     if icc is None:
         return image
-    from PIL import ImageCms
-
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         space = source.profile.xcolor_space.strip()
@@ -440,17 +426,13 @@ _WHITE_TOLERANCE = 8
 white far darker is broken; converted, it would turn the photo dark)."""
 
 
-def _converted(pixels: np.ndarray, transform) -> np.ndarray:
+def _converted(pixels: np.ndarray, transform: ImageCms.ImageCmsTransform) -> np.ndarray:
     """8-bit (H, W, 3) RGB or (H, W) grey through a LittleCMS transform: (H, W, 3) RGB."""
-    from PIL import ImageCms
-
     return np.array(ImageCms.applyTransform(Image.fromarray(pixels), transform))
 
 
-def _transform(source, space: str):  # -> ImageCms.ImageCmsTransform
+def _transform(source: ImageCms.ImageCmsProfile, space: str) -> ImageCms.ImageCmsTransform:
     """LittleCMS's 8-bit transform from ``source`` (an RGB or GRAY profile) to sRGB RGB."""
-    from PIL import ImageCms
-
     return ImageCms.buildTransform(
         source,
         ImageCms.createProfile("sRGB"),
@@ -460,7 +442,7 @@ def _transform(source, space: str):  # -> ImageCms.ImageCmsTransform
     )
 
 
-def _is_srgb(transform, space: str) -> bool:
+def _is_srgb(transform: ImageCms.ImageCmsTransform, space: str) -> bool:
     """Whether a profile's transform to sRGB changes no colour of a grid (of a ramp of
     greys) by more than :data:`_SRGB_TOLERANCE`: sRGB's own profile, by whatever name."""
 
@@ -533,10 +515,20 @@ _TURNS = {
 viewers and Pillow's ``exif_transpose`` turn it (1: as stored)."""
 
 
-def _check_ldr_size(path: Path) -> None:
+@dataclass(frozen=True)
+class LDRHeader:
+    """What Pillow reads of an LDR file's header: its embedded ICC colour profile (if any)
+    and its mode (``RGB``, ``L``, ``CMYK``, ...)."""
+
+    icc_profile: bytes | None
+    mode: str
+
+
+def _check_ldr_size(path: Path) -> LDRHeader:
     """Refuse an image whose header declares more than :data:`MAX_PIXELS` pixels
     before it is decoded (a small file can declare a 25,000 x 25,000 image: tens of GB once
-    decoded and converted); content that Pillow cannot place is refused."""
+    decoded and converted); content that Pillow cannot place is refused. Returns what the
+    header says of the pixels' colours."""
     if path.stat().st_size == 0:
         raise ImageFileError(f"{path}: an empty file (0 bytes), not an image")
     try:
@@ -544,6 +536,7 @@ def _check_ldr_size(path: Path) -> None:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 width, height = image.size
+                header = LDRHeader(image.info.get("icc_profile") or None, image.mode)
     except Image.DecompressionBombError as err:  # Pillow's own limit is above this one
         raise ImageFileError(
             f"{path}: more pixels than an image file may have here ({MAX_PIXELS:,} "
@@ -557,6 +550,7 @@ def _check_ldr_size(path: Path) -> None:
             f"(LDR formats: {', '.join(e.lstrip('.') for e in LDR_EXTENSIONS)})"
         ) from None
     _check_pixel_count(path, height, width)
+    return header
 
 
 def write_ldr(path: str | Path, image: np.ndarray) -> None:
@@ -973,15 +967,21 @@ def rgb_to_xyz_matrix(chromaticities: tuple[float, ...]) -> np.ndarray:
     return primaries * scales
 
 
+def bradford_adaptation(source_white: np.ndarray, target_white: np.ndarray) -> np.ndarray:
+    """(3, 3) matrix on CIE XYZ that takes colours seen under ``source_white`` to those
+    under ``target_white`` (each an XYZ 3-vector), by the Bradford cone responses."""
+    cone_source = _BRADFORD @ source_white  # the whites' cone responses
+    cone_target = _BRADFORD @ target_white
+    return np.linalg.solve(_BRADFORD, np.diag(cone_target / cone_source) @ _BRADFORD)
+
+
 def rgb_to_rec709_matrix(chromaticities: tuple[float, ...]) -> np.ndarray:
     """(3, 3) matrix from linear RGB with these primaries and white (see
     :func:`rgb_to_xyz_matrix`) to linear Rec. 709 / D65, the white adapted with Bradford:
     the file's white becomes (1, 1, 1)."""
     source = rgb_to_xyz_matrix(chromaticities)
     target = rgb_to_xyz_matrix(REC709_CHROMATICITIES)
-    cone_source = _BRADFORD @ source.sum(axis=1)  # the whites' cone responses
-    cone_target = _BRADFORD @ target.sum(axis=1)
-    adapt = np.linalg.solve(_BRADFORD, np.diag(cone_target / cone_source) @ _BRADFORD)
+    adapt = bradford_adaptation(source.sum(axis=1), target.sum(axis=1))
     return np.linalg.solve(target, adapt @ source)
 
 

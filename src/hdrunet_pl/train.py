@@ -288,7 +288,6 @@ def train(cfg: DictConfig) -> TrainSummary:
             )
         model_choice = hydra_cfg.runtime.choices.get("model")
         check_groups_apply(cfg, list(hydra_cfg.overrides.task), model_choice)
-        check_output_dir_is_hydras(cfg)
     output_dir = Path(cfg.paths.output_dir)
     if os.environ.get("LOCAL_RANK", "0") == "0":
         check_output_dir(output_dir, cfg.paths.get("min_free_gb", 1.0))

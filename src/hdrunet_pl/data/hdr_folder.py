@@ -201,11 +201,10 @@ def rows_setting(rows: object, name: str = "data.rows") -> Rows:
     if rows is None or (isinstance(rows, str) and rows == PANORAMAS):
         return rows
     try:
-        if isinstance(rows, str | bytes | bool | int | float):
+        top, bottom = rows  # type: ignore[misc]
+        if isinstance(top, bool | str) or isinstance(bottom, bool | str):
             raise TypeError
-        top, bottom = (float(v) for v in rows)  # type: ignore[union-attr]
-        if isinstance(rows[0], bool) or isinstance(rows[1], bool):  # type: ignore[index]
-            raise TypeError
+        top, bottom = float(top), float(bottom)
     except (TypeError, ValueError):
         top = bottom = math.nan
     if not 0 <= top < bottom <= 1:
