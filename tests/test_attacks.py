@@ -163,6 +163,39 @@ def test_a_result_without_its_align_ratio_is_made_again(attacks, tiny_checkpoint
     assert (out / "a_alignratio.npy").is_file()
 
 
+def test_a_photo_of_the_same_name_or_another_checkpoint_is_converted_again(
+    attacks, tiny_checkpoint, tmp_path
+):
+    """IMG_0001 of another memory card, then another checkpoint, into one output folder:
+    each result must be made again, not skipped as done (it was another photo's)."""
+    from hdrunet_pl import HDRUNet, save_model
+    from hdrunet_pl.io import read_linear_hdr
+
+    card1, card2, out = tmp_path / "card1", tmp_path / "card2", tmp_path / "out"
+    card1.mkdir()
+    card2.mkdir()
+    cv2.imwrite(str(card1 / "IMG_0001.png"), np.full((20, 24, 3), 90, np.uint8))
+    cv2.imwrite(str(card2 / "IMG_0001.png"), np.full((28, 36, 3), 160, np.uint8))
+
+    def convert(card: Path, ckpt: Path):
+        args = [f"ckpt={ckpt}", f"input={card}", f"output={out}", "format=exr", *CPU]
+        return run_tool("hdrunet-predict", args, tmp_path)
+
+    assert convert(card1, tiny_checkpoint).returncode == 0
+    result = convert(card2, tiny_checkpoint)
+    attacks.check("predict: a photo of the same name from another folder", result, exit_code=0)
+    assert "1 written, 0 skipped" in result.stdout
+    first = read_linear_hdr(out / "IMG_0001.exr")
+    assert first.shape[:2] == (28, 36)  # card 2's photo, not card 1's result
+    assert "0 written, 1 skipped" in convert(card2, tiny_checkpoint).stdout  # done: skipped
+    torch.manual_seed(9)
+    other = save_model(HDRUNet(nf=8), tmp_path / "other.ckpt")
+    result = convert(card2, other)
+    attacks.check("predict: the same photo with another checkpoint", result, exit_code=0)
+    assert "1 written, 0 skipped" in result.stdout
+    assert not np.array_equal(read_linear_hdr(out / "IMG_0001.exr"), first)
+
+
 def test_resume_auto_on_a_finished_run_changes_nothing(attacks, finished_run, tmp_path):
     before = snapshot(finished_run / "checkpoints") | {
         finished_run / "metrics.json": (finished_run / "metrics.json").read_bytes()

@@ -89,6 +89,21 @@ def test_official_state_dict_loads_strictly_with_every_tensor_placed(official_fi
         assert torch.equal(ours[official_to_ours(key)], tensor), key
 
 
+def test_state_dicts_saved_from_a_data_parallel_wrapper_load(tmp_path, official_file):
+    """``module.``-prefixed names (nn.DataParallel / DDP around the network), of the public
+    layout and of this package's own, load as the bare names do."""
+    _, sd = official_file
+    path = tmp_path / "parallel_official.pth"
+    torch.save({f"module.{k}": v for k, v in sd.items()}, path)
+    ours = load_model(path).state_dict()
+    assert all(torch.equal(ours[official_to_ours(k)], v) for k, v in sd.items())
+    torch.manual_seed(4)
+    own = HDRUNet(nf=8).state_dict()
+    torch.save({f"module.{k}": v for k, v in own.items()}, tmp_path / "parallel_own.pth")
+    loaded = load_model(tmp_path / "parallel_own.pth").state_dict()
+    assert loaded.keys() == own.keys() and all(torch.equal(loaded[k], v) for k, v in own.items())
+
+
 def test_official_weights_give_the_public_implementations_output(official_file):
     path, sd = official_file
     model = load_model(path).double()  # float64: the same function, not just close in fp32

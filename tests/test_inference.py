@@ -638,10 +638,13 @@ def test_export_check_refuses_an_onnx_file_of_another_opset(tmp_path):
 
 
 def test_a_tile_too_small_for_its_overlap_is_refused_before_any_image():
-    with pytest.raises(ValueError, match=r"tile \(100\) must exceed overlap \(224\)"):
+    # the tile suggested is the efficient one (twice the overlap), not the least accepted
+    with pytest.raises(ValueError, match=r"tile \(100\) must exceed overlap \(224\).*tile=448 or"):
         Predictor(random_net(8), tile=100)
-    with pytest.raises(ValueError, match=r"give tile=36 or more"):
+    with pytest.raises(ValueError, match=r"give tile=64 or more"):
         Predictor(random_net(8), tile=34, overlap=32)
+    with pytest.raises(ValueError, match=r"give tile=6 or more"):
+        Predictor(random_net(8), tile=2, overlap=2)  # overlap + 4 where that is more
     assert Predictor(random_net(8), tile=36, overlap=32).tile == 36
     assert Predictor(random_net(8), tile=0).tile == 0  # 0: never tile
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import cv2
 import lightning as L
 import numpy as np
 import pytest
@@ -289,6 +290,56 @@ def test_eval_ldr_dir_adds_the_identity_baseline(scored):
         assert row["psnr_mu"] == without[name]["psnr_mu"]  # the result's own scores stay
     assert float(with_ldr["mean"]["identity_psnr_mu"]) == pytest.approx(np.mean(mu), abs=1e-3)
     assert float(with_ldr["mean"]["identity_psnr_l"]) == pytest.approx(np.mean(l_), abs=1e-3)
+
+
+def test_eval_ldr_dir_finds_photos_by_the_names_predict_gives_their_results(tmp_path):
+    """Results of photos (``holiday_medium.png`` -> ``holiday_medium.exr``, ``scene.png`` ->
+    ``scene.exr``) find their LDR in ``ldr_dir``; 8-bit PNGs beside the results (an
+    overview, eval's own best_/worst_ images) are no results."""
+    from hdrunet_pl.errors import HDRUNetError
+
+    photos, gts, preds = (tmp_path / n for n in ("photos", "gt", "pred"))
+    for folder in (photos, gts, preds):
+        folder.mkdir()
+    rng = np.random.default_rng(2)
+    for i, name in enumerate(("holiday_medium", "scene")):
+        gt = random_hdr(20, 28, seed=30 + i)
+        write_hdr(gts / f"{name}.exr", gt)
+        write_hdr(preds / f"{name}.exr", gt * rng.uniform(0.8, 1.2, gt.shape).astype(np.float32))
+        cv2.imwrite(str(photos / f"{name}.png"), rng.integers(0, 256, (20, 28, 3), np.uint8))
+    for extra in ("overview.png", "best_scene.png"):  # 8-bit, no align ratio: no results
+        cv2.imwrite(str(preds / extra), np.full((20, 28, 3), 128, np.uint8))
+    args = [f"pred_dir={preds}", f"gt_dir={gts}", "metrics=[psnr_mu,psnr_l]"]
+    scores = evaluate.run(
+        compose_config("eval", [*args, f"ldr_dir={photos}", f"output={tmp_path / 'e'}"])
+    )
+    assert sorted(s.name for s in scores) == ["holiday_medium", "scene"]
+    for s in scores:
+        ldr = read_ldr(photos / f"{s.name}.png")
+        gt = evaluate.read_nonlinear(gts / f"{s.name}.exr", "fill").permute(1, 2, 0).numpy()
+        assert s.identity_psnr_mu == pytest.approx(ntire_psnr_mu_numpy(ldr, gt), abs=1e-3)
+        assert s.identity_psnr_l == pytest.approx(ntire_psnr_l_numpy(ldr, gt), abs=1e-3)
+    cv2.imwrite(str(photos / "scene.jpg"), np.full((20, 28, 3), 99, np.uint8))
+    with pytest.raises(
+        HDRUNetError, match=r"scene\.jpg and scene\.png could each be the LDR of scene"
+    ):
+        evaluate.run(
+            compose_config("eval", [*args, f"ldr_dir={photos}", f"output={tmp_path / 'f'}"])
+        )
+    (photos / "scene.jpg").unlink()
+    (photos / "scene.png").unlink()
+    with pytest.raises(HDRUNetError, match=r"no LDR image for scene \(scene_medium\.png, or scene"):
+        evaluate.run(
+            compose_config("eval", [*args, f"ldr_dir={photos}", f"output={tmp_path / 'g'}"])
+        )
+    # a result PNG that lost its align ratio: named as the reason its GT has no result
+    (preds / "scene.exr").unlink()
+    cv2.imwrite(str(preds / "scene.png"), np.full((20, 28, 3), 128, np.uint16))
+    with pytest.raises(
+        HDRUNetError,
+        match=r"no result for 1 GT image.*scene\.png there: a PNG without its align ratio",
+    ):
+        evaluate.run(compose_config("eval", [*args, f"output={tmp_path / 'h'}"]))
 
 
 @pytest.mark.parametrize(("kind", "tolerance_db"), [("exr", 1e-3), ("hdr", 2e-3)])

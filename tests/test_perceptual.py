@@ -102,6 +102,26 @@ def test_luminance_convention_scales_both_images_by_the_reference():
         to_display(ref[:2], ref[:2])
 
 
+def test_highlights_beyond_the_display_peak_do_not_count_in_pu21(tmp_path):
+    """The display clips at its peak (1.5 times the reference's 99th percentile, as the
+    README says): a prediction wrong only in such a highlight is perfect for PU21, not for
+    PSNR-mu."""
+    from hdrunet_pl.metrics import psnr_mu
+
+    ref = _reference()
+    linear = ref.double() ** GAMMA
+    p = float(np.percentile(linear.numpy(), NORM_PERCENTILE))
+    ref = ref.clone()
+    ref[:, :4, :4] = (2.0 * p) ** (1 / GAMMA)  # a highlight at twice the percentile
+    pred = ref.clone()
+    pred[:, :4, :4] = (5.0 * p) ** (1 / GAMMA)  # 2.5 times too bright, above the peak too
+    assert pu21_psnr(pred, ref) == float("inf") and pu21_ssim(pred, ref) == pytest.approx(1.0)
+    assert float(psnr_mu(pred, ref)) < 100
+    below = ref.clone()
+    below[:, :4, :4] = (1.2 * p) ** (1 / GAMMA)  # within the display: the error counts
+    assert pu21_psnr(below, ref) < 100
+
+
 def test_scores_equal_cvvdp_command_line_on_hand_made_cases(tmp_path):
     """Each case is written as the cd/m2 EXR pair of the convention and scored by cvvdp's own
     command line (its file reader, display models and metric classes)."""

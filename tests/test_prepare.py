@@ -14,7 +14,7 @@ from hdrunet_pl.train import train
 
 from .ntire_files import random_hdr, write_ntire_frame
 from .organisers import organisers_val_scores
-from .support import FAST, compose_train, noise, run_tool
+from .support import FAST, compose_config, compose_train, noise, run_tool
 
 
 def public_rule(size, crop=480, step=240, thres=48):
@@ -182,6 +182,26 @@ def test_stream_shards_train_a_few_steps(tmp_path, monkeypatch):
     net = load_model(summary.last_checkpoint).eval()
     scores = (summary.psnr_mu_after, summary.psnr_l_after)
     assert scores == pytest.approx(organisers_val_scores(cfg, net), abs=1e-3)
+    # hdrunet-eval ckpt=... data=stream data.input_dir=...: the val shards' pairs, scored
+    from hdrunet_pl import evaluate
+
+    eval_cfg = compose_config(
+        "eval",
+        [
+            f"ckpt={summary.last_checkpoint}",
+            "precision=32",
+            "data=stream",
+            f"data.input_dir={shards}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "data.num_workers=0",
+            f"output={tmp_path / 'eval'}",
+            "metrics=[psnr_mu,psnr_l]",
+        ],
+    )
+    evaluated = evaluate.run(eval_cfg)
+    assert sorted(s.name for s in evaluated) == ["0004", "0005"]  # the last two: val
+    means = [sum(getattr(s, k) for s in evaluated) / 2 for k in ("psnr_mu", "psnr_l")]
+    assert means == pytest.approx(scores, abs=1e-3)  # the scores of training's validation
 
 
 def test_a_new_split_without_val_pairs_removes_the_earlier_val_shards(tmp_path):

@@ -31,9 +31,9 @@ from hdrunet_pl.inference import NonFiniteOutputError
 from hdrunet_pl.io import (
     GT_SUFFIX,
     HDR_EXTENSIONS,
+    LDR_EXTENSIONS,
     LDR_SUFFIX,
     NEGATIVE,
-    NTIRE_EXPOSURE_SUFFIXES,
     as_submitted,
     atomic_path,
     imwrite,
@@ -218,11 +218,13 @@ def _hdr_files(folder: Path, role: str) -> dict[str, Path]:
         raise HDRUNetError(f"{role} {folder}: no such folder")
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        # NTIRE LDR frames (NNNN_medium/_short/_long.png, no align ratio beside them) and
-        # previews are no HDR; a photo's result keeps its name (0007_medium.png of a JPEG
-        # 0007_medium.jpg, with its align ratio), as hdrunet-predict writes it
-        ldr_frame = any(ntire_frame_id(path, s) is not None for s in NTIRE_EXPOSURE_SUFFIXES)
-        if path.stem.endswith("_preview") or (ldr_frame and not is_hdr_png(path)):
+        # a PNG is HDR with its align ratio beside it, whatever its name (the result of a
+        # photo named 0007_medium.jpg), or when named as NTIRE ground truth (a missing
+        # ratio is then an error, reported when read); other PNGs are 8-bit images: NTIRE
+        # LDR frames (NNNN_medium/_short/_long.png), previews, photos, eval's best_/worst_
+        png = path.suffix.lower() == ".png"
+        ground_truth = ntire_frame_id(path, GT_SUFFIX) is not None
+        if path.stem.endswith("_preview") or (png and not ground_truth and not is_hdr_png(path)):
             continue
         if path.suffix.lower() in HDR_EXTENSIONS:
             key = _key(path)
@@ -234,6 +236,35 @@ def _hdr_files(folder: Path, role: str) -> dict[str, Path]:
                 )
             files[key] = path
     return files
+
+
+def _ldr_files(folder: Path, names: list[str]) -> dict[str, Path]:
+    """The LDR image each result of ``names`` was made from, in ``folder``: NTIRE's
+    ``<name>_medium.png``, else a photo ``<name>.<ext>`` (``holiday.jpg`` for ``holiday``,
+    as ``hdrunet-predict`` names results). Refuses a missing or ambiguous one, before any
+    image is read."""
+    if not folder.is_dir():
+        raise HDRUNetError(f"ldr_dir {folder}: no such folder")
+    by_stem: dict[str, list[Path]] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() in LDR_EXTENSIONS and path.is_file() and not is_hdr_png(path):
+            by_stem.setdefault(path.stem, []).append(path)
+    found: dict[str, Path] = {}
+    for name in names:
+        ntire = folder / f"{name}{LDR_SUFFIX}.png"
+        candidates = [ntire] if ntire in by_stem.get(ntire.stem, []) else by_stem.get(name, [])
+        if not candidates:
+            raise HDRUNetError(
+                f"ldr_dir {folder}: no LDR image for {name} ({ntire.name}, or {name} with an "
+                f"image suffix: {', '.join(LDR_EXTENSIONS)})"
+            )
+        if len(candidates) > 1:
+            raise HDRUNetError(
+                f"ldr_dir {folder}: {' and '.join(p.name for p in candidates)} could each be "
+                f"the LDR of {name}; keep one"
+            )
+        found[name] = candidates[0]
+    return found
 
 
 def read_nonlinear(path: Path, negative: str = "clip") -> torch.Tensor:
@@ -272,7 +303,16 @@ def folder_samples(
         raise HDRUNetError(f"gt_dir {gt_dir}: no GT files (NNNN_gt.png pairs, .exr or .hdr)")
     missing = sorted(gts.keys() - preds.keys())
     if missing:
-        raise HDRUNetError(f"{pred_dir}: no result for {len(missing)} GT image(s): {missing[:10]}")
+        bare = [n for n in missing if (Path(pred_dir) / f"{n}.png").is_file()]
+        hint = (
+            f" ({', '.join(f'{n}.png' for n in bare[:3])} there: a PNG without its align ratio "
+            "beside it is no HDR result)"
+            if bare
+            else ""
+        )
+        raise HDRUNetError(
+            f"{pred_dir}: no result for {len(missing)} GT image(s): {missing[:10]}{hint}"
+        )
     unmatched = sorted(preds.keys() - gts.keys())
     if unmatched:  # scored images are the GT's; say which results count for nothing
         log.warning(
@@ -283,12 +323,15 @@ def folder_samples(
             unmatched[:10],
         )
 
+    ldrs = _ldr_files(Path(ldr_dir), sorted(gts)) if ldr_dir is not None else {}
+
     def items() -> Iterator[Sample]:
         for name in sorted(gts):
             ldr = None
-            if ldr_dir is not None:
-                ldr_path = Path(ldr_dir) / f"{name}{LDR_SUFFIX}.png"
-                ldr = torch.from_numpy(read_ldr(ldr_path, upright=False).transpose(2, 0, 1).copy())
+            if name in ldrs:  # read as hdrunet-predict reads it (a photo turned upright)
+                ntire = ntire_frame_id(ldrs[name], LDR_SUFFIX) is not None
+                ldr = read_ldr(ldrs[name], upright=not ntire)
+                ldr = torch.from_numpy(ldr.transpose(2, 0, 1).copy())
             gt = read_nonlinear(gts[name], negative)
             yield Sample(name, read_nonlinear(preds[name]), gt, ldr)
 
@@ -370,7 +413,8 @@ def model_samples(cfg: DictConfig) -> Samples:
         cause = err.__cause__ or err
         raise HDRUNetError(f"data: {cause}") from None
 
-    batches = iter(datamodule.val_dataloader())  # loader workers start from this thread
+    loader = datamodule.val_dataloader()
+    batches = iter(loader)  # loader workers start from this thread
 
     def items() -> Iterator[Sample]:
         for batch in batches:
@@ -384,7 +428,7 @@ def model_samples(cfg: DictConfig) -> Samples:
 
     groups = tuple(getattr(datamodule, "settings", ()))
     region = getattr(datamodule, "rows_note", "")
-    return Samples(len(datamodule.val_set), items(), groups, region)
+    return Samples(len(loader.dataset), items(), groups, region)
 
 
 def read_ahead(items: Iterator[Sample], depth: int = 2) -> Iterator[Sample]:

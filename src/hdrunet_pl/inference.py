@@ -196,7 +196,9 @@ class Predictor:
         if tile and (tile - overlap) // SCALE_FACTOR < 1:  # before any image, not at a large one
             raise ValueError(
                 f"tile ({tile}) must exceed overlap ({overlap}) by at least {SCALE_FACTOR} "
-                f"pixels: give tile={overlap + SCALE_FACTOR} or more, or a smaller overlap"
+                f"pixels: give tile={max(2 * overlap, overlap + SCALE_FACTOR)} or more (smaller "
+                "tiles than twice the overlap compute each pixel many times over), or a "
+                "smaller overlap"
             )
         if tile and (tile / (tile - overlap)) ** 2 > 4:
             log.warning(

@@ -3,7 +3,9 @@ replaces or deletes a file that this package did not write.
 
 An output folder keeps a manifest, ``.hdrunet-outputs``: a line with a file's name
 (relative to the folder) when the package is about to write it, and a line with its name,
-size, modification time and the writing tool once it is written. A file may be written
+size, modification time, the writing tool and what it was made from (its origin: the input
+and settings, as a digest; see :func:`origin`) once it is written. A result counts as done
+(a re-run skips it) only when it was made from the same origin. A file may be written
 over only when the manifest records it as written and it is still that file (same size
 and time), and deleted only by the tool that wrote it: the user's data, another program's
 results, an input, a file put where a failed or killed run left only a name, and an output
@@ -13,6 +15,7 @@ line instead. Folders (stream shards) are owned by name.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from collections.abc import Iterable
@@ -23,6 +26,20 @@ from hdrunet_pl.io import NEW_FILE_MODE
 
 MANIFEST = ".hdrunet-outputs"
 """Name of the manifest file in an output folder."""
+
+
+def file_identity(path: str | Path) -> str:
+    """A file as a result's origin: its resolved path, size and modification time (another
+    file, or the same name changed since, gives another identity)."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    return f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def origin(*parts: str) -> str:
+    """What a result was made from (inputs' :func:`file_identity`, settings), as one short
+    digest for the manifest."""
+    return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
 class OutputFolder:
@@ -55,14 +72,19 @@ class OutputFolder:
                 "written (remove it, or choose another output folder)"
             )
         self._writers: dict[str, str] = {}  # name -> the tool that wrote it (when recorded)
+        self._origins: dict[str, str] = {}  # name -> what it was made from (when recorded)
         for line in manifest.read_text(errors="replace").splitlines() if manifest.is_file() else []:
-            # "name" (claimed) or "name<TAB>size<TAB>mtime[<TAB>tool]" (written); names
-            # hold no tab (control characters are refused)
+            # "name" (claimed) or "name<TAB>size<TAB>mtime[<TAB>tool[<TAB>origin]]"
+            # (written); names hold no tab (control characters are refused)
             name, *fields = line.split("\t")
-            if len(fields) in (2, 3) and fields[0].isdigit() and fields[1].isdigit():
+            if len(fields) in (2, 3, 4) and fields[0].isdigit() and fields[1].isdigit():
                 self._stats[name] = (int(fields[0]), int(fields[1]))
-                if len(fields) == 3:
+                if len(fields) >= 3:
                     self._writers[name] = fields[2]
+                if len(fields) == 4:
+                    self._origins[name] = fields[3]
+                else:  # written again without an origin: the old one no longer holds
+                    self._origins.pop(name, None)
             else:
                 name = line
             self._ours.add(name)
@@ -136,18 +158,27 @@ class OutputFolder:
         new = [self._name(p) for p in paths if self._name(p) not in self._ours]
         self._append(new, new)
 
-    def written(self, paths: Iterable[Path]) -> None:
+    def written(self, paths: Iterable[Path], made_from: str = "") -> None:
         """Record ``paths``, just written by this package (claimed before), as its files:
-        they may be written over until they change. Safe to call from writer threads."""
+        they may be written over until they change. ``made_from``: their :func:`origin`
+        (what :meth:`complete` compares). Safe to call from writer threads."""
         records = {}
         for path in paths:
             stat = path.stat()
             records[self._name(path)] = (stat.st_size, stat.st_mtime_ns)
-        lines = [f"{name}\t{size}\t{mtime}\t{self.tool}" for name, (size, mtime) in records.items()]
+        tail = f"\t{made_from}" if made_from else ""
+        lines = [
+            f"{name}\t{size}\t{mtime}\t{self.tool}{tail}" for name, (size, mtime) in records.items()
+        ]
         self._append(lines, list(records))
         with self._lock:
             self._stats.update(records)
             self._writers.update(dict.fromkeys(records, self.tool))
+            for name in records:
+                if made_from:
+                    self._origins[name] = made_from
+                else:
+                    self._origins.pop(name, None)
 
     def _append(self, lines: list[str], names: list[str]) -> None:
         """Add ``lines`` to the manifest and ``names`` (their files) to this package's."""
@@ -190,6 +221,13 @@ class OutputFolder:
             path.unlink(missing_ok=True)
         return stale
 
-    def complete(self, paths: Iterable[Path]) -> bool:
-        """True when every file of a result group exists and was written by this package."""
-        return all(p.is_file() and self.owns(p) for p in paths)
+    def complete(self, paths: Iterable[Path], made_from: str | None = None) -> bool:
+        """True when every file of a result group exists and was written by this tool,
+        unchanged since, and (given ``made_from``) made from that :func:`origin`: a result
+        of another input of the same name, or of other settings, is not done."""
+        return all(
+            p.is_file()
+            and self.owns(p)
+            and (made_from is None or self._origins.get(self._name(p)) == made_from)
+            for p in paths
+        )

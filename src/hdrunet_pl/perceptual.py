@@ -8,8 +8,10 @@ reference, see :func:`to_display`):
 2. scale so that the reference's ``NORM_PERCENTILE``-th percentile of linear RGB (the value
    PSNR-mu normalises by) is ``REFERENCE_CD_M2`` cd/m2; the prediction gets the *reference's*
    factor, so a prediction that is too bright is shown too bright;
-3. show the result, unclipped, as BT.709 linear RGB on the ``DISPLAY`` model of ``cvvdp``
-   (30-inch 4K HDR monitor at 0.75 m, 1500 cd/m2 peak, 10 lux ambient).
+3. show the result as BT.709 linear RGB on the ``DISPLAY`` model of ``cvvdp`` (30-inch 4K
+   HDR monitor at 0.75 m, 1500 cd/m2 peak, 10 lux ambient), which clips each channel at its
+   peak: highlights above 1.5 times the reference's percentile are shown alike, so their
+   errors do not count in these scores (PSNR-mu and PSNR-L see them).
 
 The metrics themselves are ``cvvdp``'s classes (``pu_psnr_y``, ``ssim_metric`` on PU21-encoded
 luma, ``cvvdp``): nothing here re-implements them. ``cvvdp`` imports ``torchvision`` for one

@@ -13,8 +13,11 @@ becomes ``NNNN.png`` + ``NNNN_alignratio.npy`` (the challenge's submission names
 ``photo.jpg`` becomes ``photo.png`` + ``photo_alignratio.npy`` (or ``photo.exr``/``.hdr``).
 Because the align ratio of ``NNNN.png`` and of the ground truth ``NNNN_gt.png`` share one
 name, the output folder may not be the input folder nor a folder holding NTIRE ground truth.
-Results are written under a temporary name and renamed. A bad input is reported and
-skipped; the exit code is 1 if any input failed.
+Results are written under a temporary name and renamed. A result already in the output
+folder is skipped when this tool made it from the same input file (path, size, time) with
+the same checkpoint and precision, and made again otherwise (``IMG_0001.jpg`` of another
+memory card, another checkpoint). A bad input is reported and skipped; the exit code is 1
+if any input failed.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ from hdrunet_pl.io import (
     write_ldr,
 )
 from hdrunet_pl.models.checkpoints import load_model
-from hdrunet_pl.outputs import OutputFolder
+from hdrunet_pl.outputs import OutputFolder, file_identity, origin
 from hdrunet_pl.resolvers import available_cpus
 from hdrunet_pl.tonemap import display_mu_law
 from hdrunet_pl.validation import (
@@ -208,12 +211,22 @@ def _unit(output: Path, stem: str, fmt: str, preview: bool) -> list[Path]:
     return unit
 
 
-def _write(folder: OutputFolder, unit: list[Path], hdr: torch.Tensor, preview: bool) -> None:
+def _write(
+    folder: OutputFolder, unit: list[Path], hdr: torch.Tensor, preview: bool, made_from: str
+) -> None:
     write_hdr(unit[0], hdr.permute(1, 2, 0).numpy())
     if preview:
         shown = display_mu_law(hdr).permute(1, 2, 0).numpy().astype(np.float32)
         write_ldr(unit[-1], shown)
-    folder.written(unit)
+    folder.written(unit, made_from)
+
+
+def _made_from(path: Path, settings: str) -> str:
+    """The origin of ``path``'s result: the input file as it is now and ``settings``."""
+    try:
+        return origin(settings, file_identity(path))
+    except OSError:  # gone: not done; reading it reports why
+        return origin(settings, str(path), "unreadable")
 
 
 def _failure(err: BaseException, target: Path) -> str | None:
@@ -225,25 +238,9 @@ def _failure(err: BaseException, target: Path) -> str | None:
     return None
 
 
-def predict_files(
-    predictor: Predictor,
-    inputs: list[Path],
-    output: Path,
-    fmt: str = "png",
-    preview: bool = False,
-    overwrite: bool = False,
-    progress: bool = True,
-    read_ahead: int = 2,
-) -> PredictReport:
-    """Convert every file in ``inputs``; see the module docstring for names and errors.
-
-    A pipeline: up to ``read_ahead`` images are decoded in a thread while the network runs,
-    and each result is encoded and written in another thread while the next one is
-    computed (OpenCV releases the GIL), so decoding and encoding hide behind the network.
-    Writers: one per spare CPU, up to 4 (for a GPU, whose frames come faster than one CPU
-    encodes them); at most ``2 * writers`` results wait in memory. The results are the same
-    as one image at a time.
-    """
+def plan_units(inputs: list[Path], output: Path, fmt: str, preview: bool) -> list[list[Path]]:
+    """The files each input's result goes to; refuses an unknown format and inputs whose
+    results would share a name (all such pairs at once)."""
     if fmt not in FORMATS:
         raise HDRUNetError(f"format must be one of {FORMATS}, got {fmt!r}")
     units = [_unit(output, output_stem(p), fmt, preview) for p in inputs]
@@ -257,16 +254,44 @@ def predict_files(
     if clashes:  # all of them at once: a folder of photos often has several
         more = f" (and {len(clashes) - 3} more)" if len(clashes) > 3 else ""
         raise HDRUNetError("; ".join(clashes[:3]) + more + "; rename one of each")
+    return units
+
+
+def predict_files(
+    predictor: Predictor,
+    inputs: list[Path],
+    output: Path,
+    fmt: str = "png",
+    preview: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    read_ahead: int = 2,
+    settings: str = "",
+) -> PredictReport:
+    """Convert every file in ``inputs``; see the module docstring for names and errors.
+
+    ``settings``: what besides the input decides a result (the checkpoint and precision, as
+    text); a result in ``output`` made from the same input and settings is skipped.
+
+    A pipeline: up to ``read_ahead`` images are decoded in a thread while the network runs,
+    and each result is encoded and written in another thread while the next one is
+    computed (OpenCV releases the GIL), so decoding and encoding hide behind the network.
+    Writers: one per spare CPU, up to 4 (for a GPU, whose frames come faster than one CPU
+    encodes them); at most ``2 * writers`` results wait in memory. The results are the same
+    as one image at a time.
+    """
+    units = plan_units(inputs, output, fmt, preview)
     check_output_folder(output, inputs)
     folder = OutputFolder(output, "hdrunet-predict", inputs)
     report = PredictReport()
     start = time.perf_counter()
     jobs = []
     for path, unit in zip(inputs, units, strict=True):
-        if not overwrite and folder.complete(unit):
+        made_from = _made_from(path, settings)
+        if not overwrite and folder.complete(unit, made_from):
             report.skipped.append(unit[0])
         else:
-            jobs.append((path, unit))
+            jobs.append((path, unit, made_from))
     writes: list[tuple[Path, Path, Future]] = []
 
     def fail(path: Path, message: str) -> None:
@@ -278,8 +303,8 @@ def predict_files(
         ThreadPoolExecutor(1, thread_name_prefix="hdrunet-read") as reader,
         ThreadPoolExecutor(writers, thread_name_prefix="hdrunet-write") as writer,
     ):
-        reads = deque(reader.submit(_read, path) for path, _ in jobs[:read_ahead])
-        for i, (path, unit) in enumerate(tqdm(jobs, disable=not progress, unit="image")):
+        reads = deque(reader.submit(_read, path) for path, *_ in jobs[:read_ahead])
+        for i, (path, unit, made_from) in enumerate(tqdm(jobs, disable=not progress, unit="image")):
             pending = reads.popleft()
             if i + read_ahead < len(jobs):
                 reads.append(reader.submit(_read, jobs[i + read_ahead][0]))
@@ -292,7 +317,8 @@ def predict_files(
             except (HDRUNetError, OSError) as err:
                 fail(path, _failure(err, unit[0]))
                 continue
-            writes.append((path, unit[0], writer.submit(_write, folder, unit, hdr, preview)))
+            job = writer.submit(_write, folder, unit, hdr, preview, made_from)
+            writes.append((path, unit[0], job))
             if len(writes) > 2 * writers:
                 wait([writes[-2 * writers - 1][2]])  # bound the results held in memory
         for path, target, done in writes:
@@ -334,7 +360,9 @@ def run(cfg: DictConfig) -> PredictReport:
     check_required(cfg)
     check_settings(cfg, PREDICT_RULES)
     inputs = list_inputs(cfg.input)
-    check_output_folder(Path(cfg.output), inputs)  # before the checkpoint is loaded
+    # refusals before the checkpoint is loaded
+    plan_units(inputs, Path(cfg.output), cfg.format, cfg.preview)
+    check_output_folder(Path(cfg.output), inputs)
     predictor = make_predictor(cfg)
     print(f"hdrunet-predict: {cfg.ckpt} on {predictor.device} ({predictor.dtype})")
     report = predict_files(
@@ -344,6 +372,7 @@ def run(cfg: DictConfig) -> PredictReport:
         fmt=cfg.format,
         preview=cfg.preview,
         overwrite=cfg.overwrite,
+        settings=f"checkpoint {file_identity(cfg.ckpt)}, {predictor.dtype}",
     )
     print(report.summary())
     return report

@@ -43,7 +43,7 @@ from hdrunet_pl.io import (
     read_ldr_codes,
     write_alignratio,
 )
-from hdrunet_pl.outputs import OutputFolder
+from hdrunet_pl.outputs import OutputFolder, file_identity, origin
 from hdrunet_pl.quiet import install_filters
 
 TOOL = "hdrunet-prepare"
@@ -103,10 +103,16 @@ def crop_pair(
 ) -> tuple[int, int]:
     """Cut one pair into sub-images under ``output``; returns (written, skipped) counts.
 
-    A sub-image (its three files) is skipped when this tool wrote all three before; a file
-    of that name that it did not write stops the run instead of being written over.
+    A sub-image (its three files) is skipped when this tool wrote all three before, from
+    these same files with the same ``crop``, ``step`` and ``threshold`` (else it is cut
+    again); a file of that name that it did not write stops the run instead of being
+    written over.
     """
     folder = OutputFolder(output, TOOL, [pair.ldr, pair.gt, pair.alignratio])
+    made_from = origin(
+        *(file_identity(p) for p in (pair.ldr, pair.gt, pair.alignratio)),
+        f"crop {crop}, step {step}, threshold {threshold}",
+    )
     # the LDR's codes as training reads them (a colour profile converted to sRGB: the crop
     # carries none), in OpenCV's order for writing; the GT as stored
     ldr = np.ascontiguousarray(read_ldr_codes(pair.ldr, upright=False)[..., ::-1])
@@ -115,7 +121,7 @@ def crop_pair(
     written = skipped = 0
     for index, (top, left) in enumerate(crop_boxes(*ldr.shape[:2], crop, step, threshold), 1):
         ldr_path, gt_path, ratio_path = unit = _sub_names(output, pair.name, index)
-        if folder.complete(unit):
+        if folder.complete(unit, made_from):
             skipped += 1
             continue
         folder.claim(unit)
@@ -123,9 +129,9 @@ def crop_pair(
         window = (slice(top, top + crop), slice(left, left + crop))
         imwrite(gt_path, np.ascontiguousarray(gt[window]))
         write_alignratio(ratio_path, ratio)
-        folder.written([gt_path, ratio_path])
+        folder.written([gt_path, ratio_path], made_from)
         imwrite(ldr_path, np.ascontiguousarray(ldr[window]))  # last: marks the sub-image done
-        folder.written([ldr_path])
+        folder.written([ldr_path], made_from)
         written += 1
     return written, skipped
 

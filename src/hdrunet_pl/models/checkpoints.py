@@ -394,6 +394,8 @@ def _first_keys(mapping: Mapping[str, object]) -> str:
     return ", ".join(_one_line(k, 120) for k in list(mapping)[:5]) or "none"
 
 
+PARALLEL_PREFIX = "module."
+"""What ``nn.DataParallel`` and DDP put before a wrapped network's names."""
 PUBLIC_HDRUNET, OWN_HDRUNET = "public HDRUNet", "hdrunet-pl"
 PUBLISHED_EXPANDNET, OWN_EXPANDNET = "published ExpandNet", "hdrunet-pl ExpandNet"
 _EXPANDNET_LAYOUTS = (PUBLISHED_EXPANDNET, OWN_EXPANDNET)
@@ -418,6 +420,10 @@ def _split(obj: object) -> tuple[dict[str, object], NetConfig | None, str, str]:
         kind = "Lightning checkpoint"
     else:
         state, kind = top, "state_dict"
+    if state and all(k.startswith(PARALLEL_PREFIX) for k in state):
+        # saved from a DataParallel / DistributedDataParallel wrapper: the network's names
+        state = {k[len(PARALLEL_PREFIX) :]: v for k, v in state.items()}
+        kind += f" ('{PARALLEL_PREFIX}' names)"
     if any(NET_PREFIX + k in state for k in ("conv_first.weight", EXPANDNET_FIRST)):
         # the LightningModule's names
         state = {k[len(NET_PREFIX) :]: v for k, v in state.items() if k.startswith(NET_PREFIX)}
