@@ -458,6 +458,11 @@ def test_bad_settings_are_one_line(attacks, tiny_checkpoint, tmp_path, tool, arg
         ("data.batch_size=0", "data.batch_size must be an integer >= 1"),
         ("model.optimizer.betas=[0.9]", "model.optimizer.betas must be two numbers"),
         ("resume=maybe", "resume must be auto, true or false"),
+        ("seed=-1", "seed must be an integer from 0 to 4294967295"),
+        ("trainer.precision=bf16-true", "trainer.precision must be one of 32, 32-true"),
+        ("trainer.precision=64-true", "bf16-true, 16-true and 64-true are not supported"),
+        ("+trainer.accumulate_grad_batches=2", "would not resume its stream of training"),
+        ("trainer.val_check_interval=0.5", "needs trainer.check_val_every_n_epoch=N too"),
     ],
 )
 def test_bad_numbers_stop_the_run_before_it_starts(tmp_path, override, message):
@@ -783,6 +788,26 @@ def test_a_refused_resume_advises_the_runs_own_command(finished_run, tmp_path):
     assert result.returncode == 2
     advice = result.stderr.split("resumes that run as it was set up: ", 1)[1].split(", or ")[0]
     assert "model.optimizer.lr" not in advice and advice.endswith("resume=auto")
+
+
+def test_a_resume_with_another_batch_size_is_refused(attacks, finished_run, tmp_path):
+    """The resumed stream of samples starts at step x batch size x processes: another batch
+    size would skip or repeat the run's own samples."""
+    from hdrunet_pl.models.checkpoints import STREAM_KEY
+
+    saved = torch.load(finished_run / "checkpoints" / "last.ckpt", weights_only=True)
+    batch = saved[STREAM_KEY]["batch_size"]
+    assert saved[STREAM_KEY] == {"batch_size": batch, "processes": 1}
+    before = snapshot(finished_run / "checkpoints")
+    args = [*TRAIN, f"hydra.run.dir={finished_run}", "resume=auto", "trainer.max_steps=6"]
+    result = run_tool("hdrunet-train", [*args, f"data.batch_size={batch + 1}"], tmp_path)
+    attacks.check(
+        "train resume=auto with another data.batch_size",
+        result,
+        protected=before,
+        message=f"trained with data.batch_size={batch} on 1 process(es), this run has "
+        f"{batch + 1} on 1",
+    )
 
 
 def test_outputs_are_never_written_through_links(attacks, tiny_checkpoint, tmp_path):

@@ -124,6 +124,24 @@ def test_model_ablations_set_the_modules():
         check_groups_apply(cfg, ["loss=l1", "data.modulation=x"], option)  # other settings
 
 
+def test_a_condition_choice_is_refused_where_no_condition_network_is_built():
+    """modulation=none builds no condition network: condition=gradient would repeat the
+    modulation=none run under another name; key forms of the choices count too."""
+    for choice in ("condition=gradient", "hdrunet.condition=gradient"):
+        cfg = compose_train(["modulation=none", choice], with_hydra=True)
+        with pytest.raises(
+            HDRUNetError, match=re.escape(f"{choice} does not apply to modulation=none")
+        ):
+            check_groups_apply(cfg, ["modulation=none", choice], "full")
+    cfg = compose_train(["modulation=none"], with_hydra=True)
+    check_groups_apply(cfg, ["modulation=none"], "full")  # the ablation's own row
+    cfg = compose_train(["model=base", "hdrunet.modulation=channel"], with_hydra=True)
+    with pytest.raises(
+        HDRUNetError, match=r"hdrunet\.modulation=channel does not apply to model=base"
+    ):
+        check_groups_apply(cfg, ["hdrunet.modulation=channel"], "base")
+
+
 def test_configs_ship_inside_the_package():
     import hdrunet_pl
 

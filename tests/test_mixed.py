@@ -153,6 +153,55 @@ def test_a_resumed_mixed_stream_repeats_the_same_batches(photos):
     assert not torch.equal(other_seed[0]["ldr"], first[4]["ldr"])
 
 
+def test_validation_files_that_are_also_training_files_are_refused(photos, tmp_path):
+    """A validation folder inside the training folder (searched with its subfolders), the
+    same NTIRE folder twice, or a mixed folder's held-out files under another folder's
+    root: training would validate on images it trains on. Evaluation reads the validation
+    files only, so it may name one folder as both."""
+    from hdrunet_pl.errors import DatasetError
+
+    from .ntire_files import random_hdr, write_ntire_frame
+
+    def split_of(*overrides: str):
+        datamodule = instantiate(compose_train(list(overrides)).data)  # as eval builds it
+        return datamodule.check_split  # what training calls
+
+    nested = photos / "val"
+    nested.mkdir()
+    shutil.move(photos / "photo2.hdr", nested / "photo2.hdr")
+    folder = ["data=hdr_folder", f"data.root={photos}", "patch=32px", "data.num_workers=0"]
+    with pytest.raises(
+        DatasetError,
+        match=r"1 validation file\(s\) are training files too \(photo2\.hdr\): "
+        r"data\.val_root=.* lies in data\.root",
+    ):
+        split_of(*folder, f"data.val_root={nested}")()
+    apart = tmp_path / "apart"
+    shutil.move(nested, apart)
+    split_of(*folder, f"data.val_root={apart}")()  # outside: fine
+    ntire = tmp_path / "ntire"
+    for i in range(3):
+        write_ntire_frame(ntire, f"{i:04d}", random_hdr(40, 40, seed=i))
+    pairs = ["data=ntire2021", f"data.root={ntire}", "patch=32px", "data.num_workers=0"]
+    with pytest.raises(
+        DatasetError,
+        match=r"3 validation file\(s\) are training files too \(0000_gt\.png, "
+        r".*holds pairs of data\.root",
+    ):
+        split_of(*pairs, f"data.val_root={ntire}")()
+    more = "+data.folders.more={root:" + str(tmp_path) + ",weight:1,val_count:0}"
+    with pytest.raises(DatasetError, match=r"photo1\.hdr\): a folder's held-out files .* under"):
+        _datamodule(photos, more).check_split()  # photos' held-out photo1.hdr lies under it
+    _datamodule(photos).check_split()
+    # hdrunet-train refuses before it writes anything into the run's folder
+    from hdrunet_pl.train import train
+
+    cfg = compose_train([*pairs, f"data.val_root={ntire}", f"paths.output_dir={tmp_path / 'run'}"])
+    with pytest.raises(DatasetError, match="are training files too"):
+        train(cfg)
+    assert list((tmp_path / "run").iterdir()) == []
+
+
 def test_folder_settings_are_checked(photos):
     with pytest.raises(InstantiationException, match=r"unknown setting.*colour"):
         _datamodule(photos, "+data.folders.photos.colour=x")

@@ -400,7 +400,7 @@ def test_a_worker_leaves_a_jobs_signals_to_the_run_but_ends_when_the_run_asks():
     worker.start()
     try:
         assert ready.wait(30)
-        for name in ("USR1", "USR2", "TERM"):
+        for name in ("USR1", "USR2", "TERM", "INT"):  # INT: Ctrl-C in the terminal
             subprocess.run(["kill", "-s", name, str(worker.pid)], check=True)
         time.sleep(0.5)
         assert worker.is_alive() and worker.exitcode is None
@@ -412,25 +412,34 @@ def test_a_worker_leaves_a_jobs_signals_to_the_run_but_ends_when_the_run_asks():
             worker.kill()
 
 
-def test_ctrl_c_says_what_was_saved_and_how_to_continue(tmp_path, caplog):
-    """Ctrl-C stops at once (Lightning's graceful shutdown, exit 1; the step may be half
-    done, so nothing is saved then): the message names the last checkpoint saved (here the
-    one after the validation at step 7) and the whole command that continues from it."""
+def test_ctrl_c_saves_after_the_step_and_twice_stops_at_once(tmp_path, caplog):
+    """Ctrl-C during training: the step ends, last.ckpt is saved at it and the run stops
+    with exit status 130 and the line that continues it. Ctrl-C twice stops at once
+    (Lightning's graceful shutdown, exit 1; the step may be half done, so nothing is saved
+    then): the message names the last checkpoint saved (here the one after the validation
+    at step 7) and the whole command that continues from it."""
     import logging
     import signal
 
-    run_dir = tmp_path / "run"
-    signal_at = [
-        "+callbacks.signal._target_=tests.helpers.SignalAtStep",
-        "+callbacks.signal.step=8",
-        "+callbacks.signal.signum=SIGINT",
-    ]
+    def ctrl_c(step: int) -> list[str]:
+        return [
+            f"+callbacks.ctrl_c{step}._target_=tests.helpers.SignalAtStep",
+            f"+callbacks.ctrl_c{step}.step=8",
+            f"+callbacks.ctrl_c{step}.signum=SIGINT",
+        ]
+
     previous = signal.getsignal(signal.SIGINT)  # Lightning ignores SIGINT while it stops
     try:
         with caplog.at_level(logging.INFO, logger="hdrunet_pl.train"):
-            assert train_in_this_process(run_dir, *signal_at) == 1
+            assert train_in_this_process(tmp_path / "once", *ctrl_c(1)) == 130
+            once = (tmp_path / "once" / "checkpoints" / "last.ckpt").resolve()
+            assert load(once)["global_step"] == 9  # step 8 (0-based) ended, then saved
+            assert "stopped at step 9 on request; to continue:" in caplog.text
+            caplog.clear()
+            assert train_in_this_process(tmp_path / "twice", *ctrl_c(1), *ctrl_c(2)) == 1
     finally:
         signal.signal(signal.SIGINT, previous)
+    run_dir = tmp_path / "twice"
     last = (run_dir / "checkpoints" / "last.ckpt").resolve()
     assert f"interrupted; the last checkpoint saved is {last} (step 7)" in caplog.text
     printed = caplog.text.split("to continue from it:")[1].split("\n")[1].strip()

@@ -15,7 +15,7 @@ from torch import nn
 from hdrunet_pl.losses import HDRLoss
 from hdrunet_pl.metric_classes import METRICS, PSNRL, PSNRMu
 from hdrunet_pl.metrics import CHALLENGE_METRICS, check_metric_names
-from hdrunet_pl.models.checkpoints import CONFIG_KEY, Network
+from hdrunet_pl.models.checkpoints import CONFIG_KEY, STREAM_KEY, Network
 from hdrunet_pl.reliability import NonFiniteError
 
 SUMMARY_INPUT_SIZE = (256, 256)
@@ -230,6 +230,13 @@ class HDRUNetModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CONFIG_KEY] = asdict(self.net.config)
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        if datamodule is not None and hasattr(datamodule, "batch_size"):
+            # what the resumed stream of training samples depends on (checked on resume)
+            checkpoint[STREAM_KEY] = {
+                "batch_size": datamodule.batch_size,
+                "processes": self.trainer.world_size,
+            }
         average = self._weight_average()
         if average is not None and "current_model_state" not in checkpoint:
             # A weights-only checkpoint (snapshots): Lightning does not run the callbacks'

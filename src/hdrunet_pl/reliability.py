@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -37,6 +38,7 @@ from hdrunet_pl.errors import CheckpointError, HDRUNetError
 from hdrunet_pl.io import atomic_path, remove_stale_temporaries
 from hdrunet_pl.models.checkpoints import (
     CONFIG_KEY,
+    STREAM_KEY,
     NetConfig,
     config_from_record,
     network_name,
@@ -170,25 +172,50 @@ class Preemption(L.Callback):
     sets a flag; after each training step the processes decide together, save
     ``last.ckpt`` and stop as the next step or validation starts, once the step's own
     metrics are logged.
+
+    Ctrl-C (SIGINT) during training does the same: the step ends, ``last.ckpt`` is saved
+    and the run stops (``interrupted`` is then true); a second Ctrl-C stops at once,
+    without saving, as Ctrl-C does elsewhere.
     """
 
     def __init__(self, dirpath: str) -> None:
         self.dirpath = Path(dirpath)
         self.requested = False
+        self.interrupted = False
         self.saved: Path | None = None
         self._previous_handler: Any = None
+        self._previous_interrupt: Any = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage == "fit" and not SLURMEnvironment.detect():
+        if stage != "fit":
+            return
+        if not SLURMEnvironment.detect():
             self._previous_handler = signal.signal(signal.SIGUSR1, self._request)
+        if threading.current_thread() is threading.main_thread():
+            self._previous_interrupt = signal.signal(signal.SIGINT, self._interrupt)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self._previous_handler is not None:
             signal.signal(signal.SIGUSR1, self._previous_handler)
             self._previous_handler = None
+        if self._previous_interrupt is not None:
+            signal.signal(signal.SIGINT, self._previous_interrupt)
+            self._previous_interrupt = None
 
     def _request(self, signum: int, frame: Any) -> None:
         self.requested = True
+
+    def _interrupt(self, signum: int, frame: Any) -> None:
+        if self.requested or self.saved is not None:  # asked twice: stop now, unsaved
+            signal.signal(signal.SIGINT, self._previous_interrupt or signal.default_int_handler)
+            raise KeyboardInterrupt
+        self.requested = self.interrupted = True
+        print(
+            "\nCtrl-C: saving last.ckpt when this step ends, then stopping (Ctrl-C again "
+            "stops at once, without saving)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def _catch_sigterm(self, trainer: L.Trainer) -> None:
         # after Lightning has registered its handlers (it restores the earlier ones when
@@ -237,7 +264,8 @@ class Preemption(L.Callback):
         trainer.save_checkpoint(self.saved, weights_only=False)
         if trainer.is_global_zero:
             # hdrunet-train then prints the whole command line that resumes the run
-            print(f"\npre-empted: saved {self.saved} at step {trainer.global_step}", flush=True)
+            why = "interrupted" if self.interrupted else "pre-empted"
+            print(f"\n{why}: saved {self.saved} at step {trainer.global_step}", flush=True)
 
 
 def check_output_dir(path: str | Path, min_free_gb: float = 1.0) -> Path:
@@ -333,6 +361,8 @@ class ResumePoint:
     averaged: bool = False
     """Saved with a weight average (``callbacks=[...,ema]``): its ``state_dict`` is the
     average, the weights it trained are kept beside it (``current_model_state``)."""
+    stream: dict[str, Any] = field(default_factory=dict)
+    """Batch size and processes of the run's training stream (empty in older checkpoints)."""
 
 
 def check_resume_checkpoint(path: str | Path) -> ResumePoint:
@@ -346,7 +376,7 @@ def check_resume_checkpoint(path: str | Path) -> ResumePoint:
     if not isinstance(step, int) or "loops" not in state or CONFIG_KEY not in state:
         raise CheckpointError(
             f"{path}: not a training checkpoint of hdrunet-train (no training state to resume "
-            f"from); to start from its weights, train afresh with init_weights={path}"
+            f"from); to start from its weights, train afresh with init_weights={_quoted(path)}"
         )
     try:
         config = config_from_record(state[CONFIG_KEY])
@@ -358,7 +388,9 @@ def check_resume_checkpoint(path: str | Path) -> ResumePoint:
         optimizer["lr"] = optimizer.pop("initial_lr")
     schedulers = state.get("lr_schedulers") or [{}]
     averaged = "current_model_state" in state
-    return ResumePoint(step, config, optimizer, dict(schedulers[0]), averaged)
+    stream = state.get(STREAM_KEY)
+    stream = dict(stream) if isinstance(stream, dict) else {}
+    return ResumePoint(step, config, optimizer, dict(schedulers[0]), averaged, stream)
 
 
 def check_resume_averaging(point: ResumePoint, averaging: bool, path: str | Path) -> None:
@@ -411,8 +443,33 @@ def check_resume_schedule(
         raise CheckpointError(
             f"{path}: a resumed run keeps the checkpoint's optimizer and schedule, but this "
             f"run configures {', '.join(changed)}; {_how_to_resume(path, 'those')}, or start a new "
-            f"run from its weights with init_weights={path}"
+            f"run from its weights with init_weights={_quoted(path)}"
         )
+
+
+def check_resume_stream(
+    point: ResumePoint, batch_size: int | None, processes: int, path: str | Path
+) -> None:
+    """Refuse to resume with another batch size or number of processes than the checkpoint
+    was trained with: the resumed stream of training samples starts at ``step x batch size x
+    processes`` of this run's layout, which would skip or repeat samples of the run's own."""
+    saved = point.stream
+    if not saved or batch_size is None:
+        return
+    now = {"batch_size": batch_size, "processes": processes}
+    if any(saved.get(key) != value for key, value in now.items()):
+        raise CheckpointError(
+            f"{path} was trained with data.batch_size={saved.get('batch_size')} on "
+            f"{saved.get('processes')} process(es), this run has {batch_size} on {processes}: "
+            "a resumed run continues its stream of training samples exactly only with the "
+            f"same batch size and processes; {_how_to_resume(path, 'those')}, or start a new "
+            f"run from its weights with init_weights={_quoted(path)}"
+        )
+
+
+def _quoted(path: str | Path) -> str:
+    """``path`` as it can be pasted into a shell."""
+    return shlex.quote(str(path))
 
 
 def _how_to_resume(path: str | Path, kept: str) -> str:

@@ -47,6 +47,7 @@ from hdrunet_pl.reliability import (
     check_resume_checkpoint,
     check_resume_fits,
     check_resume_schedule,
+    check_resume_stream,
     run_folder_lock,
 )
 from hdrunet_pl.resolvers import dirname
@@ -248,6 +249,18 @@ def _check_synthetic_only(data: DictConfig) -> None:
         )
 
 
+def _check_validation_interval(trainer: DictConfig) -> None:
+    """A fraction of an epoch as ``val_check_interval`` needs ``check_val_every_n_epoch``
+    (Lightning refuses it with a traceback otherwise)."""
+    interval = trainer.get("val_check_interval")
+    if isinstance(interval, float) and trainer.get("check_val_every_n_epoch") is None:
+        raise HDRUNetError(
+            f"trainer.val_check_interval={interval} is a fraction of an epoch, which needs "
+            "trainer.check_val_every_n_epoch=N too (validation is by steps here); give a "
+            "number of steps >= 1"
+        )
+
+
 def _check_gpu_available(trainer: DictConfig) -> None:
     """``trainer=gpu`` (``ddp``, ...) where torch sees no CUDA GPU: say what to do instead of
     Lightning's "No supported gpu backend found!"."""
@@ -276,6 +289,7 @@ def train(cfg: DictConfig) -> TrainSummary:
         raise HDRUNetError(EVALUATION_ONLY)
     check_required(cfg)
     check_settings(cfg, TRAIN_RULES)
+    _check_validation_interval(cfg.trainer)
     check_no_empty_paths(cfg)
     _check_gpu_available(cfg.trainer)
     if HydraConfig.initialized():
@@ -322,6 +336,8 @@ def train(cfg: DictConfig) -> TrainSummary:
         check_patch_size(cfg.data.patch_size)
     _check_synthetic_only(cfg.data)
     datamodule: L.LightningDataModule = _build(cfg.data, "data")
+    if hasattr(datamodule, "check_split"):  # training on its validation files: refused
+        datamodule.check_split()
     model: L.LightningModule = _build(cfg.model, "model")
     if resume_point is not None:
         check_resume_fits(resume_point, model.net.config, ckpt_path)
@@ -341,6 +357,9 @@ def train(cfg: DictConfig) -> TrainSummary:
     trainer: L.Trainer = _build(
         cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False
     )
+    if resume_point is not None:
+        batch_size = getattr(datamodule, "batch_size", None)
+        check_resume_stream(resume_point, batch_size, trainer.world_size, ckpt_path)
     val_set = getattr(datamodule, "val_set", None)
     if val_set is not None:  # before the run's files: a start that fails leaves no folder
         check_validation_split(len(val_set), trainer.world_size)
@@ -438,8 +457,9 @@ def train(cfg: DictConfig) -> TrainSummary:
 def _leave_on_request(
     trainer: L.Trainer, launch_env: dict, output_dir: Path, where: str, then: str
 ) -> NoReturn:
-    """Exit cleanly after SIGTERM (pre-emption) ``where`` the run stopped, printing the line
-    to ``then`` (and, in a sweep, the line that goes on with the whole sweep)."""
+    """Exit cleanly after SIGTERM (pre-emption) or Ctrl-C ``where`` the run stopped, printing
+    the line to ``then`` (and, in a sweep, the line that goes on with the whole sweep).
+    Exit status 0 on a scheduler's request, 130 (the shell's for Ctrl-C) after Ctrl-C."""
     _end_process_group(launch_env)
     if trainer.is_global_zero:
         log.info(
@@ -449,7 +469,8 @@ def _leave_on_request(
             resume_command(_run_overrides(), output_dir.resolve()),
             _sweep_line(),
         )
-    sys.exit(0)
+    interrupted = any(getattr(c, "interrupted", False) for c in trainer.callbacks)
+    sys.exit(130 if interrupted else 0)
 
 
 def _sweep_line() -> str:

@@ -57,8 +57,11 @@ BOOL = (_bool, "true or false")
 PATH = (_path, "a path (quote a name that reads as a number, boolean or null: 'KEY=\"2024\"')")
 PATH_OR_NULL = (_path_or_null, f"null or {PATH[1]}")
 
+TRAINING_PRECISIONS = ("32", "32-true", "bf16-mixed", "bf16", "16-mixed", "16")
+"""``trainer.precision`` values a run may use: float32 weights, with or without autocast."""
+
 TRAIN_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
-    "seed": (_int, "an integer"),
+    "seed": (lambda v: _int(v) and 0 <= v < 2**32, "an integer from 0 to 4294967295"),
     "model.optimizer.lr": (lambda v: _number(v) and v > 0, "a number > 0"),
     "model.optimizer.betas": (_betas, "two numbers in [0, 1), e.g. [0.9,0.99]"),
     "model.optimizer.weight_decay": (lambda v: _number(v) and v >= 0, "a number >= 0"),
@@ -66,9 +69,22 @@ TRAIN_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "model.scheduler.milestones": (_milestones, "increasing positive step numbers"),
     "model.net.nf": (lambda v: _int(v) and v >= 2 and v % 2 == 0, "an even integer >= 2"),
     "trainer.max_steps": (lambda v: _int(v) and (v == -1 or v >= 1), "-1 or an integer >= 1"),
+    # with check_val_every_n_epoch null (the default: validation by steps) Lightning takes
+    # whole steps only; a fraction of an epoch needs check_val_every_n_epoch=N as well
     "trainer.val_check_interval": (
         _interval,
-        "a number of steps >= 1, or a fraction of an epoch in (0, 1]",
+        "a number of steps >= 1 (a fraction of an epoch in (0, 1] only with "
+        "trainer.check_val_every_n_epoch=N)",
+    ),
+    "trainer.precision": (
+        lambda v: str(v) in TRAINING_PRECISIONS,
+        f"one of {', '.join(TRAINING_PRECISIONS)} (the weights and optimizer stay float32; "
+        "bf16-true, 16-true and 64-true are not supported)",
+    ),
+    "trainer.accumulate_grad_batches": (
+        lambda v: v == 1,
+        "1: a run that accumulates gradients would not resume its stream of training "
+        "samples exactly; give a larger data.batch_size (or more devices) instead",
     ),
     "trainer.log_every_n_steps": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
     "data.batch_size": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
@@ -170,26 +186,31 @@ def check_required(cfg: DictConfig) -> None:
         raise HDRUNetError(f"missing required setting(s): {', '.join(missing)}; add {given}")
 
 
-NETWORK_GROUPS = ("modulation", "condition")
-"""Config groups that configure HDRUNet's condition network (``hdrunet.*``)."""
+CONDITION_SETTINGS = ("condition", "hdrunet.condition", "model.net.condition")
+"""Overrides that choose what HDRUNet's condition network sees (the group and its keys)."""
+MODULATION_SETTINGS = ("modulation", "hdrunet.modulation", "model.net.modulation")
+"""Overrides that choose HDRUNet's modulation (the group and its keys)."""
 
 
 def check_groups_apply(cfg: DictConfig, overrides: list[str], model: str | None = None) -> None:
-    """Refuse a ``modulation=`` or ``condition=`` choice that the configured network would
-    ignore: ExpandNet, or an HDRUNet without its condition network (``model=base``,
-    ``model=base_weighting``). Such a run would train the same network under another name.
+    """Refuse a ``modulation`` or ``condition`` choice that the configured network would
+    ignore: both for ExpandNet or an HDRUNet without its condition network (``model=base``,
+    ``model=base_weighting``), the condition for ``modulation=none`` (which builds none).
+    Such a run would train the same network under another name.
 
-    ``overrides`` are the run's command-line overrides (Hydra's ``overrides.task``),
-    ``model`` the ``model`` group's choice (for the message).
+    ``overrides`` are the run's command-line overrides (Hydra's ``overrides.task``), as
+    group choices or keys; ``model`` the ``model`` group's choice (for the message).
     """
     net = cfg.get("model", {}).get("net", {})
-    if str(net.get("_target_", "")).endswith("HDRUNet") and net.get("use_condition", True):
-        return
-    chosen = [
-        o for o in overrides if o.split("=", 1)[0].lstrip("+~").split("@")[0] in NETWORK_GROUPS
-    ]
+    hdrunet = str(net.get("_target_", "")).endswith("HDRUNet")
+    conditioned = hdrunet and net.get("use_condition", True)
+    if conditioned and net.get("modulation", "sft") != "none":
+        return  # the condition network is built: both choices apply
+    ignored = CONDITION_SETTINGS if conditioned else CONDITION_SETTINGS + MODULATION_SETTINGS
+    chosen = [o for o in overrides if o.split("=", 1)[0].lstrip("+~").split("@")[0] in ignored]
     if chosen:
         what = f"model={model}" if model else f"this model ({net.get('_target_')})"
+        what = "modulation=none" if conditioned else what
         raise HDRUNetError(
             f"{', '.join(chosen)} does not apply to {what}: it has no condition network, so "
             "the run would train the same network under another name; drop the override"

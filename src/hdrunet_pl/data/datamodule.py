@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from pathlib import Path
+
 import lightning as L
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -18,6 +21,19 @@ def check_validation_split(images: int, processes: int) -> None:
         raise DatasetError(
             f"{images} validation image(s) for {processes} processes: each process scores at "
             f"least one; give {processes} or more validation images, or fewer devices"
+        )
+
+
+def check_held_out(train_files: Iterable[Path], val_files: Iterable[Path], why: str) -> None:
+    """Refuse validation files that are training files too (the same file, by its resolved
+    path): validation, the best checkpoint and the run's scores would be measured on images
+    the network trains on. ``why``: how that came about and what to give instead."""
+    train = {Path(p).resolve() for p in train_files}
+    shared = sorted({Path(p).resolve() for p in val_files} & train)
+    if shared:
+        names = ", ".join(p.name for p in shared[:3]) + (" ..." if len(shared) > 3 else "")
+        raise DatasetError(
+            f"{len(shared)} validation file(s) are training files too ({names}): {why}"
         )
 
 
@@ -64,9 +80,19 @@ class HDRDataModule(L.LightningDataModule):
             )
         self.train_set = RandomPatches(train_set, patch_size, augment)
         self.val_set = val_set
+        # training files, validation files and what to say when they share files (set by
+        # data modules that read files; see check_split)
+        self.split: tuple[list[Path], list[Path], str] | None = None
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
+
+    def check_split(self) -> None:
+        """Refuse validation files that are training files too (:func:`check_held_out`).
+        Training calls it; evaluation, which reads the validation files only (``data.root``
+        and ``data.val_root`` may then be one folder), does not."""
+        if self.split is not None:
+            check_held_out(*self.split)
 
     def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
         trainer = self.trainer

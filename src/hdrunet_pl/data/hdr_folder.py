@@ -303,3 +303,11 @@ class HDRFolderDataModule(HDRDataModule):
             augment=augment,
             seed=seed,
         )
+        if val_root:
+            self.split = (
+                train_files,
+                val_files,
+                f"data.val_root={val_root} lies in data.root={root}, whose subfolders are "
+                "searched too; give a validation folder outside it (or no data.val_root: the "
+                "last data.val_count files are held out)",
+            )

@@ -17,7 +17,7 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from hdrunet_pl.camera import CameraModel
 from hdrunet_pl.data.datamodule import HDRDataModule
-from hdrunet_pl.data.hdr_folder import folder_dataset, rows_setting
+from hdrunet_pl.data.hdr_folder import HDRFolderDataset, folder_dataset, rows_setting
 from hdrunet_pl.data.sampling import SampleKey, item_generator, split_key
 from hdrunet_pl.data.synthetic import SyntheticHDRDataset
 from hdrunet_pl.errors import DatasetError
@@ -167,4 +167,11 @@ class MixedDataModule(HDRDataModule):
             num_workers=num_workers,
             augment=augment,
             seed=seed,
+        )
+        self.split = (
+            [f for d in sources if isinstance(d, HDRFolderDataset) for f in d.files],
+            [f for d in val_sets if isinstance(d, HDRFolderDataset) for f in d.files],
+            "a folder's held-out files (its last val_count) lie under another folder's root, "
+            "whose subfolders are searched too; give data.folders whose roots do not contain "
+            "each other",
         )

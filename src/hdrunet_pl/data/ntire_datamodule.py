@@ -40,3 +40,11 @@ class NTIREDataModule(HDRDataModule):
             augment=augment,
             seed=seed,
         )
+        if val_root:
+            self.split = (
+                [p.gt for p in train_pairs],
+                [p.gt for p in val_pairs],
+                f"data.val_root={val_root} holds pairs of data.root={root} (the same folder, "
+                "or one inside it: subfolders are searched too); give a validation folder "
+                "of its own (or no data.val_root: the last data.val_count pairs are held out)",
+            )

@@ -17,9 +17,10 @@ import threading
 
 from lightning.fabric.utilities.seed import pl_worker_init_function
 
-IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
-"""Requeue and pre-emption requests (SLURM ``--signal``, Lightning's requeue signal):
-meant for the run's process, never for a worker."""
+IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
+"""Requeue and pre-emption requests (SLURM ``--signal``, Lightning's requeue signal) and
+Ctrl-C, which a terminal sends to every process of the command: meant for the run's
+process (which saves and stops, then ends its workers), never for a worker."""
 
 
 def _end_when_the_parent_asks() -> None:

@@ -36,6 +36,9 @@ Network = HDRUNet | ExpandNet
 CONFIG_KEY = "hdrunet_config"
 """Key under which this project's checkpoints store the network's config as a plain dict:
 :class:`HDRUNetConfig` (no ``arch`` key) or :class:`ExpandNetConfig` (``arch: expandnet``)."""
+STREAM_KEY = "hdrunet_data_stream"
+"""Key of a training checkpoint's data-stream layout: ``{"batch_size", "processes"}``, on
+which the position of a resumed run's training samples depends."""
 
 NET_PREFIX = "net."
 """Prefix of the network's parameters inside a Lightning checkpoint's ``state_dict``."""
