@@ -177,8 +177,8 @@ def test_a_photo_of_the_same_name_or_another_checkpoint_is_converted_again(
     cv2.imwrite(str(card1 / "IMG_0001.png"), np.full((20, 24, 3), 90, np.uint8))
     cv2.imwrite(str(card2 / "IMG_0001.png"), np.full((28, 36, 3), 160, np.uint8))
 
-    def convert(card: Path, ckpt: Path):
-        args = [f"ckpt={ckpt}", f"input={card}", f"output={out}", "format=exr", *CPU]
+    def convert(card: Path, ckpt: Path, *more: str):
+        args = [f"ckpt={ckpt}", f"input={card}", f"output={out}", "format=exr", *CPU, *more]
         return run_tool("hdrunet-predict", args, tmp_path)
 
     assert convert(card1, tiny_checkpoint).returncode == 0
@@ -194,6 +194,7 @@ def test_a_photo_of_the_same_name_or_another_checkpoint_is_converted_again(
     attacks.check("predict: the same photo with another checkpoint", result, exit_code=0)
     assert "1 written, 0 skipped" in result.stdout
     assert not np.array_equal(read_linear_hdr(out / "IMG_0001.exr"), first)
+    assert "1 written, 0 skipped" in convert(card2, other, "tile=24", "overlap=8").stdout
 
 
 def test_resume_auto_on_a_finished_run_changes_nothing(attacks, finished_run, tmp_path):

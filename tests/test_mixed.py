@@ -1,6 +1,7 @@
 """data=mixed: synthetic scenes and HDR folders mixed by weight, with epochs of a set length
 and the same batches after a resume."""
 
+import os
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -177,16 +178,21 @@ def test_validation_files_that_are_also_training_files_are_refused(photos, tmp_p
     shutil.move(photos / "photo2.hdr", nested / "photo2.hdr")
     folder = ["data=hdr_folder", f"data.root={photos}", "patch=32px", "data.num_workers=0"]
     refused(
-        r"\(photo2\.hdr\): data\.val_root=.* lies in data\.root", *folder, f"data.val_root={nested}"
+        r"\(photo2\.hdr\): data\.val_root=.* and data\.root=.* share them",
+        *folder,
+        f"data.val_root={nested}",
     )
     apart = tmp_path / "apart"
     shutil.move(nested, apart)
     split_of(*folder, f"data.val_root={apart}")()  # outside: fine
+    os.link(photos / "photo0.hdr", apart / "copy.hdr")  # a hard link: the same file
+    refused(r"\(copy\.hdr\)", *folder, f"data.val_root={apart}")
+    (apart / "copy.hdr").unlink()
     ntire = tmp_path / "ntire"
     for i in range(3):
         write_ntire_frame(ntire, f"{i:04d}", random_hdr(40, 40, seed=i))
     pairs = ["data=ntire2021", f"data.root={ntire}", "patch=32px", "data.num_workers=0"]
-    refused(r"\(0000_gt\.png, .*holds pairs of data\.root", *pairs, f"data.val_root={ntire}")
+    refused(r"\(0000_gt\.png, .*and data\.root=.* share them", *pairs, f"data.val_root={ntire}")
     more = "+data.folders.more={root:" + str(tmp_path) + ",weight:1,val_count:0}"
     with pytest.raises(DatasetError, match=r"photo1\.hdr\): a folder's held-out files .* under"):
         _datamodule(photos, more).check_split()  # photos' held-out photo1.hdr lies under it

@@ -302,21 +302,30 @@ def test_eval_ldr_dir_finds_photos_by_the_names_predict_gives_their_results(tmp_
     for folder in (photos, gts, preds):
         folder.mkdir()
     rng = np.random.default_rng(2)
-    for i, name in enumerate(("holiday_medium", "scene")):
+    # the LDR of each result: photos by the result's own name (shot_pred, whose frame id
+    # drops _pred), an NTIRE frame by its id (an upper-case suffix too)
+    ldr_names = {
+        "holiday_medium": "holiday_medium.png",
+        "scene": "scene.png",
+        "shot_pred": "shot_pred.png",
+        "0003": "0003_medium.PNG",
+    }
+    for i, (name, ldr_name) in enumerate(ldr_names.items()):
         gt = random_hdr(20, 28, seed=30 + i)
         write_hdr(gts / f"{name}.exr", gt)
         write_hdr(preds / f"{name}.exr", gt * rng.uniform(0.8, 1.2, gt.shape).astype(np.float32))
-        cv2.imwrite(str(photos / f"{name}.png"), rng.integers(0, 256, (20, 28, 3), np.uint8))
+        cv2.imwrite(str(photos / ldr_name), rng.integers(0, 256, (20, 28, 3), np.uint8))
     for extra in ("overview.png", "best_scene.png"):  # 8-bit, no align ratio: no results
         cv2.imwrite(str(preds / extra), np.full((20, 28, 3), 128, np.uint8))
     args = [f"pred_dir={preds}", f"gt_dir={gts}", "metrics=[psnr_mu,psnr_l]"]
     scores = evaluate.run(
         compose_config("eval", [*args, f"ldr_dir={photos}", f"output={tmp_path / 'e'}"])
     )
-    assert sorted(s.name for s in scores) == ["holiday_medium", "scene"]
+    assert sorted(s.name for s in scores) == ["0003", "holiday_medium", "scene", "shot"]
     for s in scores:
-        ldr = read_ldr(photos / f"{s.name}.png")
-        gt = evaluate.read_nonlinear(gts / f"{s.name}.exr", "fill").permute(1, 2, 0).numpy()
+        stem = "shot_pred" if s.name == "shot" else s.name
+        ldr = read_ldr(photos / ldr_names[stem])
+        gt = evaluate.read_nonlinear(gts / f"{stem}.exr", "fill").permute(1, 2, 0).numpy()
         assert s.identity_psnr_mu == pytest.approx(ntire_psnr_mu_numpy(ldr, gt), abs=1e-3)
         assert s.identity_psnr_l == pytest.approx(ntire_psnr_l_numpy(ldr, gt), abs=1e-3)
     cv2.imwrite(str(photos / "scene.jpg"), np.full((20, 28, 3), 99, np.uint8))

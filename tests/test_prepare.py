@@ -77,6 +77,21 @@ def test_crop_cli_cuts_consistent_sub_images_and_resumes(tmp_path):
     (out / "0001_s002_medium.png").unlink()
     again = run_tool("hdrunet-prepare", args, tmp_path)
     assert f"1 sub-images written, {total - 1} already there" in again.stdout
+    # a frame changed in place (smaller): its sub-images are cut again, the extra ones go
+    new_frame = write_ntire_frame(src, "0001", random_hdr(40, 50, seed=9))[0]
+    fewer = crop_boxes(40, 50, 32, 16, 6)
+    changed = run_tool("hdrunet-prepare", args, tmp_path)
+    assert f"{len(fewer)} sub-images written, {len(expected['0000'])} already" in changed.stdout
+    cut = sorted(p.name for p in out.glob("0001_s*"))
+    assert cut == sorted(
+        f"0001_s{i:03d}{end}"
+        for i in range(1, len(fewer) + 1)
+        for end in ("_medium.png", "_gt.png", "_alignratio.npy")
+    )
+    (top, left), sub = fewer[-1], find_ntire_pairs(out)[-1]
+    assert sub.name == f"0001_s{len(fewer):03d}"
+    hdr = NTIREDataset([sub])[0]["hdr"].permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(hdr, new_frame[top : top + 32, left : left + 32])
     # other settings into the same folder: its sub-images would be kept as done, cut wrong
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     other = run_tool("hdrunet-prepare", [*args[:-4], "--step", "8", *args[-2:]], tmp_path)

@@ -415,17 +415,19 @@ def test_a_worker_leaves_a_jobs_signals_to_the_run_but_ends_when_the_run_asks():
 def test_ctrl_c_saves_after_the_step_and_twice_stops_at_once(tmp_path, caplog):
     """Ctrl-C during training: the step ends, last.ckpt is saved at it and the run stops
     with exit status 130 and the line that continues it. Ctrl-C twice stops at once
-    (Lightning's graceful shutdown, exit 1; the step may be half done, so nothing is saved
-    then): the message names the last checkpoint saved (here the one after the validation
-    at step 7) and the whole command that continues from it."""
+    (Lightning's graceful shutdown; the step may be half done, so nothing is saved then):
+    the message names the last checkpoint saved (here the one after the validation at step
+    7) and the whole command that continues from it. Ctrl-C in the validation before
+    training says to start again."""
     import logging
     import signal
 
-    def ctrl_c(step: int) -> list[str]:
+    def ctrl_c(step: int, during: str = "train") -> list[str]:
         return [
             f"+callbacks.ctrl_c{step}._target_=tests.helpers.SignalAtStep",
-            f"+callbacks.ctrl_c{step}.step=8",
+            f"+callbacks.ctrl_c{step}.step={8 if during == 'train' else 0}",
             f"+callbacks.ctrl_c{step}.signum=SIGINT",
+            f"+callbacks.ctrl_c{step}.during={during}",
         ]
 
     previous = signal.getsignal(signal.SIGINT)  # Lightning ignores SIGINT while it stops
@@ -436,7 +438,11 @@ def test_ctrl_c_saves_after_the_step_and_twice_stops_at_once(tmp_path, caplog):
             assert load(once)["global_step"] == 9  # step 8 (0-based) ended, then saved
             assert "stopped at step 9 on request; to continue:" in caplog.text
             caplog.clear()
-            assert train_in_this_process(tmp_path / "twice", *ctrl_c(1), *ctrl_c(2)) == 1
+            assert train_in_this_process(tmp_path / "twice", *ctrl_c(1), *ctrl_c(2)) == 130
+            assert "stopped before training on request" not in caplog.text
+            early = ctrl_c(1, "validate_first")
+            assert train_in_this_process(tmp_path / "early", *early) == 130
+            assert "stopped before training on request; to start it again" in caplog.text
     finally:
         signal.signal(signal.SIGINT, previous)
     run_dir = tmp_path / "twice"

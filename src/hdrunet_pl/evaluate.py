@@ -238,11 +238,12 @@ def _hdr_files(folder: Path, role: str) -> dict[str, Path]:
     return files
 
 
-def _ldr_files(folder: Path, names: list[str]) -> dict[str, Path]:
-    """The LDR image each result of ``names`` was made from, in ``folder``: NTIRE's
-    ``<name>_medium.png``, else a photo ``<name>.<ext>`` (``holiday.jpg`` for ``holiday``,
-    as ``hdrunet-predict`` names results). Refuses a missing or ambiguous one, before any
-    image is read."""
+def _ldr_files(folder: Path, stems: dict[str, str]) -> dict[str, Path]:
+    """The LDR image each result was made from, in ``folder``, for frame id -> the result
+    file's stem: NTIRE's ``<id>_medium.png`` (suffix in any case), else the photo named as
+    the result (``holiday.jpg`` for ``holiday.exr``, ``shot_pred.jpg`` for
+    ``shot_pred.png``), as ``hdrunet-predict`` names results. Refuses a missing or ambiguous
+    one, before any image is read."""
     if not folder.is_dir():
         raise HDRUNetError(f"ldr_dir {folder}: no such folder")
     by_stem: dict[str, list[Path]] = {}
@@ -250,12 +251,13 @@ def _ldr_files(folder: Path, names: list[str]) -> dict[str, Path]:
         if path.suffix.lower() in LDR_EXTENSIONS and path.is_file() and not is_hdr_png(path):
             by_stem.setdefault(path.stem, []).append(path)
     found: dict[str, Path] = {}
-    for name in names:
-        ntire = folder / f"{name}{LDR_SUFFIX}.png"
-        candidates = [ntire] if ntire in by_stem.get(ntire.stem, []) else by_stem.get(name, [])
+    for name, stem in stems.items():
+        ntire = f"{name}{LDR_SUFFIX}"
+        candidates = [p for p in by_stem.get(ntire, []) if p.suffix.lower() == ".png"]
+        candidates = candidates or by_stem.get(stem, [])
         if not candidates:
             raise HDRUNetError(
-                f"ldr_dir {folder}: no LDR image for {name} ({ntire.name}, or {name} with an "
+                f"ldr_dir {folder}: no LDR image for {name} ({ntire}.png, or {stem} with an "
                 f"image suffix: {', '.join(LDR_EXTENSIONS)})"
             )
         if len(candidates) > 1:
@@ -323,7 +325,8 @@ def folder_samples(
             unmatched[:10],
         )
 
-    ldrs = _ldr_files(Path(ldr_dir), sorted(gts)) if ldr_dir is not None else {}
+    stems = {name: preds[name].stem for name in sorted(gts)}  # shot_pred for shot_pred.png
+    ldrs = _ldr_files(Path(ldr_dir), stems) if ldr_dir is not None else {}
 
     def items() -> Iterator[Sample]:
         for name in sorted(gts):

@@ -15,9 +15,9 @@ Because the align ratio of ``NNNN.png`` and of the ground truth ``NNNN_gt.png`` 
 name, the output folder may not be the input folder nor a folder holding NTIRE ground truth.
 Results are written under a temporary name and renamed. A result already in the output
 folder is skipped when this tool made it from the same input file (path, size, time) with
-the same checkpoint and precision, and made again otherwise (``IMG_0001.jpg`` of another
-memory card, another checkpoint). A bad input is reported and skipped; the exit code is 1
-if any input failed.
+the same checkpoint, precision and tiling settings, and made again otherwise
+(``IMG_0001.jpg`` of another memory card, another checkpoint). A bad input is reported and
+skipped; the exit code is 1 if any input failed.
 """
 
 from __future__ import annotations
@@ -372,7 +372,11 @@ def run(cfg: DictConfig) -> PredictReport:
         fmt=cfg.format,
         preview=cfg.preview,
         overwrite=cfg.overwrite,
-        settings=f"checkpoint {file_identity(cfg.ckpt)}, {predictor.dtype}",
+        settings=(  # what decides a result besides its input (tiles change its rounding)
+            f"checkpoint {file_identity(cfg.ckpt)}, {predictor.dtype}, tile {predictor.tile}, "
+            f"overlap {predictor.overlap}, memory_gb {predictor.memory_gb}, "
+            f"tile_batch {predictor.tile_batch}"
+        ),
     )
     print(report.summary())
     return report

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import json
 import multiprocessing
 import os
@@ -106,7 +107,8 @@ def crop_pair(
     A sub-image (its three files) is skipped when this tool wrote all three before, from
     these same files with the same ``crop``, ``step`` and ``threshold`` (else it is cut
     again); a file of that name that it did not write stops the run instead of being
-    written over.
+    written over. Sub-images of an earlier version of the frame beyond this cut's count
+    (this tool's, unchanged) are removed.
     """
     folder = OutputFolder(output, TOOL, [pair.ldr, pair.gt, pair.alignratio])
     made_from = origin(
@@ -119,7 +121,14 @@ def crop_pair(
     gt = imread(pair.gt)
     ratio = np.float32(read_alignratio(pair.alignratio))
     written = skipped = 0
-    for index, (top, left) in enumerate(crop_boxes(*ldr.shape[:2], crop, step, threshold), 1):
+    boxes = crop_boxes(*ldr.shape[:2], crop, step, threshold)
+    # sub-images beyond this cut's count come from an earlier version of the frame: gone
+    kept = [p for index in range(1, len(boxes) + 1) for p in _sub_names(output, pair.name, index)]
+    suffixes = (f"{LDR_SUFFIX}.png", f"{GT_SUFFIX}.png", ALIGNRATIO_SUFFIX)
+    digits = ("[0-9]" * 3, "[0-9]" * 4)  # as _sub_names numbers them (1,000 and more: 4)
+    stale = [f"{glob.escape(pair.name)}_s{d}{suffix}" for d in digits for suffix in suffixes]
+    folder.remove_stale(stale, kept)
+    for index, (top, left) in enumerate(boxes, 1):
         ldr_path, gt_path, ratio_path = unit = _sub_names(output, pair.name, index)
         if folder.complete(unit, made_from):
             skipped += 1

@@ -382,6 +382,17 @@ def train(cfg: DictConfig) -> TrainSummary:
                 _leave_on_request(
                     trainer, launch_env, output_dir, "before training", "start it again"
                 )
+            except SystemExit:  # Ctrl-C (Lightning's shutdown): nothing trained yet either
+                if not trainer.interrupted:
+                    raise
+                _leave_on_request(
+                    trainer,
+                    launch_env,
+                    output_dir,
+                    "before training",
+                    "start it again",
+                    interrupted=True,
+                )
         start = time.perf_counter()
         try:
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -389,10 +400,12 @@ def train(cfg: DictConfig) -> TrainSummary:
             _leave_on_request(
                 trainer, launch_env, output_dir, f"at step {trainer.global_step}", "continue"
             )
-        except SystemExit:  # Lightning's exit after Ctrl-C (the step may be half done)
-            if trainer.interrupted and trainer.is_global_zero:
+        except SystemExit:  # Lightning's exit after Ctrl-C twice (the step may be half done)
+            if not trainer.interrupted:
+                raise
+            if trainer.is_global_zero:
                 _report_interrupted(output_dir)
-            raise
+            sys.exit(INTERRUPTED_STATUS)
         seconds = time.perf_counter() - start
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         final_best = False
@@ -403,7 +416,9 @@ def train(cfg: DictConfig) -> TrainSummary:
                 log.info("validating the final weights (step %d)", trainer.global_step)
             try:
                 metrics |= trainer.validate(model, datamodule=datamodule, verbose=False)[0]
-            except SIGTERMException:
+            except (SIGTERMException, SystemExit) as stop:
+                if isinstance(stop, SystemExit) and not trainer.interrupted:
+                    raise
                 _leave_on_request(
                     trainer,
                     launch_env,
@@ -411,6 +426,7 @@ def train(cfg: DictConfig) -> TrainSummary:
                     "in the final validation",
                     f"finish the run (last.ckpt holds the final weights, step "
                     f"{trainer.global_step}; its final validation and summary are to make)",
+                    interrupted=isinstance(stop, SystemExit),
                 )
             final_best = True
         savers = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
@@ -455,11 +471,17 @@ def train(cfg: DictConfig) -> TrainSummary:
 
 
 def _leave_on_request(
-    trainer: L.Trainer, launch_env: dict, output_dir: Path, where: str, then: str
+    trainer: L.Trainer,
+    launch_env: dict,
+    output_dir: Path,
+    where: str,
+    then: str,
+    interrupted: bool = False,
 ) -> NoReturn:
-    """Exit cleanly after SIGTERM (pre-emption) or Ctrl-C ``where`` the run stopped, printing
-    the line to ``then`` (and, in a sweep, the line that goes on with the whole sweep).
-    Exit status 0 on a scheduler's request, 130 (the shell's for Ctrl-C) after Ctrl-C."""
+    """Exit cleanly after SIGTERM (pre-emption) or Ctrl-C (``interrupted``, or seen by the
+    run's :class:`Preemption`) ``where`` the run stopped, printing the line to ``then`` (and,
+    in a sweep, the line that goes on with the whole sweep). Exit status 0 on a
+    scheduler's request, ``INTERRUPTED_STATUS`` after Ctrl-C."""
     _end_process_group(launch_env)
     if trainer.is_global_zero:
         log.info(
@@ -469,8 +491,12 @@ def _leave_on_request(
             resume_command(_run_overrides(), output_dir.resolve()),
             _sweep_line(),
         )
-    interrupted = any(getattr(c, "interrupted", False) for c in trainer.callbacks)
-    sys.exit(130 if interrupted else 0)
+    interrupted = interrupted or any(getattr(c, "interrupted", False) for c in trainer.callbacks)
+    sys.exit(INTERRUPTED_STATUS if interrupted else 0)
+
+
+INTERRUPTED_STATUS = 130
+"""Exit status after Ctrl-C (the shell's: 128 + SIGINT)."""
 
 
 def _sweep_line() -> str:

@@ -25,11 +25,17 @@ def check_validation_split(images: int, processes: int) -> None:
 
 
 def check_held_out(train_files: Iterable[Path], val_files: Iterable[Path], why: str) -> None:
-    """Refuse validation files that are training files too (the same file, by its resolved
-    path): validation, the best checkpoint and the run's scores would be measured on images
-    the network trains on. ``why``: how that came about and what to give instead."""
-    train = {Path(p).resolve() for p in train_files}
-    shared = sorted({Path(p).resolve() for p in val_files} & train)
+    """Refuse validation files that are training files too (the same file: by its device and
+    inode, so links to it count): validation, the best checkpoint and the run's scores would
+    be measured on images the network trains on. ``why``: how that came about and what to
+    give instead."""
+
+    def identity(path: Path) -> tuple[int, int]:
+        stat = Path(path).stat()
+        return stat.st_dev, stat.st_ino
+
+    train = {identity(p) for p in train_files}
+    shared = sorted(Path(p) for p in val_files if identity(p) in train)
     if shared:
         names = ", ".join(p.name for p in shared[:3]) + (" ..." if len(shared) > 3 else "")
         raise DatasetError(

@@ -307,7 +307,8 @@ class HDRFolderDataModule(HDRDataModule):
             self.split = (
                 train_files,
                 val_files,
-                f"data.val_root={val_root} lies in data.root={root}, whose subfolders are "
-                "searched too; give a validation folder outside it (or no data.val_root: the "
-                "last data.val_count files are held out)",
+                f"data.val_root={val_root} and data.root={root} share them (one folder inside "
+                "the other: subfolders are searched too; or links); give a validation folder "
+                "of files of its own (or no data.val_root: the last data.val_count files are "
+                "held out)",
             )

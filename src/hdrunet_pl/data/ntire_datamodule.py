@@ -44,7 +44,8 @@ class NTIREDataModule(HDRDataModule):
             self.split = (
                 [p.gt for p in train_pairs],
                 [p.gt for p in val_pairs],
-                f"data.val_root={val_root} holds pairs of data.root={root} (the same folder, "
-                "or one inside it: subfolders are searched too); give a validation folder "
-                "of its own (or no data.val_root: the last data.val_count pairs are held out)",
+                f"data.val_root={val_root} and data.root={root} share them (the same folder, "
+                "one inside the other: subfolders are searched too; or links); give a "
+                "validation folder of pairs of its own (or no data.val_root: the last "
+                "data.val_count pairs are held out)",
             )
