@@ -188,6 +188,9 @@ def test_validation_files_that_are_also_training_files_are_refused(photos, tmp_p
     os.link(photos / "photo0.hdr", apart / "copy.hdr")  # a hard link: the same file
     refused(r"\(copy\.hdr\)", *folder, f"data.val_root={apart}")
     (apart / "copy.hdr").unlink()
+    (photos / "zz_last.hdr").symlink_to(photos / "photo0.hdr")  # held out, yet trained on
+    refused(r"\(zz_last\.hdr\): the last data\.val_count files", *folder, "data.val_count=1")
+    (photos / "zz_last.hdr").unlink()
     ntire = tmp_path / "ntire"
     for i in range(3):
         write_ntire_frame(ntire, f"{i:04d}", random_hdr(40, 40, seed=i))

@@ -303,12 +303,14 @@ class HDRFolderDataModule(HDRDataModule):
             augment=augment,
             seed=seed,
         )
-        if val_root:
-            self.split = (
-                train_files,
-                val_files,
-                f"data.val_root={val_root} and data.root={root} share them (one folder inside "
-                "the other: subfolders are searched too; or links); give a validation folder "
-                "of files of its own (or no data.val_root: the last data.val_count files are "
-                "held out)",
-            )
+        self.split = (
+            train_files,
+            val_files,
+            f"data.val_root={val_root} and data.root={root} share them (one folder inside "
+            "the other: subfolders are searched too; or links); give a validation folder "
+            "of files of its own (or no data.val_root: the last data.val_count files are "
+            "held out)"
+            if val_root
+            else f"the last data.val_count files of data.root={root}, held out, are links to "
+            "training files (or hard links); remove the duplicates",
+        )

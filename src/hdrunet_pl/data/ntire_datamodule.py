@@ -40,12 +40,14 @@ class NTIREDataModule(HDRDataModule):
             augment=augment,
             seed=seed,
         )
-        if val_root:
-            self.split = (
-                [p.gt for p in train_pairs],
-                [p.gt for p in val_pairs],
-                f"data.val_root={val_root} and data.root={root} share them (the same folder, "
-                "one inside the other: subfolders are searched too; or links); give a "
-                "validation folder of pairs of its own (or no data.val_root: the last "
-                "data.val_count pairs are held out)",
-            )
+        self.split = (
+            [p.gt for p in train_pairs],
+            [p.gt for p in val_pairs],
+            f"data.val_root={val_root} and data.root={root} share them (the same folder, "
+            "one inside the other: subfolders are searched too; or links); give a "
+            "validation folder of pairs of its own (or no data.val_root: the last "
+            "data.val_count pairs are held out)"
+            if val_root
+            else f"the last data.val_count pairs of data.root={root}, held out, are links to "
+            "training pairs (or hard links); remove the duplicates",
+        )
