@@ -282,6 +282,24 @@ def test_two_runs_in_one_folder(attacks, tmp_path):
         assert sorted(p for p in run_dir.rglob("*") if p.is_file()) == sorted(before)
 
 
+def test_a_run_lock_planted_as_a_link_is_never_written_through(tmp_path):
+    """The lock file is truncated to hold the run's process id: a link planted in its place
+    (a run folder others can write into) must not truncate the file it points to."""
+    from hdrunet_pl.errors import HDRUNetError
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("a user's file")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ".hdrunet.lock").symlink_to(victim)
+    refusal = r"\.hdrunet\.lock: a symbolic link, not a run's lock"
+    with pytest.raises(HDRUNetError, match=refusal), run_folder_lock(run_dir):
+        pass
+    assert victim.read_text() == "a user's file"
+    with run_folder_lock(tmp_path / "fresh"):  # a plain lock still works
+        assert (tmp_path / "fresh" / ".hdrunet.lock").read_text() == str(os.getpid())
+
+
 def test_last_checkpoint_records_the_current_best(tmp_path):
     """last.ckpt is written after the best-checkpoint callback has updated: the best it
     names is the file that exists (the best checkpoint changes at every validation here)."""

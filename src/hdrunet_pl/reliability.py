@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import shlex
@@ -35,7 +36,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from hdrunet_pl.errors import CheckpointError, HDRUNetError
-from hdrunet_pl.io import atomic_path, remove_stale_temporaries
+from hdrunet_pl.io import NEW_FILE_MODE, atomic_path, remove_stale_temporaries
 from hdrunet_pl.models.checkpoints import (
     CONFIG_KEY,
     STREAM_KEY,
@@ -331,7 +332,15 @@ def run_folder_lock(folder: str | Path) -> Iterator[None]:
     (:class:`RunFolderInUse`)."""
     path = Path(folder) / LOCK_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
+    try:  # never through a link: the lock's file is truncated to hold this process's id
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, NEW_FILE_MODE)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise HDRUNetError(
+                f"{path}: a symbolic link, not a run's lock; nothing written (remove it)"
+            ) from None
+        raise
+    with open(descriptor, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
