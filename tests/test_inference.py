@@ -472,13 +472,13 @@ def test_folder_inference_pipeline_writes_what_one_image_at_a_time_writes(tmp_pa
         write_ldr(tmp_path / "in" / f"{i:04d}_medium.png", item["ldr"].permute(1, 2, 0).numpy())
     (tmp_path / "in" / "0002_medium.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     threads = set()
-    real_read = predict._read
+    real_read = predict.read_input
 
     def read(path):
         threads.add(threading.current_thread().name)
         return real_read(path)
 
-    monkeypatch.setattr(predict, "_read", read)
+    monkeypatch.setattr(predict, "read_input", read)
     report = predict_files(predictor, list_inputs(tmp_path / "in"), tmp_path / "out", "png")
     assert [p.name for p in report.written] == ["0000.png", "0001.png", "0003.png", "0004.png"]
     assert list(report.failed) == [tmp_path / "in" / "0002_medium.png"]

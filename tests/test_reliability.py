@@ -771,3 +771,20 @@ def test_a_nan_score_never_makes_a_best_checkpoint(tmp_path):
     # saved under Lightning's key: runs saved before resume with their best tracked
     plain = ModelCheckpoint(dirpath=str(tmp_path), monitor="val/psnr_mu", mode="max")
     assert best.state_key == plain.state_key
+
+
+def test_a_refused_resume_suggests_init_weights_that_pastes_with_any_path(tmp_path):
+    """The suggested ``init_weights=`` survives the shell and Hydra for a path with a space
+    and an ``=`` (shell quoting around Hydra quoting)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from hdrunet_pl.models import HDRUNetConfig
+    from hdrunet_pl.reliability import ResumePoint, check_resume_stream
+
+    path = tmp_path / "with space" / "epoch=0-step=4.ckpt"
+    point = ResumePoint(4, HDRUNetConfig(nf=8), stream={"batch_size": 2, "processes": 1})
+    with pytest.raises(CheckpointError) as refused:
+        check_resume_stream(point, 3, 1, path)
+    pasted = shlex.split(str(refused.value).split("from its weights with ", 1)[1])
+    (override,) = OverridesParser.create().parse_overrides(pasted)
+    assert (override.key_or_group, override.value()) == ("init_weights", str(path))

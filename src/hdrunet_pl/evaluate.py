@@ -40,7 +40,6 @@ from hdrunet_pl.io import (
     is_hdr_png,
     ntire_frame_id,
     read_hdr_png,
-    read_ldr,
     read_linear_hdr,
 )
 from hdrunet_pl.metrics import (
@@ -52,7 +51,7 @@ from hdrunet_pl.metrics import (
 )
 from hdrunet_pl.outputs import OutputFolder
 from hdrunet_pl.perceptual import DISPLAY, REFERENCE_CD_M2
-from hdrunet_pl.predict import make_predictor
+from hdrunet_pl.predict import make_predictor, read_input
 from hdrunet_pl.run_files import CONFIG_FILE, absolute_paths, check_no_empty_paths
 from hdrunet_pl.validation import EVAL_RULES, check_required, check_settings
 from hdrunet_pl.viz import comparison_strip
@@ -332,9 +331,7 @@ def folder_samples(
         for name in sorted(gts):
             ldr = None
             if name in ldrs:  # read as hdrunet-predict reads it (a photo turned upright)
-                ntire = ntire_frame_id(ldrs[name], LDR_SUFFIX) is not None
-                ldr = read_ldr(ldrs[name], upright=not ntire)
-                ldr = torch.from_numpy(ldr.transpose(2, 0, 1).copy())
+                ldr = read_input(ldrs[name])
             gt = read_nonlinear(gts[name], negative)
             yield Sample(name, read_nonlinear(preds[name]), gt, ldr)
 

@@ -195,7 +195,9 @@ class PredictReport:
         return "\n".join(lines)
 
 
-def _read(path: Path) -> torch.Tensor:
+def read_input(path: Path) -> torch.Tensor:
+    """(3, H, W) float LDR in [0, 1] of an input, read as this tool reads it: a photo turned
+    upright by its EXIF orientation, an NTIRE frame as stored."""
     # an NTIRE input is read as stored, as its 16-bit GT is (pixel-aligned): an EXIF
     # orientation would turn the result against the GT; a photo is turned upright
     upright = not _is_ntire(path, LDR_SUFFIX)
@@ -303,11 +305,11 @@ def predict_files(
         ThreadPoolExecutor(1, thread_name_prefix="hdrunet-read") as reader,
         ThreadPoolExecutor(writers, thread_name_prefix="hdrunet-write") as writer,
     ):
-        reads = deque(reader.submit(_read, path) for path, *_ in jobs[:read_ahead])
+        reads = deque(reader.submit(read_input, path) for path, *_ in jobs[:read_ahead])
         for i, (path, unit, made_from) in enumerate(tqdm(jobs, disable=not progress, unit="image")):
             pending = reads.popleft()
             if i + read_ahead < len(jobs):
-                reads.append(reader.submit(_read, jobs[i + read_ahead][0]))
+                reads.append(reader.submit(read_input, jobs[i + read_ahead][0]))
             try:
                 folder.claim(unit)
                 hdr = predictor(pending.result()).clamp_min(0)

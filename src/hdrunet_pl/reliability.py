@@ -49,6 +49,7 @@ from hdrunet_pl.run_files import (
     LAST_CHECKPOINT,
     LOCK_FILE,
     in_use_message,
+    override_value,
     recorded_resume_command,
 )
 
@@ -385,7 +386,7 @@ def check_resume_checkpoint(path: str | Path) -> ResumePoint:
     if not isinstance(step, int) or "loops" not in state or CONFIG_KEY not in state:
         raise CheckpointError(
             f"{path}: not a training checkpoint of hdrunet-train (no training state to resume "
-            f"from); to start from its weights, train afresh with init_weights={_quoted(path)}"
+            f"from); to start from its weights, train afresh with {_init_weights(path)}"
         )
     try:
         config = config_from_record(state[CONFIG_KEY])
@@ -452,7 +453,7 @@ def check_resume_schedule(
         raise CheckpointError(
             f"{path}: a resumed run keeps the checkpoint's optimizer and schedule, but this "
             f"run configures {', '.join(changed)}; {_how_to_resume(path, 'those')}, or start a new "
-            f"run from its weights with init_weights={_quoted(path)}"
+            f"run from its weights with {_init_weights(path)}"
         )
 
 
@@ -472,13 +473,13 @@ def check_resume_stream(
             f"{saved.get('processes')} process(es), this run has {batch_size} on {processes}: "
             "a resumed run continues its stream of training samples exactly only with the "
             f"same batch size and processes; {_how_to_resume(path, 'those')}, or start a new "
-            f"run from its weights with init_weights={_quoted(path)}"
+            f"run from its weights with {_init_weights(path)}"
         )
 
 
-def _quoted(path: str | Path) -> str:
-    """``path`` as it can be pasted into a shell."""
-    return shlex.quote(str(path))
+def _init_weights(path: str | Path) -> str:
+    """``init_weights=<path>`` as it can be pasted into a shell (Hydra quoting inside)."""
+    return shlex.quote(f"init_weights={override_value(path)}")
 
 
 def _how_to_resume(path: str | Path, kept: str) -> str:
