@@ -197,6 +197,32 @@ def test_a_photo_of_the_same_name_or_another_checkpoint_is_converted_again(
     assert "1 written, 0 skipped" in convert(card2, other, "tile=24", "overlap=8").stdout
 
 
+def test_a_second_predict_into_a_folder_in_use_stops_before_writing(
+    attacks, tiny_checkpoint, tmp_path
+):
+    """Another run holds the output folder (here: this test, by the same lock): the second
+    stops with one line and leaves the first run's files and manifest as they are."""
+    from hdrunet_pl.outputs import MANIFEST, OutputFolder
+
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "a.png"), np.full((20, 24, 3), 90, np.uint8))
+    args = [f"ckpt={tiny_checkpoint}", f"input={photos}", f"output={out}", *CPU]
+    assert run_tool("hdrunet-predict", args, tmp_path).returncode == 0
+    (out / "a.png").unlink()  # the first run is making it again, say
+    before = snapshot(out)
+    with OutputFolder(out, "hdrunet-predict").sole_writer():
+        result = run_tool("hdrunet-predict", args, tmp_path)
+    attacks.check(
+        "predict into a folder another run is writing",
+        result,
+        protected=before,
+        message="in use by another run of this package",
+    )
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in before)
+    assert (out / MANIFEST) in before
+
+
 def test_resume_auto_on_a_finished_run_changes_nothing(attacks, finished_run, tmp_path):
     before = snapshot(finished_run / "checkpoints") | {
         finished_run / "metrics.json": (finished_run / "metrics.json").read_bytes()

@@ -776,3 +776,36 @@ def test_predict_reruns_into_its_own_results_of_an_input_named_like_ground_truth
     (out / "0001_gt.png").write_bytes(b"the user's ground truth")
     with pytest.raises(HDRUNetError, match=r"holds NTIRE ground truth \(0001_gt\.png"):
         check_output_folder(out, [tmp_path / "photos" / "photo_gt.jpg"])
+
+
+def test_a_folder_another_run_writes_into_is_refused_until_it_ends(tmp_path):
+    """Two runs into one output folder: the second stops with one line (predict, eval and
+    prepare crop), and a run that waited reads the manifest as the first one left it."""
+    from hdrunet_pl.evaluate import Sample, Samples, evaluate
+    from hdrunet_pl.outputs import OutputFolder
+    from hdrunet_pl.prepare import run_crop
+
+    from .ntire_files import random_hdr, write_ntire_frame
+
+    predictor = Predictor(random_net(8), precision="32")
+    photo = tmp_path / "in" / "photo.png"
+    write_ldr(photo, np.full((16, 16, 3), 0.5, np.float32))
+    out = tmp_path / "out"
+    waiting = OutputFolder(out, "hdrunet-predict")  # constructed before the first run
+    frames = tmp_path / "frames"
+    write_ntire_frame(frames, "0000", random_hdr(32, 32, seed=0))
+    gt = torch.rand(3, 16, 16) + 0.1
+    in_use = r"output .*out: in use by another run of this package"
+    with OutputFolder(out, "another run").sole_writer():
+        with pytest.raises(HDRUNetError, match=in_use):
+            predict_files(predictor, [photo], out, "png")
+        with pytest.raises(HDRUNetError, match=in_use):
+            evaluate(Samples(1, iter([Sample("a1", gt * 0.5, gt, None)])), out)
+        with pytest.raises(HDRUNetError, match=in_use):
+            run_crop(str(frames), str(out), 16, 16, 0, 1)
+    assert sorted(p.name for p in out.iterdir()) == []  # nothing written meanwhile
+    report = predict_files(predictor, [photo], out, "png")
+    assert report.written == [out / "photo.png"]
+    assert not waiting.owns(out / "photo.png")  # its manifest as read before that run
+    with waiting.sole_writer():
+        assert waiting.owns(out / "photo.png")  # read again once the folder is its own

@@ -500,40 +500,41 @@ def evaluate(
     except ValueError as err:
         raise HDRUNetError(str(err)) from None
     folder = OutputFolder(output, "hdrunet-eval")
-    folder.claim([output / SCORES_FILE])  # before the work: a refusal costs nothing
-    if side_by_side == "all":
-        (output / "side_by_side").mkdir(exist_ok=True)
-    scores: list[ImageScore] = []
-    images: list[Path] = []
-    best: tuple[float, Sample] | None = None
-    worst: tuple[float, Sample] | None = None
-    for sample in tqdm(read_ahead(samples.items), total=samples.count, unit="image"):
-        result = score(sample, scorers)
-        scores.append(result)
+    with folder.sole_writer():
+        folder.claim([output / SCORES_FILE])  # before the work: a refusal costs nothing
         if side_by_side == "all":
-            title = f"{sample.name}  PSNR-mu {result.psnr_mu:.2f} dB"
-            if result.identity_psnr_mu is not None:
-                title += f" (LDR {result.identity_psnr_mu:.2f} dB)"
-            path = output / "side_by_side" / f"{sample.name}.png"
+            (output / "side_by_side").mkdir(exist_ok=True)
+        scores: list[ImageScore] = []
+        images: list[Path] = []
+        best: tuple[float, Sample] | None = None
+        worst: tuple[float, Sample] | None = None
+        for sample in tqdm(read_ahead(samples.items), total=samples.count, unit="image"):
+            result = score(sample, scorers)
+            scores.append(result)
+            if side_by_side == "all":
+                title = f"{sample.name}  PSNR-mu {result.psnr_mu:.2f} dB"
+                if result.identity_psnr_mu is not None:
+                    title += f" (LDR {result.identity_psnr_mu:.2f} dB)"
+                path = output / "side_by_side" / f"{sample.name}.png"
+                images.append(_write_strip(folder, path, sample, title))
+            if best is None or result.psnr_mu > best[0]:
+                best = (result.psnr_mu, sample)
+            if worst is None or result.psnr_mu < worst[0]:
+                worst = (result.psnr_mu, sample)
+        if not scores:
+            raise HDRUNetError("nothing to evaluate")
+        extremes = [
+            (label, value, sample, output / f"{label}_{sample.name}.png")
+            for label, (value, sample) in (("worst", worst), ("best", best))
+        ]
+        folder.claim([path for *_, path in extremes])  # refused before the scores are written
+        write_scores(output / SCORES_FILE, scores)
+        folder.written([output / SCORES_FILE])
+        for label, value, sample, path in extremes:
+            title = f"{label}: {sample.name}  PSNR-mu {value:.2f} dB"
             images.append(_write_strip(folder, path, sample, title))
-        if best is None or result.psnr_mu > best[0]:
-            best = (result.psnr_mu, sample)
-        if worst is None or result.psnr_mu < worst[0]:
-            worst = (result.psnr_mu, sample)
-    if not scores:
-        raise HDRUNetError("nothing to evaluate")
-    extremes = [
-        (label, value, sample, output / f"{label}_{sample.name}.png")
-        for label, (value, sample) in (("worst", worst), ("best", best))
-    ]
-    folder.claim([path for *_, path in extremes])  # refused before the scores are written
-    write_scores(output / SCORES_FILE, scores)
-    folder.written([output / SCORES_FILE])
-    for label, value, sample, path in extremes:
-        title = f"{label}: {sample.name}  PSNR-mu {value:.2f} dB"
-        images.append(_write_strip(folder, path, sample, title))
-    folder.remove_stale(IMAGES, keep=images)
-    return scores
+        folder.remove_stale(IMAGES, keep=images)
+        return scores
 
 
 def _check_output_is_not_an_input(output: str, gt_dir: str, ldr_dir: str | None) -> None:

@@ -15,10 +15,12 @@ line instead. Folders (stream shards) are owned by name.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from hdrunet_pl.errors import HDRUNetError
@@ -62,6 +64,10 @@ class OutputFolder:
             raise HDRUNetError(f"output {self.path}: cannot be made ({err.strerror})") from None
         self._inputs = {p.resolve() for p in inputs}
         self._lock = threading.Lock()  # writer threads record their files
+        self._read_manifest()
+
+    def _read_manifest(self) -> None:
+        """This package's files in the folder, as its manifest records them now."""
         self._ours: set[str] = set()  # names claimed
         self._stats: dict[str, tuple[int, int]] = {}  # name -> (size, mtime_ns) as written
         manifest = self.path / MANIFEST
@@ -88,6 +94,26 @@ class OutputFolder:
             else:
                 name = line
             self._ours.add(name)
+
+    @contextlib.contextmanager
+    def sole_writer(self) -> Iterator[OutputFolder]:
+        """Hold the folder for one run of a tool: a second run of this package writing into
+        it at the same time stops with one line, instead of each taking the other's results
+        for files it did not write (or skipping them half-written). The lock is the
+        folder's own (no file is left in it) and ends with the run or its process."""
+        descriptor = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise HDRUNetError(
+                    f"output {self.path}: in use by another run of this package; wait for it "
+                    "to end, or choose another output folder"
+                ) from None
+            self._read_manifest()  # as the run before this one left it
+            yield self
+        finally:
+            os.close(descriptor)  # releases the lock
 
     def _name(self, path: Path) -> str:
         # the parent is resolved, not the file: a symbolic link in the folder is named as

@@ -285,55 +285,58 @@ def predict_files(
     units = plan_units(inputs, output, fmt, preview)
     check_output_folder(output, inputs)
     folder = OutputFolder(output, "hdrunet-predict", inputs)
-    report = PredictReport()
-    start = time.perf_counter()
-    jobs = []
-    for path, unit in zip(inputs, units, strict=True):
-        made_from = _made_from(path, settings)
-        if not overwrite and folder.complete(unit, made_from):
-            report.skipped.append(unit[0])
-        else:
-            jobs.append((path, unit, made_from))
-    writes: list[tuple[Path, Path, Future]] = []
-
-    def fail(path: Path, message: str) -> None:
-        tqdm.write(f"skipped: {message}", file=sys.stderr)
-        report.failed[path] = message
-
-    writers = max(1, min(4, available_cpus() - 1))
-    with (
-        ThreadPoolExecutor(1, thread_name_prefix="hdrunet-read") as reader,
-        ThreadPoolExecutor(writers, thread_name_prefix="hdrunet-write") as writer,
-    ):
-        reads = deque(reader.submit(read_input, path) for path, *_ in jobs[:read_ahead])
-        for i, (path, unit, made_from) in enumerate(tqdm(jobs, disable=not progress, unit="image")):
-            pending = reads.popleft()
-            if i + read_ahead < len(jobs):
-                reads.append(reader.submit(read_input, jobs[i + read_ahead][0]))
-            try:
-                folder.claim(unit)
-                hdr = predictor(pending.result()).clamp_min(0)
-            except NonFiniteOutputError as err:
-                fail(path, f"{path}: {err}")
-                continue
-            except (HDRUNetError, OSError) as err:
-                fail(path, _failure(err, unit[0]))
-                continue
-            job = writer.submit(_write, folder, unit, hdr, preview, made_from)
-            writes.append((path, unit[0], job))
-            if len(writes) > 2 * writers:
-                wait([writes[-2 * writers - 1][2]])  # bound the results held in memory
-        for path, target, done in writes:
-            err = done.exception()
-            if err is None:
-                report.written.append(target)
-            elif _failure(err, target) is None:
-                raise err
+    with folder.sole_writer():
+        report = PredictReport()
+        start = time.perf_counter()
+        jobs = []
+        for path, unit in zip(inputs, units, strict=True):
+            made_from = _made_from(path, settings)
+            if not overwrite and folder.complete(unit, made_from):
+                report.skipped.append(unit[0])
             else:
-                fail(path, _failure(err, target))
-    report.seconds = time.perf_counter() - start
-    report.peak_memory_gb = peak_memory_gb(predictor.device)
-    return report
+                jobs.append((path, unit, made_from))
+        writes: list[tuple[Path, Path, Future]] = []
+
+        def fail(path: Path, message: str) -> None:
+            tqdm.write(f"skipped: {message}", file=sys.stderr)
+            report.failed[path] = message
+
+        writers = max(1, min(4, available_cpus() - 1))
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="hdrunet-read") as reader,
+            ThreadPoolExecutor(writers, thread_name_prefix="hdrunet-write") as writer,
+        ):
+            reads = deque(reader.submit(read_input, path) for path, *_ in jobs[:read_ahead])
+            for i, (path, unit, made_from) in enumerate(
+                tqdm(jobs, disable=not progress, unit="image")
+            ):
+                pending = reads.popleft()
+                if i + read_ahead < len(jobs):
+                    reads.append(reader.submit(read_input, jobs[i + read_ahead][0]))
+                try:
+                    folder.claim(unit)
+                    hdr = predictor(pending.result()).clamp_min(0)
+                except NonFiniteOutputError as err:
+                    fail(path, f"{path}: {err}")
+                    continue
+                except (HDRUNetError, OSError) as err:
+                    fail(path, _failure(err, unit[0]))
+                    continue
+                job = writer.submit(_write, folder, unit, hdr, preview, made_from)
+                writes.append((path, unit[0], job))
+                if len(writes) > 2 * writers:
+                    wait([writes[-2 * writers - 1][2]])  # bound the results held in memory
+            for path, target, done in writes:
+                err = done.exception()
+                if err is None:
+                    report.written.append(target)
+                elif _failure(err, target) is None:
+                    raise err
+                else:
+                    fail(path, _failure(err, target))
+        report.seconds = time.perf_counter() - start
+        report.peak_memory_gb = peak_memory_gb(predictor.device)
+        return report
 
 
 def peak_memory_gb(device: torch.device) -> float:

@@ -168,15 +168,16 @@ def run_crop(
             "its files would mix with the data set. Remove the link or give another --output"
         )
     pairs = NTIREDataset(found, min_size=crop, size_name="crop (--crop)").pairs
-    OutputFolder(output, TOOL)  # made (or refused) before the workers start
     settings = {"crop": crop, "step": step, "threshold": threshold}
-    _check_crop_settings(output, settings | {"input": str(Path(input_dir).resolve())})
     jobs = [(pair, output, crop, step, threshold) for pair in pairs]
     written = skipped = 0
-    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        progress = tqdm(pool.map(_crop_job, jobs), total=len(jobs), desc="crop", unit="image")
-        for w, s in progress:
-            written, skipped = written + w, skipped + s
+    # the folder is made (or refused) before the workers start, and held while they cut
+    with OutputFolder(output, TOOL).sole_writer():
+        _check_crop_settings(output, settings | {"input": str(Path(input_dir).resolve())})
+        with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+            progress = tqdm(pool.map(_crop_job, jobs), total=len(jobs), desc="crop", unit="image")
+            for w, s in progress:
+                written, skipped = written + w, skipped + s
     return written, skipped
 
 
@@ -296,44 +297,47 @@ def run_stream(
     output = Path(output_dir)
     inputs = [f for p in pairs for f in (p.ldr, p.gt, p.alignratio)]
     folder = OutputFolder(output, TOOL)
-    for part in split:  # every refusal before anything is written
-        _check_shard_target(folder, output / part, inputs)
-    counts = {}
-    with (
-        _litdata_scratch(),
-        multiprocessing.Manager() as manager,
-        tqdm(total=len(pairs), desc="stream", unit="pair") as bar,
-    ):
-        done, stop = manager.Queue(), threading.Event()
-        follower = threading.Thread(target=_follow, args=(done, bar, stop), daemon=True)
-        follower.start()
-        try:
-            for part, members in split.items():
-                if not members:  # an earlier split's shards (ours, checked above) must go:
-                    _remove_shards(output / part)  # they hold pairs now in train/
-                    continue
-                target = output / part
-                partial = output / f".{part}.partial"
-                folder.claim([target, partial])
-                _remove_shards(partial)
-                bar.set_postfix_str(part)
-                litdata.optimize(
-                    fn=_CountingLoader(done),
-                    inputs=[(p.name, str(p.ldr), str(p.gt), str(p.alignratio)) for p in members],
-                    output_dir=str(partial),
-                    chunk_bytes=chunk_bytes,
-                    num_workers=max(1, workers),
-                    mode="overwrite",
-                    verbose=False,
-                )
-                check_shards(partial, expected=len(members))
-                _remove_shards(target)  # ours (checked above): replaced as a whole
-                partial.rename(target)
-                counts[part] = len(members)
-        finally:
-            stop.set()
-            follower.join()
-    return counts
+    with folder.sole_writer():
+        for part in split:  # every refusal before anything is written
+            _check_shard_target(folder, output / part, inputs)
+        counts = {}
+        with (
+            _litdata_scratch(),
+            multiprocessing.Manager() as manager,
+            tqdm(total=len(pairs), desc="stream", unit="pair") as bar,
+        ):
+            done, stop = manager.Queue(), threading.Event()
+            follower = threading.Thread(target=_follow, args=(done, bar, stop), daemon=True)
+            follower.start()
+            try:
+                for part, members in split.items():
+                    if not members:  # an earlier split's shards (ours, checked above) must go:
+                        _remove_shards(output / part)  # they hold pairs now in train/
+                        continue
+                    target = output / part
+                    partial = output / f".{part}.partial"
+                    folder.claim([target, partial])
+                    _remove_shards(partial)
+                    bar.set_postfix_str(part)
+                    litdata.optimize(
+                        fn=_CountingLoader(done),
+                        inputs=[
+                            (p.name, str(p.ldr), str(p.gt), str(p.alignratio)) for p in members
+                        ],
+                        output_dir=str(partial),
+                        chunk_bytes=chunk_bytes,
+                        num_workers=max(1, workers),
+                        mode="overwrite",
+                        verbose=False,
+                    )
+                    check_shards(partial, expected=len(members))
+                    _remove_shards(target)  # ours (checked above): replaced as a whole
+                    partial.rename(target)
+                    counts[part] = len(members)
+            finally:
+                stop.set()
+                follower.join()
+        return counts
 
 
 def _litdata_files(folder: Path) -> tuple[list[Path], list[Path]]:
