@@ -316,6 +316,7 @@ def test_eval_cli_scores_a_checkpoint_with_the_identity_baseline(tmp_path, tiny_
     ]
     result = run_tool("hdrunet-eval", args, tmp_path)
     assert result.returncode == 0, result.stderr
+    assert f"hdrunet-eval: {tiny_checkpoint} on cpu (torch.float32)" in result.stdout
     rows = list(csv.DictReader((tmp_path / "eval" / "scores.csv").open()))
     assert len(rows) == 3
     mean = rows[-1]
@@ -809,3 +810,31 @@ def test_a_folder_another_run_writes_into_is_refused_until_it_ends(tmp_path):
     assert not waiting.owns(out / "photo.png")  # its manifest as read before that run
     with waiting.sole_writer():
         assert waiting.owns(out / "photo.png")  # read again once the folder is its own
+
+
+def test_eval_warns_when_a_gt_file_is_not_at_the_ldrs_exposure(tmp_path, caplog):
+    """A photograph's own EXR as GT (other units than the LDR): the scores compare absolute
+    values, so the image is named with the factor; an aligned GT is not."""
+    from hdrunet_pl.constants import GAMMA
+    from hdrunet_pl.evaluate import exposure_ratio, folder_samples
+    from hdrunet_pl.io import write_exr, write_ldr
+
+    rng = np.random.default_rng(3)
+    ldr = rng.uniform(0.05, 0.95, (16, 20, 3)).astype(np.float32)
+    for folder in ("gt", "pred", "ldr"):
+        (tmp_path / folder).mkdir()
+    for name, scale in (("aligned", 1.0), ("in_other_units", 1000.0)):
+        write_ldr(tmp_path / "ldr" / f"{name}.png", ldr)
+        write_exr(tmp_path / "gt" / f"{name}.exr", scale * ldr.astype(np.float64) ** GAMMA)
+        write_exr(tmp_path / "pred" / f"{name}.exr", ldr.astype(np.float64) ** GAMMA)
+    samples = {
+        s.name: s for s in folder_samples(*(str(tmp_path / f) for f in ("pred", "gt", "ldr"))).items
+    }
+    ratio = exposure_ratio(samples["in_other_units"].ldr, samples["in_other_units"].gt)
+    assert ratio == pytest.approx(1000 ** (1 / GAMMA), rel=0.02)
+    assert "in_other_units: the ground truth is 21.8 times as bright as its LDR" in caplog.text
+    assert "aligned:" not in caplog.text
+    caplog.clear()
+    list(folder_samples(str(tmp_path / "pred"), str(tmp_path / "gt"), None).items)
+    assert "in_other_units: the ground truth is 21.8 times as bright as its result" in caplog.text
+    assert exposure_ratio(torch.full((3, 8, 8), 0.02), torch.ones(3, 8, 8)) is None  # all dark

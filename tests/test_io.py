@@ -460,6 +460,12 @@ def test_exr_with_nan_or_without_rgb_is_refused(tmp_path):
         exr.write(str(tmp_path / "depth.exr"))
     with pytest.raises(ImageFileError, match="no R, G, B"):
         read_exr(tmp_path / "depth.exr")
+    channels = {"R": hdr[..., 0].copy(), "G": hdr[..., 1].copy()}
+    with OpenEXR.File(header, channels) as exr:
+        exr.write(str(tmp_path / "rg.exr"))
+    for read in (read_exr, hdr_image_size):  # the missing channel named
+        with pytest.raises(ImageFileError, match=r"rg\.exr: OpenEXR with R, G but no B$"):
+            read(tmp_path / "rg.exr")
     (tmp_path / "junk.exr").write_bytes(b"\x76\x2f\x31\x01garbage")
     with pytest.raises(ImageFileError, match=r"junk\.exr: unreadable OpenEXR"):
         read_exr(tmp_path / "junk.exr")
@@ -770,19 +776,24 @@ def test_an_exr_in_other_primaries_is_converted_to_rec709(tmp_path):
 
 @pytest.mark.parametrize("negative", ["fill", "clip"])
 def test_colours_outside_rec709_are_clipped_per_channel_and_only_artefacts_filled(
-    tmp_path, negative
+    tmp_path, negative, caplog
 ):
     """A saturated green stored in ACES (all values >= 0) lies outside Rec. 709: its
     negative red is clipped, the pixel kept; a negative value of the file itself (lossy
     compression's ringing) is the artefact that data.negative fills."""
     rec709 = np.full((24, 24, 3), 0.5, np.float32)
     rec709[8:16, 8:16] = (-0.05, 2.0, 0.1)  # green beyond Rec. 709's gamut
+    rec709[18:, :8] = (0.0, 0.3, 0.6)  # in the gamut, on its edge: rounding gives -1e-9
     to_aces = np.linalg.inv(rgb_to_rec709_matrix(ACES_AP0))
     aces = (rec709.astype(np.float64) @ to_aces.T).astype(np.float32)
     assert aces.min() >= 0
     aces[2, 2] = (-1.0, 0.5, 0.5)  # ringing in the file's own values
     _write_exr(tmp_path / "aces.exr", {"RGB": aces}, {"chromaticities": ACES_AP0})
-    image = read_exr(tmp_path / "aces.exr", negative)
+    with caplog.at_level(logging.INFO):
+        image = read_exr(tmp_path / "aces.exr", negative)
+    # the green block (and the clipped artefact), not the pixels on the gamut's edge
+    outside = 64 + (negative == "clip")
+    assert f"{outside} pixels outside Rec. 709's gamut" in caplog.text, caplog.text
     np.testing.assert_allclose(
         image[8:16, 8:16], np.broadcast_to([0, 2.0, 0.1], (8, 8, 3)), atol=1e-4
     )
@@ -1132,3 +1143,18 @@ def test_an_empty_or_huge_ldr_file_is_refused_by_name_before_decoding(tmp_path):
     for read in (hdr_image_size, read_hdr_png):
         with pytest.raises(ImageFileError, match=r"20000x20000 pixels is more than an image"):
             read(tmp_path / "0001_gt.png")
+
+
+def test_radiance_without_a_format_line_is_read_without_opencvs_complaint(tmp_path, capfd):
+    """FORMAT is optional in Ward's format; OpenCV reading such a file itself printed
+    '[ERROR...] missing FORMAT specifier' on stderr (the pixels were right)."""
+    image = hdr_image(peak=4.0) + 0.01
+    write_radiance(tmp_path / "a.hdr", image)
+    data = (tmp_path / "a.hdr").read_bytes()
+    assert b"FORMAT=32-bit_rle_rgbe\n" in data
+    (tmp_path / "b.hdr").write_bytes(data.replace(b"FORMAT=32-bit_rle_rgbe\n", b""))
+    capfd.readouterr()
+    np.testing.assert_array_equal(
+        read_radiance(tmp_path / "b.hdr"), read_radiance(tmp_path / "a.hdr")
+    )
+    assert capfd.readouterr().err == ""

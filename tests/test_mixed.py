@@ -319,6 +319,34 @@ def test_held_out_captures_are_scored_per_setting_with_side_by_sides(photos, tmp
         train(compose_train(["data=held_out"]))
 
 
+def test_held_out_means_group_captures_by_setting_not_by_name_ending(photos, tmp_path, capsys):
+    """A setting named ``super_dark`` beside ``dark``: each mean is over its own captures
+    (``photo0_super_dark`` ends in ``_dark`` too, and was counted in both)."""
+    from hydra import compose, initialize_config_dir
+
+    from hdrunet_pl.evaluate import run
+
+    from .support import CONF_DIR, held_out_eval_args
+
+    camera = "{_target_:hdrunet_pl.camera.CameraModel,clip_fraction:[1e-5,1e-5]}"
+    overrides = [
+        *held_out_eval_args(photos, tmp_path / "eval", tmp_path),
+        "precision=32",
+        "metrics=[psnr_mu,psnr_l]",
+        f"+data.captures.super_dark={camera}",
+    ]
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        scores = run(compose(config_name="eval", overrides=overrides))
+    assert len(scores) == 12
+    printed = capsys.readouterr().out.splitlines()
+    for setting in ("dark", "normal", "bright", "super_dark"):
+        group = [s for s in scores if s.name.split("_", 1)[1] == setting]
+        assert len(group) == 3 and {s.group for s in group} == {setting}
+        (line,) = [x for x in printed if x.split()[:1] == [setting]]
+        mean = sum(s.psnr_mu for s in group) / 3
+        assert f"PSNR-mu {mean:8.4f}" in line and line.endswith("[3 images]"), line
+
+
 def test_held_out_scores_the_middle_of_panoramas_and_all_of_other_photographs(tmp_path):
     """data=held_out's default rows: an equirectangular panorama (2:1) loses its stretched
     poles, an ordinary photograph is scored whole; a band or null applies to every image."""

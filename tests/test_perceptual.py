@@ -205,7 +205,6 @@ def test_eval_scores_every_metric_and_its_identity(tmp_path):
     assert printed and float(printed.group(1)) == pytest.approx(float(mean["cvvdp"]), abs=1e-4)
     assert "standard_hdr_linear" in result.stdout
     # the default scores the cheap ones; an unknown name is refused in one line
-    from hdrunet_pl.errors import HDRUNetError
     from hdrunet_pl.evaluate import folder_samples, metric_names
 
     assert metric_names() == ["psnr_mu", "psnr_l", "pu21_psnr", "pu21_ssim"]
@@ -248,19 +247,35 @@ def test_bad_inputs_get_one_line(tmp_path):
     assert list(scores[0].values) == ["psnr_mu", "psnr_l", "pu21_psnr"]
 
 
-def test_images_too_small_for_a_metric_are_refused_by_name():
+def test_images_too_small_for_a_metric_are_left_out_of_its_mean(tmp_path):
     """SSIM's 11-pixel window: cvvdp skips its smoothing below it and reports a near-1 SSIM
-    whatever the images; ColorVideoVDP fails on one pixel. PU21-PSNR scores any size."""
-    from hdrunet_pl.evaluate import Sample, make_scorers, score
+    whatever the images; ColorVideoVDP fails on one pixel. Such an image is not scored by
+    that metric (NaN, an empty cell, left out of the mean); the others and PSNR still are."""
+    import csv
+
+    from hdrunet_pl.evaluate import Sample, Samples, evaluate, make_scorers, means, score
 
     gt = torch.rand(3, 7, 7) + 0.1
     for name, size in (("pu21_ssim", 7), ("cvvdp", 1)):
         image = gt[:, :size, :size]
-        with pytest.raises(HDRUNetError, match=rf"^0001: {size}x{size} pixels is too small for "):
-            score(Sample("0001", image * 0.5, image, None), make_scorers([name]))
+        with pytest.raises(ValueError, match=rf"^{size}x{size} pixels is too small for {name}"):
+            PerceptualScorer(name)(image * 0.5, image)
+        scored = score(Sample("0001", image * 0.5, image, image), make_scorers([name]))
+        assert np.isnan(scored.values[name]) and np.isnan(scored.identity[name])
+        assert np.isfinite(scored.psnr_mu)
     pixel = gt[:, :1, :1]
     scored = score(Sample("0001", pixel * 0.5, pixel, None), make_scorers(["pu21_psnr"]))
     assert np.isfinite(scored.values["pu21_psnr"])
+    large = torch.rand(3, 16, 16) + 0.1
+    samples = [Sample("small", gt * 0.5, gt, None), Sample("large", large * 0.8, large, None)]
+    scores = evaluate(Samples(2, iter(samples)), tmp_path / "eval", metrics=["pu21_ssim"])
+    ssim_large = scores[1].values["pu21_ssim"]
+    assert np.isfinite(ssim_large) and means(scores)["pu21_ssim"] == ssim_large
+    assert means(scores)["psnr_mu"] == pytest.approx((scores[0].psnr_mu + scores[1].psnr_mu) / 2)
+    rows = {r["name"]: r for r in csv.DictReader((tmp_path / "eval" / "scores.csv").open())}
+    assert rows["small"]["pu21_ssim"] == "" and float(rows["mean"]["pu21_ssim"]) == pytest.approx(
+        ssim_large, abs=1e-4
+    )
 
 
 def test_cvvdp_units_guess_is_not_printed_for_dark_images(caplog):

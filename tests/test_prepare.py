@@ -385,3 +385,39 @@ def test_crop_refuses_an_input_that_links_to_its_output(tmp_path):
     with pytest.raises(HDRUNetError, match=r"reaches the --output folder through a link"):
         run_crop(str(src), str(out), 32, 16, 0, 1)
     assert sorted(p.name for p in out.iterdir()) == before
+
+
+@pytest.mark.parametrize("data", ["hdr_folder", "mixed"])
+def test_training_reads_every_hdr_file_before_its_first_step(tmp_path, data):
+    """A file with NaN values and a truncated one, whose headers are fine: refused at the
+    start, both named at once, before any step (they were found when a sample drew them,
+    possibly hours in); a black validation image too."""
+    from hdrunet_pl.errors import DatasetError
+    from hdrunet_pl.io import write_exr
+
+    root = tmp_path / "photos"
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c", "nan", "truncated"):  # headers all fine
+        write_exr(root / f"{name}.exr", rng.random((40, 48, 3)).astype(np.float32) + 0.1)
+    (root / "nan.exr").unlink()
+    image = rng.random((40, 48, 3)).astype("<f4") + 0.1
+    image[5, 7, 1] = np.nan  # a PFM: write_exr refuses to write NaN
+    (root / "nan.pfm").write_bytes(b"PF\n48 40\n-1.0\n" + image[::-1].tobytes())
+    whole = (root / "truncated.exr").read_bytes()
+    (root / "truncated.exr").write_bytes(whole[: len(whole) // 2])
+    night = np.zeros((40, 48, 3), np.float32)
+    night[:2, :2] = 50.0
+    write_exr(root / "zz_night.exr", night)  # the last file: held out for validation
+    folder = (
+        [f"data.root={root}", "data.val_count=1"]
+        if data == "hdr_folder"
+        else [f"data.folders.photos.root={root}", "data.folders.photos.val_count=1"]
+    )
+    cfg = compose_train([*FAST, f"data={data}", *folder, f"paths.output_dir={tmp_path / 'run'}"])
+    with pytest.raises(DatasetError) as err:
+        train(cfg)
+    message = str(err.value)
+    assert "nan.pfm: 1 NaN/Inf values" in message, message
+    assert "truncated.exr: " in message, message
+    assert "zz_night.exr: the ground truth is black" in message, message
+    assert "a.exr" not in message and not (tmp_path / "run" / "checkpoints").exists()

@@ -50,7 +50,7 @@ from hdrunet_pl.metrics import (
     scorer,
 )
 from hdrunet_pl.outputs import OutputFolder
-from hdrunet_pl.perceptual import DISPLAY, REFERENCE_CD_M2
+from hdrunet_pl.perceptual import DISPLAY, MIN_SIZE, REFERENCE_CD_M2
 from hdrunet_pl.predict import make_predictor, read_input
 from hdrunet_pl.run_files import CONFIG_FILE, absolute_paths, check_no_empty_paths
 from hdrunet_pl.validation import EVAL_RULES, check_required, check_settings
@@ -73,6 +73,7 @@ class ImageScore:
     name: str
     values: dict[str, float]
     identity: dict[str, float] | None = None
+    group: str = ""  # the capture setting of a held-out image ("" for none)
 
     @property
     def psnr_mu(self) -> float:
@@ -105,6 +106,7 @@ class Sample:
     pred: torch.Tensor
     gt: torch.Tensor
     ldr: torch.Tensor | None
+    group: str = ""  # the capture setting of a held-out image ("" for none)
 
 
 def metric_names(metrics: list[str] | tuple[str, ...] | None = None) -> list[str]:
@@ -124,6 +126,16 @@ def _size(image: torch.Tensor) -> str:
     return size if image.ndim == 3 and image.shape[0] == 3 else f"{size} ({tuple(image.shape)})"
 
 
+def _scorable(metric: str, image: torch.Tensor) -> bool:
+    """Whether ``image`` (C, H, W) is large enough for ``metric`` (:data:`MIN_SIZE`)."""
+    return min(image.shape[-2:]) >= MIN_SIZE.get(metric, 1)
+
+
+def unscored(scores: list[ImageScore], metric: str) -> int:
+    """How many images were too small for ``metric`` (NaN: left out of its mean)."""
+    return sum(math.isnan(s.values[metric]) for s in scores)
+
+
 def score(sample: Sample, scorers: dict[str, Scorer] | None = None) -> ImageScore:
     """Scores of one sample (and of its LDR, when present); the challenge's two by default."""
     scorers = scorers or make_scorers(CHALLENGE_METRICS)
@@ -139,11 +151,20 @@ def score(sample: Sample, scorers: dict[str, Scorer] | None = None) -> ImageScor
             f"{sample.name}: the result is its ground truth, value for value (a copy of the GT "
             "among the results?); nothing was scored"
         )
+
+    def scores_of(image: torch.Tensor) -> dict[str, float]:
+        # NaN (not scored, left out of the means) where the image is smaller than the
+        # metric's filters (PU21-SSIM's 11-pixel window): the other images still count
+        return {
+            name: float(fn(image, sample.gt)) if _scorable(name, sample.gt) else math.nan
+            for name, fn in scorers.items()
+        }
+
     try:
-        values = {name: float(fn(sample.pred, sample.gt)) for name, fn in scorers.items()}
-        result = ImageScore(sample.name, values)
+        values = scores_of(sample.pred)
+        result = ImageScore(sample.name, values, group=sample.group)
         if sample.ldr is not None:
-            result.identity = {n: float(fn(sample.ldr, sample.gt)) for n, fn in scorers.items()}
+            result.identity = scores_of(sample.ldr)
     except ValueError as err:  # e.g. a result of another size than its ground truth
         raise HDRUNetError(f"{sample.name}: {err}") from None
     infinite = [name for name, value in values.items() if math.isinf(value)]
@@ -163,10 +184,12 @@ def score_columns(scores: list[ImageScore]) -> list[str]:
 
 
 def means(scores: list[ImageScore]) -> dict[str, float | None]:
-    """Per-image means of every score column (None where a column has no values)."""
+    """Per-image means of every score column (None where a column has no values); images
+    a metric could not score (NaN) are left out of its mean."""
     out: dict[str, float | None] = {}
     for column in score_columns(scores):
         values = [s.column(column) for s in scores if s.column(column) is not None]
+        values = [v for v in values if not math.isnan(v)]
         out[column] = float(np.mean(values)) if values else None
     return out
 
@@ -181,8 +204,9 @@ def below_identity(scores: list[ImageScore]) -> tuple[int, int]:
 
 
 def group_scores(scores: list[ImageScore], groups: tuple[str, ...]) -> dict[str, list[ImageScore]]:
-    """The scores of the images named ``<image>_<group>``, for each group (in order)."""
-    return {g: [s for s in scores if s.name.endswith(f"_{g}")] for g in groups}
+    """The scores of each group's images (in the order of ``groups``), by the group each
+    image was captured in (not by its name: ``a_super_dark`` is no ``dark`` capture)."""
+    return {g: [s for s in scores if s.group == g] for g in groups}
 
 
 def _print_means(label: str, scores: list[ImageScore]) -> None:
@@ -288,6 +312,38 @@ class Samples:
     region: str = ""  # what is scored of each image when not all of it, in words
 
 
+WELL_EXPOSED = (0.1, 0.9)
+"""Non-linear values of a reference (the LDR, or the result) whose exposure is compared with
+the ground truth's: away from the noise floor and from clipping."""
+EXPOSURE_TOLERANCE = 2.0
+"""A ground truth whose exposure differs from its reference's by more than this factor
+gets a warning: PSNR-mu and PSNR-L compare absolute values."""
+
+
+def exposure_ratio(reference: torch.Tensor, gt: torch.Tensor) -> float | None:
+    """How many times brighter ``gt`` is than ``reference`` (both (3, H, W), non-linear):
+    the median of their ratio over the pixels where every channel of ``reference`` is
+    well exposed (:data:`WELL_EXPOSED`); None when fewer than 1 % of the pixels are."""
+    low, high = WELL_EXPOSED
+    mask = ((reference >= low) & (reference <= high)).all(dim=0)
+    if mask.sum() < max(1, 0.01 * mask.numel()):
+        return None
+    return float((gt[:, mask] / reference[:, mask]).median())
+
+
+def _warn_exposure(name: str, reference: str, ratio: float | None) -> None:
+    if ratio is not None and not 1 / EXPOSURE_TOLERANCE <= ratio <= EXPOSURE_TOLERANCE:
+        log.warning(
+            "%s: the ground truth is %.3g times as bright as its %s (median over well-exposed "
+            "pixels, non-linear values): PSNR-mu and PSNR-L compare absolute values, so a GT "
+            "in other units than the LDR (a photograph's own EXR) scores the wrong thing; "
+            "scale it to the LDR's exposure, as NTIRE's align ratio does",
+            name,
+            ratio,
+            reference,
+        )
+
+
 def folder_samples(
     pred_dir: str, gt_dir: str, ldr_dir: str | None, negative: str = "fill"
 ) -> Samples:
@@ -333,7 +389,12 @@ def folder_samples(
             if name in ldrs:  # read as hdrunet-predict reads it (a photo turned upright)
                 ldr = read_input(ldrs[name])
             gt = read_nonlinear(gts[name], negative)
-            yield Sample(name, read_nonlinear(preds[name]), gt, ldr)
+            pred = read_nonlinear(preds[name])
+            if ldr is not None and ldr.shape == gt.shape:  # else score() names the sizes
+                _warn_exposure(name, "LDR", exposure_ratio(ldr, gt))
+            elif ldr is None and pred.shape == gt.shape:
+                _warn_exposure(name, "result", exposure_ratio(pred, gt))
+            yield Sample(name, pred, gt, ldr)
 
     return Samples(len(gts), items())
 
@@ -407,6 +468,8 @@ def model_samples(cfg: DictConfig) -> Samples:
         with open_dict(data):
             data.patch_size = 4  # the smallest the data modules accept
     predictor = make_predictor(cfg)
+    # the precision moves the scores (bf16 against fp32: hundredths of a dB), so it is said
+    print(f"hdrunet-eval: {cfg.ckpt} on {predictor.device} ({predictor.dtype})")
     try:
         datamodule = instantiate(data)
     except InstantiationException as err:
@@ -418,13 +481,16 @@ def model_samples(cfg: DictConfig) -> Samples:
 
     def items() -> Iterator[Sample]:
         for batch in batches:
-            for ldr, gt, name in zip(batch["ldr"], batch["hdr"], batch["name"], strict=True):
+            groups = batch.get("setting", [""] * len(batch["name"]))
+            for ldr, gt, name, group in zip(
+                batch["ldr"], batch["hdr"], batch["name"], groups, strict=True
+            ):
                 try:
                     pred = predictor(ldr).clamp_min(0).permute(1, 2, 0).numpy()
                 except NonFiniteOutputError as err:
                     raise NonFiniteOutputError(f"{name}: {err}") from None
                 pred = torch.from_numpy(as_submitted(pred)).permute(2, 0, 1)
-                yield Sample(name, pred, gt, ldr)
+                yield Sample(name, pred, gt, ldr, group)
 
     groups = tuple(getattr(datamodule, "settings", ()))
     region = getattr(datamodule, "rows_note", "")
@@ -611,9 +677,15 @@ def run(cfg: DictConfig) -> list[ImageScore]:
         note = PERCEPTUAL_NOTE.format(version=importlib.metadata.version("cvvdp"))
         print(f"perceptual ({note}):")
         for name in perceptual:
+            small = unscored(scores, name)
+            if mean[name] is None:
+                print(f"  {LABELS[name]:<10} not scored: every image is smaller than its filters")
+                continue
             line = f"  {LABELS[name]:<10} {mean[name]:8.4f} {UNITS[name]:<3}"
             if mean[f"identity_{name}"] is not None:
                 line += f" (LDR {mean[f'identity_{name}']:8.4f})"
+            if small:
+                line += f"   ({small} image(s) under {MIN_SIZE[name]} pixels a side not scored)"
             print(line)
     if samples.groups:
         print("per capture setting (dB):")

@@ -791,6 +791,10 @@ def _image_part(exr: OpenEXR.File, path: Path):  # -> tuple[OpenEXR.Part, str]
     images = [(p, layer) for p, layer in zip(parts, layers, strict=True) if layer is not None]
     if not images:
         found = sorted(set().union(*(names(p) for p in parts)))
+        present = [c for c in "RGB" if c in found]
+        if present:  # a colour image missing a channel: say which
+            missing = ", ".join(c for c in "RGB" if c not in found)
+            raise ImageFileError(f"{path}: OpenEXR with {', '.join(present)} but no {missing}")
         raise ImageFileError(f"{path}: no R, G, B (or Y) channels; has {found}")
     if len(images) == 1:
         part, layer = images[0]
@@ -912,7 +916,9 @@ def _to_rec709_gamut(image: np.ndarray, to_rec709: np.ndarray, path: Path) -> np
         image = image @ to_rec709.T.astype(np.float32)
     if not np.isfinite(image).all():
         raise ImageFileError(f"{path}: values too large for float32 once converted to Rec. 709")
-    outside = (image < 0).any(axis=-1)
+    # a channel below 0 by more than float rounding (an exact conversion of Rec. 709 data
+    # gives -1e-9 of a channel of 1): a colour outside the gamut, worth a log line
+    outside = (image < -1e-5 * image.max(axis=-1, keepdims=True)).any(axis=-1)
     if outside.any():
         log.info(
             "%s: %d pixels outside Rec. 709's gamut (%.2g%%): their negative channels set to 0",
@@ -920,8 +926,7 @@ def _to_rec709_gamut(image: np.ndarray, to_rec709: np.ndarray, path: Path) -> np
             int(outside.sum()),
             100 * outside.mean(),
         )
-        image = np.maximum(image, 0)
-    return image
+    return np.maximum(image, 0)
 
 
 REC709_CHROMATICITIES = (0.64, 0.33, 0.30, 0.60, 0.15, 0.06, 0.3127, 0.3290)
@@ -1085,6 +1090,7 @@ class RadianceHeader:
     scale: tuple[float, float, float]  # EXPOSURE x COLORCORR: what the pixels were multiplied by
     data_offset: int  # where the scanlines start
     longest_line: int  # bytes of the header's longest line (resolution string included)
+    plain_format: bool  # an exact ``FORMAT=32-bit_rle_rgbe`` line and no CR, as OpenCV wants
 
 
 def radiance_header(path: str | Path, data: bytes | None = None) -> RadianceHeader:
@@ -1100,6 +1106,7 @@ def radiance_header(path: str | Path, data: bytes | None = None) -> RadianceHead
     if not data.startswith(b"#?"):
         raise ImageFileError(f"{path}: not a Radiance HDR file (no #? signature)")
     scale = np.ones(3)
+    plain_format = False
     pos = data.find(b"\n") + 1
     while True:
         end = data.find(b"\n", pos)
@@ -1114,6 +1121,7 @@ def radiance_header(path: str | Path, data: bytes | None = None) -> RadianceHead
         if not line:
             break
         key, _, value = line.partition(b"=")
+        plain_format |= data[pos - len(line) - 1 : pos - 1] == b"FORMAT=" + _RADIANCE_RGBE
         if key == b"FORMAT" and value.strip() != _RADIANCE_RGBE:
             raise ImageFileError(
                 f"{path}: Radiance FORMAT={value.strip().decode(errors='replace')}; only "
@@ -1164,6 +1172,7 @@ def radiance_header(path: str | Path, data: bytes | None = None) -> RadianceHead
         scale=tuple(float(v) for v in scale),
         data_offset=end + 1,
         longest_line=max(len(line) for line in data[: end + 1].split(b"\n")),
+        plain_format=plain_format and b"\r" not in data[: end + 1],
     )
 
 
@@ -1174,7 +1183,7 @@ def read_radiance(path: str | Path, negative: str = "clip") -> np.ndarray:
     head = radiance_header(path)
     image = None
     upright = not (head.columns_major or head.bottom_up or head.right_to_left)
-    if upright and head.longest_line < _OPENCV_RADIANCE_LINE:
+    if upright and head.plain_format and head.longest_line < _OPENCV_RADIANCE_LINE:
         with contextlib.suppress(cv2.error):  # straight from the file when OpenCV can
             image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:

@@ -338,6 +338,8 @@ def train(cfg: DictConfig) -> TrainSummary:
     datamodule: L.LightningDataModule = _build(cfg.data, "data")
     if hasattr(datamodule, "check_split"):  # training on its validation files: refused
         datamodule.check_split()
+    if hasattr(datamodule, "check_files"):  # a broken HDR file: refused now, not hours in
+        datamodule.check_files()
     model: L.LightningModule = _build(cfg.model, "model")
     if resume_point is not None:
         check_resume_fits(resume_point, model.net.config, ckpt_path)

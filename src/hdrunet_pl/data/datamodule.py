@@ -89,6 +89,8 @@ class HDRDataModule(L.LightningDataModule):
         # training files, validation files and what to say when they share files (set by
         # data modules that read files; see check_split)
         self.split: tuple[list[Path], list[Path], str] | None = None
+        # the data sets of files read whole at a run's start (see check_files)
+        self.file_sets: list[Dataset] = []
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
@@ -99,6 +101,12 @@ class HDRDataModule(L.LightningDataModule):
         and ``data.val_root`` may then be one folder), does not."""
         if self.split is not None:
             check_held_out(*self.split)
+
+    def check_files(self) -> None:
+        """Read every file of :attr:`file_sets` once (their ``content_problems``): broken
+        files stop training at its start, all named at once, not when first drawn."""
+        problems = [p for dataset in self.file_sets for p in dataset.content_problems()]
+        DatasetError.check("reading every HDR file before training", problems)
 
     def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
         trainer = self.trainer

@@ -10,11 +10,13 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from hdrunet_pl.camera import CameraModel
 from hdrunet_pl.data.datamodule import HDRDataModule
@@ -31,6 +33,7 @@ from hdrunet_pl.io import (
     read_linear_hdr,
 )
 from hdrunet_pl.metrics import BLACK_GROUND_TRUTH, is_black
+from hdrunet_pl.resolvers import available_cpus
 
 PANORAMAS = "panoramas"
 """``rows`` value: the middle half of an equirectangular panorama's rows (an image twice as
@@ -145,6 +148,32 @@ class HDRFolderDataset(Dataset):
                     "remove the image"
                 )
         DatasetError.check(self.files[0].parent, problems)
+
+    def content_problems(self, progress: bool = True) -> list[str]:
+        """Read every file once, as training will (validation images captured too), and
+        say what is wrong with each that cannot be decoded, holds NaN/Inf values or (for
+        validation) is black: found before a run, not hours in when a sample first draws
+        it. Files are decoded in threads (the decoders release the GIL)."""
+
+        def problem(index: int) -> str | None:
+            try:
+                if self.random_camera:
+                    read_linear_hdr(self.files[index], self.negative)
+                else:
+                    self[index]  # the capture too: a black validation image is refused
+            except (HDRUNetError, OSError) as err:
+                return str(err)
+            return None
+
+        with ThreadPoolExecutor(max(1, min(4, available_cpus()))) as pool:
+            found = tqdm(
+                pool.map(problem, range(len(self.files))),
+                total=len(self.files),
+                desc="reading HDR files",
+                unit="file",
+                disable=not progress,
+            )
+            return [p for p in found if p is not None]
 
     def _kept(self, top: int, bottom: int, height: int) -> str:
         """What ``rows`` left of an image, in words ("" for every row)."""
@@ -303,6 +332,7 @@ class HDRFolderDataModule(HDRDataModule):
             augment=augment,
             seed=seed,
         )
+        self.file_sets = [self.train_set.dataset, self.val_set]
         self.split = (
             train_files,
             val_files,

@@ -23,7 +23,8 @@ EVALUATION_ONLY = (
 
 
 class NamedCapture(Dataset):
-    """The items of a pair data set with ``_<suffix>`` added to their names."""
+    """The items of a pair data set with ``_<suffix>`` added to their names, and the
+    suffix (the capture setting) as their ``setting``."""
 
     def __init__(self, dataset: Dataset, suffix: str) -> None:
         self.dataset = dataset
@@ -35,6 +36,7 @@ class NamedCapture(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
         item = dict(self.dataset[index])
         item["name"] = f"{item['name']}_{self.suffix}"
+        item["setting"] = self.suffix
         return item
 
 

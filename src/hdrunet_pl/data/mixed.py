@@ -168,6 +168,7 @@ class MixedDataModule(HDRDataModule):
             augment=augment,
             seed=seed,
         )
+        self.file_sets = [d for d in (*sources, *val_sets) if isinstance(d, HDRFolderDataset)]
         self.split = (
             [f for d in sources if isinstance(d, HDRFolderDataset) for f in d.files],
             [f for d in val_sets if isinstance(d, HDRFolderDataset) for f in d.files],
