@@ -126,6 +126,20 @@ def test_missing_and_unexpected_keys_are_named(tmp_path):
     assert "unexpected: extra.weight" in message
 
 
+def test_two_tensors_for_one_weight_are_refused(tmp_path):
+    """The public name and this package's side by side (``HR_conv1`` and ``hr_conv1``): one
+    of them was dropped silently, whichever came last kept."""
+    sd = official_state_dict()
+    sd["hr_conv1.weight"] = torch.zeros_like(sd["HR_conv1.weight"])
+    torch.save(sd, tmp_path / "mixed.pth")
+    with pytest.raises(
+        CheckpointError,
+        match=r"two tensors for one weight: 'HR_conv1.weight' "
+        r"and 'hr_conv1.weight' are both 'hr_conv1.weight'",
+    ):
+        load_model(tmp_path / "mixed.pth")
+
+
 def test_wrong_shape_is_named(tmp_path):
     sd = official_state_dict()
     sd["conv_last.bias"] = torch.zeros(4)

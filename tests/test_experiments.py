@@ -1,17 +1,28 @@
 """Experiments at scale: ablation sweeps and their report, DDP, clusters, loggers (W&B:
 ``test_wandb.py``)."""
 
+import csv
+import itertools
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from hydra import compose, initialize_config_dir
 
 from hdrunet_pl.train import train
 
-from .support import CONF_DIR, FAST, SMALL_SYNTHETIC_VAL, compose_train, noise, run_tool
+from .support import (
+    CONF_DIR,
+    FAST,
+    SMALL_SYNTHETIC_VAL,
+    compose_train,
+    noise,
+    run_tool,
+    sweep_jobs,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 LOSSES = ["l1", "l2", "tanh_l1", "tanh_l2", "mu_l1"]
@@ -69,6 +80,168 @@ def test_report_without_runs_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "multirun.yaml").write_text("hydra: {}\n")
     assert report_main([str(tmp_path)]) == 2
     assert "no runs" in capsys.readouterr().err
+
+
+CSV_HEAD = (
+    "epoch,lr-Adam,step,train/loss,val/psnr_l,val/psnr_l_identity,val/psnr_mu,val/psnr_mu_identity"
+)
+"""The header of a job's ``csv/metrics.csv`` (``logger=csv``) as Lightning writes it."""
+
+
+def val_row(step: int, mu: str, psnr_l: str) -> str:
+    """A validation row of the CSV log (identity scores 28.35 / 25.88)."""
+    return f"0.0,,{step},,{psnr_l},28.35,{mu},25.88"
+
+
+def train_row(step: int) -> str:
+    return f"0.0,,{step},0.42,,,,"
+
+
+def fake_sweep(sweep: Path, jobs: dict[str, tuple[list[str], dict | None]]) -> Path:
+    """A ``-m loss=...`` sweep folder: per loss, its CSV rows and its ``metrics.json``."""
+    losses = ",".join(jobs)
+    sweep.mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text(f"hydra:\n  overrides:\n    task:\n    - loss={losses}\n")
+    for job, (loss, (rows, summary)) in enumerate(jobs.items()):
+        folder = sweep / f"{job}_loss-{loss}"
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "overrides.yaml").write_text(f"- loss={loss}\n")
+        (folder / "csv").mkdir()
+        (folder / "csv" / "metrics.csv").write_text("\n".join([CSV_HEAD, *rows]) + "\n")
+        if summary is not None:
+            (folder / "metrics.json").write_text(json.dumps(summary))
+    return sweep
+
+
+def report_rows(sweep: Path, capsys) -> dict[str, list[str]]:
+    """``hdrunet-report``'s table: variant -> its cells."""
+    from hdrunet_pl.report import main as report_main
+
+    assert report_main([str(sweep)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| loss=")]
+    return {cells[0]: cells[1:] for cells in (line.strip("| ").split(" | ") for line in lines)}
+
+
+def test_report_shows_a_resumed_run_from_its_log_not_its_older_summary(tmp_path, capsys):
+    """A finished 4-step job resumed with a larger trainer.max_steps (README's flow) and
+    still going, or killed at step 38: its metrics.json is the 4-step run's; the CSV log's
+    step-38 validation is the run's latest score, and the run is not done."""
+    summary = {"steps": 4, "psnr_mu_after": 7.11, "psnr_l_after": 13.74, "psnr_mu_identity": 25.88}
+    resumed = [val_row(4, "7.11", "13.74"), train_row(5), val_row(38, "11.61", "15.22")]
+    sweep = fake_sweep(
+        tmp_path / "sweep",
+        {"l1": (resumed, summary), "l2": ([val_row(4, "7.36", "11.52"), train_row(4)], summary)},
+    )
+    rows = report_rows(sweep, capsys)
+    # variant, params, GMAC, PSNR-mu, PSNR-L, identity, steps, status
+    assert rows["loss=l1"][2:] == [
+        "11.61",
+        "15.22",
+        "25.88",
+        "38",
+        "running or stopped (resumed after its step-4 summary)",
+    ]
+    assert rows["loss=l2"][2:] == ["7.11", "13.74", "25.88", "4", "done"]  # the summary's own
+
+
+def test_report_takes_the_last_validation_row_whole(tmp_path, capsys):
+    """Scores never mix rows: a NaN validation (a diverged run) is shown as nan, not the
+    step before's score; an infinite PSNR-mu is not paired with the step before's; a job
+    killed after a validation names the step its scores are from."""
+    early = [val_row(2, "6.93", "13.69"), train_row(3), train_row(4)]
+    sweep = fake_sweep(
+        tmp_path / "sweep",
+        {
+            "l1": ([*early, val_row(4, "nan", "nan")], None),
+            "l2": ([*early, val_row(4, "inf", "13.74")], None),
+            "tanh_l1": ([val_row(2, "6.93", "13.69"), train_row(3)], None),
+        },
+    )
+    rows = report_rows(sweep, capsys)
+    assert rows["loss=l1"][2:] == ["nan", "nan", "25.88", "4", "running or stopped"]
+    assert rows["loss=l2"][2:] == ["inf", "13.74", "25.88", "4", "running or stopped"]
+    assert rows["loss=tanh_l1"][2:] == [
+        "6.93",
+        "13.69",
+        "25.88",
+        "3",
+        "running or stopped; scores of step 2",
+    ]
+    table = {r["variant"]: r for r in csv.DictReader((sweep / "report.csv").open())}
+    assert [table[f"loss={loss}"]["scored_at_step"] for loss in ("l1", "l2", "tanh_l1")] == [
+        "4",
+        "4",
+        "2",
+    ]
+    assert (sweep / "report.png").stat().st_size > 5000  # drawn without the nan/inf bars
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        ["experiment=ablation_loss", "+scale=smoke", "loss=l1"],
+        ["experiment=ablation_loss", "loss=l2,mu_l1", "trainer.max_steps=40", "resume=auto"],
+        ["experiment=ablation_loss", "+scale=smoke", "model.optimizer.lr=1e-3,2e-4"],
+    ],
+    ids=["one-value", "another-list", "one-more-key"],
+)
+def test_report_expects_the_variants_hydra_swept(tmp_path, capsys, task):
+    """A command-line value replaces the experiment's list for its key, as in Hydra's
+    BasicSweeper (`-m experiment=ablation_loss loss=l1` runs one job, none is missing); a
+    setting of one value is not a swept key."""
+    from hdrunet_pl.report import swept_values
+
+    sweeper = "loss=l1,l2,tanh_l1,tanh_l2,mu_l1"  # ablation_loss's hydra.sweeper.params
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "hydra": {
+                    "sweeper": {"params": {"loss": sweeper.partition("=")[2]}},
+                    "overrides": {"task": task},
+                }
+            }
+        )
+    )
+    params = swept_values(sweep)
+    expected = [
+        " ".join(o for o in job if o.partition("=")[0] in params)
+        for job in sweep_jobs([sweeper, *task])  # Hydra's own expansion
+    ]
+    got = [
+        " ".join(f"{k}={v}" for k, v in zip(params, c, strict=True))
+        for c in itertools.product(*params.values())
+    ]
+    assert got == expected and len(got) == len(sweep_jobs([sweeper, *task]))
+    for job, variant in enumerate(got):  # every job Hydra launched has its folder
+        folder = sweep / f"{job}_job"
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(variant.split(" ")))
+        (folder / "metrics.json").write_text('{"steps": 4, "psnr_mu_after": 7.1}')
+    from hdrunet_pl.report import main as report_main
+
+    assert report_main([str(sweep)]) == 0
+    out = capsys.readouterr().out
+    assert "missing" not in out and out.count("| done |") == len(got)
+
+
+def test_sweep_notebook_on_a_sweep_without_scores_says_so(tmp_path):
+    """notebooks/sweep_results.ipynb on a sweep that has only its multirun.yaml: it says
+    there is nothing to plot yet, no error."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text("hydra:\n  overrides:\n    task:\n    - loss=l1,l2\n")
+    nb = nbformat.read(REPO / "notebooks" / "sweep_results.ipynb", as_version=4)
+    (cell,) = [c for c in nb.cells if c.source.startswith("SWEEP_DIR = None")]
+    cell.source = cell.source.replace("SWEEP_DIR = None", f"SWEEP_DIR = {str(sweep)!r}", 1)
+    NotebookClient(nb, timeout=300, kernel_name="python3").execute()  # raises on an error
+    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert "| loss=l1 | - | - | - | - | - | - | missing |" in text
+    assert "no scores yet: nothing to plot" in text and "no validation curves yet" in text
 
 
 DDP_VAL = ["data.val_set.num_images=3", "data.val_set.height=36", "data.val_set.width=52"]

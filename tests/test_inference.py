@@ -539,8 +539,10 @@ def test_output_folder_owns_only_the_unchanged_files_it_wrote(tmp_path):
         assert not view.owns(failed) and not view.owns(edited)
         assert view.foreign([kept, failed, edited]) == [failed, edited]
         view.claim([kept])
-        with pytest.raises(HDRUNetError, match=r"failed\.png: exists and was not written by tool"):
-            view.claim([failed])
+        with pytest.raises(HDRUNetError, match=r"failed\.png: its name was reserved by a run"):
+            view.claim([failed])  # killed before recording it, or a file put there since
+        with pytest.raises(HDRUNetError, match=r"edited\.png: exists and was not written by tool"):
+            view.claim([edited])
     assert failed.read_bytes() == b"the user's file, put there later"
 
 
@@ -597,7 +599,7 @@ def test_predict_keeps_a_file_put_where_a_failed_input_left_its_name(tmp_path):
     write_ldr(bad, np.full((20, 24, 3), 0.4, np.float32))  # now a good photo
     for overwrite in (False, True):
         report = predict_files(predictor, [bad], tmp_path / "out", "png", overwrite=overwrite)
-        assert "photo.png: exists and was not written" in report.failed[bad]
+        assert "photo.png: its name was reserved by a run" in report.failed[bad]
     assert user_file.read_bytes() == b"USER DATA"
 
 
@@ -634,8 +636,15 @@ def test_export_check_refuses_an_onnx_file_of_another_opset(tmp_path):
     path = tmp_path / "m.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
     check_onnx_file(path, 18)
-    with pytest.raises(HDRUNetError, match=r"opset=17: .* wrote opset 18\); choose opset=18"):
+    with pytest.raises(HDRUNetError, match=r"opset=17: .* wrote opset 18\); choose opset=18 or h"):
         check_onnx_file(path, 17)
+    with pytest.raises(HDRUNetError, match=r"opset=99: .* wrote opset 18\); choose opset=18$"):
+        check_onnx_file(path, 99)  # not "18 or higher"
+    from hdrunet_pl.export import export
+
+    for ckpt, what in ((tmp_path, "a folder"), (tmp_path / "none.ckpt", "no such file")):
+        with pytest.raises(HDRUNetError, match=f"ckpt={re.escape(str(ckpt))}: {what}$"):
+            export(ckpt, "onnx")  # not pathlib's "has an empty name" for ckpt=.
 
 
 def test_a_tile_too_small_for_its_overlap_is_refused_before_any_image():

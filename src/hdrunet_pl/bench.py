@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from hdrunet_pl.errors import HDRUNetError
+from hdrunet_pl.errors import INTERRUPTED_STATUS, HDRUNetError
 from hdrunet_pl.inference import Predictor, bf16_supported, resolve_device
 from hdrunet_pl.io import MAX_PIXELS, atomic_path
 from hdrunet_pl.losses import tanh_l1
@@ -302,7 +302,7 @@ def eager_in_fresh_process(task: str, args: argparse.Namespace) -> dict:
     ]
     done = subprocess.run(command, capture_output=True, text=True, env=_clean_env(), check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"the eager {task} baseline failed:\n{done.stderr[-2000:]}")
+        raise HDRUNetError(f"the eager {task} baseline failed: {_last_line(done.stderr)}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -502,6 +502,12 @@ def _tool(name: str) -> list[str]:
     return [sys.executable, "-m", module[name]]
 
 
+def _last_line(stderr: str) -> str:
+    """The last line a failed process wrote (its error), for a one-line message."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else "no message"
+
+
 def _wall_seconds(command: list[str], cwd: Path) -> float:
     """Wall time of ``command`` run to completion in a new process (it must succeed)."""
     env = _clean_env()
@@ -510,8 +516,16 @@ def _wall_seconds(command: list[str], cwd: Path) -> float:
     done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env, check=False)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
+        raise HDRUNetError(f"{Path(command[0]).name} failed: {_last_line(done.stderr)}")
     return seconds
+
+
+def _per_unit(runs: list[float], units: int) -> float | None:
+    """The cost of one unit (step, frame): the difference of the two runs' wall times over
+    the units between them; None when the longer run was not slower (noise larger than the
+    work: no cost can be read from it)."""
+    difference = runs[1] - runs[0]
+    return difference / units if difference > 0 else None
 
 
 def bench_commands(
@@ -531,9 +545,10 @@ def bench_commands(
     difference of their wall times over the difference of their steps. Inference: two runs
     of ``hdrunet-predict`` on folders of 1 and of ``frames`` 8-bit PNGs of ``size`` (an
     untrained HDRUNet saved as a checkpoint); a frame costs the difference over
-    ``frames - 1``. Every run is a new process, timed from outside. ``compile``: both
-    commands with ``torch.compile`` (``model.compile=true``, ``compile=true``); each run
-    compiles once, so the compile time cancels too."""
+    ``frames - 1`` (None where the longer run was not slower). Every run is a new
+    process, timed from outside. ``compile``: both commands with ``torch.compile``
+    (``model.compile=true``, ``compile=true``); each run compiles once, so the compile time
+    cancels too."""
     import tempfile
 
     from hdrunet_pl.io import write_ldr
@@ -564,7 +579,7 @@ def bench_commands(
                 )
             )
         out["train_run_seconds"] = train
-        out["train_step"] = (train[1] - train[0]) / (steps[1] - steps[0])
+        out["train_step"] = _per_unit(train, steps[1] - steps[0])
         torch.manual_seed(0)
         ckpt = save_model(HDRUNet(), tmp_path / "hdrunet.ckpt")
         gen = torch.Generator().manual_seed(0)
@@ -589,7 +604,7 @@ def bench_commands(
                 )
             )
         out["predict_run_seconds"] = predict
-        out["predict_frame"] = (predict[1] - predict[0]) / (frames - 1)
+        out["predict_frame"] = _per_unit(predict, frames - 1)
     return out
 
 
@@ -703,14 +718,15 @@ def run(args: argparse.Namespace) -> dict:
         predictor = Predictor(HDRUNet(), device=str(device), compile=args.compile)
         frame = torch.rand(3, *args.size)
         network = median_time(lambda: predictor(frame), device, 1, 2)
+        step, per_frame = commands["train_step"], commands["predict_frame"]  # None: unmeasured
         commands |= {
-            "train_gflops": train_flops / commands["train_step"] / 1e9,
-            "predict_gflops": frame_flops / commands["predict_frame"] / 1e9,
+            "train_gflops": train_flops / step / 1e9 if step else None,
+            "predict_gflops": frame_flops / per_frame / 1e9 if per_frame else None,
             "network_frame": network,
-            "predict_vs_network": network / commands["predict_frame"],
+            "predict_vs_network": network / per_frame if per_frame else None,
         }
-        if "train_step_seconds" in info:
-            commands["train_vs_bench_step"] = commands["train_step"] / info["train_step_seconds"]
+        if "train_step_seconds" in info and step:
+            commands["train_vs_bench_step"] = step / info["train_step_seconds"]
         report["commands"] = commands
     if rows or "commands" in report:
         _progress("conv peak again")
@@ -744,9 +760,10 @@ def _final_peaks(
         phases["step_share_of_train_peak"] = phases["step_gflops"] / train_peak
     commands = report.get("commands")
     if commands:
-        commands["train_share_of_peak"] = commands["train_gflops"] / peak
-        commands["train_share_of_train_peak"] = commands["train_gflops"] / train_peak
-        commands["predict_share_of_peak"] = commands["predict_gflops"] / peak
+        train, predict = commands["train_gflops"], commands["predict_gflops"]
+        commands["train_share_of_peak"] = train / peak if train else None
+        commands["train_share_of_train_peak"] = train / train_peak if train else None
+        commands["predict_share_of_peak"] = predict / peak if predict else None
 
 
 def _row(task, path, result, baseline, flops, peak, note) -> Row:
@@ -813,17 +830,31 @@ def format_table(report: dict) -> str:
         (short, long), frames = commands["steps"], commands["frames"]
         versus = commands.get("train_vs_bench_step")
         versus = f", {versus:.2f}x the benchmark's step" if versus else ""
-        lines += [
-            "",
-            f"hdrunet-train as run ({long} minus {short} steps): {commands['train_step']:.3f} s "
-            f"per step = {commands['train_share_of_peak']:.0%} of the conv peak, "
-            f"{commands['train_share_of_train_peak']:.0%} of the forward+backward peak{versus}",
-            f"hdrunet-predict as run ({frames} minus 1 frames): "
-            f"{commands['predict_frame']:.3f} s per frame = "
-            f"{commands['predict_share_of_peak']:.0%} of the conv peak; frames/s "
-            f"{commands['predict_vs_network']:.0%} of the network alone "
-            f"({commands['network_frame']:.3f} s per frame)",
-        ]
+        unmeasured = (
+            "not measurable: the longer run was not slower ({:.3f} s, the shorter {:.3f} s); "
+            "give more {}"
+        )
+        train = f"hdrunet-train as run ({long} minus {short} steps): "
+        if commands["train_step"] is None:
+            train += unmeasured.format(*commands["train_run_seconds"][::-1], "--steps")
+        else:
+            train += (
+                f"{commands['train_step']:.3f} s per step = "
+                f"{commands['train_share_of_peak']:.0%} of the conv peak, "
+                f"{commands['train_share_of_train_peak']:.0%} of the forward+backward "
+                f"peak{versus}"
+            )
+        predict = f"hdrunet-predict as run ({frames} minus 1 frames): "
+        if commands["predict_frame"] is None:
+            predict += unmeasured.format(*commands["predict_run_seconds"][::-1], "--frames")
+        else:
+            predict += (
+                f"{commands['predict_frame']:.3f} s per frame = "
+                f"{commands['predict_share_of_peak']:.0%} of the conv peak; frames/s "
+                f"{commands['predict_vs_network']:.0%} of the network alone "
+                f"({commands['network_frame']:.3f} s per frame)"
+            )
+        lines += ["", train, predict]
     metrics = report.get("metrics")
     if metrics:
         height, width = metrics["size"]
@@ -920,8 +951,22 @@ def main(argv: list[str] | None = None) -> int:
     ):
         if value < least:
             parser.error(f"{name} must be at least {least}, got {value}")
+    if args.patch % 4:  # as hdrunet-train checks data.patch_size, but before measuring
+        parser.error(
+            f"--patch must be a multiple of 4 (HDRUNet's two 2x downsamplings), got {args.patch}"
+        )
     if args.size[0] * args.size[1] > MAX_PIXELS:
         parser.error(f"--size: at most {MAX_PIXELS:,} pixels, got {args.size[0]}x{args.size[1]}")
+    if args.batch_size * args.patch**2 > MAX_PIXELS:
+        parser.error(
+            f"--batch-size x --patch: at most {MAX_PIXELS:,} pixels a batch, got "
+            f"{args.batch_size} x {args.patch}x{args.patch}"
+        )
+    try:
+        resolve_device(args.device)  # run() resolves it again: the same answer
+    except HDRUNetError as err:
+        print(f"hdrunet-bench: error: {err}", file=sys.stderr)
+        return 2
     if not args.eager_only:
         problem = _json_target_problem(Path(args.json))
         if problem:  # said before the minutes of measuring, not after
@@ -943,7 +988,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("hdrunet-bench: interrupted; nothing written", file=sys.stderr)
-        return 130
+        return INTERRUPTED_STATUS
     table = format_table(report)
     print(table)
     try:

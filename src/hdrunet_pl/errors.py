@@ -17,6 +17,10 @@ class ImageFileError(HDRUNetError, ValueError):
     """An image or align-ratio file that is missing, unreadable or not what it should be."""
 
 
+INTERRUPTED_STATUS = 130
+"""Exit status after Ctrl-C (the shell's: 128 + SIGINT)."""
+
+
 class DatasetError(HDRUNetError, ValueError):
     """A data set that cannot be used as configured (empty, unpaired, too small, ...)."""
 

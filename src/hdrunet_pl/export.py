@@ -82,9 +82,10 @@ def check_onnx_file(path: Path, opset: int) -> None:
         raise HDRUNetError(f"{path}: weights stored outside the file ({external[0]}, ...)")
     written = {o.domain: o.version for o in model.opset_import}.get("")
     if written != opset:
+        advice = f"{written}" if opset > written else f"{written} or higher"
         raise HDRUNetError(
             f"opset={opset}: torch.onnx could not convert the network to it (it wrote opset "
-            f"{written}); choose opset={written} or higher"
+            f"{written}); choose opset={advice}"
         )
 
 
@@ -109,6 +110,8 @@ def export(
     """Export ``ckpt``; returns the file and its largest difference from PyTorch."""
     if fmt not in SUFFIXES:
         raise HDRUNetError(f"format must be one of {sorted(SUFFIXES)}, got {fmt!r}")
+    if not Path(ckpt).is_file():  # before its name is used to name the export
+        raise HDRUNetError(f"ckpt={ckpt}: {'a folder' if Path(ckpt).is_dir() else 'no such file'}")
     target = Path(output) if output else Path(ckpt).with_suffix(SUFFIXES[fmt])
     if target.is_dir():
         raise HDRUNetError(f"output={output}: a folder; give the file to write, e.g. model.onnx")

@@ -703,6 +703,34 @@ def write_alignratio(path: str | Path, ratio: float) -> None:
             raise ImageFileError(f"{path}: does not read back as written (disk full?); not kept")
 
 
+def copy_alignratio(source: str | Path, path: str | Path) -> None:
+    """Atomically copy an NTIRE align ratio file byte for byte (its dtype kept: a float64
+    ratio stays float64), checked (:func:`read_alignratio`) before and after."""
+    data = Path(source).read_bytes()
+    ratio = read_alignratio(source)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+        if tmp.read_bytes() != data or read_alignratio(tmp) != ratio:
+            raise ImageFileError(f"{path}: does not read back as written (disk full?); not kept")
+
+
+def remove_dead_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the :func:`atomic_path` temporaries directly in ``folder`` whose process no
+    longer runs (left by a killed run); one pass over the folder. Returns them."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp-*-*"):
+        pid = tmp.name.rsplit(".tmp-", 1)[-1].split("-", 1)[0]
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            if tmp.is_file() and not tmp.is_symlink():
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+        except (ValueError, PermissionError, OverflowError):
+            pass
+    return removed
+
+
 # ---------------------------------------------------------------------------- OpenEXR
 
 

@@ -176,6 +176,14 @@ class OutputFolder:
                 f"{refused[0]}: a result of {writer}; not written over by {self.tool} (choose "
                 "another output folder)"
             )
+        if refused and self._name(refused[0]) in self._ours.difference(self._stats):
+            # reserved by a run of this package that never recorded it written: a killed
+            # run's file, or one put there since; which, only the user can tell
+            raise HDRUNetError(
+                f"{refused[0]}: its name was reserved by a run of this package that stopped "
+                "before recording it written (killed?), and a file is there now; not written "
+                "over (delete it if it is that run's, to go on)"
+            )
         if refused:
             raise HDRUNetError(
                 f"{refused[0]}: exists and was not written by {self.tool} (or was changed "

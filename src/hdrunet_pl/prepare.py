@@ -18,31 +18,34 @@ import json
 import multiprocessing
 import os
 import queue
+import re
+import signal
 import sys
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from hdrunet_pl.data.ntire import NTIREDataset, NTIREPair, find_ntire_pairs
+from hdrunet_pl.data.ntire import NTIREDataset, NTIREPair, find_ntire_pairs, held_out_start
 from hdrunet_pl.data.shards import check_shards
-from hdrunet_pl.errors import HDRUNetError
+from hdrunet_pl.errors import INTERRUPTED_STATUS, HDRUNetError
 from hdrunet_pl.io import (
     ALIGNRATIO_SUFFIX,
     GT_SUFFIX,
     LDR_SUFFIX,
     atomic_path,
+    copy_alignratio,
     imread,
     imwrite,
     read_alignratio,
     read_hdr_png_codes,
     read_ldr_codes,
-    write_alignratio,
+    remove_dead_temporaries,
 )
 from hdrunet_pl.outputs import OutputFolder, file_identity, origin
 from hdrunet_pl.quiet import install_filters
@@ -119,7 +122,6 @@ def crop_pair(
     # carries none), in OpenCV's order for writing; the GT as stored
     ldr = np.ascontiguousarray(read_ldr_codes(pair.ldr, upright=False)[..., ::-1])
     gt = imread(pair.gt)
-    ratio = np.float32(read_alignratio(pair.alignratio))
     written = skipped = 0
     boxes = crop_boxes(*ldr.shape[:2], crop, step, threshold)
     # sub-images beyond this cut's count come from an earlier version of the frame: gone
@@ -137,7 +139,7 @@ def crop_pair(
         ldr_path.unlink(missing_ok=True)  # ours: until the LDR is back, the unit is not done
         window = (slice(top, top + crop), slice(left, left + crop))
         imwrite(gt_path, np.ascontiguousarray(gt[window]))
-        write_alignratio(ratio_path, ratio)
+        copy_alignratio(pair.alignratio, ratio_path)  # as stored (a float64 one stays)
         folder.written([gt_path, ratio_path], made_from)
         imwrite(ldr_path, np.ascontiguousarray(ldr[window]))  # last: marks the sub-image done
         folder.written([ldr_path], made_from)
@@ -149,10 +151,34 @@ def _crop_job(args: tuple[NTIREPair, Path, int, int, int]) -> tuple[int, int]:
     return crop_pair(*args)
 
 
+def _ignore_interrupts() -> None:
+    """Worker start: Ctrl-C reaches the whole process group, and a worker stopped between
+    writing a file and recording it would leave a sub-image no later run may replace; the
+    parent stops the work instead, letting each started frame finish."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class Interrupted(HDRUNetError):
+    """Ctrl-C: the work done so far is kept (finished files), the rest is for a re-run."""
+
+
+def _remove_frames_gone(folder: OutputFolder, output: Path, frames: set[str]) -> list[Path]:
+    """Delete this tool's (unchanged) sub-images of frames no longer in the input (moved to
+    a validation folder, say): kept, they would still be trained on."""
+    gone = []
+    for suffix in (f"{LDR_SUFFIX}.png", f"{GT_SUFFIX}.png", ALIGNRATIO_SUFFIX):
+        for path in output.glob(f"*_s[0-9][0-9][0-9]*{suffix}"):
+            frame, _, index = path.name.removesuffix(suffix).rpartition("_s")
+            if index.isdigit() and frame not in frames:
+                gone.append(glob.escape(path.name))
+    return folder.remove_stale(gone, keep=[])
+
+
 def run_crop(
     input_dir: str, output_dir: str, crop: int, step: int, threshold: int, workers: int
 ) -> tuple[int, int]:
-    """Cut every pair under ``input_dir``; returns (written, skipped) sub-image counts."""
+    """Cut every pair under ``input_dir``; returns (written, skipped) sub-image counts.
+    Ctrl-C lets the frames being cut finish, then raises :class:`Interrupted`."""
     if min(crop, step) < 1 or threshold < 0:
         raise HDRUNetError(
             f"--crop and --step must be >= 1 and --threshold >= 0, got {crop}, {step}, {threshold}"
@@ -172,12 +198,26 @@ def run_crop(
     jobs = [(pair, output, crop, step, threshold) for pair in pairs]
     written = skipped = 0
     # the folder is made (or refused) before the workers start, and held while they cut
-    with OutputFolder(output, TOOL).sole_writer():
+    with OutputFolder(output, TOOL).sole_writer() as folder:
         _check_crop_settings(output, settings | {"input": str(Path(input_dir).resolve())})
-        with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-            progress = tqdm(pool.map(_crop_job, jobs), total=len(jobs), desc="crop", unit="image")
-            for w, s in progress:
+        remove_dead_temporaries(output)  # of a killed run
+        _remove_frames_gone(folder, output, {pair.name for pair in pairs})
+        pool = ProcessPoolExecutor(max_workers=max(1, workers), initializer=_ignore_interrupts)
+        try:
+            futures = [pool.submit(_crop_job, job) for job in jobs]
+            for done in tqdm(as_completed(futures), total=len(jobs), desc="crop", unit="image"):
+                w, s = done.result()
                 written, skipped = written + w, skipped + s
+        except KeyboardInterrupt:
+            pool.shutdown(wait=True, cancel_futures=True)  # the started frames finish
+            raise Interrupted(
+                f"interrupted: {written} sub-images written, {skipped} already there (and the "
+                "frames being cut when it came); run the same command again to go on"
+            ) from None
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
     return written, skipped
 
 
@@ -269,6 +309,41 @@ in the temp folder, left there empty)."""
 
 
 @contextlib.contextmanager
+def _python_interrupts() -> Iterator[None]:
+    """Keep Python's own Ctrl-C (KeyboardInterrupt) while ``litdata.optimize`` runs: it
+    installs a handler that ends the process at once with status 0, leaving a partial
+    shard set, its manager process and no word of what happened. Its ``signal.signal``
+    calls for SIGINT are ignored for the time being; the others pass. After Ctrl-C its
+    worker processes are stopped before the interrupt goes on."""
+    from litdata.processing import data_processor
+
+    real = data_processor.signal
+
+    class Signals:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        @staticmethod
+        def signal(signum: int, handler: Any) -> Any:
+            if signum == real.SIGINT:
+                return real.getsignal(signum)
+            return real.signal(signum, handler)
+
+    data_processor.signal = Signals()
+    try:
+        yield
+    except KeyboardInterrupt:
+        # litdata's workers (this process's children): stopped and waited for, so that none
+        # is left running, nor starts up after this process has gone (with a traceback)
+        for child in multiprocessing.active_children():
+            child.terminate()
+            child.join()
+        raise
+    finally:
+        data_processor.signal = real
+
+
+@contextlib.contextmanager
 def _litdata_scratch() -> Iterator[None]:
     """Give litdata's working folders a temporary home that is removed afterwards (unless
     the user set them); its spawned workers inherit the environment."""
@@ -293,7 +368,8 @@ def run_stream(
     pairs = NTIREDataset(find_ntire_pairs(input_dir, "--input")).pairs
     if not 0 <= val_count < len(pairs):
         raise HDRUNetError(f"--val-count must be in [0, {len(pairs)}), got {val_count}")
-    split = {"train": pairs[: len(pairs) - val_count], "val": pairs[len(pairs) - val_count :]}
+    cut = held_out_start(pairs, val_count, "--val-count") if val_count else len(pairs)
+    split = {"train": pairs[:cut], "val": pairs[cut:]}
     output = Path(output_dir)
     inputs = [f for p in pairs for f in (p.ldr, p.gt, p.alignratio)]
     folder = OutputFolder(output, TOOL)
@@ -303,6 +379,7 @@ def run_stream(
         counts = {}
         with (
             _litdata_scratch(),
+            _python_interrupts(),
             multiprocessing.Manager() as manager,
             tqdm(total=len(pairs), desc="stream", unit="pair") as bar,
         ):
@@ -340,12 +417,18 @@ def run_stream(
         return counts
 
 
+_WORKER_INDEX = re.compile(r"\d+\.index\.json")
+"""A litdata worker's index (``0.index.json``), merged into ``index.json`` at the end."""
+
+
 def _litdata_files(folder: Path) -> tuple[list[Path], list[Path]]:
     """(litdata's files, other files) directly in ``folder``."""
     ours, others = [], []
     for path in sorted(folder.iterdir()):
-        is_shard = path.name == "index.json" or (
-            path.name.startswith("chunk-") and path.suffix == ".bin"
+        is_shard = (
+            path.name == "index.json"
+            or (path.name.startswith("chunk-") and path.suffix == ".bin")
+            or _WORKER_INDEX.fullmatch(path.name) is not None  # a stopped run's partial index
         )
         (ours if is_shard and path.is_file() else others).append(path)
     return ours, others
@@ -434,6 +517,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.input, args.output, args.val_count, args.chunk_bytes, args.workers
             )
             print(", ".join(f"{n} {part} pairs" for part, n in counts.items()), "in", args.output)
+    except Interrupted as err:
+        print(f"hdrunet-prepare: {err}", file=sys.stderr)
+        return INTERRUPTED_STATUS
+    except KeyboardInterrupt:
+        print(
+            f"hdrunet-prepare: interrupted; run the same command again to go on ({args.command} "
+            "starts its unfinished part again)",
+            file=sys.stderr,
+        )
+        return INTERRUPTED_STATUS
     except HDRUNetError as err:
         print(f"hdrunet-prepare: error: {err}", file=sys.stderr)
         return 2

@@ -2,10 +2,12 @@
 
 Reads each job's overrides (``.hydra/overrides.yaml``), network (``config.yaml``: its
 parameters and multiply-accumulates for one 256x256 input, counted on the meta device) and
-final metrics (``metrics.json``, or the last validation in ``csv/metrics.csv`` for a job
-still running; PU21 and ColorVideoVDP scores from the CSV where a run logged them), and
-writes ``report.md``, ``report.csv`` and ``report.png`` (PSNR-mu per variant) into the sweep
-folder. Variants the sweep asked for but that have no folder yet are listed as missing.
+final metrics (``metrics.json``; for a job still running or stopped, or resumed past its
+summary, the last validation row of ``csv/metrics.csv``, NaN shown as such; PU21 and
+ColorVideoVDP scores from that row where a run logged them), and writes ``report.md``,
+``report.csv`` and ``report.png`` (PSNR-mu per variant) into the sweep folder. Variants the
+sweep asked for (its sweeper's values as the command line overrode them) but that have no
+folder yet are listed as missing.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class RunResult:
     psnr_l: float | None = None
     identity_psnr_mu: float | None = None
     steps: int | None = None
+    scored_at: int | None = None  # the step of the validation the scores are from
     status: str = "missing"
     run: str = ""
     extra: dict[str, float] = field(default_factory=dict)  # OPTIONAL_METRICS found
@@ -96,16 +99,19 @@ MAX_SWEPT = 10_000
 bytes)."""
 
 
-def _sweep_values(key: str, value: str) -> list[str]:
-    """The values of ``key=value`` as Hydra hands them to the jobs (``1e-3,2e-4`` ->
+def _sweep_values(entry: str) -> tuple[str, list[str]]:
+    """The key of the override ``entry`` as Hydra's sweeper names it (``+scale`` and
+    ``scale`` are two keys) and its values as Hydra hands them to the jobs (``1e-3,2e-4`` ->
     ``0.001``, ``0.0002``; ``range(1,3)`` -> ``1``, ``2``), so that they match each job's
     ``overrides.yaml``; a plain split where Hydra cannot expand it here (``glob``)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    key, _, value = entry.partition("=")
     try:
-        override = OverridesParser.create().parse_overrides([f"{key}={value}"])[0]
+        override = OverridesParser.create().parse_overrides([entry])[0]
+        key = override.get_key_element()
         if not override.is_sweep_override():
-            return [override.get_value_element_as_str()]
+            return key, [override.get_value_element_as_str()]
         values = list(itertools.islice(override.sweep_string_iterator(), MAX_SWEPT + 1))
     except Exception:
         values = _split_sweep(value)
@@ -114,11 +120,15 @@ def _sweep_values(key: str, value: str) -> list[str]:
             f"multirun.yaml sweeps {key} over more than {MAX_SWEPT:,} values; is it Hydra's "
             "record of a sweep?"
         )
-    return values
+    return key, values
 
 
 def swept_values(sweep_dir: Path) -> dict[str, list[str]]:
-    """Key -> values of every swept parameter, from the sweep's ``multirun.yaml``."""
+    """Key -> values of every swept parameter, from the sweep's ``multirun.yaml``: the
+    sweeper's ``params`` (an experiment's list), then the command line's overrides, a key
+    given there replacing the list (as Hydra's BasicSweeper merges them: ``experiment=
+    ablation_loss loss=l1`` runs loss=l1 alone); a command-line key of one value that the
+    sweeper does not list is a setting of every job, not a swept parameter."""
     path = sweep_dir / "multirun.yaml"
     if not path.is_file():
         return {}
@@ -131,11 +141,11 @@ def swept_values(sweep_dir: Path) -> dict[str, list[str]]:
         raise HDRUNetError(f"{path}: no hydra settings; is it Hydra's record of a sweep?")
     params: dict[str, list[str]] = {}
     for key, value in ((hydra_cfg.get("sweeper") or {}).get("params") or {}).items():
-        params[str(key)] = _sweep_values(str(key), str(value))
+        swept_key, values = _sweep_values(f"{key}={value}")
+        params[swept_key] = values
     for override in (hydra_cfg.get("overrides") or {}).get("task") or []:
-        key, _, value = str(override).partition("=")
-        values = _sweep_values(key, value)
-        if len(values) > 1:
+        key, values = _sweep_values(str(override))
+        if key in params or len(values) > 1:  # a dict keeps the key's place, as Hydra's does
             params[key] = values
     jobs = math.prod(len(values) for values in params.values())
     if jobs > MAX_SWEPT:
@@ -167,14 +177,46 @@ def _csv_rows(run_dir: Path) -> Iterator[dict[str, str]]:
                 continue
 
 
-def _last_csv_metrics(run_dir: Path) -> dict[str, float]:
-    """Each logged column's last finite value (unreadable values are skipped)."""
-    found: dict[str, float] = {}
+def _number(value: object) -> float | None:
+    """A logged value as a number, NaN and infinity included (a diverged run's score);
+    None for an empty or unreadable cell."""
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass
+class CsvLog:
+    """What a job's CSV log holds: the step of its last row, the latest step it reached
+    and its last validation row (metric -> value, every one from that same row)."""
+
+    step: int | None = None
+    latest_step: int | None = None
+    validation: dict[str, float] = field(default_factory=dict)
+    validation_step: int | None = None
+
+
+def read_csv_log(run_dir: Path) -> CsvLog:
+    """The last row and the last validation row (one with a ``val/`` value) of a job's CSV
+    logs; a row's unreadable cells are left out, never filled from another row."""
+    log = CsvLog()
     for row in _csv_rows(run_dir):
-        for key, value in row.items():
-            if key is not None and (number := _finite(value)) is not None:
-                found[key] = number
-    return found
+        step = _finite(row.get("step"))
+        if step is not None:
+            log.step = int(step)
+            log.latest_step = max(log.step, log.latest_step or 0)
+        scores = {
+            key: number
+            for key, value in row.items()
+            if isinstance(key, str)
+            and key.startswith("val/")
+            and (number := _number(value)) is not None
+        }
+        if scores:
+            log.validation = scores
+            log.validation_step = int(step) if step is not None else None
+    return log
 
 
 def _variant(run_dir: Path, keys: list[str]) -> str:
@@ -247,11 +289,11 @@ def read_run(
         if config not in costs:
             costs[config] = network_cost(config)
         result.params, result.gmacs = costs[config]
-    csv_metrics = _last_csv_metrics(run_dir)
+    log = read_csv_log(run_dir)
     result.extra = {
-        column: csv_metrics[logged]
+        column: log.validation[logged]
         for column, (logged, _) in OPTIONAL_METRICS.items()
-        if logged in csv_metrics
+        if logged in log.validation
     }
     metrics_file = run_dir / METRICS_FILE
     if (run_dir / FAILED_FILE).is_file():
@@ -259,6 +301,7 @@ def read_run(
             "failed: " + (run_dir / FAILED_FILE).read_text(errors="replace").strip()[:120]
         )
         return result
+    summary_steps = None
     if metrics_file.is_file():
         try:
             metrics = json.loads(metrics_file.read_text())
@@ -268,17 +311,32 @@ def read_run(
         if not isinstance(metrics, dict):
             result.status = f"unreadable {METRICS_FILE}"
             return result
-        result.psnr_mu = _finite(metrics.get("psnr_mu_after"))
-        result.psnr_l = _finite(metrics.get("psnr_l_after"))
-        result.identity_psnr_mu = _finite(metrics.get("psnr_mu_identity"))
         steps = _finite(metrics.get("steps"))
-        result.steps, result.status = (int(steps) if steps is not None else None), "done"
-        return result
-    metrics = csv_metrics
+        summary_steps = int(steps) if steps is not None else None
+        trained_on = (
+            summary_steps is not None
+            and log.latest_step is not None
+            and log.latest_step > summary_steps
+        )
+        if not trained_on:  # the summary is the run's latest word
+            result.psnr_mu = _finite(metrics.get("psnr_mu_after"))
+            result.psnr_l = _finite(metrics.get("psnr_l_after"))
+            result.identity_psnr_mu = _finite(metrics.get("psnr_mu_identity"))
+            result.steps = result.scored_at = summary_steps
+            result.status = "done"
+            return result
+    # no summary, or one older than the log (resumed with a larger trainer.max_steps):
+    # the scores of the log's last validation, all from its one row
+    scores = log.validation
+    result.psnr_mu, result.psnr_l = scores.get("val/psnr_mu"), scores.get("val/psnr_l")
+    result.identity_psnr_mu = scores.get("val/psnr_mu_identity")
+    result.steps, result.scored_at = log.step, log.validation_step
     result.status = "running or stopped"
-    result.psnr_mu, result.psnr_l = metrics.get("val/psnr_mu"), metrics.get("val/psnr_l")
-    result.identity_psnr_mu = metrics.get("val/psnr_mu_identity")
-    result.steps = int(metrics["step"]) if "step" in metrics else None
+    if summary_steps is not None:
+        result.status += f" (resumed after its step-{summary_steps} summary)"
+    if scores and result.scored_at != result.steps:
+        where = "an unknown step" if result.scored_at is None else f"step {result.scored_at}"
+        result.status += f"; scores of {where}"
     return result
 
 
@@ -399,7 +457,17 @@ def write_report(sweep_dir: str | Path, runs: list[RunResult]) -> list[Path]:
     with atomic_path(table) as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(
-            ["variant", "params", "gmacs_256", *SCORES, *extra, "steps", "status", "run"]
+            [
+                "variant",
+                "params",
+                "gmacs_256",
+                *SCORES,
+                *extra,
+                "steps",
+                "scored_at_step",
+                "status",
+                "run",
+            ]
         )
         for r in runs:
             writer.writerow(
@@ -410,14 +478,19 @@ def write_report(sweep_dir: str | Path, runs: list[RunResult]) -> list[Path]:
                     *(_fmt(getattr(r, c)) for c in SCORES),
                     *(_fmt(r.extra.get(c)) for c in extra),
                     _fmt(r.steps),
+                    _fmt(r.scored_at),
                     r.status,
                     r.run,
                 ]
             )
-    scored = [r for r in runs if r.psnr_mu is not None]
+    scored = [r for r in runs if r.psnr_mu is not None and math.isfinite(r.psnr_mu)]
     fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(scored) + 2), 3.5), dpi=100)
     ax.bar([r.variant for r in scored], [r.psnr_mu for r in scored], color="tab:blue")
-    identity = [r.identity_psnr_mu for r in scored if r.identity_psnr_mu is not None]
+    identity = [
+        r.identity_psnr_mu
+        for r in scored
+        if r.identity_psnr_mu is not None and math.isfinite(r.identity_psnr_mu)
+    ]
     if identity:
         ax.axhline(identity[0], color="tab:gray", linestyle="--", label="LDR identity")
         ax.legend(loc="lower right")

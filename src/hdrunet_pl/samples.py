@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from hdrunet_pl.data.walk import files_under
-from hdrunet_pl.errors import HDRUNetError
+from hdrunet_pl.errors import INTERRUPTED_STATUS, HDRUNetError
 from hdrunet_pl.io import NEW_FILE_MODE, is_hdr_ground_truth
 
 VISER_SPEC = "viser==1.0.16"
@@ -184,38 +184,56 @@ def _fetch_again_note(dest: Path, names: list[str]) -> str:
 
 
 def _write_samples(dest: Path, files: dict[str, bytes], records: list[SampleRecord]) -> None:
-    """Write ``files`` (name -> bytes) into ``dest`` and record them; refuses (one line,
-    before writing anything) a file of such a name that this module did not fetch, or that
-    was changed since it did: a sample never replaces a user's file or a user's edit. A file
-    that already holds the bytes is left as it is. Fetches into one folder take turns."""
+    """Write ``files`` (name -> bytes) into ``dest``, each recorded in SOURCES.json as soon
+    as it is written, so that a fetch cut short (Ctrl-C, a full disk) goes on when run
+    again. Refuses (one line, before writing anything) a file of such a name that this
+    module did not fetch, or that was changed since it did: a sample never replaces a
+    user's file or a user's edit. A file that already holds the bytes is left as it is (and
+    recorded: one written just before a cut). Fetches into one folder take turns."""
     with _folder_lock(dest):
         known = _recorded(dest)
         for name, data in files.items():
             path = dest / name
             if not path.exists() and not path.is_symlink():
                 continue
-            if name not in known or not path.is_file() or path.is_symlink():
+            if not path.is_file() or path.is_symlink():
                 raise HDRUNetError(
                     f"{path}: exists and was not fetched by hdrunet_pl.samples; not written "
                     "over (choose another folder)"
                 )
             current = path.read_bytes()
-            if current != data and _sha256(current) != _recorded_hash(known[name]):
+            if current == data:
+                continue  # nothing would change: this module's, or the very same bytes
+            if name not in known:
+                raise HDRUNetError(
+                    f"{path}: exists and was not fetched by hdrunet_pl.samples; not written "
+                    "over (choose another folder)"
+                )
+            if _sha256(current) != _recorded_hash(known[name]):
                 raise HDRUNetError(
                     f"{path}: changed since hdrunet_pl.samples fetched it; not written over "
                     "(move it away, or delete it to fetch it again)"
                 )
-        for name, data in files.items():
-            path = dest / name
-            if not (path.is_file() and path.read_bytes() == data):
-                _write(path, data)
-        _record(dest, [replace(r, sha256=_sha256(files[r.file])) for r in records])
+        for record in records:
+            data = files[record.file]
+            record = replace(record, sha256=_sha256(data))
+            path = dest / record.file
+            try:
+                if not (path.is_file() and path.read_bytes() == data):
+                    _write(path, data)
+                if known.get(record.file) != asdict(record):
+                    _record(dest, [record])
+            except OSError as err:  # a full disk: what is written so far is kept
+                raise HDRUNetError(
+                    f"{path}: could not write it ({err.strerror or err}); the files written "
+                    "before it are kept and recorded: run the fetch again to go on"
+                ) from None
 
 
 def poly_haven_hdris(dest: str | Path) -> list[Path]:
     """The ten Poly Haven ``.hdr`` panoramas in ``dest`` (downloaded once, then reused)."""
     dest = Path(dest)
-    _refuse_held_out_folder(dest)
+    _check_training_folder(dest)
     known = _recorded(dest) if dest.is_dir() else {}
     found = sorted(name for name, record in known.items() if record.get("package") == VISER_SPEC)
     # fetched here before (a user's own .hdr files do not count)
@@ -268,10 +286,34 @@ def _npm_tarball(package: str, version: str) -> tuple[bytes, str]:
     return data, str(meta.get("license", "unknown"))
 
 
+def _records_of(folder: Path) -> dict[str, dict]:
+    """The records of ``folder/SOURCES.json``; empty when there is none, or when it is
+    somebody else's file of that name (not a record of this module)."""
+    try:
+        return _recorded(folder) if folder.is_dir() else {}
+    except HDRUNetError:
+        return {}
+
+
+def _holds_held_out(known: dict[str, dict]) -> bool:
+    """Whether records are those of a held-out folder: every file one of its scenes."""
+    return bool(known) and set(known) <= {f"{scene}.exr" for scene in PMNDRS_HELD_OUT}
+
+
 def _check_held_out_folder(dest: Path, names: list[str]) -> None:
     """Refuses (one line) a held-out folder that holds other HDR files, at any depth:
     ``data=held_out`` scores every HDR file under its root, so a training scene there
-    would be scored as held out."""
+    would be scored as held out; and one inside a folder that this module fetched training
+    scenes into: training on that folder (``data=hdr_folder`` searches subfolders) would
+    train on the held-out scenes."""
+    for folder in dest.resolve().parents:
+        known = _records_of(folder)
+        if known and not _holds_held_out(known):
+            raise HDRUNetError(
+                f"{folder} (above {dest}) holds training scenes fetched by hdrunet_pl.samples, "
+                "and training on it (data=hdr_folder searches subfolders) would include the "
+                "held-out scenes: fetch them into a folder outside it"
+            )
     if not dest.is_dir():
         return
     others = sorted(  # as data=held_out finds them: symlinked folders, NTIRE pairs too
@@ -287,20 +329,25 @@ def _check_held_out_folder(dest: Path, names: list[str]) -> None:
         )
 
 
-def _refuse_held_out_folder(dest: Path) -> None:
+def _check_training_folder(dest: Path) -> None:
     """Refuses (one line) to fetch training photographs into the folder of the held-out
     scenes (every file it records is one of them) or below it: they would be scored as
-    held out."""
-    held_out = {f"{scene}.exr" for scene in PMNDRS_HELD_OUT}
+    held out; and into a folder that holds such a folder at any depth (symlinked folders
+    too): training on it (``data=hdr_folder`` searches subfolders) would train on them."""
     for folder in (dest, *dest.resolve().parents):  # data=held_out reads subfolders too
-        try:
-            known = _recorded(folder) if folder.is_dir() else {}
-        except HDRUNetError:  # a SOURCES.json of somebody else's: not a held-out record
-            continue
-        if known and set(known) <= held_out:
+        if _holds_held_out(_records_of(folder)):
             raise HDRUNetError(
                 f"{folder} holds the held-out scenes (--source pmndrs_held_out), and "
                 f"data=held_out scores every HDR file below it: fetch into a folder outside it"
+            )
+    if not dest.is_dir():
+        return
+    for path in files_under(dest):  # as data=hdr_folder finds its files
+        if path.name == RECORD_FILE and _holds_held_out(_records_of(path.parent)):
+            raise HDRUNetError(
+                f"{path.parent} (below {dest}) holds the held-out scenes (--source "
+                f"pmndrs_held_out), and training on {dest} (data=hdr_folder searches "
+                "subfolders) would include them: fetch into a folder that does not hold them"
             )
 
 
@@ -314,7 +361,7 @@ def pmndrs_exrs(dest: str | Path, held_out_only: bool = False) -> list[Path]:
     if held_out_only:
         _check_held_out_folder(dest, names)
     else:
-        _refuse_held_out_folder(dest)
+        _check_training_folder(dest)
     if _fetched_here(dest, names):
         return [dest / name for name in names]
     dest.mkdir(parents=True, exist_ok=True)
@@ -386,6 +433,13 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:  # e.g. a destination that is a file, or not writable
         print(f"samples: error: {err.filename or args.dest}: {err.strerror}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(
+            "samples: interrupted; the files written so far are kept and recorded: run the "
+            "same command again to go on",
+            file=sys.stderr,
+        )
+        return INTERRUPTED_STATUS
     return 0
 
 

@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from hdrunet_pl.cli import DDP_OVERRIDES, DDP_RUN_DIR
 from hdrunet_pl.data.datamodule import check_validation_split
 from hdrunet_pl.data.datasets import check_patch_size
-from hdrunet_pl.errors import HDRUNetError, one_line
+from hdrunet_pl.errors import INTERRUPTED_STATUS, HDRUNetError, one_line
 from hdrunet_pl.loggers import finish_loggers, instantiate_loggers
 from hdrunet_pl.models.checkpoints import load_model, network_name
 from hdrunet_pl.reliability import (
@@ -495,10 +495,6 @@ def _leave_on_request(
         )
     interrupted = interrupted or any(getattr(c, "interrupted", False) for c in trainer.callbacks)
     sys.exit(INTERRUPTED_STATUS if interrupted else 0)
-
-
-INTERRUPTED_STATUS = 130
-"""Exit status after Ctrl-C (the shell's: 128 + SIGINT)."""
 
 
 def _sweep_line() -> str:

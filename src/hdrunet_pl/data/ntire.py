@@ -8,6 +8,8 @@ Images are decoded lazily, in the DataLoader workers.
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,8 @@ from hdrunet_pl.io import (
     read_hdr_png,
     read_ldr,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -156,11 +160,51 @@ class NTIREDataset(Dataset):
         return pair_to_tensors(ldr, hdr, pair.name)
 
 
+_SUB_IMAGE = re.compile(r"(.+)_s\d{3,}")
+"""A sub-image's name as ``hdrunet-prepare crop`` writes it: ``<frame>_s<index>``."""
+
+
+def frame_of(name: str) -> str:
+    """The frame a pair comes from: ``0004`` for the sub-image ``0004_s007``, else the
+    pair's own name."""
+    match = _SUB_IMAGE.fullmatch(name)
+    return match.group(1) if match else name
+
+
+def held_out_start(pairs: list[NTIREPair], val_count: int, setting: str) -> int:
+    """Where the last ``val_count`` pairs (by name) start, moved back to the first
+    sub-image of their first frame: neighbouring sub-images of a frame overlap (by half at
+    the public rule), so no frame is split between training and validation. Says so when
+    it holds out more than ``val_count``; refuses when that leaves nothing to train on."""
+    cut = len(pairs) - val_count
+    frame = frame_of(pairs[cut].name)
+    while cut > 0 and frame_of(pairs[cut - 1].name) == frame:
+        cut -= 1
+    if cut == 0:
+        raise DatasetError(
+            f"{setting}={val_count}: every pair is a sub-image of frame {frame}, which is "
+            "not split between training and validation; give a validation folder"
+        )
+    if cut < len(pairs) - val_count:
+        log.warning(
+            "%s=%d holds out %d pairs: all %d sub-images of frame %s (overlapping crops of one "
+            "frame never go to both training and validation)",
+            setting,
+            val_count,
+            len(pairs) - cut,
+            sum(frame_of(p.name) == frame for p in pairs),
+            frame,
+        )
+    return cut
+
+
 def split_pairs(pairs: list[NTIREPair], val_count: int) -> tuple[list[NTIREPair], list[NTIREPair]]:
-    """Hold the last ``val_count`` pairs (by name) out for validation."""
+    """Hold the last ``val_count`` pairs (by name) out for validation, with every other
+    sub-image of their frames (:func:`held_out_start`)."""
     if not 0 < val_count < len(pairs):
         raise DatasetError(
             f"cannot hold out {val_count} of {len(pairs)} pairs for validation; "
             "set data.val_count between 1 and the number of pairs - 1, or data.val_root"
         )
-    return pairs[:-val_count], pairs[-val_count:]
+    cut = held_out_start(pairs, val_count, "data.val_count")
+    return pairs[:cut], pairs[cut:]

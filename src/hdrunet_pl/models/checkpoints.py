@@ -17,7 +17,7 @@ import pickle
 import re
 import warnings
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 
@@ -114,6 +114,22 @@ def official_to_ours(key: str) -> str:
     for pattern, replacement in _OFFICIAL_TO_OURS:
         key = re.sub(pattern, replacement, key)
     return key
+
+
+def _renamed(state: Mapping[str, object], rename: Callable[[str], str]) -> dict[str, object]:
+    """``state`` with its keys renamed; refuses two tensors that become one weight (the
+    public name and this package's side by side: which one is meant, no loader can tell)."""
+    out: dict[str, object] = {}
+    source: dict[str, str] = {}
+    for key, value in state.items():
+        new = rename(key)
+        if new in out:
+            raise CheckpointError(
+                f"two tensors for one weight: {source[new]!r} and {key!r} are both {new!r} "
+                "(a mix of the public code's names and this package's)"
+            )
+        out[new], source[new] = value, key
+    return out
 
 
 def is_official_state_dict(state_dict: Mapping[str, object]) -> bool:
@@ -599,9 +615,9 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Ne
         else:
             config, note = _inferred_config(state, layout)
         if layout == PUBLIC_HDRUNET:
-            state = {official_to_ours(k): v for k, v in state.items()}
+            state = _renamed(state, official_to_ours)
         elif layout == PUBLISHED_EXPANDNET:
-            state = {published_expandnet_to_ours(k): v for k, v in state.items()}
+            state = _renamed(state, published_expandnet_to_ours)
         tensors: dict[str, torch.Tensor] = state  # type: ignore[assignment]
         _check_fit(config, tensors)  # before the real network is allocated
         broken = [k for k, v in tensors.items() if v.is_floating_point() and not v.isfinite().all()]
