@@ -385,3 +385,29 @@ def test_the_slurm_launcher_off_a_cluster_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")  # on the cluster
     check_launcher(["-m", "hydra/launcher=submitit_slurm"])
     check_launcher(["-m", "experiment=ablation_loss"])  # another launcher: not checked
+
+
+def test_report_expands_a_glob_sweep_over_the_groups_options(tmp_path):
+    """`-m ... 'loss=glob(tanh_l*)'` ran every loss whose name matches; the report listed a
+    missing job named `loss=glob(tanh_l*)` instead of expecting those."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from hdrunet_pl.report import swept_values
+
+    from .support import CONF_DIR
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        options = GlobalHydra.instance().config_loader().get_group_options("loss")
+    expected = [name for name in options if name.startswith("tanh_l")]
+    assert len(expected) >= 2
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    record = {
+        "hydra": {
+            "sweeper": {"params": {"loss": "l1,l2,tanh_l1,tanh_l2,mu_l1"}},
+            "overrides": {"task": ["experiment=ablation_loss", "loss=glob(tanh_l*)"]},
+        }
+    }
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump(record))
+    assert swept_values(sweep) == {"loss": expected}

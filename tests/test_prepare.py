@@ -1,5 +1,6 @@
 """hdrunet-prepare: the public sub-image rule, resumable crops, litdata shards; other sources."""
 
+import os
 import re
 
 import cv2
@@ -443,14 +444,17 @@ def test_crop_stopped_by_ctrl_c_goes_on_when_run_again(tmp_path, monkeypatch, ca
 
     monkeypatch.setattr(prepare, "tqdm", ctrl_c_after_one_frame)
     assert prepare.main([*args, "--workers", "1"]) == 130
-    assert "interrupted: 9 sub-images written, 0 already there" in capsys.readouterr().err
+    # every frame finished by then is counted (they were cut while the pool stopped)
+    done = len(find_ntire_pairs(out))
+    assert f"interrupted: {done} sub-images written, 0 already there" in capsys.readouterr().err
+    assert done >= 9 and done % 9 == 0  # whole frames: none cut short
     monkeypatch.setattr(prepare, "tqdm", real_tqdm)
     assert prepare.main([*args, "--workers", "2"]) == 0
     written, there = map(
         int,
         re.findall(r"(\d+) sub-images written, (\d+) already there", capsys.readouterr().out)[0],
     )
-    assert written + there == 36 and there >= 9  # the frames started before the stop count
+    assert (written, there) == (36 - done, done)
     assert len(find_ntire_pairs(out)) == 36
     assert not [p for p in out.iterdir() if ".tmp-" in p.name]
     # a temporary file of a killed run (its process gone) is removed by the next run
@@ -529,3 +533,120 @@ sys.exit(main(sys.argv[1:]))
     assert again.returncode == 0, again.stderr[-3000:]
     assert "10 train pairs, 2 val pairs" in again.stdout
     assert sorted(p.name for p in out.iterdir() if p.name != ".hdrunet-outputs") == ["train", "val"]
+
+
+@pytest.mark.parametrize("stop_at", ["record", "rename"])
+def test_crop_killed_while_writing_a_file_goes_on_when_run_again(tmp_path, monkeypatch, stop_at):
+    """A file is recorded before it takes its name: a run killed on either side of that
+    step leaves nothing a re-run must refuse (before, a file renamed into place but not yet
+    recorded stopped every re-run until the user deleted it)."""
+    from hdrunet_pl import outputs
+    from hdrunet_pl.data import find_ntire_pairs as pairs_under
+    from hdrunet_pl.prepare import crop_pair, run_crop
+
+    src, out = tmp_path / "frames", tmp_path / "crops"
+    write_ntire_frame(src, "0000", random_hdr(32, 32, seed=0))
+    assert run_crop(str(src), str(out), 16, 16, 0, 1) == (4, 0)
+    os.utime(src / "0000_gt.png", ns=(1, 1))  # the frame changed: every sub-image is cut again
+    calls = []
+
+    def killed(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 4:  # the second sub-image's GT
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    real = outputs.os.replace if stop_at == "rename" else outputs.OutputFolder.written
+    if stop_at == "rename":
+        monkeypatch.setattr(outputs.os, "replace", killed)
+    else:
+        monkeypatch.setattr(outputs.OutputFolder, "written", killed)
+    with pytest.raises(KeyboardInterrupt):  # in this process: as a worker runs it
+        crop_pair(pairs_under(src)[0], out, 16, 16, 0)
+    monkeypatch.undo()
+    assert run_crop(str(src), str(out), 16, 16, 0, 1) == (3, 1)  # no refusal
+    assert len(find_ntire_pairs(out)) == 4
+
+
+def test_crop_keeps_a_changed_sub_image_of_a_frame_gone_whole_and_names_it(tmp_path, caplog):
+    from hdrunet_pl.prepare import run_crop
+
+    src, out = tmp_path / "frames", tmp_path / "crops"
+    for i in range(2):
+        write_ntire_frame(src, f"{i:04d}", random_hdr(32, 32, seed=i))
+    assert run_crop(str(src), str(out), 16, 16, 0, 1) == (8, 0)
+    (out / "0001_s002_medium.png").write_bytes((out / "0001_s001_medium.png").read_bytes())
+    for path in src.glob("0001_*"):
+        path.unlink()
+    assert run_crop(str(src), str(out), 16, 16, 0, 1) == (0, 4)
+    left = sorted(p.name for p in out.glob("0001_*"))
+    assert left == ["0001_s002_alignratio.npy", "0001_s002_gt.png", "0001_s002_medium.png"]
+    assert "0001_s002: a sub-image of a frame no longer in --input, kept" in caplog.text
+    assert len(find_ntire_pairs(out)) == 5  # whole triples only
+
+
+def test_a_held_out_count_reaching_into_the_first_frame_names_the_largest(tmp_path):
+    from hdrunet_pl.data.ntire import NTIREPair, split_pairs
+    from hdrunet_pl.errors import DatasetError
+
+    names = [f"{f:04d}_s{i:03d}" for f in range(3) for i in range(1, 10)]
+    subs = [NTIREPair(n, tmp_path / n, tmp_path / n, tmp_path / n) for n in names]
+    with pytest.raises(DatasetError, match=r"data.val_count=20 reaches into the first frame.*18"):
+        split_pairs(subs, 20)
+    assert len(split_pairs(subs, 18)[1]) == 18
+
+
+def test_output_folder_lock_ends_with_its_run_not_with_forked_workers(tmp_path):
+    """A worker forked while a run holds its output folder (crop's pool, the stream's
+    manager) held a copy of the lock, and kept the folder locked after its parent was
+    killed; workers now close it, and end with their parent."""
+    import multiprocessing
+    import subprocess
+    import sys
+    import time
+
+    from hdrunet_pl.errors import HDRUNetError
+    from hdrunet_pl.outputs import OutputFolder
+
+    context = multiprocessing.get_context("fork")
+    with OutputFolder(tmp_path, "run").sole_writer():
+        worker = context.Process(target=time.sleep, args=(60,), daemon=True)
+        worker.start()
+    try:  # free once the worker has started (it closes its copy of the lock at once)
+        for _ in range(100):
+            try:
+                with OutputFolder(tmp_path, "next run").sole_writer():
+                    break
+            except HDRUNetError:
+                time.sleep(0.05)
+        else:
+            raise AssertionError("the forked worker kept the output folder locked")
+    finally:
+        worker.kill()
+    script = (
+        "import os, sys, time\n"
+        "from hdrunet_pl.runtime import end_with_parent\n"
+        "parent = os.getpid()\n"
+        "child = os.fork()\n"
+        "if child == 0:\n"
+        "    null = os.open(os.devnull, os.O_WRONLY)\n"  # the parent's pipes: not kept open
+        "    os.dup2(null, 1)\n"
+        "    os.dup2(null, 2)\n"
+        "    end_with_parent(parent)\n"
+        "    time.sleep(60)\n"
+        "    os._exit(0)\n"
+        "print(child, flush=True)\n"
+        "time.sleep(0.5)\n"
+        "os._exit(0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    child = int(done.stdout.split()[0])
+    for _ in range(100):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child, 9)
+        raise AssertionError("the worker outlived its parent")

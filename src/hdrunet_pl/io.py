@@ -186,6 +186,17 @@ def imwrite(path: Path, image: np.ndarray) -> None:
     the bytes costs a read; decoding the file back cost 0.1 s of a 1060x1900 16-bit PNG's
     0.3 s.) Every failure raises :class:`ImageFileError` naming ``path``.
     """
+    data = encode_image(path, image)
+    try:
+        with atomic_path(path) as tmp:
+            write_checked(tmp, data, path)
+    except OSError as err:
+        raise ImageFileError(f"{path}: cannot write ({err.strerror or err})") from None
+
+
+def encode_image(path: Path, image: np.ndarray) -> bytes:
+    """The bytes of an OpenCV (BGR) array in the format of ``path``'s suffix (see
+    :func:`imwrite`); :class:`ImageFileError` naming ``path`` when it cannot be encoded."""
     kinds = _ENCODABLE.get(path.suffix.lower())
     if kinds is None or image.dtype not in kinds:
         raise ImageFileError(f"{path}: cannot write {image.dtype} pixels in this format")
@@ -195,16 +206,17 @@ def imwrite(path: Path, image: np.ndarray) -> None:
         raise ImageFileError(f"{path}: cannot write ({err.msg.strip()})") from None
     if not ok:
         raise ImageFileError(f"{path}: cannot write (the encoder failed)")
-    data = encoded.tobytes()
-    try:
-        with atomic_path(path) as tmp:
-            _write_bytes(tmp, data)
-            if tmp.read_bytes() != data:
-                raise ImageFileError(
-                    f"{path}: the written file does not read back as written (disk full?); not kept"
-                )
-    except OSError as err:
-        raise ImageFileError(f"{path}: cannot write ({err.strerror or err})") from None
+    return encoded.tobytes()
+
+
+def write_checked(tmp: Path, data: bytes, path: Path) -> None:
+    """Write ``data`` into the temporary file ``tmp`` (of ``path``) and read it back: a
+    file that is truncated (a full disk) or altered is refused, naming ``path``."""
+    _write_bytes(tmp, data)
+    if tmp.read_bytes() != data:
+        raise ImageFileError(
+            f"{path}: the written file does not read back as written (disk full?); not kept"
+        )
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
@@ -700,17 +712,6 @@ def write_alignratio(path: str | Path, ratio: float) -> None:
     with atomic_path(path) as tmp:
         np.save(tmp, np.float32(ratio))
         if read_alignratio(tmp) != float(np.float32(ratio)):
-            raise ImageFileError(f"{path}: does not read back as written (disk full?); not kept")
-
-
-def copy_alignratio(source: str | Path, path: str | Path) -> None:
-    """Atomically copy an NTIRE align ratio file byte for byte (its dtype kept: a float64
-    ratio stays float64), checked (:func:`read_alignratio`) before and after."""
-    data = Path(source).read_bytes()
-    ratio = read_alignratio(source)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-        if tmp.read_bytes() != data or read_alignratio(tmp) != ratio:
             raise ImageFileError(f"{path}: does not read back as written (disk full?); not kept")
 
 

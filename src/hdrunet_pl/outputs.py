@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from hdrunet_pl.errors import HDRUNetError
-from hdrunet_pl.io import NEW_FILE_MODE
+from hdrunet_pl.io import NEW_FILE_MODE, new_temporary, write_checked
 
 MANIFEST = ".hdrunet-outputs"
 """Name of the manifest file in an output folder."""
@@ -102,6 +102,15 @@ class OutputFolder:
         for files it did not write (or skipping them half-written). The lock is the
         folder's own (no file is left in it) and ends with the run or its process."""
         descriptor = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        held = [descriptor]
+
+        def close_in_child() -> None:
+            # a forked worker's copy would keep the lock after this run ends (killed, say)
+            if held:
+                with contextlib.suppress(OSError):
+                    os.close(held.pop())
+
+        os.register_at_fork(after_in_child=close_in_child)
         try:
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -113,6 +122,7 @@ class OutputFolder:
             self._read_manifest()  # as the run before this one left it
             yield self
         finally:
+            held.clear()
             os.close(descriptor)  # releases the lock
 
     def _name(self, path: Path) -> str:
@@ -192,13 +202,18 @@ class OutputFolder:
         new = [self._name(p) for p in paths if self._name(p) not in self._ours]
         self._append(new, new)
 
-    def written(self, paths: Iterable[Path], made_from: str = "") -> None:
+    def written(
+        self, paths: Iterable[Path], made_from: str = "", sources: Iterable[Path] | None = None
+    ) -> None:
         """Record ``paths``, just written by this package (claimed before), as its files:
         they may be written over until they change. ``made_from``: their :func:`origin`
-        (what :meth:`complete` compares). Safe to call from writer threads."""
+        (what :meth:`complete` compares). ``sources``: the files to take each one's size and
+        time from (temporaries about to be renamed to them: a rename keeps both). Safe to
+        call from writer threads."""
+        paths = list(paths)
         records = {}
-        for path in paths:
-            stat = path.stat()
+        for path, source in zip(paths, paths if sources is None else sources, strict=True):
+            stat = source.stat()
             records[self._name(path)] = (stat.st_size, stat.st_mtime_ns)
         tail = f"\t{made_from}" if made_from else ""
         lines = [
@@ -213,6 +228,20 @@ class OutputFolder:
                     self._origins[name] = made_from
                 else:
                     self._origins.pop(name, None)
+
+    def write_bytes(self, path: Path, data: bytes, made_from: str = "") -> None:
+        """Write ``data`` as ``path`` (claimed before, and not there: a file of this tool's
+        is removed first): under a temporary name, read back, recorded as written and only
+        then renamed, so that at no moment is a result in place but unrecorded: a run killed
+        anywhere leaves only files that a re-run may replace (or a temporary file, which
+        :func:`~hdrunet_pl.io.remove_dead_temporaries` removes)."""
+        tmp = new_temporary(path)
+        try:
+            write_checked(tmp, data, path)
+            self.written([path], made_from, sources=[tmp])
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def _append(self, lines: list[str], names: list[str]) -> None:
         """Add ``lines`` to the manifest and ``names`` (their files) to this package's."""

@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import glob
 import json
+import logging
 import multiprocessing
 import os
 import queue
@@ -25,6 +26,7 @@ import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing.managers import SyncManager
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +41,8 @@ from hdrunet_pl.io import (
     GT_SUFFIX,
     LDR_SUFFIX,
     atomic_path,
-    copy_alignratio,
+    encode_image,
     imread,
-    imwrite,
     read_alignratio,
     read_hdr_png_codes,
     read_ldr_codes,
@@ -49,6 +50,9 @@ from hdrunet_pl.io import (
 )
 from hdrunet_pl.outputs import OutputFolder, file_identity, origin
 from hdrunet_pl.quiet import install_filters
+from hdrunet_pl.runtime import end_with_parent
+
+log = logging.getLogger(__name__)
 
 TOOL = "hdrunet-prepare"
 CROP_SIZE = 480
@@ -122,6 +126,8 @@ def crop_pair(
     # carries none), in OpenCV's order for writing; the GT as stored
     ldr = np.ascontiguousarray(read_ldr_codes(pair.ldr, upright=False)[..., ::-1])
     gt = imread(pair.gt)
+    read_alignratio(pair.alignratio)  # checked (one finite value > 0), then copied as stored
+    ratio = pair.alignratio.read_bytes()
     written = skipped = 0
     boxes = crop_boxes(*ldr.shape[:2], crop, step, threshold)
     # sub-images beyond this cut's count come from an earlier version of the frame: gone
@@ -136,13 +142,17 @@ def crop_pair(
             skipped += 1
             continue
         folder.claim(unit)
-        ldr_path.unlink(missing_ok=True)  # ours: until the LDR is back, the unit is not done
+        for path in unit:  # ours (claimed): a file is recorded before it takes its name
+            path.unlink(missing_ok=True)
         window = (slice(top, top + crop), slice(left, left + crop))
-        imwrite(gt_path, np.ascontiguousarray(gt[window]))
-        copy_alignratio(pair.alignratio, ratio_path)  # as stored (a float64 one stays)
-        folder.written([gt_path, ratio_path], made_from)
-        imwrite(ldr_path, np.ascontiguousarray(ldr[window]))  # last: marks the sub-image done
-        folder.written([ldr_path], made_from)
+        folder.write_bytes(
+            gt_path, encode_image(gt_path, np.ascontiguousarray(gt[window])), made_from
+        )
+        folder.write_bytes(ratio_path, ratio, made_from)  # as stored: a float64 one stays
+        # the LDR last: until it is there, the sub-image is not done
+        folder.write_bytes(
+            ldr_path, encode_image(ldr_path, np.ascontiguousarray(ldr[window])), made_from
+        )
         written += 1
     return written, skipped
 
@@ -151,11 +161,12 @@ def _crop_job(args: tuple[NTIREPair, Path, int, int, int]) -> tuple[int, int]:
     return crop_pair(*args)
 
 
-def _ignore_interrupts() -> None:
-    """Worker start: Ctrl-C reaches the whole process group, and a worker stopped between
-    writing a file and recording it would leave a sub-image no later run may replace; the
-    parent stops the work instead, letting each started frame finish."""
+def _worker_start(parent: int) -> None:
+    """Start of a worker process (crop's, the stream's manager): Ctrl-C reaches the whole
+    process group, but the parent stops the work (letting each started frame finish); and
+    the worker ends with its parent, killed or not (:func:`end_with_parent`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    end_with_parent(parent)
 
 
 class Interrupted(HDRUNetError):
@@ -163,14 +174,28 @@ class Interrupted(HDRUNetError):
 
 
 def _remove_frames_gone(folder: OutputFolder, output: Path, frames: set[str]) -> list[Path]:
-    """Delete this tool's (unchanged) sub-images of frames no longer in the input (moved to
-    a validation folder, say): kept, they would still be trained on."""
-    gone = []
-    for suffix in (f"{LDR_SUFFIX}.png", f"{GT_SUFFIX}.png", ALIGNRATIO_SUFFIX):
+    """Delete this tool's sub-images of frames no longer in the input (moved to a validation
+    folder, say): kept, they would still be trained on. A sub-image is removed whole, or,
+    when one of its files was changed since (or is not this tool's), kept whole and named."""
+    suffixes = (f"{LDR_SUFFIX}.png", f"{GT_SUFFIX}.png", ALIGNRATIO_SUFFIX)
+    units: dict[str, list[Path]] = {}
+    for suffix in suffixes:
         for path in output.glob(f"*_s[0-9][0-9][0-9]*{suffix}"):
-            frame, _, index = path.name.removesuffix(suffix).rpartition("_s")
+            sub = path.name.removesuffix(suffix)
+            frame, _, index = sub.rpartition("_s")
             if index.isdigit() and frame not in frames:
-                gone.append(glob.escape(path.name))
+                units.setdefault(sub, []).append(path)
+    gone = []
+    for sub, paths in sorted(units.items()):
+        if all(folder.owns(p) and not p.is_symlink() for p in paths):
+            gone += [glob.escape(p.name) for p in paths]
+        else:
+            log.warning(
+                "%s: a sub-image of a frame no longer in --input, kept: changed since this "
+                "tool cut it; remove its files (%s) if it should not be trained on",
+                output / sub,
+                ", ".join(sub + s for s in suffixes),
+            )
     return folder.remove_stale(gone, keep=[])
 
 
@@ -202,7 +227,9 @@ def run_crop(
         _check_crop_settings(output, settings | {"input": str(Path(input_dir).resolve())})
         remove_dead_temporaries(output)  # of a killed run
         _remove_frames_gone(folder, output, {pair.name for pair in pairs})
-        pool = ProcessPoolExecutor(max_workers=max(1, workers), initializer=_ignore_interrupts)
+        pool = ProcessPoolExecutor(
+            max_workers=max(1, workers), initializer=_worker_start, initargs=(os.getpid(),)
+        )
         try:
             futures = [pool.submit(_crop_job, job) for job in jobs]
             for done in tqdm(as_completed(futures), total=len(jobs), desc="crop", unit="image"):
@@ -210,9 +237,13 @@ def run_crop(
                 written, skipped = written + w, skipped + s
         except KeyboardInterrupt:
             pool.shutdown(wait=True, cancel_futures=True)  # the started frames finish
+            counts = [
+                f.result() for f in futures if f.done() and not f.cancelled() and not f.exception()
+            ]
+            written, skipped = (sum(c[i] for c in counts) for i in (0, 1))
             raise Interrupted(
-                f"interrupted: {written} sub-images written, {skipped} already there (and the "
-                "frames being cut when it came); run the same command again to go on"
+                f"interrupted: {written} sub-images written, {skipped} already there; run the "
+                "same command again to go on"
             ) from None
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -308,6 +339,13 @@ LITDATA_CACHE_VARIABLES = ("DATA_OPTIMIZER_CACHE_FOLDER", "DATA_OPTIMIZER_DATA_C
 in the temp folder, left there empty)."""
 
 
+def _started_manager() -> SyncManager:
+    """A multiprocessing manager (for the progress queue) whose process ends with this one."""
+    manager = SyncManager()
+    manager.start(_worker_start, (os.getpid(),))
+    return manager
+
+
 @contextlib.contextmanager
 def _python_interrupts() -> Iterator[None]:
     """Keep Python's own Ctrl-C (KeyboardInterrupt) while ``litdata.optimize`` runs: it
@@ -380,7 +418,7 @@ def run_stream(
         with (
             _litdata_scratch(),
             _python_interrupts(),
-            multiprocessing.Manager() as manager,
+            _started_manager() as manager,
             tqdm(total=len(pairs), desc="stream", unit="pair") as bar,
         ):
             done, stop = manager.Queue(), threading.Event()
@@ -529,6 +567,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return INTERRUPTED_STATUS
     except HDRUNetError as err:
         print(f"hdrunet-prepare: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a read-only or full output folder, outside the checked writes
+        where = err.filename or args.output
+        print(f"hdrunet-prepare: error: {where}: {err.strerror or err}", file=sys.stderr)
         return 2
     return 0
 

@@ -99,17 +99,32 @@ MAX_SWEPT = 10_000
 bytes)."""
 
 
+CONF_DIR = Path(__file__).parent / "conf"
+"""The package's config tree (config groups are its folders)."""
+
+
+def _group_options(group: str) -> list[str]:
+    """The options of config group ``group`` (``loss``: ``l1``, ``tanh_l1``, ...), sorted as
+    Hydra lists them for a ``glob(...)`` sweep."""
+    folder = CONF_DIR / group
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
 def _sweep_values(entry: str) -> tuple[str, list[str]]:
     """The key of the override ``entry`` as Hydra's sweeper names it (``+scale`` and
     ``scale`` are two keys) and its values as Hydra hands them to the jobs (``1e-3,2e-4`` ->
     ``0.001``, ``0.0002``; ``range(1,3)`` -> ``1``, ``2``), so that they match each job's
-    ``overrides.yaml``; a plain split where Hydra cannot expand it here (``glob``)."""
+    ``overrides.yaml``; ``glob(...)`` over the group's options in the package's config tree;
+    a plain split where Hydra cannot expand it here."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Glob
 
     key, _, value = entry.partition("=")
     try:
         override = OverridesParser.create().parse_overrides([entry])[0]
         key = override.get_key_element()
+        if isinstance(override.value(), Glob):  # a config group's options, as Hydra expands it
+            return key, override.value().filter(_group_options(override.key_or_group))
         if not override.is_sweep_override():
             return key, [override.get_value_element_as_str()]
         values = list(itertools.islice(override.sweep_string_iterator(), MAX_SWEPT + 1))

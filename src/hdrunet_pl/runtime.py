@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
+import signal
 import sys
 
 M_TRIM_THRESHOLD = -1
@@ -68,3 +69,20 @@ def trim_heap() -> None:
         return
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+
+
+PR_SET_PDEATHSIG = 1
+"""``prctl`` option: the signal a process gets when its parent ends (``man prctl``)."""
+
+
+def end_with_parent(parent: int) -> None:
+    """Make this (worker) process end when ``parent``, which started it, ends, killed
+    included: a worker left behind would go on holding what its parent held (an output
+    folder's lock) and wait forever. SIGTERM through ``prctl`` on Linux; nothing elsewhere."""
+    if sys.platform != "linux":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # it ended before the call took effect
+        os.kill(os.getpid(), signal.SIGTERM)

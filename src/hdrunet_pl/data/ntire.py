@@ -181,9 +181,15 @@ def held_out_start(pairs: list[NTIREPair], val_count: int, setting: str) -> int:
     while cut > 0 and frame_of(pairs[cut - 1].name) == frame:
         cut -= 1
     if cut == 0:
+        first = sum(frame_of(p.name) == frame_of(pairs[0].name) for p in pairs)
+        if first == len(pairs):
+            raise DatasetError(
+                f"{setting}={val_count}: every pair is a sub-image of frame {frame}, which is "
+                "not split between training and validation; give a validation folder"
+            )
         raise DatasetError(
-            f"{setting}={val_count}: every pair is a sub-image of frame {frame}, which is "
-            "not split between training and validation; give a validation folder"
+            f"{setting}={val_count} reaches into the first frame, and a frame's sub-images are "
+            f"not split between training and validation: give at most {len(pairs) - first}"
         )
     if cut < len(pairs) - val_count:
         log.warning(
