@@ -847,3 +847,27 @@ def test_eval_warns_when_a_gt_file_is_not_at_the_ldrs_exposure(tmp_path, caplog)
     list(folder_samples(str(tmp_path / "pred"), str(tmp_path / "gt"), None).items)
     assert "in_other_units: the ground truth is 21.8 times as bright as its result" in caplog.text
     assert exposure_ratio(torch.full((3, 8, 8), 0.02), torch.ones(3, 8, 8)) is None  # all dark
+
+
+def test_the_manifest_keeps_one_line_per_file_when_rewritten(tmp_path):
+    """A folder written again and again (a crop re-cut after every change of its frames)
+    grew its manifest by a line per file each time; once superseded lines outnumber the
+    current ones by far, a run that holds the folder rewrites it with their latest records."""
+    from hdrunet_pl.outputs import MANIFEST, OutputFolder
+
+    folder = OutputFolder(tmp_path, "tool")
+    result, reserved = tmp_path / "a.png", tmp_path / "b.png"
+    for i in range(150):
+        folder.claim([result, reserved])
+        result.write_bytes(b"%d" % i)
+        folder.written([result], made_from=f"origin {i}")
+    assert len((tmp_path / MANIFEST).read_text().splitlines()) == 152
+    with OutputFolder(tmp_path, "tool").sole_writer():
+        pass
+    assert len((tmp_path / MANIFEST).read_text().splitlines()) == 2
+    view = OutputFolder(tmp_path, "tool")
+    assert view.complete([result], "origin 149") and not view.complete([result], "origin 148")
+    assert not OutputFolder(tmp_path, "another tool").owns(result)  # its writer kept
+    reserved.write_bytes(b"put there since")
+    with pytest.raises(HDRUNetError, match=r"b\.png: its name was reserved by a run"):
+        view.claim([reserved])  # still reserved, never recorded written

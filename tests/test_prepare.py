@@ -2,6 +2,7 @@
 
 import os
 import re
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -650,3 +651,45 @@ def test_output_folder_lock_ends_with_its_run_not_with_forked_workers(tmp_path):
     else:
         os.kill(child, 9)
         raise AssertionError("the worker outlived its parent")
+
+
+def test_a_crop_worker_killed_mid_run_is_one_line_and_a_rerun_goes_on(tmp_path):
+    """A worker killed (the out-of-memory killer): one line and exit 2, not a
+    BrokenProcessPool traceback; the same command then completes the set."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from .support import REPO
+
+    src, out = tmp_path / "frames", tmp_path / "crops"
+    for i in range(12):
+        write_ntire_frame(src, f"{i:04d}", random_hdr(96, 96, seed=i))
+    args = ["crop", "--input", str(src), "--output", str(out), "--crop", "16", "--step", "8"]
+    command = [str(Path(sys.executable).parent / "hdrunet-prepare"), *args, "--workers", "1"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # as run_tool runs the tools
+    tool = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        for _ in range(400):  # the pool's worker, once it has cut something
+            workers = [
+                c
+                for c in psutil.Process(tool.pid).children()
+                if "resource_tracker" not in " ".join(c.cmdline())
+            ]
+            if workers and len(list(out.glob("*_medium.png"))) > 20:
+                break
+            time.sleep(0.025)
+        workers[0].kill()
+        _, stderr = tool.communicate(timeout=120)
+    finally:
+        tool.kill()
+    assert tool.returncode == 2, stderr[-2000:]
+    assert "hdrunet-prepare: error: a worker process ended abruptly" in stderr
+    assert "Traceback" not in stderr
+    again = run_tool("hdrunet-prepare", [*args, "--workers", "2"], tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert len(find_ntire_pairs(out)) == 12 * 121

@@ -24,10 +24,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from hdrunet_pl.errors import HDRUNetError
-from hdrunet_pl.io import NEW_FILE_MODE, new_temporary, write_checked
+from hdrunet_pl.io import NEW_FILE_MODE, atomic_path, new_temporary, write_checked
 
 MANIFEST = ".hdrunet-outputs"
 """Name of the manifest file in an output folder."""
+MANIFEST_SLACK = 100
+"""Superseded manifest lines tolerated beyond twice the current ones before it is rewritten."""
 
 
 def file_identity(path: str | Path) -> str:
@@ -79,7 +81,9 @@ class OutputFolder:
             )
         self._writers: dict[str, str] = {}  # name -> the tool that wrote it (when recorded)
         self._origins: dict[str, str] = {}  # name -> what it was made from (when recorded)
-        for line in manifest.read_text(errors="replace").splitlines() if manifest.is_file() else []:
+        lines = manifest.read_text(errors="replace").splitlines() if manifest.is_file() else []
+        self._lines = len(lines)
+        for line in lines:
             # "name" (claimed) or "name<TAB>size<TAB>mtime[<TAB>tool[<TAB>origin]]"
             # (written); names hold no tab (control characters are refused)
             name, *fields = line.split("\t")
@@ -120,10 +124,31 @@ class OutputFolder:
                     "to end, or choose another output folder"
                 ) from None
             self._read_manifest()  # as the run before this one left it
+            self._compact()
             yield self
         finally:
             held.clear()
             os.close(descriptor)  # releases the lock
+
+    def _compact(self) -> None:
+        """Rewrite the manifest with one line per file, its latest record, once superseded
+        lines outnumber the current ones by far: a folder cut again and again would grow it
+        without bound (and every worker reads it whole). Only while the folder is held."""
+        if self._lines <= 2 * len(self._ours) + MANIFEST_SLACK:
+            return
+        lines = []
+        for name in sorted(self._ours):
+            fields = [name]
+            if name in self._stats:
+                fields += [str(v) for v in self._stats[name]]
+                if name in self._writers:
+                    fields.append(self._writers[name])
+                    if name in self._origins:
+                        fields.append(self._origins[name])
+            lines.append("\t".join(fields) + "\n")
+        with atomic_path(self.path / MANIFEST) as tmp:
+            tmp.write_text("".join(lines))
+        self._lines = len(lines)
 
     def _name(self, path: Path) -> str:
         # the parent is resolved, not the file: a symbolic link in the folder is named as

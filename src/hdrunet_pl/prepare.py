@@ -26,6 +26,7 @@ import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.managers import SyncManager
 from pathlib import Path
 from typing import Any
@@ -244,6 +245,13 @@ def run_crop(
             raise Interrupted(
                 f"interrupted: {written} sub-images written, {skipped} already there; run the "
                 "same command again to go on"
+            ) from None
+        except BrokenProcessPool:  # a worker killed (out of memory?): the rest is for a re-run
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise HDRUNetError(
+                "a worker process ended abruptly (killed? out of memory?); the finished "
+                "sub-images are kept: run the same command again to go on (fewer --workers "
+                "take less memory)"
             ) from None
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
