@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import queue
 import re
+import shutil
 import signal
 import sys
 import tempfile
@@ -389,12 +390,33 @@ def _python_interrupts() -> Iterator[None]:
         data_processor.signal = real
 
 
+SCRATCH_PREFIX = "hdrunet-prepare-"
+"""Name of ``prepare stream``'s scratch folders in the temp folder: ``<prefix><pid>-...``."""
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` runs (one of another user counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def _litdata_scratch() -> Iterator[None]:
     """Give litdata's working folders a temporary home that is removed afterwards (unless
-    the user set them); its spawned workers inherit the environment."""
+    the user set them); its spawned workers inherit the environment. Homes left by killed
+    runs (their process gone) are removed first."""
     unset = [name for name in LITDATA_CACHE_VARIABLES if name not in os.environ]
-    with tempfile.TemporaryDirectory(prefix="hdrunet-prepare-") as scratch:
+    for left in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = left.name.removeprefix(SCRATCH_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and left.is_dir() and not left.is_symlink() and not _running(int(pid)):
+            shutil.rmtree(left, ignore_errors=True)
+    prefix = f"{SCRATCH_PREFIX}{os.getpid()}-"
+    with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
         for name in unset:
             os.environ[name] = str(Path(scratch, name.lower()))
         try:
