@@ -115,19 +115,38 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def process_gone(pid: str) -> bool:
+    """True when ``pid`` (text, as a file name holds it) is the id of no running process;
+    False for a running one (another user's included) or text that is no process id."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, PermissionError, OverflowError):
+        return False
+    return False
+
+
 def remove_stale_temporaries(path: str | Path) -> None:
     """Delete the :func:`atomic_path` temporaries of ``path`` left by killed processes (their
     process id no longer runs)."""
     path = Path(path)
     prefix = _temporary_prefix(path, "")[:-1]  # up to the process id
     for tmp in path.parent.glob(f"{glob.escape(prefix)}*{glob.escape(path.suffix)}"):
-        pid = tmp.name[len(prefix) :].split("-", 1)[0]
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
+        if process_gone(tmp.name[len(prefix) :].split("-", 1)[0]):
             tmp.unlink(missing_ok=True)
-        except (ValueError, PermissionError, OverflowError):
-            pass
+
+
+def remove_dead_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the :func:`atomic_path` temporaries directly in ``folder`` whose process no
+    longer runs (left by a killed run); one pass over the folder. Returns them."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp-*-*"):
+        pid = tmp.name.rsplit(".tmp-", 1)[-1].split("-", 1)[0]
+        if process_gone(pid) and tmp.is_file() and not tmp.is_symlink():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def _existing(path: str | Path) -> Path:
@@ -713,23 +732,6 @@ def write_alignratio(path: str | Path, ratio: float) -> None:
         np.save(tmp, np.float32(ratio))
         if read_alignratio(tmp) != float(np.float32(ratio)):
             raise ImageFileError(f"{path}: does not read back as written (disk full?); not kept")
-
-
-def remove_dead_temporaries(folder: str | Path) -> list[Path]:
-    """Delete the :func:`atomic_path` temporaries directly in ``folder`` whose process no
-    longer runs (left by a killed run); one pass over the folder. Returns them."""
-    removed = []
-    for tmp in Path(folder).glob(".*.tmp-*-*"):
-        pid = tmp.name.rsplit(".tmp-", 1)[-1].split("-", 1)[0]
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            if tmp.is_file() and not tmp.is_symlink():
-                tmp.unlink(missing_ok=True)
-                removed.append(tmp)
-        except (ValueError, PermissionError, OverflowError):
-            pass
-    return removed
 
 
 # ---------------------------------------------------------------------------- OpenEXR

@@ -45,6 +45,7 @@ from hdrunet_pl.io import (
     atomic_path,
     encode_image,
     imread,
+    process_gone,
     read_alignratio,
     read_hdr_png_codes,
     read_ldr_codes,
@@ -394,17 +395,6 @@ SCRATCH_PREFIX = "hdrunet-prepare-"
 """Name of ``prepare stream``'s scratch folders in the temp folder: ``<prefix><pid>-...``."""
 
 
-def _running(pid: int) -> bool:
-    """Whether process ``pid`` runs (one of another user counts as running)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
-
-
 @contextlib.contextmanager
 def _litdata_scratch() -> Iterator[None]:
     """Give litdata's working folders a temporary home that is removed afterwards (unless
@@ -413,7 +403,7 @@ def _litdata_scratch() -> Iterator[None]:
     unset = [name for name in LITDATA_CACHE_VARIABLES if name not in os.environ]
     for left in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
         pid = left.name.removeprefix(SCRATCH_PREFIX).split("-", 1)[0]
-        if pid.isdigit() and left.is_dir() and not left.is_symlink() and not _running(int(pid)):
+        if pid.isdigit() and left.is_dir() and not left.is_symlink() and process_gone(pid):
             shutil.rmtree(left, ignore_errors=True)
     prefix = f"{SCRATCH_PREFIX}{os.getpid()}-"
     with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
