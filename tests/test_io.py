@@ -626,6 +626,22 @@ def _write_exr(path, channels, header=None):
         f.write(str(path))
 
 
+def test_a_deep_exr_is_refused_naming_the_file(tmp_path):
+    """A renderer's deep OpenEXR (a list of samples per pixel) has no flat image to read:
+    refused in one line naming it, by the reader and by every tool's file check (it was a
+    ValueError from numpy, naming nothing)."""
+    counts = np.array([[1, 2, 0], [1, 1, 3]], dtype=np.uint32)
+    rng = np.random.default_rng(0)
+    samples = np.empty(counts.shape, dtype=object)
+    for index, n in np.ndenumerate(counts):
+        samples[index] = rng.random(n).astype(np.float32)
+    header = {"type": OpenEXR.deepscanline, "compression": OpenEXR.ZIPS_COMPRESSION}
+    with OpenEXR.File(header, {c: samples for c in "RGBA"}) as f:
+        f.write(str(tmp_path / "deep.exr"))
+    with pytest.raises(ImageFileError, match=r"deep\.exr: deep OpenEXR"):
+        read_linear_hdr(tmp_path / "deep.exr")
+
+
 def test_an_exr_layer_holding_the_image_is_read_or_the_choice_refused(tmp_path):
     image = hdr_image(4, 5)
     aov = np.full((4, 5), 7.0, np.float32)
@@ -769,6 +785,11 @@ def test_an_exr_in_other_primaries_is_converted_to_rec709(tmp_path):
         tmp_path / "xyz.exr", {c: np.ascontiguousarray(xyz[..., i]) for i, c in enumerate("XYZ")}
     )
     np.testing.assert_allclose(read_exr(tmp_path / "xyz.exr"), image, rtol=1e-4, atol=1e-6)
+    # the same values in R, G, B with CIE XYZ's own primaries (OpenEXR's XYZ.exr): the same
+    # colours, its equal-energy white not adapted to D65 (Bradford would tint it 7-16 %)
+    xyz_primaries = (1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1 / 3, 1 / 3)
+    _write_exr(tmp_path / "xyz_rgb.exr", {"RGB": xyz}, {"chromaticities": xyz_primaries})
+    np.testing.assert_allclose(read_exr(tmp_path / "xyz_rgb.exr"), image, rtol=1e-4, atol=1e-6)
     _write_exr(tmp_path / "bad.exr", {"RGB": aces}, {"chromaticities": (0.3,) * 8})
     with pytest.raises(ImageFileError, match=r"bad\.exr: unusable chromaticities"):
         read_exr(tmp_path / "bad.exr")
@@ -998,7 +1019,7 @@ def test_a_held_out_fetch_never_shares_a_folder_with_training_scenes(tmp_path, m
     monkeypatch.setattr(samples.subprocess, "run", offline)  # poly_haven's pip download
     for source in ("poly_haven", "pmndrs"):
         for dest in (held_out, held_out / "sub"):  # data=held_out reads subfolders too
-            assert samples.main([str(dest), "--source", source]) == 1
+            assert samples.main([str(dest), "--source", source]) == 2
             assert "holds the held-out scenes" in capsys.readouterr().err
     assert sorted(p.name for p in held_out.glob("*.exr")) == names
 
@@ -1008,11 +1029,11 @@ def test_a_held_out_fetch_never_shares_a_folder_with_training_scenes(tmp_path, m
     assert (held_out / "bridge.exr.part").read_text() == "a user's notes"
     assert sorted(p.name for p in held_out.iterdir() if p.suffix == ".part") == ["bridge.exr.part"]
 
-    assert samples.main([str(held_out / "bridge.exr"), "--source", "pmndrs_held_out"]) == 1
+    assert samples.main([str(held_out / "bridge.exr"), "--source", "pmndrs_held_out"]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("samples: error: ") and "\n" not in error
     monkeypatch.chdir(tmp_path)  # an unset $DEST: nothing fetched into the current folder
-    assert samples.main(["", "--source", "poly_haven"]) == 1
+    assert samples.main(["", "--source", "poly_haven"]) == 2
     assert "an empty folder name" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.hdr"))
 
@@ -1037,7 +1058,7 @@ def _fake_pip_download(hdr_files: dict[str, bytes]):
 @pytest.mark.parametrize(
     ("where", "cut", "status", "said"),
     [
-        ("_write", OSError(28, "No space left on device"), 1, "No space left on device"),
+        ("_write", OSError(28, "No space left on device"), 2, "No space left on device"),
         ("_write", KeyboardInterrupt(), 130, "interrupted"),
         ("_record", KeyboardInterrupt(), 130, "interrupted"),  # a file written, not recorded
     ],
@@ -1081,7 +1102,7 @@ def test_a_fetch_cut_short_goes_on_when_run_again(
     (dest / "scene_3.hdr").write_bytes(b"my own picture")
     del record["scene_3.hdr"]
     (dest / "SOURCES.json").write_text(json.dumps(record))
-    assert samples.main([str(dest)]) == 1
+    assert samples.main([str(dest)]) == 2
     assert "scene_3.hdr: exists and was not fetched" in capsys.readouterr().err
     assert (dest / "scene_3.hdr").read_bytes() == b"my own picture"
 
@@ -1115,22 +1136,22 @@ def test_held_out_and_training_scenes_never_nest(tmp_path, monkeypatch, capsys):
     (tmp_path / "linked" / "held").symlink_to(tmp_path / "data" / "eval")
     for dest in (tmp_path / "data", tmp_path / "data" / "eval", tmp_path / "linked"):
         for source in ("poly_haven", "pmndrs"):
-            assert samples.main([str(dest), "--source", source]) == 1
+            assert samples.main([str(dest), "--source", source]) == 2
             error = capsys.readouterr().err
             assert f"(below {dest}) holds the held-out scenes" in error, error
     assert sorted(p.name for p in (tmp_path / "data").rglob("*") if p.is_file()) == ["SOURCES.json"]
 
     record(tmp_path / "train", ["apartment.hdr"], samples.VISER_SPEC)
     for dest in (tmp_path / "train" / "held_out", tmp_path / "train" / "a" / "b"):
-        assert samples.main([str(dest), "--source", "pmndrs_held_out"]) == 1
+        assert samples.main([str(dest), "--source", "pmndrs_held_out"]) == 2
         error = capsys.readouterr().err
         assert f"{tmp_path / 'train'} (above {dest}) holds training scenes" in error, error
     assert not (tmp_path / "train" / "held_out").exists()
 
     # beside each other: both go on to download (offline here)
-    assert samples.main([str(tmp_path / "data" / "hdri"), "--source", "poly_haven"]) == 1
+    assert samples.main([str(tmp_path / "data" / "hdri"), "--source", "poly_haven"]) == 2
     assert "could not download" in capsys.readouterr().err
-    assert samples.main([str(tmp_path / "held_out_2"), "--source", "pmndrs_held_out"]) == 1
+    assert samples.main([str(tmp_path / "held_out_2"), "--source", "pmndrs_held_out"]) == 2
     assert "offline here" in capsys.readouterr().err
 
 

@@ -319,6 +319,32 @@ def test_held_out_captures_are_scored_per_setting_with_side_by_sides(photos, tmp
         train(compose_train(["data=held_out"]))
 
 
+def test_held_out_files_are_all_read_before_any_is_scored(photos, tmp_path, monkeypatch):
+    """Broken photographs sorted last (a truncated file, one holding NaN) stop the
+    evaluation at its start, both named, before the network runs: before, the captures of
+    the files before them were scored and their scores lost with the first broken one."""
+    from hydra import compose, initialize_config_dir
+
+    from hdrunet_pl import evaluate
+
+    from .support import CONF_DIR, held_out_eval_args
+
+    data = (photos / "photo0.hdr").read_bytes()
+    (photos / "z_truncated.hdr").write_bytes(data[: len(data) * 2 // 3])
+    nan = np.full((40, 56, 3), 0.5, np.float32)
+    nan[3, 4] = np.nan
+    (photos / "z_nan.pfm").write_bytes(b"PF\n56 40\n-1.0\n" + nan[::-1].tobytes())
+    scored = []
+    monkeypatch.setattr(evaluate, "score", lambda *a, **k: scored.append(a) or 1 / 0)
+    overrides = [*held_out_eval_args(photos, tmp_path / "eval", tmp_path), "precision=32"]
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        cfg = compose(config_name="eval", overrides=overrides)
+    with pytest.raises(HDRUNetError, match="reading every HDR file before scoring") as raised:
+        evaluate.run(cfg)
+    assert "z_truncated.hdr" in str(raised.value) and "z_nan.pfm" in str(raised.value)
+    assert scored == [] and not (tmp_path / "eval" / "scores.csv").exists()
+
+
 def test_held_out_means_group_captures_by_setting_not_by_name_ending(photos, tmp_path, capsys):
     """A setting named ``super_dark`` beside ``dark``: each mean is over its own captures
     (``photo0_super_dark`` ends in ``_dark`` too, and was counted in both)."""

@@ -20,6 +20,9 @@ class ImageFileError(HDRUNetError, ValueError):
 INTERRUPTED_STATUS = 130
 """Exit status after Ctrl-C (the shell's: 128 + SIGINT)."""
 
+ERROR_STATUS = 2
+"""Exit status of every tool for a one-line error (a bad setting, path or file), as argparse's."""
+
 
 class DatasetError(HDRUNetError, ValueError):
     """A data set that cannot be used as configured (empty, unpaired, too small, ...)."""

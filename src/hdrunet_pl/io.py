@@ -815,11 +815,23 @@ def _image_part(exr: OpenEXR.File, path: Path):  # -> tuple[OpenEXR.Part, str]
     def names(part) -> set[str]:  # from the header: a file opened header_only has no pixels
         return {c.name for c in part.header.get("channels", [])}
 
+    def deep(part) -> bool:  # several samples per pixel (a renderer's deep output)
+        return part.header.get("type") in (OpenEXR.deepscanline, OpenEXR.deeptile)
+
     parts = list(exr.parts)
     if not parts:  # the binding drops the parts whose pixels it could not read
         raise ImageFileError(f"{path}: its pixels cannot be read (truncated or damaged OpenEXR)")
     layers = [_image_layer(names(p), path) for p in parts]
-    images = [(p, layer) for p, layer in zip(parts, layers, strict=True) if layer is not None]
+    images = [
+        (p, layer)
+        for p, layer in zip(parts, layers, strict=True)
+        if layer is not None and not deep(p)
+    ]
+    if not images and any(deep(p) for p in parts):
+        raise ImageFileError(
+            f"{path}: deep OpenEXR (several samples per pixel, no flat image); flatten it "
+            "into a plain RGB image first"
+        )
     if not images:
         found = sorted(set().union(*(names(p) for p in parts)))
         present = [c for c in "RGB" if c in found]
@@ -852,9 +864,10 @@ def read_exr(path: str | Path, negative: str = "clip") -> np.ndarray:
     converted to Rec. 709 / D65; luminance/chroma files (``Y``, ``RY``, ``BY``,
     chroma usually at half resolution) are turned into RGB (:func:`luminance_chroma_to_rgb`);
     a ``Y``-only file is grey. A file whose ``chromaticities`` attribute names other
-    primaries or another white (ACES, XYZ, ...) is converted to Rec. 709 / D65
-    (:func:`rgb_to_rec709_matrix`). A multi-part file is read when exactly one part holds an
-    image.
+    primaries or another white (ACES, ...) is converted to Rec. 709 / D65
+    (:func:`rgb_to_rec709_matrix`); CIE XYZ's own primaries are converted as ``X``, ``Y``,
+    ``Z`` channels are. A multi-part file is read when exactly one part holds a flat image
+    (deep files are refused).
     """
     path = _existing(path)
     _exr_size(path)  # a header that claims too many pixels is refused before they are read
@@ -925,6 +938,14 @@ def read_exr(path: str | Path, negative: str = "clip") -> np.ndarray:
         primaries = REC709_CHROMATICITIES  # grey is grey in any primaries
     else:
         raise ImageFileError(f"{path}: no R, G, B (or Y) channels; has {sorted(channels)}")
+    if to_rec709 is None and np.allclose(
+        primaries[:6], _XYZ_PRIMARIES, atol=_CHROMATICITY_TOLERANCE
+    ):
+        # CIE XYZ stored in R, G, B: converted as X, Y, Z channels are, without adapting
+        # its white (equal energy, a formality of XYZ, not the scene's light)
+        log.info("%s: CIE XYZ OpenEXR (XYZ primaries), converted to Rec. 709 / D65", path)
+        rec709 = rgb_to_xyz_matrix(REC709_CHROMATICITIES)
+        to_rec709 = np.linalg.solve(rec709, rgb_to_xyz_matrix(primaries))
     if to_rec709 is None and not np.allclose(
         primaries, REC709_CHROMATICITIES, atol=_CHROMATICITY_TOLERANCE
     ):
@@ -965,6 +986,8 @@ REC709_CHROMATICITIES = (0.64, 0.33, 0.30, 0.60, 0.15, 0.06, 0.3127, 0.3290)
 what an OpenEXR file without a ``chromaticities`` attribute holds, what sRGB cameras and the
 NTIRE data use, and what every image of this package is in."""
 _CHROMATICITY_TOLERANCE = 1e-3  # files store them as float32, often rounded to 4 digits
+_XYZ_PRIMARIES = (1.0, 0.0, 0.0, 1.0, 0.0, 0.0)
+"""CIE xy of the "primaries" of CIE XYZ itself: a file with them holds X, Y, Z in R, G, B."""
 _BRADFORD = np.array(
     [[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367], [0.0389, -0.0685, 1.0296]]
 )

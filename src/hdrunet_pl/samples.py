@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from hdrunet_pl.data.walk import files_under
-from hdrunet_pl.errors import INTERRUPTED_STATUS, HDRUNetError
+from hdrunet_pl.errors import ERROR_STATUS, INTERRUPTED_STATUS, HDRUNetError
 from hdrunet_pl.io import NEW_FILE_MODE, is_hdr_ground_truth
 
 VISER_SPEC = "viser==1.0.16"
@@ -423,16 +423,16 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "samples: error: an empty folder name; give the folder for the files", file=sys.stderr
         )
-        return 1
+        return ERROR_STATUS
     try:
         for path in SOURCES[args.source](args.dest):
             print(path)
     except HDRUNetError as err:
         print(f"samples: error: {err}", file=sys.stderr)
-        return 1
+        return ERROR_STATUS
     except OSError as err:  # e.g. a destination that is a file, or not writable
         print(f"samples: error: {err.filename or args.dest}: {err.strerror}", file=sys.stderr)
-        return 1
+        return ERROR_STATUS
     except KeyboardInterrupt:
         print(
             "samples: interrupted; the files written so far are kept and recorded: run the "

@@ -149,15 +149,16 @@ class HDRFolderDataset(Dataset):
                 )
         DatasetError.check(self.files[0].parent, problems)
 
-    def content_problems(self, progress: bool = True) -> list[str]:
-        """Read every file once, as training will (validation images captured too), and
-        say what is wrong with each that cannot be decoded, holds NaN/Inf values or (for
-        validation) is black: found before a run, not hours in when a sample first draws
-        it. Files are decoded in threads (the decoders release the GIL)."""
+    def content_problems(self, progress: bool = True, capture: bool = True) -> list[str]:
+        """Read every file once, as training will (validation images captured too, unless
+        ``capture`` is False), and say what is wrong with each that cannot be decoded,
+        holds NaN/Inf values or (captured for validation) is black: found before a run, not
+        hours in when a sample first draws it. Files are decoded in threads (the decoders
+        release the GIL)."""
 
         def problem(index: int) -> str | None:
             try:
-                if self.random_camera:
+                if self.random_camera or not capture:
                     read_linear_hdr(self.files[index], self.negative)
                 else:
                     self[index]  # the capture too: a black validation image is refused

@@ -14,7 +14,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from hdrunet_pl.camera import CameraModel
 from hdrunet_pl.data.hdr_folder import PANORAMAS, HDRFolderDataset, Rows, find_hdr_files
-from hdrunet_pl.errors import HDRUNetError
+from hdrunet_pl.errors import DatasetError, HDRUNetError
 
 EVALUATION_ONLY = (
     "data=held_out is an evaluation set (hdrunet-eval ckpt=... data=held_out); "
@@ -80,6 +80,14 @@ class HeldOutCaptures:
             [NamedCapture(d, name) for d, name in zip(datasets, captures, strict=True)]
         )
         self.rows_note = datasets[0].rows_note()  # what is scored of each file, in words
+        self._files = datasets[0]
+
+    def check_files(self) -> None:
+        """Read every file once before any is scored: a file that cannot be decoded or holds
+        NaN/Inf values stops the evaluation at its start, every such file named, instead of
+        after the captures before it were scored (and their scores lost)."""
+        problems = self._files.content_problems(capture=False)
+        DatasetError.check("reading every HDR file before scoring", problems)
 
     def setup(self, stage: str | None = None) -> None:
         """Nothing to prepare (for the LightningDataModule interface)."""
