@@ -603,6 +603,82 @@ def test_predict_keeps_a_file_put_where_a_failed_input_left_its_name(tmp_path):
     assert user_file.read_bytes() == b"USER DATA"
 
 
+@pytest.mark.parametrize("fmt", ["png", "exr"])
+def test_a_result_rewritten_by_a_killed_run_is_made_again_by_the_next(tmp_path, monkeypatch, fmt):
+    """``overwrite=true`` rewriting a recorded result, stopped (SIGTERM, SIGKILL) after its
+    new files were written and before they were recorded: the next run makes that result
+    again. Before, the changed files no longer matched their records and every re-run
+    refused them as a user's ("exists and was not written by hdrunet-predict")."""
+    from hdrunet_pl.outputs import OutputFolder
+
+    predictor = Predictor(random_net(8), precision="32")
+    inputs = []
+    for i in range(2):
+        inputs.append(tmp_path / "in" / f"photo{i}.png")
+        write_ldr(inputs[-1], np.full((20, 24, 3), 0.2 + 0.3 * i, np.float32))
+    out = tmp_path / "out"
+    first = predict_files(predictor, inputs, out, fmt, preview=True)
+    assert len(first.written) == 2
+    before = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith(".")}
+
+    class Killed(BaseException):
+        """Stands for the signal: nothing after it runs in the writer."""
+
+    real = OutputFolder.written
+
+    def killed_once(self, *args, **kwargs):
+        monkeypatch.setattr(OutputFolder, "written", real)
+        raise Killed
+
+    monkeypatch.setattr(OutputFolder, "written", killed_once)
+    with pytest.raises(Killed):
+        predict_files(predictor, inputs, out, fmt, preview=True, overwrite=True)
+    again = predict_files(predictor, inputs, out, fmt, preview=True)
+    assert not again.failed, again.failed
+    assert len(again.written) + len(again.skipped) == 2 and again.written
+    after = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith(".")}
+    assert after == before  # the same results, every file there, nothing else
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".hdrunet-outputs"]
+
+
+def test_ctrl_c_in_predict_is_one_line_and_the_same_command_goes_on(tmp_path, capsys):
+    """Ctrl-C at the third image: the results already computed are written whole, the tool
+    says so in one line (no traceback) with status 130, and a re-run makes the rest."""
+    from hdrunet_pl.predict import exit_on_error
+
+    predictor = Predictor(random_net(8), precision="32")
+    inputs = []
+    for i in range(4):
+        inputs.append(tmp_path / "in" / f"photo{i}.png")
+        write_ldr(inputs[-1], np.full((20, 24, 3), 0.1 + 0.2 * i, np.float32))
+    calls = []
+
+    class CtrlC:
+        device, dtype = predictor.device, predictor.dtype
+
+        def __call__(self, ldr):
+            calls.append(ldr)
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+            return predictor(ldr)
+
+    out = tmp_path / "out"
+    tool = exit_on_error(lambda cfg: predict_files(CtrlC(), inputs, out, "png", preview=True))
+    with pytest.raises(SystemExit) as stopped:
+        tool(None)
+    error = capsys.readouterr().err
+    said = error.split("image/s]\n")[-1]  # after the progress bar
+    assert stopped.value.code == 130 and said.count("\n") == 1 and "interrupted" in said
+    assert sorted(p.name for p in out.glob("photo*.png")) == [
+        "photo0.png",
+        "photo0_preview.png",
+        "photo1.png",
+        "photo1_preview.png",
+    ]
+    again = predict_files(predictor, inputs, out, "png", preview=True)
+    assert len(again.skipped) == 2 and len(again.written) == 2 and not again.failed
+
+
 def test_predict_refuses_an_input_whose_name_is_another_inputs_preview(tmp_path):
     predictor = Predictor(random_net(8), precision="32")
     inputs = [tmp_path / "photo.png", tmp_path / "photo_preview.png"]

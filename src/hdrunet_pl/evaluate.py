@@ -42,6 +42,7 @@ from hdrunet_pl.io import (
     ntire_frame_id,
     read_hdr_png,
     read_linear_hdr,
+    remove_dead_temporaries,
 )
 from hdrunet_pl.metrics import (
     BLACK_GROUND_TRUTH,
@@ -546,8 +547,8 @@ PERCEPTUAL_NOTE = (
 def _write_strip(folder: OutputFolder, path: Path, sample: Sample, title: str) -> Path:
     strip = comparison_strip(sample.pred, sample.gt, sample.ldr, title)
     folder.claim([path])
-    imwrite(path, np.ascontiguousarray(strip[..., ::-1]))
-    folder.written([path])
+    with folder.new_file(path) as tmp:
+        imwrite(tmp, np.ascontiguousarray(strip[..., ::-1]))
     return path
 
 
@@ -573,6 +574,8 @@ def evaluate(
         folder.claim([output / SCORES_FILE])  # before the work: a refusal costs nothing
         if side_by_side == "all":
             (output / "side_by_side").mkdir(exist_ok=True)
+        for place in (output, output / "side_by_side"):
+            remove_dead_temporaries(place)  # of a killed evaluation
         scores: list[ImageScore] = []
         images: list[Path] = []
         best: tuple[float, Sample] | None = None
@@ -597,8 +600,8 @@ def evaluate(
             for label, (value, sample) in (("worst", worst), ("best", best))
         ]
         folder.claim([path for *_, path in extremes])  # refused before the scores are written
-        write_scores(output / SCORES_FILE, scores)
-        folder.written([output / SCORES_FILE])
+        with folder.new_file(output / SCORES_FILE) as tmp:
+            write_scores(tmp, scores)
         for label, value, sample, path in extremes:
             title = f"{label}: {sample.name}  PSNR-mu {value:.2f} dB"
             images.append(_write_strip(folder, path, sample, title))

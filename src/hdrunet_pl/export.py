@@ -21,7 +21,6 @@ from torch import nn
 from torch.jit import TracerWarning
 
 from hdrunet_pl.errors import HDRUNetError
-from hdrunet_pl.io import atomic_path
 from hdrunet_pl.models.checkpoints import load_model
 from hdrunet_pl.outputs import OutputFolder
 from hdrunet_pl.validation import EXPORT_RULES, check_settings
@@ -124,7 +123,7 @@ def export(
     model = load_model(ckpt).eval()  # before the claim: a bad checkpoint leaves no trace
     folder = OutputFolder(target.parent, "hdrunet-export", [Path(ckpt)])
     folder.claim([target])
-    with atomic_path(target) as tmp:
+    with folder.new_file(target) as tmp:
         if fmt == "onnx":
             export_onnx(model, tmp, opset)
         else:
@@ -137,7 +136,6 @@ def export(
         error = float(np.abs(run_exported(tmp, fmt, ldr) - expected).max())
         if not error <= tolerance:
             raise HDRUNetError(f"export differs from PyTorch by {error:.2e} > {tolerance}")
-    folder.written([target])
     return target, error
 
 

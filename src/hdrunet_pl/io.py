@@ -1386,17 +1386,21 @@ def read_linear_hdr(path: str | Path, negative: str = "clip") -> np.ndarray:
     raise ImageFileError(f"{path}: unknown HDR format; use one of {', '.join(HDR_EXTENSIONS)}")
 
 
-def write_hdr(path: str | Path, nonlinear: np.ndarray) -> list[Path]:
+def write_hdr(
+    path: str | Path, nonlinear: np.ndarray, alignratio_path: str | Path | None = None
+) -> list[Path]:
     """Write a non-linear HDR by the suffix of ``path``; returns the files written.
 
-    ``.png`` writes the NTIRE pair (non-linear values, as submitted to the challenge);
-    ``.exr`` and ``.hdr`` write linear radiance (``nonlinear ** 2.24``).
+    ``.png`` writes the NTIRE pair (non-linear values, as submitted to the challenge; the
+    align ratio beside it, or as ``alignratio_path``); ``.exr`` and ``.hdr`` write linear
+    radiance (``nonlinear ** 2.24``).
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".png":
-        write_hdr_png(path, nonlinear)
-        return [path, alignratio_path_for(path)]
+        ratio_path = Path(alignratio_path or alignratio_path_for(path))
+        write_hdr_png(path, nonlinear, ratio_path)
+        return [path, ratio_path]
     linear = np.maximum(np.asarray(nonlinear, dtype=np.float32), 0, order="C")
     np.power(linear, np.float32(GAMMA), out=linear)  # in place: one image buffer fewer
     if suffix == ".exr":

@@ -254,19 +254,38 @@ class OutputFolder:
                 else:
                     self._origins.pop(name, None)
 
-    def write_bytes(self, path: Path, data: bytes, made_from: str = "") -> None:
-        """Write ``data`` as ``path`` (claimed before, and not there: a file of this tool's
-        is removed first): under a temporary name, read back, recorded as written and only
-        then renamed, so that at no moment is a result in place but unrecorded: a run killed
-        anywhere leaves only files that a re-run may replace (or a temporary file, which
-        :func:`~hdrunet_pl.io.remove_dead_temporaries` removes)."""
+    @contextlib.contextmanager
+    def new_file(self, path: Path, made_from: str = "") -> Iterator[Path]:
+        """Yield a temporary file beside ``path`` (claimed before) to write; when the block
+        ends normally it is :meth:`place`-d (recorded, then renamed), else deleted: the
+        recorded counterpart of :func:`~hdrunet_pl.io.atomic_path`."""
         tmp = new_temporary(path)
         try:
-            write_checked(tmp, data, path)
-            self.written([path], made_from, sources=[tmp])
-            os.replace(tmp, path)
+            yield tmp
+            self.place([path], [tmp], made_from)
         finally:
             tmp.unlink(missing_ok=True)
+
+    def write_bytes(self, path: Path, data: bytes, made_from: str = "") -> None:
+        """Write ``data`` as ``path`` (claimed before), read back before it is placed."""
+        with self.new_file(path, made_from) as tmp:
+            write_checked(tmp, data, path)
+
+    def place(self, paths: list[Path], temporaries: list[Path], made_from: str = "") -> None:
+        """Give the written ``temporaries`` (:func:`~hdrunet_pl.io.new_temporary` files in
+        this folder) their names ``paths`` (claimed before): this tool's earlier files there
+        are removed, the new ones recorded as written, and only then renamed (the last path
+        last: an NTIRE PNG after its align ratio). At no moment is a result in place but
+        unrecorded, nor an earlier one changed under its record: a run killed anywhere
+        leaves only files that a re-run may replace, or temporaries, which
+        :func:`~hdrunet_pl.io.remove_dead_temporaries` removes."""
+        self.claim(paths)  # still ours: nobody put a file there since the claim
+        for path in paths:
+            if path.exists() and not path.is_symlink():
+                path.unlink()
+        self.written(paths, made_from, sources=temporaries)
+        for tmp, path in reversed(list(zip(temporaries, paths, strict=True))):
+            os.replace(tmp, path)
 
     def _append(self, lines: list[str], names: list[str]) -> None:
         """Add ``lines`` to the manifest and ``names`` (their files) to this package's."""

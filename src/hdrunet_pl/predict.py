@@ -36,7 +36,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from hdrunet_pl.errors import HDRUNetError, one_line
+from hdrunet_pl.errors import INTERRUPTED_STATUS, HDRUNetError, one_line
 from hdrunet_pl.inference import DEFAULT_OVERLAP, NonFiniteOutputError, Predictor
 from hdrunet_pl.io import (
     ALIGNRATIO_SUFFIX,
@@ -46,8 +46,10 @@ from hdrunet_pl.io import (
     LINEAR_HDR_EXTENSIONS,
     alignratio_path_for,
     is_hdr_png,
+    new_temporary,
     ntire_frame_id,
     read_ldr,
+    remove_dead_temporaries,
     write_hdr,
     write_ldr,
 )
@@ -216,11 +218,22 @@ def _unit(output: Path, stem: str, fmt: str, preview: bool) -> list[Path]:
 def _write(
     folder: OutputFolder, unit: list[Path], hdr: torch.Tensor, preview: bool, made_from: str
 ) -> None:
-    write_hdr(unit[0], hdr.permute(1, 2, 0).numpy())
-    if preview:
-        shown = display_mu_law(hdr).permute(1, 2, 0).numpy().astype(np.float32)
-        write_ldr(unit[-1], shown)
-    folder.written(unit, made_from)
+    """Write one input's result files under temporary names, then give them their names
+    (:meth:`OutputFolder.place`): a run killed at any moment leaves nothing a re-run
+    refuses."""
+    temporaries = []
+    try:
+        for path in unit:
+            temporaries.append(new_temporary(path))
+        ratio = temporaries[1] if unit[0].suffix.lower() == ".png" else None
+        write_hdr(temporaries[0], hdr.permute(1, 2, 0).numpy(), ratio)
+        if preview:
+            shown = display_mu_law(hdr).permute(1, 2, 0).numpy().astype(np.float32)
+            write_ldr(temporaries[-1], shown)
+        folder.place(unit, temporaries, made_from)
+    finally:
+        for tmp in temporaries:
+            tmp.unlink(missing_ok=True)
 
 
 def _made_from(path: Path, settings: str) -> str:
@@ -286,6 +299,7 @@ def predict_files(
     check_output_folder(output, inputs)
     folder = OutputFolder(output, "hdrunet-predict", inputs)
     with folder.sole_writer():
+        remove_dead_temporaries(output)  # of a killed run
         report = PredictReport()
         start = time.perf_counter()
         jobs = []
@@ -400,6 +414,13 @@ def exit_on_error(func):
             where = f"{err.filename}: " if err.filename else ""
             print(f"{Path(sys.argv[0]).name}: error: {where}{err.strerror}", file=sys.stderr)
             sys.exit(2)
+        except KeyboardInterrupt:  # the results being written were finished first
+            print(
+                f"{Path(sys.argv[0]).name}: interrupted; every result written is whole and "
+                "kept: run the same command again to go on",
+                file=sys.stderr,
+            )
+            sys.exit(INTERRUPTED_STATUS)
         if getattr(result, "failed", None):
             sys.exit(1)
 

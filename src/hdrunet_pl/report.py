@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING
 import yaml
 
 from hdrunet_pl.errors import HDRUNetError
-from hdrunet_pl.io import atomic_path
 from hdrunet_pl.outputs import OutputFolder
 from hdrunet_pl.run_files import (
     CONFIG_FILE,
@@ -466,10 +465,10 @@ def write_report(sweep_dir: str | Path, runs: list[RunResult]) -> list[Path]:
     md, table, png = (sweep_dir / f"report.{ext}" for ext in ("md", "csv", "png"))
     folder = OutputFolder(sweep_dir, "hdrunet-report")
     folder.claim([md, table, png])
-    with atomic_path(md) as tmp:
+    with folder.new_file(md) as tmp:
         tmp.write_text(markdown_table(runs) + "\n")
     extra = optional_columns(runs)
-    with atomic_path(table) as tmp, tmp.open("w", newline="") as f:
+    with folder.new_file(table) as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(
             [
@@ -518,10 +517,9 @@ def write_report(sweep_dir: str | Path, runs: list[RunResult]) -> list[Path]:
     ax.set_title(f"{sweep_dir.name}: PSNR-mu per variant")
     ax.tick_params(axis="x", labelrotation=30)
     fig.tight_layout()
-    with atomic_path(png) as tmp:
+    with folder.new_file(png) as tmp:
         fig.savefig(tmp)
     plt.close(fig)
-    folder.written([md, table, png])
     return [md, table, png]
 
 
