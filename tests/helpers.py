@@ -154,3 +154,14 @@ class NaNGradientAt(L.Callback):
     def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_step == self.step:
             next(p for p in pl_module.parameters() if p.grad is not None).grad[0] = float("nan")
+
+
+class NoteFileAtStart(L.Callback):
+    """Writes into ``record`` whether ``path`` exists when training starts (what a report
+    reading the run folder mid-run finds)."""
+
+    def __init__(self, path: str, record: str) -> None:
+        self.path, self.record = Path(path), Path(record)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.record.write_text(str(self.path.exists()))

@@ -4,6 +4,7 @@ kill cannot tear, pre-emption signals, NaN/Inf batches, untrusted files and bad 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import pickle
 import shlex
@@ -200,6 +201,41 @@ def test_sigkill_mid_epoch_then_ckpt_path_last_continues_step_for_step(
     assert sorted(killed_losses) == list(range(1, kill_at))  # step kill_at died unsaved
     assert killed_losses == {step: reference_losses[step] for step in killed_losses}
     assert learning_rates(killed_log) == expected_learning_rates(range(kill_at - 1))
+
+
+def test_a_resumed_run_has_no_summary_until_it_writes_its_own(reference, tmp_path):
+    """A finished run resumed with a larger trainer.max_steps (the README's way to train
+    on): while it trains, or once killed, its folder holds no ``metrics.json`` of the
+    earlier end, which ``hdrunet-report`` took for the run's final scores ("done", the old
+    steps); the resumed run's own summary comes at its end."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir)
+    summary = run_dir / "metrics.json"
+    assert json.loads(summary.read_text())["steps"] == MAX_STEPS
+    seen = tmp_path / "seen.txt"
+    cfg = compose_train(
+        [
+            *RUN,
+            f"hydra.run.dir={run_dir}",
+            f"trainer.max_steps={MAX_STEPS + 2}",
+            "resume=auto",
+            "+callbacks.note._target_=tests.helpers.NoteFileAtStart",
+            f"+callbacks.note.path={summary}",
+            f"+callbacks.note.record={seen}",
+        ],
+        with_hydra=True,
+    )
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    try:
+        run_job(cfg)
+    finally:
+        HydraConfig.instance().cfg = None
+    assert seen.read_text() == "False"
+    assert json.loads(summary.read_text())["steps"] == MAX_STEPS + 2
 
 
 def test_resume_refuses_optimizer_or_schedule_settings_it_would_ignore(reference, tmp_path, capsys):

@@ -372,6 +372,9 @@ def train(cfg: DictConfig) -> TrainSummary:
             OmegaConf.update(saved, key, value)
         OmegaConf.save(saved, output_dir / CONFIG_FILE, resolve=True)
         (output_dir / OVERRIDES_FILE).write_text(yaml.safe_dump(_run_overrides()))
+        # a resumed run trains on: an earlier end's summary is no longer its result (a
+        # report would show it as the run's final scores); it writes its own at its end
+        (output_dir / METRICS_FILE).unlink(missing_ok=True)
     try:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
