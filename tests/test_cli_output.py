@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import shlex
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -284,6 +285,28 @@ def test_a_mistyped_setting_names_the_closest_ones_in_one_line(tmp_path):
     assert "scal: no such setting (did you mean +scale?)" in result.stderr  # not a default
     result = run_tool("hdrunet-eval", ["loger=wandb"], tmp_path)  # eval has no logger
     assert result.returncode == 2 and "loger: no such setting;" in result.stderr
+
+
+@pytest.mark.parametrize("tool", ["hdrunet-predict", "hdrunet-train"])
+def test_a_value_hydra_cannot_read_says_how_to_quote_it(tool, tmp_path):
+    """Phone photos' names (``café.jpg``, ``IMG (1).jpg``) hold characters that Hydra's
+    grammar reads only quoted: one line with the quoted form, which Hydra then reads as the
+    path (Hydra's own answer: a parser exception of several lines, exit status 1); a path
+    given without ``key=``: one line saying what settings look like."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for path in ("in/café.jpg", "in/IMG (1).jpg", "in/a#b[1].jpg"):
+        result = run_tool(tool, [f"input={path}", "output=out"], tmp_path)
+        assert result.returncode == 2 and result.stdout == "", result.stderr
+        line = result.stderr.strip()
+        assert "\n" not in line and line.startswith(f"{tool}: error: input={path}: Hydra")
+        (suggested,) = shlex.split(line.rsplit("quotes: ", 1)[1])
+        (override,) = OverridesParser.create().parse_overrides([suggested])
+        assert override.key_or_group == "input" and override.value() == path
+    result = run_tool(tool, ["photos"], tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(f"{tool}: error: 'photos': not a setting; settings")
+    assert not any(tmp_path.iterdir())
 
 
 def test_cfg_hydra_resolve_says_what_to_use_instead(tmp_path):

@@ -397,6 +397,40 @@ def check_launcher_folder(argv: list[str]) -> None:
         )
 
 
+def check_override_syntax(tool: str, argv: list[str]) -> None:
+    """Exit with one line when a setting is not one Hydra can read: a value with a
+    character its grammar leaves to quotes (``input=café.jpg``, ``IMG (1).jpg``,
+    ``a#b.jpg``) says how to quote it; a word without ``=`` (a path given alone) says that
+    settings are ``key=value``. Hydra's own answer is a parser exception of several lines
+    with exit status 1. Command lines with options other than ``-m`` are left to Hydra."""
+    if any(a.startswith("-") and a not in ("-m", "--multirun") for a in argv):
+        return
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for arg in argv:
+        if arg in ("-m", "--multirun"):
+            continue
+        try:
+            parser.parse_overrides([arg])
+        except OverrideParseException:
+            key, equals, value = arg.partition("=")
+            if not equals:
+                _stop(
+                    tool,
+                    f"{arg!r}: not a setting; settings are key=value (input=PATH, ...): "
+                    f"`{tool} --help` lists them",
+                )
+            quoted = f"'{key}=\"{value}\"'" if '"' not in value else f"\"{key}='{value}'\""
+            _stop(
+                tool,
+                f"{arg}: Hydra cannot read this value unquoted (it reads letters, digits, "
+                f"spaces and / . _ - : as they are); quote it for Hydra inside the shell's "
+                f"quotes: {quoted}",
+            )
+
+
 def check_one_mode(tool: str, argv: list[str]) -> None:
     """Exit with one line when ``argv`` asks for two of Hydra's modes (``-m --cfg job``):
     Hydra's answer is a traceback."""
@@ -435,6 +469,7 @@ def train() -> float | None:
     """``hdrunet-train``; returns the final val PSNR-mu (for Hydra sweepers)."""
     install_filters()
     check_one_mode("hdrunet-train", sys.argv[1:])
+    check_override_syntax("hdrunet-train", sys.argv[1:])
     check_cfg_request(sys.argv[1:])
     check_launcher(sys.argv[1:])
     check_launcher_folder(sys.argv[1:])
@@ -449,6 +484,7 @@ def predict() -> None:
     """``hdrunet-predict``."""
     install_filters()
     check_one_mode("hdrunet-predict", sys.argv[1:])
+    check_override_syntax("hdrunet-predict", sys.argv[1:])
     check_setting_names("hdrunet-predict", "predict", sys.argv[1:])
     _predict()
 
@@ -457,6 +493,7 @@ def evaluate() -> None:
     """``hdrunet-eval``."""
     install_filters()
     check_one_mode("hdrunet-eval", sys.argv[1:])
+    check_override_syntax("hdrunet-eval", sys.argv[1:])
     check_setting_names("hdrunet-eval", "eval", sys.argv[1:])
     _evaluate()
 
@@ -465,5 +502,6 @@ def export() -> None:
     """``hdrunet-export``."""
     install_filters()
     check_one_mode("hdrunet-export", sys.argv[1:])
+    check_override_syntax("hdrunet-export", sys.argv[1:])
     check_setting_names("hdrunet-export", "export", sys.argv[1:])
     _export()
