@@ -750,6 +750,35 @@ def test_list_inputs_says_what_a_file_is_when_it_is_not_an_ldr_input(tmp_path):
     assert list_inputs(tmp_path / "portrait_gt.jpg") == [tmp_path / "portrait_gt.jpg"]
 
 
+def test_list_inputs_names_the_images_it_does_not_read(tmp_path, caplog):
+    """A phone's HEIC photos and a GIF are named, alone or beside JPEGs: never converted in
+    one case and passed over in silence in the other (a GIF given as a file was converted,
+    its frames after the first dropped; in a folder it was left out without a word)."""
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    for name in ("IMG_0001.HEIC", "loop.gif"):
+        (folder / name).write_bytes(b"x")
+        with pytest.raises(HDRUNetError, match=rf"{re.escape(name)}: not read here"):
+            list_inputs(folder / name)
+    with pytest.raises(HDRUNetError, match=r"no images it reads; IMG_0001.HEIC, loop.gif: not"):
+        list_inputs(folder)
+    (folder / "IMG_0002.jpg").write_bytes(b"x")
+    assert list_inputs(folder) == [folder / "IMG_0002.jpg"]
+    assert "2 file(s) left out: IMG_0001.HEIC, loop.gif: not read here" in caplog.text
+
+
+def test_a_float_tiff_is_named_as_such(tmp_path):
+    """Pillow cannot open an RGB float TIFF: named by its pixels, not as damaged."""
+    import tifffile
+
+    from hdrunet_pl.errors import ImageFileError
+    from hdrunet_pl.io import read_ldr
+
+    tifffile.imwrite(tmp_path / "hdr.tif", np.full((4, 5, 3), 0.5, np.float32))
+    with pytest.raises(ImageFileError, match=r"hdr\.tif: float32 pixels \(an HDR TIFF\?\)"):
+        read_ldr(tmp_path / "hdr.tif")
+
+
 def test_list_inputs_takes_ntire_inputs_by_their_png_name_and_says_what_it_leaves(tmp_path, caplog):
     """A photo named ``a_medium.jpg`` does not make a folder NTIRE (its other photos were
     dropped without a word); in an NTIRE folder the other images left out are named."""

@@ -576,12 +576,33 @@ def _check_ldr_size(path: Path) -> LDRHeader:
     except (OSError, ValueError, SyntaxError):
         # every LDR format read here is Pillow's too: content it cannot place (a Radiance
         # file named .png, a damaged header) is not decoded on the strength of its header
+        _check_float_tiff(path)
         raise ImageFileError(
             f"{path}: unreadable, truncated or not an image "
             f"(LDR formats: {', '.join(e.lstrip('.') for e in LDR_EXTENSIONS)})"
         ) from None
     _check_pixel_count(path, height, width)
     return header
+
+
+def _check_float_tiff(path: Path) -> None:
+    """Name a floating-point TIFF (which Pillow does not open) as such, from its header."""
+    import tifffile
+
+    quiet = logging.getLogger("tifffile")  # its complaints about a damaged file
+    level, quiet.level = quiet.level, logging.CRITICAL
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            kind = tiff.pages.first.dtype
+    except Exception:  # not a TIFF, or a damaged one: the caller's message stands
+        return
+    finally:
+        quiet.setLevel(level)
+    if kind is not None and kind.kind == "f":
+        raise ImageFileError(
+            f"{path}: {kind} pixels (an HDR TIFF?); an LDR image needs 8 or 16 bits (HDR "
+            "files are read as .exr, .hdr or .pfm)"
+        )
 
 
 def write_ldr(path: str | Path, image: np.ndarray) -> None:

@@ -6,7 +6,7 @@ hdrunet-predict ckpt=last.ckpt input=IMG_0001.jpg output=hdr/ format=exr preview
 ``input=`` is one image or a folder. From a folder, the inputs are its images (PNG, JPEG,
 BMP, TIFF, WebP; not its subfolders), except that in an NTIRE-style folder (one holding
 ``NNNN_medium.png`` files) they are the ``*_medium.png`` files only: its ``NNNN_gt.png``
-ground truth is never converted. Inputs of any size are read as 8-bit RGB.
+ground truth is never converted. Inputs of any size are read as 8- or 16-bit RGB.
 
 Results are named after their input, with NTIRE's ``_medium`` dropped: ``NNNN_medium.png``
 becomes ``NNNN.png`` + ``NNNN_alignratio.npy`` (the challenge's submission names),
@@ -83,6 +83,21 @@ def _listed(names: list[str]) -> str:
     return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
+UNREAD_IMAGE_SUFFIXES = (
+    ".gif", ".heic", ".heif", ".avif", ".jxl", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf",
+    ".orf", ".rw2",
+)  # fmt: skip
+"""Image files this tool does not read (animations, phones' HEIF/AVIF, cameras' raw
+files): named, never passed over in silence."""
+
+
+def _unread(paths: list[Path]) -> str:
+    return (
+        f"{_listed([p.name for p in paths])}: not read here ({', '.join(LDR_EXTENSIONS)} "
+        "are); convert them to PNG or JPEG first"
+    )
+
+
 def list_inputs(path: str | Path) -> list[Path]:
     """The LDR images to convert: ``path`` itself or the images in folder ``path``.
 
@@ -105,6 +120,8 @@ def list_inputs(path: str | Path) -> list[Path]:
                 f"input {path}: an HDR file already; the inputs are 8- or 16-bit LDR images "
                 f"({', '.join(LDR_EXTENSIONS)})"
             )
+        if path.suffix.lower() in UNREAD_IMAGE_SUFFIXES:
+            raise HDRUNetError(f"input {_unread([path])}")
         return [path]
     if not path.is_dir():
         if path.is_symlink():
@@ -115,6 +132,9 @@ def list_inputs(path: str | Path) -> list[Path]:
         for p in path.iterdir()
         if p.suffix.lower() in LDR_EXTENSIONS and p.is_file() and not _is_ntire_gt(p)
     )
+    unread = sorted(p for p in path.iterdir() if p.suffix.lower() in UNREAD_IMAGE_SUFFIXES)
+    if unread and files:
+        log.warning("input %s: %d file(s) left out: %s", path, len(unread), _unread(unread))
     results = [p.name for p in files if is_hdr_png(p)]
     if results:
         log.warning(
@@ -139,6 +159,8 @@ def list_inputs(path: str | Path) -> list[Path]:
             )
         return ntire
     if not files:
+        if unread:
+            raise HDRUNetError(f"input {path}: no images it reads; {_unread(unread)}")
         raise HDRUNetError(f"input {path}: no images ({', '.join(LDR_EXTENSIONS)})")
     return files
 
