@@ -784,7 +784,6 @@ def test_a_run_never_writes_into_another_programs_folder(attacks, tmp_path):
         # resolved by Hydra alone: refused in the job, Hydra having written nothing there
         (other, ["hydra.run.dir=${hydra:runtime.cwd}/theirs"]),
         (other, ["-cn", "train", f"hydra.run.dir={other}"]),  # Hydra's own options
-        (other, ["--config-name=train", f"hydra.run.dir={other}"]),
     ]
     for folder, extra in cases:
         before = snapshot(folder)

@@ -213,17 +213,23 @@ def test_a_resumed_run_has_no_summary_until_it_writes_its_own(reference, tmp_pat
     summary = run_dir / "metrics.json"
     assert json.loads(summary.read_text())["steps"] == MAX_STEPS
     seen = tmp_path / "seen.txt"
+    resume_in_this_process(
+        run_dir,
+        f"trainer.max_steps={MAX_STEPS + 2}",
+        "+callbacks.note._target_=tests.helpers.NoteFileAtStart",
+        f"+callbacks.note.path={summary}",
+        f"+callbacks.note.record={seen}",
+    )
+    assert seen.read_text() == "False"
+    assert json.loads(summary.read_text())["steps"] == MAX_STEPS + 2
+
+
+def resume_in_this_process(run_dir: Path, *overrides: str) -> None:
+    """``hdrunet-train ... resume=auto`` on ``run_dir`` in this process, as Hydra starts the
+    job; it must succeed."""
+    run_dir.mkdir(exist_ok=True)  # as Hydra makes it
     cfg = compose_train(
-        [
-            *RUN,
-            f"hydra.run.dir={run_dir}",
-            f"trainer.max_steps={MAX_STEPS + 2}",
-            "resume=auto",
-            "+callbacks.note._target_=tests.helpers.NoteFileAtStart",
-            f"+callbacks.note.path={summary}",
-            f"+callbacks.note.record={seen}",
-        ],
-        with_hydra=True,
+        [*RUN, f"hydra.run.dir={run_dir}", "resume=auto", *overrides], with_hydra=True
     )
     with open_dict(cfg):
         cfg.paths.output_dir = str(run_dir)
@@ -234,8 +240,29 @@ def test_a_resumed_run_has_no_summary_until_it_writes_its_own(reference, tmp_pat
         run_job(cfg)
     finally:
         HydraConfig.instance().cfg = None
-    assert seen.read_text() == "False"
-    assert json.loads(summary.read_text())["steps"] == MAX_STEPS + 2
+
+
+def test_a_run_ended_mid_epoch_is_resumed_in_that_epoch(tmp_path):
+    """A 7-step run (5-step epochs) ends two steps into its second epoch, its last
+    checkpoint saved as it ends. Trained on to three epochs (``max_epochs=3``), it
+    finishes that epoch and one more: step 15, the steps numbered in the epochs of a run
+    trained straight through. Lightning's checkpoint at the end counted the epoch as
+    completed: the resumed run went on in the third epoch, logged the wrong epoch and
+    stopped at step 10."""
+    run_dir = tmp_path / "run"
+    every = ("trainer.val_check_interval=5", "data.num_workers=0")
+    resume_in_this_process(run_dir, "trainer.max_steps=7", *every)
+    assert load(run_dir / "checkpoints" / "last.ckpt")["epoch"] == 1
+    resume_in_this_process(run_dir, "trainer.max_steps=-1", "trainer.max_epochs=3", *every)
+    assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 15
+    epochs = step_values(run_dir / "csv" / "metrics.csv", "epoch")
+    # (the last step's row, written as the run ends, carries Lightning's finished count)
+    assert {s: epochs[s] for s in range(8, 15)} == {
+        8: 1,
+        9: 1,
+        10: 1,
+        **dict.fromkeys(range(11, 15), 2),
+    }
 
 
 def test_resume_refuses_optimizer_or_schedule_settings_it_would_ignore(reference, tmp_path, capsys):

@@ -245,6 +245,7 @@ class HDRUNetModule(L.LightningModule):
             # needed to resume, which a weights-only checkpoint cannot).
             state = average.state_dict()
             checkpoint["state_dict"] = {k[7:]: v for k, v in state.items() if k[:7] == "module."}
+        _unfinish_stopped_epoch(checkpoint)
 
     def _weight_average(self) -> nn.Module | None:
         """The averaged model of the run's weight-averaging callback (``callbacks=[...,ema]``),
@@ -255,3 +256,29 @@ class HDRUNetModule(L.LightningModule):
             if isinstance(callback, WeightAveraging):
                 return callback._average_model  # Lightning keeps no public handle on it
         return None
+
+
+def _unfinish_stopped_epoch(checkpoint: dict[str, Any]) -> None:
+    """A run that ends at ``trainer.max_steps`` part-way through an epoch: Lightning counts
+    that epoch as completed in the checkpoint it saves at the end, so a run resumed from it
+    (trained on with a larger ``max_steps``) numbered its epochs one higher than the same
+    run trained straight through, and a ``max_epochs`` bound ended it early. The epoch is
+    recorded as it is, under way, as in a checkpoint saved mid-epoch (the samples of every
+    step follow from the step itself, see :class:`~hdrunet_pl.data.ResumableRandomSampler`)."""
+    loops = checkpoint.get("loops", {}).get("fit_loop")
+    if not loops:
+        return
+    epochs = loops.get("epoch_progress", {})
+    batches = loops.get("epoch_loop.batch_progress", {})
+    total, current = epochs.get("total", {}), epochs.get("current", {})
+    if (
+        batches.get("is_last_batch", True)
+        or not current
+        or not batches.get("current", {}).get("completed")
+    ):
+        return
+    if total.get("processed") == total.get("started") == total.get("completed", -1) > 0:
+        for progress in (total, current):
+            progress["processed"] -= 1
+            progress["completed"] -= 1
+        checkpoint["epoch"] = current["completed"]
