@@ -555,6 +555,19 @@ def test_radiance_xyze_and_bad_headers_are_refused_from_the_header(tmp_path):
                 read(tmp_path / name)
 
 
+def test_radiance_with_the_original_run_length_encoding_is_named(tmp_path):
+    """Radiance's pre-1991 run lengths (a pixel, then ``1 1 1 n``: repeat it n times),
+    which OpenCV does not decode, are named as such, not as a damaged file."""
+    header = b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 2 +X 8\n"
+    scanline = bytes([128, 64, 32, 129, 1, 1, 1, 7])
+    (tmp_path / "old.hdr").write_bytes(header + scanline * 2)
+    with pytest.raises(ImageFileError, match=r"old\.hdr: Radiance file with the original run"):
+        read_radiance(tmp_path / "old.hdr")
+    (tmp_path / "cut.hdr").write_bytes(header + bytes([128, 64, 32, 129]) * 9)  # truncated
+    with pytest.raises(ImageFileError, match=r"cut\.hdr: unreadable, truncated"):
+        read_radiance(tmp_path / "cut.hdr")
+
+
 def test_radiance_headers_opencv_alone_would_refuse_are_read(tmp_path):
     """FORMAT is optional in Ward's format, and header lines may end in CR LF: OpenCV's
     reader refuses both in the standard orientation; the package reads them. Header lines of

@@ -1272,8 +1272,12 @@ def read_radiance(path: str | Path, negative: str = "clip") -> np.ndarray:
             head.scanlines,
             head.scanline_length,
         )
-        data = standard + data[head.data_offset :]
-        image = imdecode(data, path, cv2.IMREAD_UNCHANGED)
+        pixels = data[head.data_offset :]
+        try:
+            image = imdecode(standard + pixels, path, cv2.IMREAD_UNCHANGED)
+        except ImageFileError:
+            _check_old_run_lengths(pixels, head.scanlines * head.scanline_length, path)
+            raise
     if image.dtype != np.float32 or image.shape != (head.scanlines, head.scanline_length, 3):
         raise ImageFileError(f"{path}: decoded as {image.dtype} {image.shape}, not Radiance RGBE")
     if head.columns_major:
@@ -1286,6 +1290,21 @@ def read_radiance(path: str | Path, negative: str = "clip") -> np.ndarray:
     if head.scale != (1.0, 1.0, 1.0):
         image = image / np.asarray(head.scale, dtype=np.float32)
     return _check_finite(image, path, negative)
+
+
+def _check_old_run_lengths(pixels: bytes, count: int, path: Path) -> None:
+    """Name Radiance's original run-length encoding, which OpenCV does not decode: fewer
+    bytes than ``count`` flat pixels, no new-style run-length scanline (``2 2 hi lo``), and
+    repeat markers (``1 1 1 n``: repeat the pixel before)."""
+    if len(pixels) >= 4 * count or pixels[:2] == b"\x02\x02":
+        return
+    quads = np.frombuffer(pixels[: len(pixels) // 4 * 4], dtype=np.uint8).reshape(-1, 4)
+    if ((quads[1:, :3] == 1).all(axis=1)).any():
+        raise ImageFileError(
+            f"{path}: Radiance file with the original run-length encoding (repeat pixels "
+            "1 1 1 n, from tools before 1991), which OpenCV does not read; save it again with "
+            "a current tool (Radiance's ra_rgbe, an HDR image editor)"
+        )
 
 
 def write_radiance(path: str | Path, image: np.ndarray) -> None:
