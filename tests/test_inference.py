@@ -576,6 +576,12 @@ def test_an_input_link_that_leads_nowhere_is_named_as_such(tmp_path):
         list_inputs(tmp_path / "a.png")
     with pytest.raises(HDRUNetError, match=r"c\.png: no such file or folder"):
         list_inputs(tmp_path / "c.png")
+    # an output folder that is such a link: refused before the network is loaded
+    from hdrunet_pl.predict import check_output_folder
+
+    (tmp_path / "out").symlink_to(tmp_path / "out")
+    with pytest.raises(HDRUNetError, match=r"output .*out: a symbolic link that leads nowhere"):
+        check_output_folder(tmp_path / "out", [])
 
 
 def test_tiles_much_smaller_than_twice_the_overlap_are_warned_about(caplog):

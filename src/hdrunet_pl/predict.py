@@ -170,6 +170,8 @@ def check_output_folder(output: Path, inputs: list[Path]) -> None:
     ground truth: an input's own folder, or a folder holding NTIRE ``*_gt.png`` files."""
     if output.is_file():
         raise HDRUNetError(f"output {output}: is a file; give a folder for the results")
+    if output.is_symlink() and not output.exists():  # checked before the network loads
+        raise HDRUNetError(f"output {output}: a symbolic link that leads nowhere (a loop?)")
     if not output.is_dir():
         return
     resolved = output.resolve()
