@@ -319,6 +319,60 @@ def test_held_out_captures_are_scored_per_setting_with_side_by_sides(photos, tmp
         train(compose_train(["data=held_out"]))
 
 
+def test_validation_images_of_two_folders_never_share_a_name(photos, tmp_path):
+    """Two folders holding ``photo2.hdr`` each: their validation images are named apart
+    (previews and score rows were written over each other, two ``photo2`` rows); one
+    folder given twice would validate its files twice, and is refused."""
+    other = write_photos(tmp_path / "other", "photo", (40, 56), seed=1)
+    more = f"+data.folders.more={{root:{other},weight:1,val_count:1}}"
+    datamodule = _datamodule(photos, more, "data.synthetic_val_images=0")
+    names = [datamodule.val_set[i]["name"] for i in range(len(datamodule.val_set))]
+    assert names == ["photos__photo2", "more__photo2"]
+    alone = _datamodule(photos, "data.synthetic_val_images=0")  # no clash: names unchanged
+    assert [alone.val_set[i]["name"] for i in range(len(alone.val_set))] == ["photo2"]
+    twice = f"+data.folders.again={{root:{photos},weight:1,val_count:1}}"
+    with pytest.raises(InstantiationException, match=r"photo2.hdr: held out for validation by"):
+        _datamodule(photos, twice)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.folders.photos.weight=nan", r"data.folders.photos.weight=nan: give a finite"),
+        ("data.folders.photos.weight=inf", r"data.folders.photos.weight=inf: give a finite"),
+        ("data.synthetic_weight=-1", r"data.synthetic_weight=-1 < 0 \(0: folders only\)"),
+        ("data.synthetic_weight=nan", r"data.synthetic_weight=nan is no finite number"),
+        ("data.synthetic_val_images=-3", r"data.synthetic_val_images=-3: give a count >= 0"),
+        ("data.samples_per_epoch=100000000000", r"data.samples_per_epoch=100000000000: give"),
+        ("data.folders.photos.val_count=1.7", r"data.folders.photos.val_count=1.7: give a whole"),
+        ("camera.read_noise=[0.001,inf]", r"camera read_noise must satisfy 0 < low <= high < inf"),
+    ],
+)
+def test_mixed_settings_out_of_range_are_refused(photos, override, message):
+    """Typos that trained anyway (a NaN or negative synthetic weight: the folders alone;
+    an infinite read noise: every LDR pixel 0 or 1), crashed after set-up (a NaN folder
+    weight) or asked for 745 GiB (an epoch of 10^11 samples): refused, naming the setting."""
+    with pytest.raises((InstantiationException, HDRUNetError, ValueError), match=message):
+        _datamodule(photos, override)
+
+
+@pytest.mark.parametrize("count", ["1.5", "abc", "-1"])
+def test_a_folders_val_count_that_is_no_count_is_named(photos, tmp_path, count):
+    """``data.val_count=1.5`` stopped with Python's "slice indices must be integers"."""
+    from hdrunet_pl.train import train
+
+    cfg = compose_train(
+        [
+            "data=hdr_folder",
+            f"data.root={photos}",
+            f"data.val_count={count}",
+            f"paths.output_dir={tmp_path}",
+        ]
+    )
+    with pytest.raises(HDRUNetError, match=r"data.val_count must be an integer >= 0, got"):
+        train(cfg)
+
+
 def test_held_out_files_are_all_read_before_any_is_scored(photos, tmp_path, monkeypatch):
     """Broken photographs sorted last (a truncated file, one holding NaN) stop the
     evaluation at its start, both named, before the network runs: before, the captures of

@@ -11,6 +11,7 @@ S-shaped tone curve, and JPEG compression, for photos that come from phones.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Real
@@ -181,8 +182,10 @@ class CameraModel:
                 raise ValueError(f"camera {name} must be a range [low, high], got {given!r}")
             object.__setattr__(self, name, tuple(given))  # lists from configs
             low, high = getattr(self, name)
-            if not 0 < low <= high:
-                raise ValueError(f"camera {name} must satisfy 0 < low <= high, got {(low, high)}")
+            if not 0 < low <= high < math.inf:
+                raise ValueError(
+                    f"camera {name} must satisfy 0 < low <= high < inf, got {(low, high)}"
+                )
         if self.clip_fraction[1] >= 1:
             raise ValueError(f"camera clip_fraction must stay below 1, got {self.clip_fraction}")
         if self.s_curve_strength[1] > 0.5:

@@ -89,6 +89,7 @@ TRAIN_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "trainer.log_every_n_steps": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
     "data.batch_size": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
     "data.num_workers": (lambda v: _int(v) and v >= 0, "an integer >= 0"),
+    "data.val_count": (lambda v: _int(v) and v >= 0, "an integer >= 0"),
     **{
         key: BOOL
         for key in (

@@ -9,6 +9,8 @@ ten panoramas gives as many random crops per epoch as a folder of ten thousand p
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from hdrunet_pl.data.datamodule import HDRDataModule
 from hdrunet_pl.data.hdr_folder import HDRFolderDataset, folder_dataset, rows_setting
 from hdrunet_pl.data.sampling import SampleKey, item_generator, split_key
 from hdrunet_pl.data.synthetic import SyntheticHDRDataset
-from hdrunet_pl.errors import DatasetError
+from hdrunet_pl.errors import DatasetError, HDRUNetError
 
 
 class MixedSources(Dataset):
@@ -47,8 +49,8 @@ class MixedSources(Dataset):
         weights = [1.0] * len(sources) if weights is None else [float(w) for w in weights]
         if len(weights) != len(sources):
             raise ValueError(f"{len(sources)} sources but {len(weights)} weights")
-        if any(w < 0 for w in weights) or sum(weights) <= 0:
-            raise ValueError(f"weights must be >= 0 and not all 0, got {weights}")
+        if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError(f"weights must be finite, >= 0 and not all 0, got {weights}")
         if length < 1:
             raise ValueError(f"length must be >= 1, got {length}")
         self.sources = list(sources)
@@ -98,7 +100,9 @@ class MixedDataModule(HDRDataModule):
         seed: int = 0,
     ) -> None:
         camera = camera or CameraModel()
+        _check_settings(synthetic_weight, synthetic_val_images, samples_per_epoch, folders or {})
         sources, weights, val_sets = [], [], []
+        val_names: list[str] = []  # data.folders.<name> of each folder validation set
         if synthetic_weight > 0:
             sources.append(SyntheticHDRDataset(100_000, patch_size, seed=0, camera=camera))
             weights.append(synthetic_weight)
@@ -140,6 +144,7 @@ class MixedDataModule(HDRDataModule):
             )
             weights.append(float(folder.get("weight", 1.0)))
             if val_count:
+                val_names.append(name)
                 val_sets.append(
                     folder_dataset(
                         folder["root"],
@@ -159,6 +164,7 @@ class MixedDataModule(HDRDataModule):
                 "data=mixed validates on nothing: set synthetic_val_images > 0 or a folder's "
                 "val_count > 0"
             )
+        _name_apart([d for d in val_sets if isinstance(d, HDRFolderDataset)], val_names)
         super().__init__(
             train_set=MixedSources(sources, weights, samples_per_epoch),
             val_set=val_sets[0] if len(val_sets) == 1 else ConcatDataset(val_sets),
@@ -176,3 +182,65 @@ class MixedDataModule(HDRDataModule):
             "whose subfolders are searched too; give data.folders whose roots do not contain "
             "each other",
         )
+
+
+MAX_SAMPLES_PER_EPOCH = 100_000_000
+"""The most training items an epoch may have: the sampler draws an epoch's order at once
+(16 bytes an item: 1.6 GB here)."""
+
+
+def _check_settings(
+    synthetic_weight: float,
+    synthetic_val_images: int,
+    samples_per_epoch: int,
+    folders: Mapping[str, Mapping],
+) -> None:
+    """One line for a setting out of its range (a typo, not 0: a negative or NaN weight
+    trained on the folders alone, a negative image count validated on none)."""
+    problems = []
+    if not (isinstance(synthetic_weight, int | float) and math.isfinite(synthetic_weight)):
+        problems.append(f"data.synthetic_weight={synthetic_weight} is no finite number")
+    elif synthetic_weight < 0:
+        problems.append(f"data.synthetic_weight={synthetic_weight} < 0 (0: folders only)")
+    if not isinstance(synthetic_val_images, int) or synthetic_val_images < 0:
+        problems.append(f"data.synthetic_val_images={synthetic_val_images}: give a count >= 0")
+    if not isinstance(samples_per_epoch, int) or samples_per_epoch > MAX_SAMPLES_PER_EPOCH:
+        problems.append(
+            f"data.samples_per_epoch={samples_per_epoch}: give a count of at most "
+            f"{MAX_SAMPLES_PER_EPOCH:,} (an epoch's order is drawn at once; an epoch's length "
+            "only sets how often validation-by-epoch and the order's redraw come)"
+        )
+    for name, folder in folders.items():
+        if not isinstance(folder, Mapping):
+            continue  # named by the folder check that follows
+        weight = folder.get("weight", 1.0)
+        if not isinstance(weight, int | float) or not math.isfinite(weight) or weight < 0:
+            problems.append(f"data.folders.{name}.weight={weight}: give a finite number >= 0")
+        count = folder.get("val_count", 0)
+        if not isinstance(count, int) or isinstance(count, bool):
+            problems.append(f"data.folders.{name}.val_count={count}: give a whole number")
+        if folder.get("root", "") is None:
+            problems.append(f"data.folders.{name}.root is null: give the folder")
+    if problems:
+        raise HDRUNetError("; ".join(problems))
+
+
+def _name_apart(val_sets: list[HDRFolderDataset], keys: list[str]) -> None:
+    """Validation images of several folders that share a name (``a/p4.exr``, ``b/p4.exr``)
+    would write one preview over the other and give two ``p4`` rows in a score table: each
+    folder's names then start with its key (``photos__p4``). The same file held out by two
+    folders (one root given twice) would count twice in the mean: refused."""
+    seen: dict[tuple[int, int], str] = {}
+    for key, dataset in zip(keys, val_sets, strict=True):
+        for path in dataset.files:
+            stat = path.stat()
+            other = seen.setdefault((stat.st_dev, stat.st_ino), key)
+            if other != key:
+                raise DatasetError(
+                    f"{path}: held out for validation by data.folders.{other} and "
+                    f"data.folders.{key} (one folder given twice?); it would count twice"
+                )
+    names = Counter(n for d in val_sets for n in d.names)
+    if any(count > 1 for count in names.values()):
+        for key, dataset in zip(keys, val_sets, strict=True):
+            dataset.names = [f"{key}__{n}" for n in dataset.names]
