@@ -475,7 +475,7 @@ def test_a_worker_leaves_a_jobs_signals_to_the_run_but_ends_when_the_run_asks():
             worker.kill()
 
 
-def test_ctrl_c_saves_after_the_step_and_twice_stops_at_once(tmp_path, caplog):
+def test_ctrl_c_saves_after_the_step_and_twice_stops_at_once(tmp_path, caplog, monkeypatch):
     """Ctrl-C during training: the step ends, last.ckpt is saved at it and the run stops
     with exit status 130 and the line that continues it. Ctrl-C twice stops at once
     (Lightning's graceful shutdown; the step may be half done, so nothing is saved then):
@@ -493,13 +493,22 @@ def test_ctrl_c_saves_after_the_step_and_twice_stops_at_once(tmp_path, caplog):
             f"+callbacks.ctrl_c{step}.during={during}",
         ]
 
+    from hdrunet_pl import save_model
+
+    # an input path given relative: the line that continues gives it absolute (it is
+    # pasted elsewhere: a requeued job, another shell)
+    save_model(instantiate(compose_train(RUN).model.net), tmp_path / "start.ckpt")
+    monkeypatch.chdir(tmp_path)
     previous = signal.getsignal(signal.SIGINT)  # Lightning ignores SIGINT while it stops
     try:
         with caplog.at_level(logging.INFO, logger="hdrunet_pl.train"):
-            assert train_in_this_process(tmp_path / "once", *ctrl_c(1)) == 130
+            first = train_in_this_process(tmp_path / "once", *ctrl_c(1), "init_weights=start.ckpt")
+            assert first == 130
             once = (tmp_path / "once" / "checkpoints" / "last.ckpt").resolve()
             assert load(once)["global_step"] == 9  # step 8 (0-based) ended, then saved
             assert "stopped at step 9 on request; to continue:" in caplog.text
+            line = caplog.text.split("to continue:")[1].split("\n")[1].strip()
+            assert f"init_weights={tmp_path / 'start.ckpt'}" in shlex.split(line)
             caplog.clear()
             assert train_in_this_process(tmp_path / "twice", *ctrl_c(1), *ctrl_c(2)) == 130
             assert "stopped before training on request" not in caplog.text

@@ -169,7 +169,7 @@ def next_commands(
     return commands
 
 
-def _report_interrupted(output_dir: Path) -> None:
+def _report_interrupted(output_dir: Path, paths: dict[str, str] | None = None) -> None:
     """After Ctrl-C: what was saved, and the line that continues from it."""
     last = output_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
     if last.is_file():
@@ -178,7 +178,7 @@ def _report_interrupted(output_dir: Path) -> None:
             "interrupted; the last checkpoint saved is %s (step %s); to continue from it:\n  %s",
             last.resolve(),
             step,
-            resume_command(_run_overrides(), output_dir.resolve()),
+            resume_command(_run_overrides(), output_dir.resolve(), paths),
         )
     else:
         log.info("interrupted before the first checkpoint was saved; nothing to resume from")
@@ -385,7 +385,12 @@ def train(cfg: DictConfig) -> TrainSummary:
                 before = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
             except SIGTERMException:  # nothing trained yet: nothing to save
                 _leave_on_request(
-                    trainer, launch_env, output_dir, "before training", "start it again"
+                    trainer,
+                    launch_env,
+                    output_dir,
+                    "before training",
+                    "start it again",
+                    paths=input_paths,
                 )
             except SystemExit:  # Ctrl-C (Lightning's shutdown): nothing trained yet either
                 if not trainer.interrupted:
@@ -397,19 +402,25 @@ def train(cfg: DictConfig) -> TrainSummary:
                     "before training",
                     "start it again",
                     interrupted=True,
+                    paths=input_paths,
                 )
         start = time.perf_counter()
         try:
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         except SIGTERMException:
             _leave_on_request(
-                trainer, launch_env, output_dir, f"at step {trainer.global_step}", "continue"
+                trainer,
+                launch_env,
+                output_dir,
+                f"at step {trainer.global_step}",
+                "continue",
+                paths=input_paths,
             )
         except SystemExit:  # Lightning's exit after Ctrl-C twice (the step may be half done)
             if not trainer.interrupted:
                 raise
             if trainer.is_global_zero:
-                _report_interrupted(output_dir)
+                _report_interrupted(output_dir, input_paths)
             sys.exit(INTERRUPTED_STATUS)
         seconds = time.perf_counter() - start
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -432,6 +443,7 @@ def train(cfg: DictConfig) -> TrainSummary:
                     f"finish the run (last.ckpt holds the final weights, step "
                     f"{trainer.global_step}; its final validation and summary are to make)",
                     interrupted=isinstance(stop, SystemExit),
+                    paths=input_paths,
                 )
             final_best = True
         savers = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
@@ -482,18 +494,20 @@ def _leave_on_request(
     where: str,
     then: str,
     interrupted: bool = False,
+    paths: dict[str, str] | None = None,
 ) -> NoReturn:
     """Exit cleanly after SIGTERM (pre-emption) or Ctrl-C (``interrupted``, or seen by the
     run's :class:`Preemption`) ``where`` the run stopped, printing the line to ``then`` (and,
-    in a sweep, the line that goes on with the whole sweep). Exit status 0 on a
-    scheduler's request, ``INTERRUPTED_STATUS`` after Ctrl-C."""
+    in a sweep, the line that goes on with the whole sweep), with the input ``paths`` given
+    relative made absolute, as in the summary's lines. Exit status 0 on a scheduler's
+    request, ``INTERRUPTED_STATUS`` after Ctrl-C."""
     _end_process_group(launch_env)
     if trainer.is_global_zero:
         log.info(
             "stopped %s on request; to %s:\n  %s%s",
             where,
             then,
-            resume_command(_run_overrides(), output_dir.resolve()),
+            resume_command(_run_overrides(), output_dir.resolve(), paths),
             _sweep_line(),
         )
     interrupted = interrupted or any(getattr(c, "interrupted", False) for c in trainer.callbacks)
