@@ -26,7 +26,6 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from tqdm import tqdm
 
 from hdrunet_pl.constants import GAMMA, NORM_PERCENTILE
-from hdrunet_pl.data.held_out import HeldOutCaptures
 from hdrunet_pl.errors import HDRUNetError
 from hdrunet_pl.inference import NonFiniteOutputError
 from hdrunet_pl.io import (
@@ -477,6 +476,8 @@ def model_samples(cfg: DictConfig) -> Samples:
     except InstantiationException as err:
         cause = err.__cause__ or err
         raise HDRUNetError(f"data: {cause}") from None
+
+    from hdrunet_pl.data.held_out import HeldOutCaptures  # (Lightning: not for pred_dir=)
 
     if isinstance(datamodule, HeldOutCaptures):  # photographs of the user's: read them first
         datamodule.check_files()
