@@ -80,13 +80,13 @@ class HeldOutCaptures:
             [NamedCapture(d, name) for d, name in zip(datasets, captures, strict=True)]
         )
         self.rows_note = datasets[0].rows_note()  # what is scored of each file, in words
-        self._files = datasets[0]
+        self._first_setting = datasets[0]  # reads every file (check_files)
 
     def check_files(self) -> None:
         """Read every file once before any is scored: a file that cannot be decoded or holds
         NaN/Inf values stops the evaluation at its start, every such file named, instead of
         after the captures before it were scored (and their scores lost)."""
-        problems = self._files.content_problems(capture=False)
+        problems = self._first_setting.content_problems(capture=False)
         DatasetError.check("reading every HDR file before scoring", problems)
 
     def setup(self, stage: str | None = None) -> None:
