@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
+import json
+import locale
 import os
 import re
+import select
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import lightning as L
@@ -67,25 +75,105 @@ def run_tool(
     *,
     env: dict[str, str] | None = None,
     timeout: int = 300,
+    fresh: bool = False,
 ) -> subprocess.CompletedProcess:
     """Run a console script of the package (``hdrunet-train``, ...) or, with
     ``tool="python"``, this interpreter; returns the CompletedProcess without checking it.
 
     W&B is offline, ``tests.helpers`` is importable (configs may name its callbacks) and
     ``HYDRA_FULL_ERROR`` is unset, so errors read as a user sees them; ``env`` adds to or
-    overrides that environment (a value of ``None`` removes a variable).
+    overrides that environment (a value of ``None`` removes a variable). A console script
+    starts in a fork of a warm interpreter (:mod:`tests.warm`: the same run without
+    importing torch and Lightning again); ``fresh=True`` starts the interpreter anew, for
+    tests of the start itself.
     """
     exe = sys.executable if tool == "python" else str(Path(sys.executable).parent / tool)
+    full_env = tool_environment(env)
+    if tool != "python" and not fresh:
+        return _warm_interpreter().run([exe, *args], cwd, full_env, timeout)
+    return subprocess.run(
+        [exe, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def tool_environment(changes: dict[str, str | None] | None = None) -> dict[str, str]:
+    """This process's environment as a tool run by the tests gets it (see :func:`run_tool`),
+    with ``changes`` (``None`` removes a variable)."""
     full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
     full_env.pop("HYDRA_FULL_ERROR", None)
-    for key, value in (env or {}).items():
+    for key, value in (changes or {}).items():
         if value is None:
             full_env.pop(key, None)
         else:
             full_env[key] = value
-    return subprocess.run(
-        [exe, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
-    )
+    return full_env
+
+
+class WarmInterpreter:
+    """The client of one :mod:`tests.warm` process: runs console scripts as its forks."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.warm"],
+            cwd=REPO,
+            env=tool_environment(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            bufsize=0,
+        )
+        atexit.register(self.close)
+
+    def _reply(self, timeout: float | None) -> int:
+        """The next reply line (an int), or TimeoutError after ``timeout`` seconds."""
+        line = b""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not line.endswith(b"\n"):
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([self.process.stdout], [], [], left)[0]:
+                raise TimeoutError
+            byte = self.process.stdout.read(1)
+            if not byte:
+                raise RuntimeError(f"the warm interpreter ended ({self.process.wait()})")
+            line += byte
+        return int(line)
+
+    def run(
+        self, argv: list[str], cwd: Path, env: dict[str, str], timeout: float
+    ) -> subprocess.CompletedProcess:
+        """``argv`` (a console script and its arguments) run in ``cwd`` with ``env``, as
+        ``subprocess.run(..., capture_output=True, text=True, timeout=timeout)`` runs it."""
+        with tempfile.TemporaryDirectory(prefix="warm-") as folder:
+            out, err = Path(folder, "stdout"), Path(folder, "stderr")
+            request = {"script": argv[0], "args": argv[1:], "cwd": str(cwd), "env": env}
+            request.update(stdout=str(out), stderr=str(err))
+            self.process.stdin.write(json.dumps(request).encode() + b"\n")
+            self.process.stdin.flush()
+            pid = self._reply(60)
+            try:
+                code = self._reply(timeout)
+            except TimeoutError:
+                os.kill(pid, signal.SIGKILL)  # as subprocess.run ends a run past its time
+                self._reply(None)
+                raise subprocess.TimeoutExpired(argv, timeout) from None
+            return subprocess.CompletedProcess(argv, code, _text(out), _text(err))
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            self.process.wait()
+
+
+def _text(path: Path) -> str:
+    """A stream's file as ``subprocess.run(..., text=True)`` decodes a stream (the locale's
+    encoding, universal newlines: a progress bar's ``\\r`` reads as a line end)."""
+    data = path.read_bytes().decode(locale.getpreferredencoding(False))
+    return data.replace("\r\n", "\n").replace("\r", "\n")
+
+
+@functools.cache
+def _warm_interpreter() -> WarmInterpreter:
+    """This test process's warm interpreter, started at its first use."""
+    return WarmInterpreter()
 
 
 def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:

@@ -860,3 +860,26 @@ def test_a_refused_resume_suggests_init_weights_that_pastes_with_any_path(tmp_pa
     pasted = shlex.split(str(refused.value).split("from its weights with ", 1)[1])
     (override,) = OverridesParser.create().parse_overrides(pasted)
     assert (override.key_or_group, override.value()) == ("init_weights", str(path))
+
+
+def test_process_start_time_is_the_kernels_record_for_a_forked_process_too():
+    """A run's "written before this process began" test (another program's files in its
+    folder) needs the process's start, not the time a module was imported: a forked
+    process (a pre-forking server's, a sweep's) started later than its parent's imports."""
+    from hdrunet_pl.runtime import process_start_time
+
+    mine = process_start_time()
+    assert mine <= time.time()
+    time.sleep(0.3)
+    read, write = os.pipe()
+    forked_at = time.time()
+    pid = os.fork()
+    if pid == 0:  # the child: report its start and leave at once
+        os.write(write, repr(process_start_time()).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = float(os.read(read, 64))
+    os.close(read)
+    assert abs(child - forked_at) < 0.05  # to about the kernel's clock tick (10 ms)
+    assert child - mine > 0.25

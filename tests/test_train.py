@@ -82,9 +82,8 @@ def test_the_final_weights_are_validated_when_the_interval_does_not_divide_the_s
 
 def test_console_script_trains_from_any_directory(tmp_path):
     run_dir = tmp_path / "run"
-    result = ok(
-        run_tool("hdrunet-train", [*FAST, "loss=mu_l1", f"hydra.run.dir={run_dir}"], tmp_path)
-    )
+    args = [*FAST, "loss=mu_l1", f"hydra.run.dir={run_dir}"]
+    result = ok(run_tool("hdrunet-train", args, tmp_path, fresh=True))  # the installed script
     assert "hdrunet-train summary" in result.stdout
     # the printed summary shows metrics.json's numbers (rounded to 0.01 dB)
     saved = json.loads((run_dir / "metrics.json").read_text())

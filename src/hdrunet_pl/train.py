@@ -68,7 +68,7 @@ from hdrunet_pl.run_files import (
     resume_path,
     sweep_resume_command,
 )
-from hdrunet_pl.runtime import keep_freed_memory
+from hdrunet_pl.runtime import keep_freed_memory, process_start_time
 from hdrunet_pl.validation import (
     TRAIN_RULES,
     check_groups_apply,
@@ -537,8 +537,9 @@ def _absolute(path: str | None) -> str | None:
     return str(Path(path).resolve()) if path else None
 
 
-_STARTED = time.time() - 1.0
-"""Before Hydra writes anything for this process's jobs (file times have coarse steps)."""
+FILE_TIME_STEP = 1.0
+"""Seconds by which a file's modification time may fall short of the moment it was written
+(file systems store times in coarse steps)."""
 HYDRA_FILES = (".hydra", "train.log", LOCK_FILE)
 """What Hydra (and the run lock) write into a run folder before the job starts."""
 
@@ -573,8 +574,13 @@ def not_this_jobs(output_dir: Path) -> list[str]:
     return foreign
 
 
+def _started() -> float:
+    """A moment before Hydra wrote anything for this process's jobs: the process's start."""
+    return process_start_time() - FILE_TIME_STEP
+
+
 def _written_since_start(path: Path) -> bool:
-    return path.is_file() and not path.is_symlink() and path.stat().st_mtime >= _STARTED
+    return path.is_file() and not path.is_symlink() and path.stat().st_mtime >= _started()
 
 
 def _log_started_by_this_job(path: Path) -> bool:
@@ -589,7 +595,7 @@ def _log_started_by_this_job(path: Path) -> bool:
     except (UnicodeDecodeError, ValueError):
         return False
     # stamps are local time, to the millisecond; one from the future is not this job's
-    return _STARTED - 1.0 <= stamp <= time.time() + 1.0
+    return _started() - FILE_TIME_STEP <= stamp <= time.time() + FILE_TIME_STEP
 
 
 def is_fresh_run_dir(output_dir: Path) -> bool:
@@ -634,7 +640,7 @@ def _remove_what_hydra_wrote(output_dir: Path) -> None:
     with contextlib.suppress(OSError):  # only while empty
         hydra_dir.rmdir()
     log_file = output_dir / "train.log"
-    if log_file.is_file() and log_file.stat().st_size == 0 and log_file.stat().st_mtime >= _STARTED:
+    if log_file.is_file() and log_file.stat().st_size == 0 and _written_since_start(log_file):
         log_file.unlink()
 
 

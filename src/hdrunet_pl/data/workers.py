@@ -17,18 +17,21 @@ import threading
 
 from lightning.fabric.utilities.seed import pl_worker_init_function
 
+from hdrunet_pl.runtime import end_with_parent
+
 IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
 """Requeue and pre-emption requests (SLURM ``--signal``, Lightning's requeue signal) and
 Ctrl-C, which a terminal sends to every process of the command: meant for the run's
 process (which saves and stops, then ends its workers), never for a worker."""
 
 
-def _end_when_the_parent_asks() -> None:
+def _end_when_the_parent_asks(parent: int) -> None:
     """Wait for SIGTERM (blocked in every thread) and end the worker only when it comes from
-    the parent, which is how the DataLoader stops a worker that does not stop by itself."""
+    the parent, which is how the DataLoader stops a worker that does not stop by itself, or
+    when the parent has ended (the kernel's SIGTERM, :func:`end_with_parent`)."""
     while True:
         info = signal.sigwaitinfo({signal.SIGTERM})
-        if info.si_pid == os.getppid():
+        if info.si_pid == parent or os.getppid() != parent:
             os._exit(0)
 
 
@@ -41,6 +44,12 @@ def init_worker(worker_id: int) -> None:
         signal.signal(signum, signal.SIG_IGN)
     # blocked before any thread of this worker starts, so that every thread inherits it
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    threading.Thread(target=_end_when_the_parent_asks, name="sigterm", daemon=True).start()
+    parent = os.getppid()
+    threading.Thread(
+        target=_end_when_the_parent_asks, args=(parent,), name="sigterm", daemon=True
+    ).start()
+    # a run killed outright (SIGKILL, the OOM killer) takes its workers along at once: left
+    # to PyTorch's check of the parent (every 5 s), they held its folder's lock meanwhile
+    end_with_parent(parent)
     if int(os.environ.get("PL_SEED_WORKERS", "0")):
         pl_worker_init_function(worker_id)
