@@ -25,15 +25,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 LONGEST_FIRST = (
     "test_attacks.py",
     "test_reliability.py",
-    "test_inference.py",
-    "test_cli_trust.py",
+    "test_prepare.py",
     "test_notebooks.py",
+    "test_inference.py",
     "test_experiments.py",
-    "test_performance.py",
     "test_train.py",
+    "test_config.py",
 )
-"""The test files that take longest (together about 80% of the suite's time on 2 cores,
-measured 2026-11-30), in that order. ``make test`` hands whole files to its two workers in
+"""The test files that take longest (together about 75% of the suite's time on 2 cores,
+measured 2026-12-07), in that order. ``make test`` hands whole files to its two workers in
 collection order (``--dist loadfile --no-loadscope-reorder``): the long ones go first so
 that the short ones fill the gaps and neither worker is left running alone at the end."""
 
