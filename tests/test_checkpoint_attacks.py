@@ -237,6 +237,21 @@ PLAIN = {
     "official-non-tensor": (lambda sd: sd.update({"HR_conv1.bias": 1}), "not tensors: HR_conv1"),
     "int-key": (lambda sd: sd.update({1: torch.zeros(1)}), "keys that are not strings: 1"),
     "empty": (lambda sd: sd.clear(), "not an HDRUNet checkpoint"),
+    # the public code always has the weighting branch: a file without it is cut short, not
+    # the package's no-weighting variant (it loaded as one, and predicted something else)
+    "official-no-weighting": (
+        lambda sd: [sd.pop(k) for k in list(sd) if k.startswith("mask_est.")],
+        "missing: weighting.body.0.bias",
+    ),
+    "official-no-condition": (
+        lambda sd: [sd.pop(k) for k in list(sd) if k.startswith(("cond_first.", "CondNet"))],
+        "missing: condition.head_full.0.bias",
+    ),
+    # BasicSR keeps the weights under 'params' and their average under 'params_ema'
+    "nested-basicsr": (
+        lambda sd: sd.update({"params": dict(sd), "params_ema": dict(sd)}) or None,
+        "nested under 'params' and 'params_ema'",
+    ),
 }
 
 
@@ -245,6 +260,8 @@ def test_a_crafted_plain_state_dict_is_refused_in_one_line(tmp_path, case):
     edit, expected = PLAIN[case]
     sd = {k: torch.zeros(shape) for k, shape in LAYOUT.items()}
     edit(sd)
+    if case == "nested-basicsr":
+        sd = {"params": sd["params"], "params_ema": sd["params_ema"]}
     path = tmp_path / "crafted.pth"
     torch.save(sd, path)
     assert expected in refusal(path)
@@ -314,3 +331,26 @@ def test_refusing_a_huge_claimed_width_takes_little_memory(tmp_path):
     assert int(size) < 1_000_000  # a small file ...
     assert outcome.strip() == "claims.ckpt: CheckpointError; expanded.ckpt: CheckpointError"
     assert float(grown_mib) < 100  # ... refused without allocating the network it claims
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"net_ema.conv_first.weight": torch.ones(8, 3, 3, 3)},  # a weight average beside
+        {"conv_first.weight": torch.zeros(8, 3, 3, 3)},  # a second, unprefixed copy
+        {"junk.weight": torch.zeros(1)},
+    ],
+    ids=["average-beside", "unprefixed-copy", "junk"],
+)
+def test_net_names_beside_other_tensors_are_refused_not_read_in_part(tmp_path, extra):
+    """A LightningModule's ``net.`` tensors beside others (another codebase's ``net_ema``):
+    the others were dropped without a word, so the raw weights loaded where the average was
+    meant. Which tensors are the weights, no loader can tell."""
+    state = {f"net.{k}": v for k, v in HDRUNet(nf=8).state_dict().items()}
+    path = tmp_path / "two-copies.pth"
+    torch.save({**state, **extra}, path)
+    message = refusal(path)
+    assert f"besides the network's 'net.' ones ({next(iter(extra))})" in message
+    torch.save(state, path)  # the network's tensors alone load
+    with pytest.warns(UserWarning, match="does not record the modulation"):
+        assert load_model(path).config.nf == 8

@@ -1,5 +1,6 @@
 """Loading the public HDRUNet state_dict and this project's checkpoints."""
 
+import dataclasses
 import json
 import pickle
 
@@ -7,8 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hdrunet_pl import CheckpointError, HDRUNet, load_model
+from hdrunet_pl import CheckpointError, HDRUNet, load_model, save_model
+from hdrunet_pl.errors import HDRUNetError
 from hdrunet_pl.models.checkpoints import official_to_ours
+from hdrunet_pl.models.hdrunet import HDRUNetConfig
 
 from .support import DATA_DIR
 
@@ -250,3 +253,52 @@ def test_lightning_module_state_dict_and_checkpoint_without_config_load(tmp_path
         loaded = load_model(path)
         with torch.no_grad():
             assert torch.allclose(loaded(x), net(x), atol=1e-6), path.name
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        HDRUNetConfig(nf=8, modulation="channel", condition="gradient"),
+        HDRUNetConfig(nf=8, modulation="sft", condition="gradient"),
+    ],
+    ids=["channel-gradient", "sft-gradient"],
+)
+def test_initial_weights_of_a_plain_state_dict_start_the_configured_variant(
+    tmp_path, config, recwarn
+):
+    """``init_weights=`` with a plain state_dict of a ``channel`` (or ``gradient``) network:
+    the keys cannot tell the variant, and the start was refused for holding 'sft'/'image',
+    advising the variant the weights were not trained for."""
+    from types import SimpleNamespace
+
+    from hdrunet_pl.train import _load_initial_weights
+
+    source = HDRUNet(**dataclasses.asdict(config))
+    path = tmp_path / "plain.pth"
+    torch.save(source.state_dict(), path)
+    target = SimpleNamespace(net=HDRUNet(**dataclasses.asdict(config)))
+    _load_initial_weights(target, str(path))
+    for key, value in source.state_dict().items():
+        assert torch.equal(target.net.state_dict()[key], value), key
+    assert not [w for w in recwarn if "does not record" in str(w.message)]
+    # what the keys do tell is still the file's: a network without the condition branch
+    bare = tmp_path / "bare.pth"
+    torch.save(HDRUNet(nf=8, use_condition=False).state_dict(), bare)
+    with pytest.raises(HDRUNetError, match=r"holds HDRUNet\(.*use_condition=False"):
+        _load_initial_weights(target, str(bare))
+
+
+def test_save_model_never_writes_through_a_link_planted_at_a_temporary_name(tmp_path):
+    """``save_model`` wrote ``.<name>.tmp`` and renamed it: a link planted under that name
+    sent the weights into the file it pointed to, and left the result a link to it."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("a user's file")
+    for planted in (".w.pth.tmp", ".w.pth.tmp-0.pth"):
+        (tmp_path / planted).symlink_to(victim)
+    saved = save_model(HDRUNet(nf=8), tmp_path / "w.pth")
+    assert victim.read_text() == "a user's file"
+    assert saved.is_file() and not saved.is_symlink()
+    assert load_model(saved).config.nf == 8
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [".w.pth.tmp", ".w.pth.tmp-0.pth", "victim.txt", "w.pth"]
+    )

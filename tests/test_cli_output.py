@@ -262,6 +262,31 @@ def test_a_files_reader_note_is_shown_once_as_a_plain_line(tmp_path):
     assert "3 images" in result.stdout and "WARNING" not in result.stderr
 
 
+@pytest.mark.parametrize("tool", ["hdrunet-predict", "hdrunet-export"])
+def test_the_packages_own_warning_is_a_plain_line(tool, tmp_path):
+    """A plain state_dict's assumed variant is a Python warning of the library; the tools
+    printed it with its ``file.py:line: UserWarning:`` prefix and the source line under it
+    (for export, a code comment of the package)."""
+    import cv2
+    import numpy as np
+    import torch
+
+    from hdrunet_pl import HDRUNet
+
+    weights = tmp_path / "plain.pth"
+    torch.save(HDRUNet(nf=8).state_dict(), weights)
+    cv2.imwrite(str(tmp_path / "photo.png"), np.full((12, 16, 3), 128, np.uint8))
+    if tool == "hdrunet-predict":
+        args = [f"ckpt={weights}", f"input={tmp_path / 'photo.png'}", f"output={tmp_path / 'o'}"]
+    else:
+        args = [f"ckpt={weights}", "format=torchscript", f"output={tmp_path / 'net.pt'}"]
+    result = ok(run_tool(tool, args, tmp_path))
+    lines = [x for x in result.stderr.splitlines() if x.strip()]
+    notes = [x for x in lines if "does not record the modulation" in x]
+    assert len(notes) == 1 and notes[0].startswith(f"{weights}: a plain state_dict"), lines
+    assert "UserWarning" not in result.stderr and "load_model(" not in result.stderr
+
+
 def test_a_mistyped_setting_names_the_closest_ones_in_one_line(tmp_path):
     """Hydra's own answer is six lines advising ``+model.nf=8``, which the tool then
     refuses; the tools say which settings exist instead, before anything is made."""

@@ -883,3 +883,17 @@ def test_process_start_time_is_the_kernels_record_for_a_forked_process_too():
     os.close(read)
     assert abs(child - forked_at) < 0.05  # to about the kernel's clock tick (10 ms)
     assert child - mine > 0.25
+
+
+def test_a_run_folder_as_ckpt_path_says_which_file_to_give(tmp_path):
+    """``ckpt_path=<run folder>`` (a likely slip for its ``checkpoints/last.ckpt``) said
+    "no such checkpoint" of a folder that exists."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match=r"a folder, not a checkpoint.*a checkpoint file"):
+        check_resume_checkpoint(run)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    with pytest.raises(CheckpointError) as err:
+        check_resume_checkpoint(run)
+    assert f"give ckpt_path={run / 'checkpoints' / 'last.ckpt'} (or resume" in str(err.value)
+    assert f"hydra.run.dir={run} resume=auto" in str(err.value)

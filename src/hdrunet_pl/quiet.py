@@ -23,6 +23,9 @@ so every other warning still shows. What is silenced, and why:
   ...): each is shown once per process, not on every read of the file (a training folder
   is read once per crop, a held-out file once per capture setting).
 
+The package's own warnings (a checkpoint whose variant is assumed, ...) are shown as plain
+lines too, without Python's ``file.py:line: UserWarning:`` prefix and source line.
+
 The one-shot tools (predict, eval, export) log through :class:`ConsoleHandler`, which
 writes above their progress bars instead of through them.
 """
@@ -33,6 +36,8 @@ import logging
 import re
 import sys
 import warnings
+from collections.abc import Callable
+from pathlib import Path
 
 import cv2
 from tqdm import tqdm
@@ -101,6 +106,25 @@ class ConsoleHandler(logging.StreamHandler):
             self.handleError(record)
 
 
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
+def _show_plainly(previous: Callable[..., None]) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that writes the package's own warnings (raised for a
+    caller inside the package: a checkpoint whose variant is assumed, ...) as a plain
+    ``<message>`` line above any progress bar, the way its logged notes read, and hands
+    every other warning to ``previous``."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, UserWarning) and str(filename).startswith(_PACKAGE_DIR):
+            tqdm.write(str(message), file=file or sys.stderr)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    show.plain = True  # type: ignore[attr-defined]
+    return show
+
+
 def _add_once(logger: logging.Logger, new: logging.Filter) -> None:
     if not any(type(f) is type(new) for f in logger.filters):
         logger.addFilter(new)
@@ -113,6 +137,8 @@ def install_filters() -> None:
     run; DDP workers and DataLoader workers started afterwards inherit or redo it."""
     for pattern, category in WARNING_FILTERS:
         warnings.filterwarnings("ignore", message=pattern, category=category)
+    if not getattr(warnings.showwarning, "plain", False):
+        warnings.showwarning = _show_plainly(warnings.showwarning)
     for name, pattern in LOG_FILTERS.items():
         _add_once(logging.getLogger(name), DropMessages(pattern))
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_FATAL)

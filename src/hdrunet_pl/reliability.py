@@ -46,6 +46,7 @@ from hdrunet_pl.models.checkpoints import (
     read_checkpoint_file,
 )
 from hdrunet_pl.run_files import (
+    CHECKPOINT_DIR,
     LAST_CHECKPOINT,
     LOCK_FILE,
     in_use_message,
@@ -379,6 +380,13 @@ def check_resume_checkpoint(path: str | Path) -> ResumePoint:
     """Check that a checkpoint to resume from exists, loads with ``weights_only=True`` and is
     a training checkpoint of this package; returns its step and network variant."""
     path = Path(path)
+    if path.is_dir():
+        last = path / CHECKPOINT_DIR / LAST_CHECKPOINT
+        hint = f"ckpt_path={override_value(last)}" if last.is_file() else "a checkpoint file"
+        raise CheckpointError(
+            f"{path}: a folder, not a checkpoint to resume from; give {hint} (or resume the "
+            f"run in its own folder: hydra.run.dir={override_value(path)} resume=auto)"
+        )
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint to resume from")
     state = read_checkpoint_file(path)

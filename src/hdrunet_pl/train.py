@@ -211,9 +211,10 @@ def _share_job_with_ddp_children(output_dir: Path) -> None:
 def _load_initial_weights(model: L.LightningModule, path: str) -> None:
     """Start training from the weights in ``path`` (this package's checkpoint, the public
     HDRUNet or ExpandNet ``.pth``); the network and its variant must match the configured
-    one."""
-    source = load_model(path)
+    one (a plain state_dict, which does not record the modulation and condition input,
+    is taken as the configured variant)."""
     net = model.net
+    source = load_model(path, assume=net.config)
     if source.config != net.config:
         raise HDRUNetError(
             f"init_weights={path}: holds {network_name(source.config)}({source.config}), but "

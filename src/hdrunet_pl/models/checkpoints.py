@@ -231,14 +231,11 @@ def _check_config_values(config: NetConfig) -> None:
 
 
 def config_from_official(state_dict: Mapping[str, object]) -> HDRUNetConfig:
-    """Infer the network's configuration from a public state_dict (width, which parts exist)."""
+    """The network of a public state_dict: the paper's, at the file's width and channels."""
     nf, in_ch = _width_and_channels(state_dict)
-    config = HDRUNetConfig(
-        nf=nf,
-        in_ch=in_ch,
-        use_condition="cond_first.0.weight" in state_dict,
-        use_weighting="mask_est.0.weight" in state_dict,
-    )
+    # the public code always builds both branches (mask_est, cond_first/CondNet): a file
+    # without them is cut short, not a variant, and its missing tensors are named
+    config = HDRUNetConfig(nf=nf, in_ch=in_ch)
     _check_config_values(config)
     return config
 
@@ -415,6 +412,9 @@ def _first_keys(mapping: Mapping[str, object]) -> str:
 
 PARALLEL_PREFIX = "module."
 """What ``nn.DataParallel`` and DDP put before a wrapped network's names."""
+NESTED_WEIGHT_KEYS = ("params", "params_ema", "model", "net", "network", "generator")
+"""Keys under which other training codes keep a network's weights (BasicSR: ``params`` and
+its weight average ``params_ema``): named in the refusal, never guessed between."""
 PUBLIC_HDRUNET, OWN_HDRUNET = "public HDRUNet", "hdrunet-pl"
 PUBLISHED_EXPANDNET, OWN_EXPANDNET = "published ExpandNet", "hdrunet-pl ExpandNet"
 _EXPANDNET_LAYOUTS = (PUBLISHED_EXPANDNET, OWN_EXPANDNET)
@@ -444,8 +444,16 @@ def _split(obj: object) -> tuple[dict[str, object], NetConfig | None, str, str]:
         state = {k[len(PARALLEL_PREFIX) :]: v for k, v in state.items()}
         kind += f" ('{PARALLEL_PREFIX}' names)"
     if any(NET_PREFIX + k in state for k in ("conv_first.weight", EXPANDNET_FIRST)):
-        # the LightningModule's names
-        state = {k[len(NET_PREFIX) :]: v for k, v in state.items() if k.startswith(NET_PREFIX)}
+        # the LightningModule's names: its state holds the network's tensors and nothing else
+        others = [k for k in state if not k.startswith(NET_PREFIX)]
+        if others:
+            raise CheckpointError(
+                f"holds tensors besides the network's '{NET_PREFIX}' ones ({_shown(others)}): "
+                "which are the weights (another copy, a weight average?) no loader can "
+                f"tell; save the ones meant with save_model() or as a dict of '{NET_PREFIX}' "
+                "tensors alone"
+            )
+        state = {k[len(NET_PREFIX) :]: v for k, v in state.items()}
     for layout, matches in (
         (PUBLIC_HDRUNET, is_official_state_dict),  # names translated by the caller
         (OWN_HDRUNET, is_own_state_dict),
@@ -454,6 +462,13 @@ def _split(obj: object) -> tuple[dict[str, object], NetConfig | None, str, str]:
     ):
         if matches(state):
             return state, config, layout, f"{layout} {kind}"
+    nested = [k for k in NESTED_WEIGHT_KEYS if isinstance(state.get(k), Mapping)]
+    if kind == "state_dict" and nested:
+        raise CheckpointError(
+            f"the weights are nested under {' and '.join(map(repr, nested))} (as BasicSR "
+            "saves them); save the one meant as a plain state_dict and load that, e.g. "
+            f"torch.save(torch.load(path)[{nested[-1]!r}], 'weights.pth')"
+        )
     if kind == "state_dict":
         # HDRUNet is known by two keys: conv_first and hr_conv1 (HR_conv1 in the public code)
         needed = "'conv_first.weight' with 'hr_conv1.weight' or 'HR_conv1.weight'"
@@ -566,16 +581,27 @@ def _check_config_against_tensors(
         )
 
 
-def _inferred_config(state: Mapping[str, object], layout: str) -> tuple[NetConfig, str]:
+def _inferred_config(
+    state: Mapping[str, object], layout: str, assume: NetConfig | None = None
+) -> tuple[NetConfig, str]:
     """The configuration of a file without a record, from its names and shapes, and a note
-    on what they cannot tell (see :func:`config_from_state_dict`)."""
+    on what they cannot tell (see :func:`config_from_state_dict`); what they cannot tell is
+    taken from ``assume`` when it is the same kind of network (no note then)."""
     if layout == PUBLIC_HDRUNET:
         return config_from_official(state), ""
     if layout == OWN_HDRUNET:
-        return config_from_state_dict(state)
+        config, note = config_from_state_dict(state)
+        if isinstance(assume, HDRUNetConfig) and config.use_condition and assume.use_condition:
+            untold = {"modulation": assume.modulation, "condition": assume.condition}
+            if assume.modulation != "none":
+                return dataclasses.replace(config, **untold), ""
+        return config, note
     if layout == PUBLISHED_EXPANDNET:  # the published network ends in a sigmoid
         nf = _expandnet_width(state, PUBLISHED_EXPANDNET_FIRST)
         return ExpandNetConfig(nf=nf, output="sigmoid"), ""
+    if isinstance(assume, ExpandNetConfig):
+        nf = _expandnet_width(state, EXPANDNET_FIRST)
+        return ExpandNetConfig(nf=nf, output=assume.output), ""
     default = ExpandNetConfig().output
     note = (
         "a plain ExpandNet state_dict does not record the output map "
@@ -585,7 +611,9 @@ def _inferred_config(state: Mapping[str, object], layout: str) -> tuple[NetConfi
     return ExpandNetConfig(nf=_expandnet_width(state, EXPANDNET_FIRST)), note
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Network:
+def load_model(
+    path: str | Path, map_location: str | torch.device = "cpu", assume: NetConfig | None = None
+) -> Network:
     """Build a ready network (in eval mode) from a weights file.
 
     Accepts (a) the public HDRUNet repository's plain ``state_dict`` (its key names are
@@ -597,6 +625,11 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Ne
     shapes, and a :class:`UserWarning` says what could not be inferred (see
     :func:`config_from_state_dict`), and (d) the published ExpandNet's plain ``state_dict``
     (names translated; built with its ``sigmoid`` output).
+
+    ``assume``: for a plain ``state_dict`` of this package's networks, the variant to take
+    for what its keys cannot tell (modulation and condition input; ExpandNet's output map),
+    e.g. the configured network that the weights are to start (no warning then). Everything
+    the keys and shapes do tell still comes from the file.
 
     Raises:
         CheckpointError: one line: unreadable file (saying what it is), unknown layout, a bad
@@ -613,7 +646,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Ne
         if config is not None:
             _check_config_against_tensors(config, state, layout)
         else:
-            config, note = _inferred_config(state, layout)
+            config, note = _inferred_config(state, layout, assume)
         if layout == PUBLIC_HDRUNET:
             state = _renamed(state, official_to_ours)
         elif layout == PUBLISHED_EXPANDNET:
@@ -643,12 +676,12 @@ def save_model(model: Network, path: str | Path) -> Path:
     """Save ``model`` as a minimal checkpoint that :func:`load_model` reads (weights + variant).
 
     Same layout as this package's Lightning checkpoints, without optimizer state; written
-    to a temporary name and renamed.
+    to a new temporary file beside ``path`` (an unguessable name) and renamed.
     """
+    from hdrunet_pl.io import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     state = {NET_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, CONFIG_KEY: asdict(model.config)}, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:  # a new file of its own: never through a planted link
+        torch.save({"state_dict": state, CONFIG_KEY: asdict(model.config)}, tmp)
     return path
