@@ -10,10 +10,12 @@ import os
 import re
 import select
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import lightning as L
@@ -208,3 +210,18 @@ def held_out_eval_args(root: Path, output: Path, tmp_path: Path) -> list[str]:
         "data.rows=null",
         f"output={output}",
     ]
+
+
+def bomb_png(path: Path, side: int = 40000) -> None:
+    """A tiny PNG whose header claims ``side`` x ``side`` RGB pixels (a decompression bomb)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    rows = zlib.compress(b"\0" * (3 * 1024), 9)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+    )

@@ -8,8 +8,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import struct
-import zlib
 from pathlib import Path
 
 import cv2
@@ -24,7 +22,7 @@ from hdrunet_pl.report import main as report_main
 
 from .attacks import snapshot
 from .ntire_files import random_hdr, write_ntire_frame
-from .support import FAST, SMALL_SYNTHETIC_VAL, run_tool
+from .support import FAST, SMALL_SYNTHETIC_VAL, bomb_png, run_tool
 
 TRAIN = [*FAST, *SMALL_SYNTHETIC_VAL]
 CPU = ["device=cpu", "precision=32"]
@@ -398,26 +396,11 @@ def test_symlinked_subfolders_are_followed_and_loops_end(data, tmp_path):
 # ------------------------------------------------------------------ one line, not a traceback
 
 
-def _bomb_png(path: Path, side: int = 40000) -> None:
-    """A tiny PNG whose header claims ``side`` x ``side`` RGB pixels (a decompression bomb)."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-        )
-
-    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
-    rows = zlib.compress(b"\0" * (3 * 1024), 9)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
-    )
-
-
 def test_a_decompression_bomb_is_skipped_and_the_rest_converted(attacks, tiny_checkpoint, tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
-    _bomb_png(photos / "bomb.png")
-    _bomb_png(photos / "bomb2.png", side=25000)  # under OpenCV's limit: 7 GB as float32
+    bomb_png(photos / "bomb.png")
+    bomb_png(photos / "bomb2.png", side=25000)  # under OpenCV's limit: 7 GB as float32
     cv2.imwrite(str(photos / "good.png"), np.full((20, 24, 3), 90, np.uint8))
     os.link(photos / "good.png", os.fsdecode(os.fsencode(photos) + b"/caf\xe9.png"))
     result = run_tool(

@@ -2,8 +2,11 @@
 
 import csv
 import logging
+import os
 import re
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -582,6 +585,48 @@ def test_an_input_link_that_leads_nowhere_is_named_as_such(tmp_path):
     (tmp_path / "out").symlink_to(tmp_path / "out")
     with pytest.raises(HDRUNetError, match=r"output .*out: a symbolic link that leads nowhere"):
         check_output_folder(tmp_path / "out", [])
+
+
+def test_links_that_lead_nowhere_in_an_input_folder_are_named(tmp_path, caplog):
+    """A folder's dangling or looping links were left out without a word (given alone,
+    such a link is named)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "ok.png"), np.full((4, 6, 3), 100, np.uint8))
+    (folder / "dangling.png").symlink_to(folder / "gone.png")
+    (folder / "loop.jpg").symlink_to(folder / "loop.jpg")
+    with caplog.at_level(logging.WARNING, logger="hdrunet_pl.predict"):
+        assert list_inputs(folder) == [folder / "ok.png"]
+    (note,) = [r.getMessage() for r in caplog.records]
+    assert note == (
+        f"input {folder}: 2 symbolic link(s) that lead to no file (a loop?) left out: "
+        "dangling.png, loop.jpg"
+    )
+
+
+def test_an_output_folder_that_cannot_be_written_stops_predict_before_it_starts(
+    tiny_checkpoint, tmp_path
+):
+    """Each image failed alone, after its decoding, with two lines per image (25 images:
+    50 lines); eval already stopped at once."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a", "b", "c"):
+        cv2.imwrite(str(photos / f"{name}.png"), np.full((6, 8, 3), 100, np.uint8))
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    # root writes into a read-only folder: sysfs takes no new files from anybody
+    output = Path("/sys/kernel") if os.geteuid() == 0 else locked
+    args = [f"ckpt={tiny_checkpoint}", f"input={photos}", f"output={output / 'results'}"]
+    result = run_tool("hdrunet-predict", args, tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr == (
+        f"hdrunet-predict: error: output {output / 'results'}: cannot be written "
+        "(Permission denied)\n"
+    )
+    assert "hdrunet-predict:" not in result.stdout  # before the checkpoint was loaded
+    assert not (output / "results").exists() and not list(output.glob(".hdrunet-probe-*"))
 
 
 def test_tiles_much_smaller_than_twice_the_overlap_are_warned_about(caplog):

@@ -304,6 +304,24 @@ def test_a_truncated_exr_is_named_as_such(tmp_path):
         read_exr(tmp_path / "a.exr")
 
 
+def test_an_ldr_header_is_held_to_the_packages_pixel_limit_not_pillows(tmp_path):
+    """Pillow refuses headers above 179 M pixels by itself; images between that and the
+    package's 268 M limit were refused with a message naming the package's limit."""
+    from hdrunet_pl.io import MAX_PIXELS
+
+    from .support import bomb_png
+
+    under, over = tmp_path / "under.png", tmp_path / "over.png"
+    bomb_png(under, side=14_000)  # 196 M pixels: Pillow's limit, not the package's
+    bomb_png(over, side=17_000)  # 289 M pixels
+    assert 14_000**2 < MAX_PIXELS < 17_000**2
+    with pytest.raises(ImageFileError) as err:
+        read_ldr(under)  # its rows are missing: refused when decoded, not for its size
+    assert "more than an image file may have" not in str(err.value)
+    with pytest.raises(ImageFileError, match=r"289,000,000 pixels is more than an image file"):
+        read_ldr(over)
+
+
 def test_an_exr_whose_header_claims_too_many_pixels_is_refused_before_reading(tmp_path):
     import struct
 

@@ -24,6 +24,7 @@ import os
 import re
 import struct
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -491,7 +492,7 @@ def _is_srgb(transform: ImageCms.ImageCmsTransform, space: str) -> bool:
 def _tiff_with_alpha(path: Path) -> bool:
     """An 8-bit TIFF with an unassociated alpha channel (Pillow's modes RGBA and LA)."""
     try:
-        with Image.open(path) as image:
+        with _open_image(path) as image:
             return image.format == "TIFF" and image.mode in ("RGBA", "LA")
     except (OSError, ValueError, SyntaxError):
         return False
@@ -525,7 +526,7 @@ def _tiff_colour(path: Path) -> tuple[np.ndarray, int]:
                 "cannot be read without multiplying its alpha into the colour; save it "
                 "without alpha, uncompressed or upright"
             )
-        with Image.open(path) as file:  # upright as stored: Pillow's pixels are the samples
+        with _open_image(path) as file:  # upright as stored: Pillow's pixels are the samples
             stored = np.asarray(file.convert("RGBA" if file.mode == "RGBA" else "LA"))
     if stored.ndim != 3 or stored.shape[2] not in (2, 4):
         raise ImageFileError(f"{path}: {stored.shape} TIFF samples where RGBA or grey + alpha")
@@ -555,6 +556,24 @@ class LDRHeader:
     mode: str
 
 
+_PILLOW_LIMIT = threading.Lock()
+
+
+def _open_image(path: Path) -> Image.Image:
+    """``Image.open(path)`` with :data:`MAX_PIXELS` as the decompression-bomb limit in place
+    of Pillow's own (179 M pixels): images between the two were refused with a message that
+    named this package's limit. Pillow's setting is process-wide: it is changed only for the
+    call, under a lock, and the header's size is checked against ``MAX_PIXELS`` after it."""
+    with _PILLOW_LIMIT, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked after it
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2  # Pillow refuses above twice this
+        try:
+            return Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
 def _check_ldr_size(path: Path) -> LDRHeader:
     """Refuse an image whose header declares more than :data:`MAX_PIXELS` pixels
     before it is decoded (a small file can declare a 25,000 x 25,000 image: tens of GB once
@@ -563,15 +582,15 @@ def _check_ldr_size(path: Path) -> LDRHeader:
     if path.stat().st_size == 0:
         raise ImageFileError(f"{path}: an empty file (0 bytes), not an image")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size
-                header = LDRHeader(image.info.get("icc_profile") or None, image.mode)
-    except Image.DecompressionBombError as err:  # Pillow's own limit is above this one
+        with _open_image(path) as image:
+            width, height = image.size
+            header = LDRHeader(image.info.get("icc_profile") or None, image.mode)
+    except Image.DecompressionBombError as err:  # more than MAX_PIXELS (see _open_image)
+        claimed = re.search(r"\((\d+) pixels\)", str(err))
+        size = f"{int(claimed.group(1)):,} pixels" if claimed else "its size"
         raise ImageFileError(
-            f"{path}: more pixels than an image file may have here ({MAX_PIXELS:,} "
-            f"pixels; {err}); split or downscale it"
+            f"{path}: {size} is more than an image file may have here ({MAX_PIXELS:,} "
+            "pixels); split or downscale it"
         ) from None
     except (OSError, ValueError, SyntaxError):
         # every LDR format read here is Pillow's too: content it cannot place (a Radiance

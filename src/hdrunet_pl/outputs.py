@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -44,6 +45,22 @@ def origin(*parts: str) -> str:
     """What a result was made from (inputs' :func:`file_identity`, settings), as one short
     digest for the manifest."""
     return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+def check_writable(folder: str | Path) -> None:
+    """Refuse, in one line, an output folder that cannot be written: a probe file is made
+    and removed in it, or in the nearest folder above it that exists (which the tool would
+    make it in). Nothing is left behind either way."""
+    folder = Path(folder)
+    existing = next((p for p in (folder, *folder.parents) if p.is_dir()), None)
+    if existing is None:
+        return  # refused later, where the folder is made, with the OS's reason
+    try:
+        handle, probe = tempfile.mkstemp(dir=existing, prefix=".hdrunet-probe-")
+    except OSError as err:
+        raise HDRUNetError(f"output {folder}: cannot be written ({err.strerror})") from None
+    os.close(handle)
+    os.unlink(probe)
 
 
 class OutputFolder:

@@ -54,7 +54,7 @@ from hdrunet_pl.io import (
     write_ldr,
 )
 from hdrunet_pl.models.checkpoints import load_model
-from hdrunet_pl.outputs import OutputFolder, file_identity, origin
+from hdrunet_pl.outputs import OutputFolder, check_writable, file_identity, origin
 from hdrunet_pl.resolvers import available_cpus
 from hdrunet_pl.tonemap import display_mu_law
 from hdrunet_pl.validation import (
@@ -135,6 +135,18 @@ def list_inputs(path: str | Path) -> list[Path]:
     unread = sorted(p for p in path.iterdir() if p.suffix.lower() in UNREAD_IMAGE_SUFFIXES)
     if unread and files:
         log.warning("input %s: %d file(s) left out: %s", path, len(unread), _unread(unread))
+    broken = sorted(
+        p.name
+        for p in path.iterdir()
+        if p.suffix.lower() in LDR_EXTENSIONS and p.is_symlink() and not p.exists()
+    )
+    if broken:
+        log.warning(
+            "input %s: %d symbolic link(s) that lead to no file (a loop?) left out: %s",
+            path,
+            len(broken),
+            _listed(broken),
+        )
     results = [p.name for p in files if is_hdr_png(p)]
     if results:
         log.warning(
@@ -406,6 +418,7 @@ def run(cfg: DictConfig) -> PredictReport:
     # refusals before the checkpoint is loaded
     plan_units(inputs, Path(cfg.output), cfg.format, cfg.preview)
     check_output_folder(Path(cfg.output), inputs)
+    check_writable(cfg.output)  # else each image would fail alone, after its decoding
     predictor = make_predictor(cfg)
     print(f"hdrunet-predict: {cfg.ckpt} on {predictor.device} ({predictor.dtype})")
     report = predict_files(
