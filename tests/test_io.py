@@ -266,8 +266,20 @@ def test_pickled_align_ratio_is_refused(tmp_path):
     with pytest.raises(ImageFileError, match="not a plain numeric"):
         read_alignratio(path)
     path.write_bytes(pickle.dumps(1.0))
-    with pytest.raises(ImageFileError, match=r"evil_alignratio\.npy"):
+    with pytest.raises(ImageFileError, match=r"evil_alignratio\.npy: not a \.npy file") as err:
         read_alignratio(path)
+    assert "allow_pickle" not in str(err.value)  # numpy's advice to load it unsafely
+
+
+def test_a_text_file_as_an_align_ratio_is_named_as_not_a_npy_file(tmp_path):
+    """It was said to hold pickled data, with numpy's advice to load it unsafely."""
+    path = tmp_path / "0001_alignratio.npy"
+    path.write_text("14000\n")
+    with pytest.raises(ImageFileError) as err:
+        read_alignratio(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: not a .npy file") and "b'14000\\n'" in message
+    assert "pickle" not in message
 
 
 def test_missing_align_ratio_and_8_bit_gt(tmp_path):
@@ -1327,3 +1339,20 @@ def test_radiance_without_a_format_line_is_read_without_opencvs_complaint(tmp_pa
         read_radiance(tmp_path / "b.hdr"), read_radiance(tmp_path / "a.hdr")
     )
     assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize("name", ["anim.png", "anim.webp", "pages.tif"])
+def test_an_animation_or_multi_page_file_says_its_first_frame_is_read(name, tmp_path, caplog):
+    """Animated PNG and WebP files and multi-page TIFFs were converted from their first
+    frame without a word (a GIF is refused by the tools, as an animation)."""
+    from PIL import Image
+
+    frames = [Image.fromarray(np.full((6, 8, 3), v, np.uint8)) for v in (10, 120, 240)]
+    frames[0].save(tmp_path / name, save_all=True, append_images=frames[1:], lossless=True)
+    frames[0].save(tmp_path / "one.png")
+    with caplog.at_level(logging.WARNING, logger="hdrunet_pl.io"):
+        image = read_ldr(tmp_path / name)
+        np.testing.assert_array_equal(image, read_ldr(tmp_path / "one.png"))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / name}: 3 frames (an animation or several pages); the first is read"
+    ]

@@ -897,3 +897,25 @@ def test_a_run_folder_as_ckpt_path_says_which_file_to_give(tmp_path):
         check_resume_checkpoint(run)
     assert f"give ckpt_path={run / 'checkpoints' / 'last.ckpt'} (or resume" in str(err.value)
     assert f"hydra.run.dir={run} resume=auto" in str(err.value)
+
+
+def test_a_resume_on_another_validation_set_chooses_the_best_checkpoint_anew(tmp_path):
+    """Resumed on other validation images (another data.root), the run compared their
+    scores with the best score of the old images: the summary could name as best a
+    checkpoint that scores below last.ckpt on the run's own validation set."""
+    run_dir = tmp_path / "run"
+    first = [*FAST, "logger=csv", *SMALL_SYNTHETIC_VAL, f"hydra.run.dir={run_dir}"]
+    ok(run_tool("hdrunet-train", first, tmp_path))
+    other_images = ["data.val_set.height=44", "data.val_set.num_images=3"]
+    again = [*first, *other_images, "trainer.max_steps=8", "resume=auto"]
+    resumed = ok(run_tool("hdrunet-train", again, tmp_path)).stdout
+    assert "the validation set is not the one the best checkpoint was chosen on" in resumed
+    assert "chosen anew from step 6 on (best-step0000004.ckpt stays, not compared)" in resumed
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    best = Path(metrics["best_checkpoint"]).name
+    assert best in ("best-step0000006.ckpt", "best-step0000008.ckpt", "last.ckpt"), best
+    # resumed on the same images, the best score of the earlier part stands
+    same = ok(
+        run_tool("hdrunet-train", [*again[:-2], "trainer.max_steps=10", "resume=auto"], tmp_path)
+    )
+    assert "chosen anew" not in same.stdout

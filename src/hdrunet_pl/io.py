@@ -585,6 +585,7 @@ def _check_ldr_size(path: Path) -> LDRHeader:
         with _open_image(path) as image:
             width, height = image.size
             header = LDRHeader(image.info.get("icc_profile") or None, image.mode)
+            frames = getattr(image, "n_frames", 1)
     except Image.DecompressionBombError as err:  # more than MAX_PIXELS (see _open_image)
         claimed = re.search(r"\((\d+) pixels\)", str(err))
         size = f"{int(claimed.group(1)):,} pixels" if claimed else "its size"
@@ -601,6 +602,10 @@ def _check_ldr_size(path: Path) -> LDRHeader:
             f"(LDR formats: {', '.join(e.lstrip('.') for e in LDR_EXTENSIONS)})"
         ) from None
     _check_pixel_count(path, height, width)
+    if frames > 1:  # an animated PNG or WebP, a multi-page TIFF
+        log.warning(
+            "%s: %d frames (an animation or several pages); the first is read", path, frames
+        )
     return header
 
 
@@ -666,6 +671,10 @@ def is_hdr_png(path: str | Path) -> bool:
     return path.suffix.lower() == ".png" and alignratio_path_for(path).is_file()
 
 
+NPY_MAGIC = b"\x93NUMPY"
+"""The first bytes of every ``.npy`` file (NumPy's format)."""
+
+
 def read_alignratio(path: str | Path) -> float:
     """The align ratio stored in an NTIRE ``.npy`` file: one finite value > 0.
 
@@ -676,9 +685,18 @@ def read_alignratio(path: str | Path) -> float:
         raise ImageFileError(
             f"{path}: align ratio file missing (NTIRE pairs need NNNN{ALIGNRATIO_SUFFIX})"
         )
+    with path.open("rb") as f:
+        magic = f.read(6)
+    if magic != NPY_MAGIC and not magic.startswith(b"PK"):  # .npy, or a zipped .npz
+        raise ImageFileError(
+            f"{path}: not a .npy file (NumPy's files start with \\x93NUMPY; this one with "
+            f"{magic!r}); the align ratio is saved with numpy.save"
+        )
     try:
         value = np.load(path, allow_pickle=False)
     except ValueError as err:
+        if "pickled" in str(err):  # numpy's advice to load it unsafely is not repeated
+            raise ImageFileError(f"{path}: holds a pickled object, not a number; refused") from None
         raise ImageFileError(f"{path}: not a plain numeric .npy file ({err}); refused") from None
     except Exception as err:
         raise ImageFileError(f"{path}: unreadable .npy file ({type(err).__name__})") from None

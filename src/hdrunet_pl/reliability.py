@@ -147,20 +147,58 @@ class LastCheckpoint(Checkpoint):
             self._save(trainer)
 
 
+VALIDATION_IDENTITY = "val/psnr_mu_identity"
+"""The LDR identity's score on the validation set: it depends on that set alone, so a
+change of it tells that a resumed run validates on other images."""
+
+
 class BestCheckpoint(ModelCheckpoint):
     """Lightning's :class:`~lightning.pytorch.callbacks.ModelCheckpoint` that keeps no
-    checkpoint for a non-finite score: a diverged run's NaN validation became its first
-    "best" checkpoint (score -inf), which the printed eval and predict lines then named."""
+    checkpoint for a non-finite score (a diverged run's NaN validation became its first
+    "best" checkpoint, score -inf, which the printed eval and predict lines then named), and
+    that chooses anew when a resumed run validates on other images than the best score was
+    measured on (another ``data.root``): scores of two validation sets do not compare."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._identity: float | None = None  # the validation set's, at the last choice
 
     @property
     def state_key(self) -> str:
         """``ModelCheckpoint{...}``, as before: checkpoints of earlier runs resume alike."""
         return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
 
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "validation_identity": self._identity}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._identity = state_dict.get("validation_identity")
+
     def check_monitor_top_k(self, trainer: L.Trainer, current: torch.Tensor | None = None) -> bool:
         if current is not None and not bool(torch.isfinite(torch.as_tensor(current)).all()):
             return False  # the score is synced: every rank decides alike
+        identity = trainer.callback_metrics.get(VALIDATION_IDENTITY)
+        if identity is not None:
+            identity = float(identity)
+            if self._identity is not None and abs(identity - self._identity) > 1e-4:
+                self._choose_anew(trainer, identity)
+            self._identity = identity
         return super().check_monitor_top_k(trainer, current)
+
+    def _choose_anew(self, trainer: L.Trainer, identity: float) -> None:
+        if trainer.is_global_zero:
+            print(
+                f"the validation set is not the one the best checkpoint was chosen on (LDR "
+                f"identity {identity:.2f} dB, was {self._identity:.2f} dB): the best "
+                f"checkpoint is chosen anew from step {trainer.global_step} on "
+                f"({Path(self.best_model_path).name or 'none'} stays, not compared)",
+                flush=True,
+            )
+        self.best_k_models = {}
+        self.kth_best_model_path = self.best_model_path = ""
+        self.best_model_score = None
+        self.kth_value = torch.tensor(-torch.inf if self.mode == "max" else torch.inf)
 
 
 class Preemption(L.Callback):
