@@ -1002,6 +1002,10 @@ def test_eval_warns_when_a_gt_file_is_not_at_the_ldrs_exposure(tmp_path, caplog)
     caplog.clear()
     list(folder_samples(str(tmp_path / "pred"), str(tmp_path / "gt"), None).items)
     assert "in_other_units: the ground truth is 21.8 times as bright as its result" in caplog.text
+    # without the LDR, either file may be in other units (a result's wrong align ratio):
+    # the GT alone is not blamed
+    assert "one of the two is in other units" in caplog.text
+    assert "scale it to the LDR's exposure" not in caplog.text
     assert exposure_ratio(torch.full((3, 8, 8), 0.02), torch.ones(3, 8, 8)) is None  # all dark
 
 

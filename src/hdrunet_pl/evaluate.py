@@ -333,7 +333,18 @@ def exposure_ratio(reference: torch.Tensor, gt: torch.Tensor) -> float | None:
 
 
 def _warn_exposure(name: str, reference: str, ratio: float | None) -> None:
-    if ratio is not None and not 1 / EXPOSURE_TOLERANCE <= ratio <= EXPOSURE_TOLERANCE:
+    if ratio is None or 1 / EXPOSURE_TOLERANCE <= ratio <= EXPOSURE_TOLERANCE:
+        return
+    if reference == "result":  # either file may be the one in other units
+        log.warning(
+            "%s: the ground truth is %.3g times as bright as its result (median over "
+            "well-exposed pixels, non-linear values): PSNR-mu and PSNR-L compare absolute "
+            "values, so one of the two is in other units (a photograph's own EXR as GT, a "
+            "result saved with another align ratio); give ldr_dir= to tell which",
+            name,
+            ratio,
+        )
+    else:
         log.warning(
             "%s: the ground truth is %.3g times as bright as its %s (median over well-exposed "
             "pixels, non-linear values): PSNR-mu and PSNR-L compare absolute values, so a GT "

@@ -132,6 +132,49 @@ def _validates(trainer: L.Trainer) -> bool:
     return trainer.limit_val_batches not in (0, 0.0)
 
 
+def _flat(tree: object, prefix: str = "") -> dict[str, object]:
+    """A nested dict's leaves by dotted key (lists are leaves)."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}{key}." if isinstance(value, dict) else f"{prefix}{key}"))
+    return out
+
+
+RESUME_SETTINGS = ("resume", "ckpt_path", "trainer.max_steps", "trainer.max_epochs")
+"""What a resume changes by design (how to resume, how far to train on): not a change of
+the run's settings."""
+
+
+def _keep_changed_config(path: Path, new: DictConfig) -> None:
+    """A start in a run's folder whose settings differ from the recorded ``config.yaml``
+    (a resume with another loss or seed, say): the earlier file is kept as
+    ``config-<k>.yaml`` (k = 1, 2, ..., as the CSV logs' ``metrics-<k>.csv``) and the
+    changed settings are named in one line, instead of the earlier part's settings being
+    written over."""
+    try:
+        old = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return
+    if not isinstance(old, dict):
+        return
+    before, after = _flat(old), _flat(OmegaConf.to_container(new, resolve=True))
+    changed = sorted(
+        k
+        for k in before.keys() | after.keys()
+        if before.get(k) != after.get(k) and k not in RESUME_SETTINGS
+    )
+    if not changed:
+        return
+    k = 1
+    while (kept := path.with_name(f"{path.stem}-{k}{path.suffix}")).exists():
+        k += 1
+    path.rename(kept)
+    shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
+    log.info("this start changes %s; the earlier settings are kept in %s", shown, kept.name)
+
+
 def _run_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
@@ -371,6 +414,7 @@ def train(cfg: DictConfig) -> TrainSummary:
         saved = cfg.copy()
         for key, value in input_paths.items():
             OmegaConf.update(saved, key, value)
+        _keep_changed_config(output_dir / CONFIG_FILE, saved)
         OmegaConf.save(saved, output_dir / CONFIG_FILE, resolve=True)
         (output_dir / OVERRIDES_FILE).write_text(yaml.safe_dump(_run_overrides()))
         # a resumed run trains on: an earlier end's summary is no longer its result (a
