@@ -33,7 +33,7 @@ from hdrunet_pl.io import (
 from hdrunet_pl.predict import list_inputs, predict_files
 
 from .organisers import ntire_psnr_l_numpy, ntire_psnr_mu_numpy, organisers_val_scores
-from .support import CONF_DIR, noise, run_tool
+from .support import CONF_DIR, noise, ok, run_tool
 
 
 def random_net(nf=16, std=0.05, seed=0, **kwargs):
@@ -1031,3 +1031,21 @@ def test_the_manifest_keeps_one_line_per_file_when_rewritten(tmp_path):
     reserved.write_bytes(b"put there since")
     with pytest.raises(HDRUNetError, match=r"b\.png: its name was reserved by a run"):
         view.claim([reserved])  # still reserved, never recorded written
+
+
+def test_an_input_that_is_a_link_to_a_result_is_named_as_an_input(tiny_checkpoint, tmp_path):
+    """An input linked to a result of the output folder is refused as the run's input; it
+    was said not to be hdrunet-predict's file (or changed since), which it was, unchanged."""
+    for folder in ("A", "B"):
+        (tmp_path / folder).mkdir()
+    cv2.imwrite(str(tmp_path / "A" / "r.png"), np.full((6, 8, 3), 100, np.uint8))
+    out = tmp_path / "out"
+    ok(run_tool("hdrunet-predict", [f"ckpt={tiny_checkpoint}", "input=A", "output=out"], tmp_path))
+    made = (out / "r.png").read_bytes()
+    (tmp_path / "B" / "r.png").symlink_to(out / "r.png")
+    args = [f"ckpt={tiny_checkpoint}", "input=B", "output=out", "overwrite=true"]
+    result = run_tool("hdrunet-predict", args, tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"out/r.png: is one of this run's inputs ({out / 'r.png'})" in result.stdout
+    assert "was not written by" not in result.stdout + result.stderr
+    assert (out / "r.png").read_bytes() == made

@@ -222,6 +222,12 @@ class OutputFolder:
         line) when any of them exists and was not written by this package."""
         paths = list(paths)
         refused = self.foreign(paths)
+        inputs = [p for p in refused if p.resolve() in self._inputs]
+        if inputs:  # an input given through a link into this folder, say
+            raise HDRUNetError(
+                f"{inputs[0]}: is one of this run's inputs ({inputs[0].resolve()}); not written "
+                "over (choose another output folder)"
+            )
         writer = self._writers.get(self._name(refused[0]), self.tool) if refused else self.tool
         if writer != self.tool:
             raise HDRUNetError(
