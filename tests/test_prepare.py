@@ -240,6 +240,13 @@ def test_a_new_split_without_val_pairs_removes_the_earlier_val_shards(tmp_path):
     assert (shards / "val" / "index.json").is_file()
     assert run_stream(str(src), str(shards), 0, "64KB", 1) == {"train": 3}
     assert sorted(p.name for p in shards.iterdir() if not p.name.startswith(".")) == ["train"]
+    # data=stream validates on val/: such shards are named for what they are (the message
+    # was "no index.json, not a shard folder (make one with hdrunet-prepare stream)")
+    from hdrunet_pl.data.stream import StreamingDataModule
+    from hdrunet_pl.errors import HDRUNetError
+
+    with pytest.raises(HDRUNetError, match=r"training shards only \(written with --val-count 0"):
+        StreamingDataModule(str(shards))
 
 
 def test_stream_records_hold_the_exact_pair(tmp_path):
@@ -490,6 +497,35 @@ def test_crop_removes_the_sub_images_of_frames_gone_from_its_input(tmp_path, cap
         path.rename(tmp_path / "val" / path.name)
     assert run_crop(str(src), str(out), 16, 16, 0, 1) == (0, 8)
     assert sorted({p.name[:4] for p in out.glob("*_s*")}) == ["0000", "0001"]
+
+
+def test_a_smaller_frame_removes_sub_images_numbered_10000_and_up(tmp_path, monkeypatch):
+    """Sub-images of an earlier, larger version of a frame beyond the new cut's count are
+    removed; those numbered from 10,000 on (a small --crop and --step) stayed and were
+    trained on. The numbering starts at 9,990 here, so that a few crops reach five digits."""
+    import hdrunet_pl.prepare as prepare
+    from hdrunet_pl.prepare import run_crop
+
+    numbered = prepare._sub_names
+    monkeypatch.setattr(prepare, "_sub_names", lambda out, name, i: numbered(out, name, i + 9990))
+    src, out = tmp_path / "frames", tmp_path / "crops"
+    write_ntire_frame(src, "0001", random_hdr(12, 12, seed=1))
+    assert run_crop(str(src), str(out), 4, 2, 0, 1) == (25, 0)  # s9991 ... s10015
+    write_ntire_frame(src, "0001", random_hdr(8, 8, seed=2))  # the frame, replaced smaller
+    assert run_crop(str(src), str(out), 4, 2, 0, 1) == (9, 0)  # s9991 ... s9999
+    left = sorted(int(re.search(r"_s(\d+)_", p.name)[1]) for p in out.glob("*_medium.png"))
+    assert left == list(range(9991, 10000))
+
+
+def test_an_input_inside_the_crop_output_is_named_as_such(tmp_path):
+    """It was refused as reaching the output "through a link", with no link there."""
+    from hdrunet_pl.errors import HDRUNetError
+    from hdrunet_pl.prepare import run_crop
+
+    write_ntire_frame(tmp_path / "NTIRE" / "train", "0001", random_hdr(20, 20, seed=1))
+    message = r"--input .*train lies inside the --output folder .*NTIRE: the sub-images would"
+    with pytest.raises(HDRUNetError, match=message):
+        run_crop(str(tmp_path / "NTIRE" / "train"), str(tmp_path / "NTIRE"), 8, 8, 0, 1)
 
 
 def test_held_out_sub_images_take_their_whole_frame(tmp_path, caplog):

@@ -136,7 +136,9 @@ def crop_pair(
     # sub-images beyond this cut's count come from an earlier version of the frame: gone
     kept = [p for index in range(1, len(boxes) + 1) for p in _sub_names(output, pair.name, index)]
     suffixes = (f"{LDR_SUFFIX}.png", f"{GT_SUFFIX}.png", ALIGNRATIO_SUFFIX)
-    digits = ("[0-9]" * 3, "[0-9]" * 4)  # as _sub_names numbers them (1,000 and more: 4)
+    # as _sub_names numbers them: 3 digits, more from 1,000 on (a small --crop and --step
+    # cut tens of thousands from one frame)
+    digits = tuple("[0-9]" * n for n in range(3, 10))
     stale = [f"{glob.escape(pair.name)}_s{d}{suffix}" for d in digits for suffix in suffixes]
     folder.remove_stale(stale, kept)
     for index, (top, left) in enumerate(boxes, 1):
@@ -215,6 +217,12 @@ def run_crop(
     _refuse_output_inside_input(Path(input_dir), output)
     found = find_ntire_pairs(input_dir, "--input")
     target = output.resolve()
+    if Path(input_dir).resolve().is_relative_to(target):
+        raise HDRUNetError(
+            f"--input {input_dir} lies inside the --output folder {output_dir}: the sub-images "
+            "would mix with the frames (a data set read from the output folder reads its "
+            "subfolders too); give an --output outside it"
+        )
     reached = [p.ldr for p in found if p.ldr.resolve().is_relative_to(target)]
     if reached:  # through a symbolic link in the input tree: its sub-images would be cut
         raise HDRUNetError(

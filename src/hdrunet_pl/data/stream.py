@@ -18,6 +18,7 @@ from litdata import StreamingDataLoader, StreamingDataset
 from hdrunet_pl.data.datasets import random_patch
 from hdrunet_pl.data.shards import check_shards
 from hdrunet_pl.data.workers import init_worker
+from hdrunet_pl.errors import HDRUNetError
 
 
 def record_to_pair(record: dict) -> dict[str, torch.Tensor | str]:
@@ -67,8 +68,14 @@ class StreamingDataModule(L.LightningDataModule):
         self.cache_dir = cache_dir
         self._train: StreamingDataLoader | None = None
         if "://" not in input_dir:  # local shards: checked before anything is read
+            root = Path(input_dir)
+            if (root / "train").is_dir() and not (root / "val").exists():
+                raise HDRUNetError(
+                    f"{root}: training shards only (written with --val-count 0); data=stream "
+                    "validates on val/: write the shards again with --val-count 1 or more"
+                )
             for part in ("train", "val"):
-                check_shards(Path(input_dir) / part)
+                check_shards(root / part)
 
     @staticmethod
     def _checked(dataset: StreamingDataset) -> StreamingDataset:
