@@ -503,11 +503,19 @@ def test_a_smaller_frame_removes_sub_images_numbered_10000_and_up(tmp_path, monk
     """Sub-images of an earlier, larger version of a frame beyond the new cut's count are
     removed; those numbered from 10,000 on (a small --crop and --step) stayed and were
     trained on. The numbering starts at 9,990 here, so that a few crops reach five digits."""
+    import functools
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     import hdrunet_pl.prepare as prepare
     from hdrunet_pl.prepare import run_crop
 
     numbered = prepare._sub_names
     monkeypatch.setattr(prepare, "_sub_names", lambda out, name, i: numbered(out, name, i + 9990))
+    # the workers are forked, so that they number as patched (another test's litdata may
+    # have made spawning the default)
+    fork = functools.partial(ProcessPoolExecutor, mp_context=multiprocessing.get_context("fork"))
+    monkeypatch.setattr(prepare, "ProcessPoolExecutor", fork)
     src, out = tmp_path / "frames", tmp_path / "crops"
     write_ntire_frame(src, "0001", random_hdr(12, 12, seed=1))
     assert run_crop(str(src), str(out), 4, 2, 0, 1) == (25, 0)  # s9991 ... s10015
