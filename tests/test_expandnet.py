@@ -26,7 +26,7 @@ from hdrunet_pl.models import ExpandNet, ExpandNetConfig, HDRUNetConfig
 from hdrunet_pl.models.checkpoints import published_expandnet_to_ours
 from hdrunet_pl.module import HDRUNetModule
 from hdrunet_pl.reliability import ResumePoint, check_resume_checkpoint, check_resume_fits
-from hdrunet_pl.report import collect, markdown_table
+from hdrunet_pl.report import collect, markdown_table, write_report
 from hdrunet_pl.report import main as report_main
 from hdrunet_pl.train import _load_initial_weights, train
 
@@ -334,6 +334,19 @@ def test_report_shows_perceptual_scores_a_run_logged(model_sweep, tmp_path):
     table = markdown_table(collect(sweep)).splitlines()
     assert "| PU21-PSNR (dB) |" in table[0] and "SSIM" not in table[0]
     assert "| 31.25 | 4 | done |" in table[3] and "| - | 4 | done |" in table[2]
+    # an SSIM in [0, 1] shows 3 decimals (0.04 and 0.28 said too little); report.csv, for
+    # programs, keeps every value as logged
+    rows[-1]["val/pu21_ssim"] = "0.27514"
+    with log.open("w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[-1].keys()))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert "| 31.25 | 0.275 | 4 | done |" in markdown_table(collect(sweep)).splitlines()[3]
+    write_report(sweep, collect(sweep))
+    (_, expandnet) = csv.DictReader((sweep / "report.csv").open())
+    metrics = json.loads((_run(sweep, "expandnet") / "metrics.json").read_text())
+    assert float(expandnet["psnr_mu"]) == metrics["psnr_mu_after"]  # not rounded to 0.01
+    assert expandnet["pu21_ssim"] == "0.27514"
 
 
 def test_expandnet_run_trains_validates_and_saves_as_hdrunet_runs_do(model_sweep):

@@ -496,6 +496,24 @@ def test_a_missing_photo_folder_says_how_to_fetch_one(tmp_path):
         instantiate(cfg.data)
 
 
+def test_a_missing_extra_folder_is_not_told_to_fetch_the_demo_photos(tmp_path):
+    """Followed for a second folder, the fetch hint put the demo's photographs (its two
+    validation ones too) into it: the run trained on copies of its validation images."""
+    from hdrunet_pl.io import write_exr
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        write_exr(photos / f"p{i}.exr", np.full((160, 320, 3), 0.5 + i, np.float32))
+    extra = "+data.folders.more={root:" + str(tmp_path / "extra") + ",weight:1,val_count:0}"
+    cfg = compose_train(["experiment=demo", f"paths.samples_dir={photos}", extra])
+    with pytest.raises(InstantiationException) as err:
+        instantiate(cfg.data)
+    message = str(err.value.__cause__ or err.value)
+    assert f"data.folders.more.root={tmp_path / 'extra'}: no such folder" in message
+    assert "samples" not in message and "HDRUNET_SAMPLES_DIR" not in message
+
+
 def test_an_empty_samples_dir_is_refused_not_read_as_the_current_folder(monkeypatch):
     """``HDRUNET_SAMPLES_DIR=""`` (set but empty) must not make the current folder the photos."""
     from hdrunet_pl.run_files import check_no_empty_paths

@@ -409,10 +409,19 @@ def load_curves(
     return curves
 
 
-def _fmt(value: float | int | None) -> str:
+def _fmt(value: float | int | None, decimals: int = 2) -> str:
     if value is None:
         return "-"
-    return f"{value:.2f}" if isinstance(value, float) else str(value)
+    return f"{value:.{decimals}f}" if isinstance(value, float) else str(value)
+
+
+def _raw(value: float | int | None) -> str:
+    """A value for ``report.csv``: as logged, not rounded for reading."""
+    return "" if value is None else repr(value)
+
+
+COLUMN_DECIMALS = {"pu21_ssim": 3}
+"""Decimals shown in ``report.md`` where 2 (dB, JOD) say too little (an SSIM in [0, 1])."""
 
 
 def _fmt_gmacs(value: float | None) -> str:
@@ -447,7 +456,7 @@ def markdown_table(runs: list[RunResult]) -> str:
             _fmt(r.psnr_mu),
             _fmt(r.psnr_l),
             _fmt(r.identity_psnr_mu),
-            *(_fmt(r.extra.get(c)) for c in extra),
+            *(_fmt(r.extra.get(c), COLUMN_DECIMALS.get(c, 2)) for c in extra),
         ]
         lines.append("| " + " | ".join([*cells, _fmt(r.steps), r.status]) + " |")
     lines += ["", SCORES_NOTE, COST_NOTE]
@@ -487,12 +496,12 @@ def write_report(sweep_dir: str | Path, runs: list[RunResult]) -> list[Path]:
             writer.writerow(
                 [
                     r.variant,
-                    _fmt(r.params),
-                    _fmt_gmacs(r.gmacs),
-                    *(_fmt(getattr(r, c)) for c in SCORES),
-                    *(_fmt(r.extra.get(c)) for c in extra),
-                    _fmt(r.steps),
-                    _fmt(r.scored_at),
+                    _raw(r.params),
+                    _raw(r.gmacs),
+                    *(_raw(getattr(r, c)) for c in SCORES),
+                    *(_raw(r.extra.get(c)) for c in extra),
+                    _raw(r.steps),
+                    _raw(r.scored_at),
                     r.status,
                     r.run,
                 ]

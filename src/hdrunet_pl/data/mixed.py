@@ -24,6 +24,9 @@ from hdrunet_pl.data.sampling import SampleKey, item_generator, split_key
 from hdrunet_pl.data.synthetic import SyntheticHDRDataset
 from hdrunet_pl.errors import DatasetError, HDRUNetError
 
+DEMO_FOLDER = "photos"
+"""The key of ``experiment=demo``'s folder (the fetched Poly Haven photographs)."""
+
 
 class MixedSources(Dataset):
     """Pair items drawn from ``sources`` with probabilities proportional to ``weights``.
@@ -124,11 +127,18 @@ class MixedDataModule(HDRDataModule):
             negative = folder.get("negative", "fill")
             part = "train" if val_count else "all"
             if not Path(folder["root"]).is_dir():
+                # the fetch hint for the demo's folder only: fetched into a second folder,
+                # the same photographs would be trained on twice (its validation ones too)
+                hint = (
+                    "; give the folder of your HDR photographs (experiment=demo reads "
+                    "paths.samples_dir, or $HDRUNET_SAMPLES_DIR), or `python -m "
+                    f"hdrunet_pl.samples {folder['root']}` fetches openly licensed ones there"
+                    if name == DEMO_FOLDER
+                    else ""
+                )
                 raise DatasetError(
                     f"data.folders.{name}.root={folder['root']}: no such folder (from "
-                    f"{Path.cwd()}); give the folder of your HDR photographs (experiment=demo "
-                    "reads paths.samples_dir, or $HDRUNET_SAMPLES_DIR), or `python -m "
-                    f"hdrunet_pl.samples {folder['root']}` fetches openly licensed ones there"
+                    f"{Path.cwd()}){hint}"
                 )
             sources.append(
                 folder_dataset(
