@@ -988,7 +988,8 @@ def test_eval_warns_when_a_gt_file_is_not_at_the_ldrs_exposure(tmp_path, caplog)
     ldr = rng.uniform(0.05, 0.95, (16, 20, 3)).astype(np.float32)
     for folder in ("gt", "pred", "ldr"):
         (tmp_path / folder).mkdir()
-    for name, scale in (("aligned", 1.0), ("in_other_units", 1000.0)):
+    scales = {"aligned": 1.0, "in_other_units": 1000.0, "two_stops": 4.0, "a_third_stop": 1.25}
+    for name, scale in scales.items():
         write_ldr(tmp_path / "ldr" / f"{name}.png", ldr)
         write_exr(tmp_path / "gt" / f"{name}.exr", scale * ldr.astype(np.float64) ** GAMMA)
         write_exr(tmp_path / "pred" / f"{name}.exr", ldr.astype(np.float64) ** GAMMA)
@@ -997,11 +998,18 @@ def test_eval_warns_when_a_gt_file_is_not_at_the_ldrs_exposure(tmp_path, caplog)
     }
     ratio = exposure_ratio(samples["in_other_units"].ldr, samples["in_other_units"].gt)
     assert ratio == pytest.approx(1000 ** (1 / GAMMA), rel=0.02)
-    assert "in_other_units: the ground truth is 21.8 times as bright as its LDR" in caplog.text
+    assert (
+        "in_other_units: the ground truth is 1,000 times as bright as its LDR in radiance (21.8 "
+        "in the non-linear values" in caplog.text
+    )
     assert "aligned:" not in caplog.text
+    # two stops too bright was within the factor 2 of the non-linear values (4.7 in
+    # radiance), so it passed in silence while every score was wrong; a third of a stop passes
+    assert re.search(r"two_stops: the ground truth is (3\.9\d|4|4\.0\d) times as", caplog.text)
+    assert "a_third_stop:" not in caplog.text
     caplog.clear()
     list(folder_samples(str(tmp_path / "pred"), str(tmp_path / "gt"), None).items)
-    assert "in_other_units: the ground truth is 21.8 times as bright as its result" in caplog.text
+    assert "in_other_units: the ground truth is 1,000 times as bright as its result" in caplog.text
     # without the LDR, either file may be in other units (a result's wrong align ratio):
     # the GT alone is not blamed
     assert "one of the two is in other units" in caplog.text

@@ -317,8 +317,8 @@ WELL_EXPOSED = (0.1, 0.9)
 """Non-linear values of a reference (the LDR, or the result) whose exposure is compared with
 the ground truth's: away from the noise floor and from clipping."""
 EXPOSURE_TOLERANCE = 2.0
-"""A ground truth whose exposure differs from its reference's by more than this factor
-gets a warning: PSNR-mu and PSNR-L compare absolute values."""
+"""A ground truth whose radiance differs from its reference's by more than this factor
+(one stop) gets a warning: PSNR-mu and PSNR-L compare absolute values."""
 
 
 def exposure_ratio(reference: torch.Tensor, gt: torch.Tensor) -> float | None:
@@ -332,27 +332,37 @@ def exposure_ratio(reference: torch.Tensor, gt: torch.Tensor) -> float | None:
     return float((gt[:, mask] / reference[:, mask]).median())
 
 
+def _times(factor: float) -> str:
+    return f"{factor:,.0f}" if factor >= 100 else f"{factor:.3g}"
+
+
 def _warn_exposure(name: str, reference: str, ratio: float | None) -> None:
-    if ratio is None or 1 / EXPOSURE_TOLERANCE <= ratio <= EXPOSURE_TOLERANCE:
+    """Warn when the radiance of the GT (``ratio ** GAMMA``: ``ratio`` compares non-linear
+    values) differs from its reference's by more than :data:`EXPOSURE_TOLERANCE`."""
+    if ratio is None:
         return
+    radiance = ratio**GAMMA
+    if 1 / EXPOSURE_TOLERANCE <= radiance <= EXPOSURE_TOLERANCE:
+        return
+    measured = (
+        f"the ground truth is {_times(radiance)} times as bright as its {reference} in "
+        f"radiance ({_times(ratio)} in the non-linear values; median over well-exposed pixels)"
+    )
     if reference == "result":  # either file may be the one in other units
         log.warning(
-            "%s: the ground truth is %.3g times as bright as its result (median over "
-            "well-exposed pixels, non-linear values): PSNR-mu and PSNR-L compare absolute "
-            "values, so one of the two is in other units (a photograph's own EXR as GT, a "
-            "result saved with another align ratio); give ldr_dir= to tell which",
+            "%s: %s: PSNR-mu and PSNR-L compare absolute values, so one of the two is in "
+            "other units (a photograph's own EXR as GT, a result saved with another align "
+            "ratio); give ldr_dir= to tell which",
             name,
-            ratio,
+            measured,
         )
     else:
         log.warning(
-            "%s: the ground truth is %.3g times as bright as its %s (median over well-exposed "
-            "pixels, non-linear values): PSNR-mu and PSNR-L compare absolute values, so a GT "
-            "in other units than the LDR (a photograph's own EXR) scores the wrong thing; "
-            "scale it to the LDR's exposure, as NTIRE's align ratio does",
+            "%s: %s: PSNR-mu and PSNR-L compare absolute values, so a GT in other units than "
+            "the LDR (a photograph's own EXR) scores the wrong thing; scale it to the LDR's "
+            "exposure, as NTIRE's align ratio does",
             name,
-            ratio,
-            reference,
+            measured,
         )
 
 
