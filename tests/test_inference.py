@@ -579,6 +579,9 @@ def test_an_input_link_that_leads_nowhere_is_named_as_such(tmp_path):
         list_inputs(tmp_path / "a.png")
     with pytest.raises(HDRUNetError, match=r"c\.png: no such file or folder"):
         list_inputs(tmp_path / "c.png")
+    os.mkfifo(tmp_path / "pipe.png")  # said "no such file or folder" of what is there
+    with pytest.raises(HDRUNetError, match=r"pipe\.png: not a regular file \(a pipe, socket"):
+        list_inputs(tmp_path / "pipe.png")
     # an output folder that is such a link: refused before the network is loaded
     from hdrunet_pl.predict import check_output_folder
 

@@ -4,6 +4,7 @@ import hashlib
 import json
 import logging
 import pickle
+import re
 from pathlib import Path
 
 import cv2
@@ -304,6 +305,26 @@ def test_truncated_and_garbage_pngs_name_the_file(tmp_path):
         png_info(tmp_path / "junk.png")
     with pytest.raises(ImageFileError, match="no such file"):
         read_ldr(tmp_path / "missing.png")
+
+
+def test_what_is_there_but_no_file_is_named_for_what_it_is(tmp_path):
+    """A FIFO (never opened: it would block), a folder or a dangling link named like an
+    image read as "no such file" though something is there."""
+    import os
+
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "gone.png")
+    for name, what in (
+        ("pipe.png", "not a regular file (a pipe, socket or device)"),
+        ("folder.png", "a folder, not a file"),
+        ("dangling.png", "a symbolic link that leads to no file"),
+    ):
+        with pytest.raises(ImageFileError, match=re.escape(f"{name}: {what}")):
+            read_ldr(tmp_path / name)
+    os.mkfifo(tmp_path / "0001_alignratio.npy")
+    with pytest.raises(ImageFileError, match=r"0001_alignratio\.npy: not a regular file"):
+        read_alignratio(tmp_path / "0001_alignratio.npy")
 
 
 def test_a_truncated_exr_is_named_as_such(tmp_path):

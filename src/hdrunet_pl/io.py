@@ -153,8 +153,19 @@ def remove_dead_temporaries(folder: str | Path) -> list[Path]:
 def _existing(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
-        raise ImageFileError(f"{path}: no such file")
+        raise ImageFileError(f"{path}: {_not_a_file(path)}")
     return path
+
+
+def _not_a_file(path: Path) -> str:
+    """Why ``path`` (no regular file) cannot be read as one, in words."""
+    if path.is_dir():
+        return "a folder, not a file"
+    if path.is_symlink() and not path.exists():
+        return "a symbolic link that leads to no file (a loop?)"
+    if path.exists():  # a FIFO, a socket, a device: never read (a FIFO would block)
+        return "not a regular file (a pipe, socket or device)"
+    return "no such file"
 
 
 def imdecode(data: bytes, path: Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
@@ -681,6 +692,8 @@ def read_alignratio(path: str | Path) -> float:
     Read with ``allow_pickle=False``: a file holding a pickled object is refused.
     """
     path = Path(path)
+    if not path.is_file() and (path.exists() or path.is_symlink()):
+        raise ImageFileError(f"{path}: {_not_a_file(path)}, not an align ratio file")
     if not path.is_file():
         raise ImageFileError(
             f"{path}: align ratio file missing (NTIRE pairs need NNNN{ALIGNRATIO_SUFFIX})"

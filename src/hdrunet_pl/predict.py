@@ -124,8 +124,10 @@ def list_inputs(path: str | Path) -> list[Path]:
             raise HDRUNetError(f"input {_unread([path])}")
         return [path]
     if not path.is_dir():
-        if path.is_symlink():
+        if path.is_symlink() and not path.exists():
             raise HDRUNetError(f"input {path}: a symbolic link that leads to no file (a loop?)")
+        if path.exists():  # a FIFO, a socket, a device: never read (a FIFO would block)
+            raise HDRUNetError(f"input {path}: not a regular file (a pipe, socket or device)")
         raise HDRUNetError(f"input {path}: no such file or folder")
     files = sorted(
         p
