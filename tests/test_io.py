@@ -1079,6 +1079,10 @@ def test_a_held_out_fetch_never_shares_a_folder_with_training_scenes(tmp_path, m
         samples.pmndrs_exrs(held_out, held_out_only=True)
     (held_out / "linked").unlink()
     (held_out / "0001_gt.png").unlink()
+    # the set fetched one level down already: named as such (its eight scenes were listed
+    # as "HDR files that are not held-out scenes")
+    with pytest.raises(HDRUNetError, match=rf"holds the held-out scenes already, in {held_out}:"):
+        samples.pmndrs_exrs(tmp_path, held_out_only=True)
     # and the other way round: no training source is fetched into the held-out folder
     monkeypatch.setattr(samples.subprocess, "run", offline)  # poly_haven's pip download
     for source in ("poly_haven", "pmndrs"):

@@ -321,6 +321,16 @@ def _check_held_out_folder(dest: Path, names: list[str]) -> None:
         for p in files_under(dest)
         if is_hdr_ground_truth(p) and str(p.relative_to(dest)) not in names
     )
+    held_out_below = sorted(
+        record.parent
+        for record in dest.rglob(RECORD_FILE)
+        if record.parent != dest and _holds_held_out(_records_of(record.parent))
+    )
+    if others and held_out_below:  # the set fetched into a subfolder before
+        raise HDRUNetError(
+            f"{dest} holds the held-out scenes already, in {held_out_below[0]}: give that "
+            "folder as data.root (a second copy in the folder above would be scored twice)"
+        )
     if others:
         shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
         raise HDRUNetError(
