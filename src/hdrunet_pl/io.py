@@ -153,12 +153,13 @@ def remove_dead_temporaries(folder: str | Path) -> list[Path]:
 def _existing(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
-        raise ImageFileError(f"{path}: {_not_a_file(path)}")
+        raise ImageFileError(f"{path}: {not_a_file(path)}")
     return path
 
 
-def _not_a_file(path: Path) -> str:
-    """Why ``path`` (no regular file) cannot be read as one, in words."""
+def not_a_file(path: Path) -> str:
+    """Why ``path`` (no regular file) cannot be read as one, in words: a folder, a link
+    that leads nowhere, a pipe, socket or device, or nothing there."""
     if path.is_dir():
         return "a folder, not a file"
     if path.is_symlink() and not path.exists():
@@ -693,7 +694,7 @@ def read_alignratio(path: str | Path) -> float:
     """
     path = Path(path)
     if not path.is_file() and (path.exists() or path.is_symlink()):
-        raise ImageFileError(f"{path}: {_not_a_file(path)}, not an align ratio file")
+        raise ImageFileError(f"{path}: {not_a_file(path)}, not an align ratio file")
     if not path.is_file():
         raise ImageFileError(
             f"{path}: align ratio file missing (NTIRE pairs need NNNN{ALIGNRATIO_SUFFIX})"

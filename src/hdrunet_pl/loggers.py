@@ -12,6 +12,8 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, open_dict
 
+from hdrunet_pl.run_files import kept_name
+
 WANDB_HOST = "api.wandb.ai"
 
 
@@ -39,10 +41,7 @@ def keep_previous_csv(log_dir: str | Path) -> Path | None:
     current = Path(log_dir) / "metrics.csv"
     if not current.is_file():
         return None
-    k = 1
-    while (kept := current.with_name(f"metrics-{k}.csv")).exists():
-        k += 1
-    return current.rename(kept)
+    return current.rename(kept_name(current))
 
 
 def instantiate_loggers(

@@ -47,6 +47,7 @@ from hdrunet_pl.io import (
     alignratio_path_for,
     is_hdr_png,
     new_temporary,
+    not_a_file,
     ntire_frame_id,
     read_ldr,
     remove_dead_temporaries,
@@ -124,10 +125,8 @@ def list_inputs(path: str | Path) -> list[Path]:
             raise HDRUNetError(f"input {_unread([path])}")
         return [path]
     if not path.is_dir():
-        if path.is_symlink() and not path.exists():
-            raise HDRUNetError(f"input {path}: a symbolic link that leads to no file (a loop?)")
-        if path.exists():  # a FIFO, a socket, a device: never read (a FIFO would block)
-            raise HDRUNetError(f"input {path}: not a regular file (a pipe, socket or device)")
+        if path.exists() or path.is_symlink():  # a dangling link, a FIFO: never read
+            raise HDRUNetError(f"input {path}: {not_a_file(path)}")
         raise HDRUNetError(f"input {path}: no such file or folder")
     files = sorted(
         p

@@ -58,6 +58,15 @@ def is_package_run(folder: Path, crashed_start: bool = False) -> bool:
     return False
 
 
+def kept_name(path: Path) -> Path:
+    """Where an earlier part of a run keeps ``path`` (``metrics.csv``, ``config.yaml``) when
+    a resumed start writes it anew: ``<stem>-<k><suffix>``, the first free k = 1, 2, ..."""
+    k = 1
+    while (kept := path.with_name(f"{path.stem}-{k}{path.suffix}")).exists():
+        k += 1
+    return kept
+
+
 def override_value(value: str | Path) -> str:
     """``value`` as it must stand after ``key=`` on a Hydra command line: as it is when it
     holds only characters that Hydra takes literally, else single-quoted for Hydra (a path

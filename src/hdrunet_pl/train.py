@@ -63,6 +63,7 @@ from hdrunet_pl.run_files import (
     check_no_empty_paths,
     is_lock_file,
     is_package_run,
+    kept_name,
     override_value,
     resume_command,
     resume_path,
@@ -167,10 +168,7 @@ def _keep_changed_config(path: Path, new: DictConfig) -> None:
     )
     if not changed:
         return
-    k = 1
-    while (kept := path.with_name(f"{path.stem}-{k}{path.suffix}")).exists():
-        k += 1
-    path.rename(kept)
+    kept = path.rename(kept_name(path))
     shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
     log.info("this start changes %s; the earlier settings are kept in %s", shown, kept.name)
 
