@@ -100,6 +100,10 @@ def test_paper_defaults():
     assert paper.data.patch_size == 256 and paper.data.batch_size == 16
     assert paper.trainer.max_steps == 1_000_000
     assert list(paper.model.scheduler.milestones) == [200_000, 400_000, 600_000, 800_000]
+    # float32 as the public code, whatever the trainer group (its default picks bf16 where fast)
+    for trainer in ("default", "gpu", "ddp"):
+        cfg = compose_train(["experiment=paper", f"trainer={trainer}"], with_hydra=True)
+        assert cfg.trainer.precision == "32-true", trainer
 
 
 def test_model_ablations_set_the_modules():
@@ -336,6 +340,7 @@ def test_every_ablation_sweep_expands_to_the_papers_jobs_and_each_job_composes()
             assert choices[group] == job[0].split("=")[1]
             # the ablation recipe: the paper's, with 160-px patches where patch is not swept
             assert cfg.data.batch_size == 16 and cfg.trainer.max_steps == 1_000_000
+            assert cfg.trainer.precision == "32-true"
             patch = int(choices.patch.removesuffix("px"))
             assert cfg.data.patch_size == patch and (group == "patch" or patch == 160)
             assert cfg.model.loss.name == (choices.loss if group == "loss" else "tanh_l1")

@@ -218,6 +218,11 @@ def test_predict_cli_skips_a_corrupt_input_and_writes_the_rest(tmp_path, tiny_ch
     ]
     again = run_tool("hdrunet-predict", args, tmp_path)
     assert "0 written, 2 skipped (exist), 1 failed" in again.stdout
+    assert "image/s" in again.stderr  # a progress bar for the one image it tried
+    (tmp_path / "in" / "0005_medium.png").unlink()
+    nothing_to_do = ok(run_tool("hdrunet-predict", args, tmp_path))
+    assert "0 written, 2 skipped (exist), 0 failed" in nothing_to_do.stdout
+    assert "image/s" not in nothing_to_do.stderr  # no empty bar
 
 
 def test_eval_cli_reproduces_hand_computed_scores(tmp_path):
@@ -1018,6 +1023,20 @@ def test_eval_warns_when_a_gt_file_is_not_at_the_ldrs_exposure(tmp_path, caplog)
     assert "one of the two is in other units" in caplog.text
     assert "scale it to the LDR's exposure" not in caplog.text
     assert exposure_ratio(torch.full((3, 8, 8), 0.02), torch.ones(3, 8, 8)) is None  # all dark
+    # a black result has no pixel to compare exposures on; it was scored in silence
+    write_exr(tmp_path / "pred" / "aligned.exr", np.zeros_like(ldr))
+    caplog.clear()
+    for ldr_dir in (None, str(tmp_path / "ldr")):
+        list(folder_samples(str(tmp_path / "pred"), str(tmp_path / "gt"), ldr_dir).items)
+        assert "aligned: the result is black (every value 0)" in caplog.text
+    assert "a_third_stop: the result is black" not in caplog.text
+
+
+def test_a_slow_frames_rate_is_not_printed_as_zero():
+    from hdrunet_pl.predict import PredictReport
+
+    report = PredictReport(written=[Path("a.png")], seconds=843.44)
+    assert "843.44 s per image (0.00119 frames/s)" in report.summary()
 
 
 def test_the_manifest_keeps_one_line_per_file_when_rewritten(tmp_path):

@@ -137,7 +137,7 @@ def test_tile_batch_runs_tiles_together_with_the_same_result(tiny_checkpoint):
     for tile_batch in (1, 3):
         predictor = make_predictor(compose_config("predict", [*tiling, f"tile_batch={tile_batch}"]))
         sizes = batch_sizes[tile_batch] = []
-        predictor.model.register_forward_pre_hook(lambda m, args, s=sizes: s.append(len(args[0])))
+        predictor.network.register_forward_pre_hook(lambda m, a, s=sizes: s.append(len(a[0])))
         outputs[tile_batch] = predictor(ldr)
     # 3 x 4 tiles: one at a time, or (where three have one size) three in one pass
     assert batch_sizes[1] == [1] * 12

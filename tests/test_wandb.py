@@ -61,12 +61,44 @@ def sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess, list[Job
     return sweep_dir, result, jobs
 
 
-def test_sweep_jobs_are_named_by_their_overrides(sweep):
+def test_sweep_jobs_are_named_as_their_folders(sweep):
     _, _, jobs = sweep
-    for each, loss in zip(jobs, ("l1", "tanh_l1"), strict=True):
-        _, overrides = each.folder.name.split("_", 1)  # <job number>_<override_dirname>
-        assert each.run().display_name == overrides
+    for number, (each, loss) in enumerate(zip(jobs, ("l1", "tanh_l1"), strict=True)):
+        assert each.run().display_name == each.folder.name  # <job number>_<override_dirname>
+        overrides = each.folder.name.removeprefix(f"{number}_")
         assert re.search(rf"(^|_)loss-{loss}(_|$)", overrides) and "debug-fast" in overrides
+
+
+def _info_of_job(sweep_dir: Path, overrides: list[str], number: int) -> dict[str, str]:
+    """What ``hdrunet-train`` gives W&B for job ``number`` of a sweep in ``sweep_dir``."""
+    cfg = compose_train([*overrides, f"hydra.sweep.dir={sweep_dir}"], with_hydra=True)
+    with open_dict(cfg):
+        cfg.hydra.mode = RunMode.MULTIRUN
+        cfg.hydra.job.num = number
+    HydraConfig.instance().set_config(cfg)
+    try:
+        return _sweep_info()
+    finally:
+        HydraConfig.instance().cfg = None
+
+
+def test_jobs_whose_names_are_cut_alike_keep_apart_by_job_number(tmp_path):
+    """Hydra sorts the overrides: ``model.net.nf=16`` and long settings before ``model=...``
+    push the swept model past the 120-character cut of names."""
+    common = [
+        "data.val_set.height=36",
+        "data.val_set.num_images=2",
+        "data.val_set.width=52",
+        "data.num_workers=0",
+        "data.batch_size=2",
+        "model.net.nf=16",
+    ]
+    names = [
+        _info_of_job(tmp_path / "sweep", [*common, f"model={variant}"], number)["name"]
+        for number, variant in enumerate(("base", "full"))
+    ]
+    assert names[0].removeprefix("0_") == names[1].removeprefix("1_")  # the cut part alike
+    assert names[0].startswith("0_") and names[1].startswith("1_")
 
 
 def test_sweep_jobs_share_one_group_named_after_the_sweep(sweep):
@@ -74,25 +106,13 @@ def test_sweep_jobs_share_one_group_named_after_the_sweep(sweep):
     assert [each.run().run_group for each in jobs] == [sweep_dir.name] * 2
 
 
-def _group_of_job(sweep_dir: Path, overrides: list[str]) -> str | None:
-    """The W&B group ``hdrunet-train`` gives the job ``overrides`` of a sweep in ``sweep_dir``."""
-    cfg = compose_train([*overrides, f"hydra.sweep.dir={sweep_dir}"], with_hydra=True)
-    with open_dict(cfg):
-        cfg.hydra.mode = RunMode.MULTIRUN
-    HydraConfig.instance().set_config(cfg)
-    try:
-        return _sweep_info()["group"]
-    finally:
-        HydraConfig.instance().cfg = None
-
-
 def test_two_sweeps_get_two_groups(tmp_path):
     """Sweeps in their default folders (named by start time) get groups of their own; the
     jobs of one sweep share one."""
     multiruns = tmp_path / "logs" / "train" / "multiruns"
-    first = _group_of_job(multiruns / "2026-11-29_15-11-19", ["loss=l1"])
-    assert _group_of_job(multiruns / "2026-11-29_15-11-19", ["loss=tanh_l1"]) == first
-    assert _group_of_job(multiruns / "2026-11-29_15-11-20", ["loss=l1"]) != first
+    first = _info_of_job(multiruns / "2026-11-29_15-11-19", ["loss=l1"], 0)["group"]
+    assert _info_of_job(multiruns / "2026-11-29_15-11-19", ["loss=tanh_l1"], 1)["group"] == first
+    assert _info_of_job(multiruns / "2026-11-29_15-11-20", ["loss=l1"], 0)["group"] != first
 
 
 def test_each_sweep_job_has_its_own_finished_run(sweep):
@@ -159,6 +179,13 @@ def test_resumed_sweep_job_continues_its_wandb_run(resumed):
     assert list(after.runs)[1].name.endswith(f"-{run_id}")
     assert step_values(after.records(1), "train/loss") == [3, 4]  # continued at its step
     assert after.records(1)[-1].WhichOneof("record_type") == "exit"
+    # resumed by the single-run command it printed, the job's run keeps its sweep labels
+    assert after.run(1).display_name == before.run().display_name == before.folder.name
+    assert after.run(1).run_group == before.run().run_group != ""
+    # the W&B run id the resume continues is how to resume, not a changed setting
+    process = resumed[0]
+    assert "the earlier settings are kept" not in process.stdout + process.stderr
+    assert [p.name for p in after.folder.glob("config*.yaml")] == ["config.yaml"]
 
 
 def test_without_an_api_key_wandb_logs_offline_and_says_so(resumed):

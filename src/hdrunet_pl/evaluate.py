@@ -412,7 +412,13 @@ def folder_samples(
                 ldr = read_input(ldrs[name])
             gt = read_nonlinear(gts[name], negative)
             pred = read_nonlinear(preds[name])
-            if ldr is not None and ldr.shape == gt.shape:  # else score() names the sizes
+            if not pred.any():  # no pixel to compare exposures on: said here instead
+                log.warning(
+                    "%s: the result is black (every value 0): a failed conversion or a "
+                    "broken network? it is scored as it is",
+                    name,
+                )
+            elif ldr is not None and ldr.shape == gt.shape:  # else score() names the sizes
                 _warn_exposure(name, "LDR", exposure_ratio(ldr, gt))
             elif ldr is None and pred.shape == gt.shape:
                 _warn_exposure(name, "result", exposure_ratio(pred, gt))

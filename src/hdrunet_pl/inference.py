@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from hdrunet_pl.errors import HDRUNetError
-from hdrunet_pl.models.hdrunet import SCALE_FACTOR
+from hdrunet_pl.models.fusion import fuse_conv_activations, fused_conv_available
+from hdrunet_pl.models.hdrunet import SCALE_FACTOR, HDRUNet
 from hdrunet_pl.runtime import keep_freed_memory
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,37 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int, blend: int = BL
     ]
 
 
+def fused_network(
+    model: nn.Module, memory_format: torch.memory_format = torch.channels_last
+) -> nn.Module | None:
+    """``model`` (an ``HDRUNet`` in eval mode, on the CPU) with each convolution's ReLU /
+    LeakyReLU computed inside the convolution (:mod:`hdrunet_pl.models.fusion`), for its
+    forward without ``cond`` or ``global_features``; ``None`` for other networks or where
+    this torch build lacks the fused operator.
+
+    The fused network is checked against ``model`` on a small float32 image before use, and
+    not used (with a line in the log) unless the two agree bit for bit.
+    """
+    if not isinstance(model, HDRUNet) or not fused_conv_available():
+        return None
+    fused = fuse_conv_activations(model, concrete_args={"cond": None, "global_features": None})
+    generator = torch.Generator().manual_seed(0)
+    # a batch of two: every convolution runs through oneDNN, fused and unfused alike
+    probe = torch.rand(2, model.config.in_ch, 20, 28, generator=generator)
+    probe = probe.contiguous(memory_format=memory_format)
+    with torch.inference_mode():
+        fused(probe), model(probe)  # a first call may round differently from later ones
+        agree = torch.equal(fused(probe), model(probe))
+    if not agree:  # nothing for a user to do: said, not warned
+        log.info(
+            "torch %s's fused convolution + activation differs from the network as written; "
+            "running it unfused",
+            torch.__version__,
+        )
+        return None
+    return fused
+
+
 class NonFiniteOutputError(HDRUNetError):
     """The network's output holds NaN or Inf values."""
 
@@ -220,8 +252,13 @@ class Predictor:
             torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
         )
         self.model = model.eval().to(self.device, memory_format=self.memory_format)
+        # the network as run: on CPUs with each convolution's activation fused into it
+        # (without image-wide features; the same numbers in fp32), else the model itself
+        self.fused = None
         if compile:
             self.model.compile()
+        elif self.device.type == "cpu":
+            self.fused = fused_network(self.model, self.memory_format)
         self.tile = tile
         self.overlap = overlap
         self.memory_gb = memory_gb
@@ -229,6 +266,12 @@ class Predictor:
         config = getattr(model, "config", None)
         self.nf = getattr(config, "nf", 64)
         self.memory_factor = MEMORY_VS_HDRUNET.get(getattr(config, "arch", "hdrunet"), 1.0)
+
+    @property
+    def network(self) -> nn.Module:
+        """What runs an image (without image-wide features): ``fused`` where there is one,
+        else ``model``."""
+        return self.fused if self.fused is not None else self.model
 
     def bytes_per_pixel(self) -> int:
         return round(BYTES_PER_PIXEL_PER_CHANNEL[self.dtype] * self.nf * self.memory_factor)
@@ -269,8 +312,9 @@ class Predictor:
 
     def _run(self, batch: torch.Tensor, **features: torch.Tensor) -> torch.Tensor:
         batch = batch.to(self.device).contiguous(memory_format=self.memory_format)
+        network = self.model if features else self.network
         with self._autocast():
-            return self.model(batch, **features).float()
+            return network(batch, **features).float()
 
     @torch.inference_mode()
     def __call__(self, ldr: torch.Tensor) -> torch.Tensor:

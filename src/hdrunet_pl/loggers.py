@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+import yaml
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -35,6 +36,21 @@ def previous_wandb_run_id(save_dir: str | Path) -> str | None:
     return latest.resolve().name.rsplit("-", 1)[-1] or None  # [offline-]run-<time>-<id>
 
 
+def recorded_labels(run_dir: str | Path, key: str) -> dict[str, str]:
+    """The ``name`` and ``group`` that the run's recorded ``config.yaml`` gave logger
+    ``key`` (those it has), so that a resumed run keeps its W&B labels however it is
+    resumed (a sweep's job by the single-run command it printed, say)."""
+    try:
+        recorded = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return {}
+    node = recorded.get("logger") if isinstance(recorded, dict) else None
+    node = node.get(key) if isinstance(node, dict) else None
+    if not isinstance(node, dict):
+        return {}
+    return {k: node[k] for k in ("name", "group") if isinstance(node.get(k), str) and node[k]}
+
+
 def keep_previous_csv(log_dir: str | Path) -> Path | None:
     """Move ``log_dir/metrics.csv`` to ``metrics-<k>.csv`` (k = 1, 2, ...) so that a resumed
     run's CSVLogger, which starts a fresh ``metrics.csv``, does not delete it."""
@@ -54,7 +70,8 @@ def instantiate_loggers(
 
     W&B runs without a configured ``name``/``group`` get ``name`` (the job's overrides) and
     ``group`` (the multirun), so that a sweep shows up as one group of runs. When
-    ``resuming``, W&B continues the run folder's previous run (same id); the CSV logger's
+    ``resuming``, W&B continues the run folder's previous run (same id, and the name and
+    group its recorded ``config.yaml`` gave it, unless configured); the CSV logger's
     earlier ``metrics.csv`` is always kept, as ``metrics-<k>.csv``.
     """
     loggers: list[Logger] = []
@@ -68,14 +85,15 @@ def instantiate_loggers(
             keep_previous_csv(Path(node["save_dir"], node.get("name") or "", str(csv_version)))
         if node["_target_"].endswith("WandbLogger"):
             with open_dict(node):
+                labels = {"name": name, "group": group}
                 if resuming and not node.get("id"):
                     run_id = previous_wandb_run_id(node["save_dir"])
-                    if run_id:
+                    if run_id:  # the run it continues, under the labels it had
                         node["id"], node["resume"] = run_id, "allow"
-                if not node.get("name"):
-                    node["name"] = name
-                if not node.get("group"):
-                    node["group"] = group
+                        labels |= recorded_labels(node["save_dir"], key)
+                for label, value in labels.items():
+                    if not node.get(label):
+                        node[label] = value
                 if not wandb_api_key_configured():
                     node["offline"] = True
                     if os.environ.get("WANDB_MODE") not in ("offline", "disabled"):

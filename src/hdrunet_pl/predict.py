@@ -225,7 +225,8 @@ class PredictReport:
         n = len(self.written)
         rate = ""
         if n:
-            rate = f", {self.seconds / n:.2f} s per image ({n / self.seconds:.2f} frames/s)"
+            # three significant digits: a slow frame's rate is not 0.00
+            rate = f", {self.seconds / n:.2f} s per image ({n / self.seconds:.3g} frames/s)"
         lines = [
             f"{n} written, {len(self.skipped)} skipped (exist), {len(self.failed)} failed "
             f"in {self.seconds:.1f} s{rate}; peak memory {self.peak_memory_gb:.2f} GB"
@@ -359,7 +360,7 @@ def predict_files(
         ):
             reads = deque(reader.submit(read_input, path) for path, *_ in jobs[:read_ahead])
             for i, (path, unit, made_from) in enumerate(
-                tqdm(jobs, disable=not progress, unit="image")
+                tqdm(jobs, disable=not progress or not jobs, unit="image")  # none: no bar
             ):
                 pending = reads.popleft()
                 if i + read_ahead < len(jobs):

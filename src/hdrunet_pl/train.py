@@ -145,7 +145,17 @@ def _flat(tree: object, prefix: str = "") -> dict[str, object]:
 
 RESUME_SETTINGS = ("resume", "ckpt_path", "trainer.max_steps", "trainer.max_epochs")
 """What a resume changes by design (how to resume, how far to train on): not a change of
-the run's settings."""
+the run's settings. Nor are a logger's ``id`` and ``resume`` (``logger.wandb.id``: the
+run a resume continues, set by :func:`hdrunet_pl.loggers.instantiate_loggers`)."""
+LOGGER_RESUME_KEYS = ("id", "resume")
+
+
+def _resume_setting(key: str) -> bool:
+    """Whether the flattened config ``key`` says how to resume, not what the run is."""
+    if key in RESUME_SETTINGS:
+        return True
+    parts = key.split(".")
+    return len(parts) == 3 and parts[0] == "logger" and parts[2] in LOGGER_RESUME_KEYS
 
 
 def _keep_changed_config(path: Path, new: DictConfig) -> None:
@@ -164,7 +174,7 @@ def _keep_changed_config(path: Path, new: DictConfig) -> None:
     changed = sorted(
         k
         for k in before.keys() | after.keys()
-        if before.get(k) != after.get(k) and k not in RESUME_SETTINGS
+        if before.get(k) != after.get(k) and not _resume_setting(k)
     )
     if not changed:
         return
@@ -232,13 +242,16 @@ def _metric(metrics: dict, key: str) -> float | None:
 
 
 def _sweep_info() -> dict[str, str]:
-    """Name and group of this job for loggers: a multirun's jobs share one group."""
+    """Name and group of this job for loggers: a multirun's jobs share one group, and each
+    is named as its folder (job number first: the overrides part is cut at 120
+    characters, which can leave a long sweep's jobs with one name otherwise)."""
     if not HydraConfig.initialized():
         return {}
     hydra_cfg = HydraConfig.get()
     name = dirname(hydra_cfg.job.override_dirname) or None
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        return {"name": name, "group": Path(hydra_cfg.sweep.dir).name}
+        number = f"{hydra_cfg.job.num}_{name}" if name else str(hydra_cfg.job.num)
+        return {"name": number, "group": Path(hydra_cfg.sweep.dir).name}
     return {"name": name}
 
 

@@ -47,8 +47,11 @@ class SFT(nn.Module):
         self.shift = _affine_branch(cond_nf, nf)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        hidden, last = self.scale[:-1], self.scale[-1]
-        scale1 = F.conv2d(hidden(cond), last.weight, last.bias + 1)
+        hidden = cond
+        for layer in self.scale[:-1]:
+            hidden = layer(hidden)
+        last = self.scale[-1]
+        scale1 = F.conv2d(hidden, last.weight, last.bias + 1)
         return torch.addcmul(self.shift(cond), x, scale1)
 
     def affine(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import kornia
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
 
 from hdrunet_pl.models.blocks import (
     MODULATIONS,
@@ -31,6 +31,25 @@ SCALE_FACTOR = 4  # two stride-2 downsamplings
 # strides aligned)
 CONDITION_MARGIN = 4
 CONDITION_STRIDES = (1, 2, SCALE_FACTOR)  # the condition maps' resolutions: full, 1/2, 1/4
+
+
+def check_inputs(ldr: torch.Tensor, cond: torch.Tensor | None, in_ch: int) -> None:
+    """Refuse an ``ldr`` that is not (B, in_ch, H, W), or a ``cond`` of another shape."""
+    if ldr.ndim != 4 or ldr.shape[1] != in_ch:
+        raise ValueError(f"expected ldr of shape (B, {in_ch}, H, W), got {tuple(ldr.shape)}")
+    if cond is not None and cond.shape != ldr.shape:
+        raise ValueError(f"cond shape {tuple(cond.shape)} != ldr shape {tuple(ldr.shape)}")
+
+
+def sobel_magnitude(image: torch.Tensor) -> torch.Tensor:
+    """Sobel gradient magnitude per channel (kornia): (B, C, H, W) -> (B, C, H, W), >= 0."""
+    return kornia.filters.sobel(image)
+
+
+# graph tracing (models.fusion) keeps these two as calls: one checks shapes, the other is
+# kornia's, which checks its input's type
+fx.wrap("check_inputs")
+fx.wrap("sobel_magnitude")
 
 
 @dataclass(frozen=True)
@@ -153,7 +172,7 @@ class HDRUNet(nn.Module):
     def condition_input(self, ldr: torch.Tensor) -> torch.Tensor:
         """The image the condition network sees for ``ldr``: (B, 3, H, W) -> (B, 3, H, W)."""
         if self.config.condition == "gradient":
-            return kornia.filters.sobel(ldr)
+            return sobel_magnitude(ldr)
         return ldr
 
     @property
@@ -219,12 +238,7 @@ class HDRUNet(nn.Module):
         Returns:
             (B, 3, H, W) non-linear HDR prediction.
         """
-        if ldr.ndim != 4 or ldr.shape[1] != self.config.in_ch:
-            raise ValueError(
-                f"expected ldr of shape (B, {self.config.in_ch}, H, W), got {tuple(ldr.shape)}"
-            )
-        if cond is not None and cond.shape != ldr.shape:
-            raise ValueError(f"cond shape {tuple(cond.shape)} != ldr shape {tuple(ldr.shape)}")
+        check_inputs(ldr, cond, self.config.in_ch)
         h, w = ldr.shape[-2:]
         if global_features is not None:
             cond_maps = self._split_global_features(global_features, ldr.shape[0])
