@@ -124,6 +124,16 @@ def test_float32_layers_are_fused_where_pytorch_uses_onednn(
     assert torch.equal(got, expected)
 
 
+def test_layers_pytorch_computes_without_onednn_stay_unfused():
+    conv = nn.Conv2d(64, 64, 3, padding=1)
+    large = torch.empty(1, 64, 200, 300)
+    assert fusion.torch_runs_onednn(large, conv)
+    with torch.backends.mkldnn.flags(enabled=False):  # the user turned oneDNN off
+        assert not fusion.torch_runs_onednn(large, conv)
+    huge = torch.empty(1, 64, 6000, 6000, device="meta")  # 64-bit indexing in PyTorch
+    assert not fusion.torch_runs_onednn(huge, conv)
+
+
 def test_single_threaded_pointwise_layers_stay_unfused(monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     conv = nn.Conv2d(8, 8, 1)

@@ -20,17 +20,15 @@ is missing, or the input needs gradients, lives on another device or is being ex
 
 from __future__ import annotations
 
-import logging
-
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-log = logging.getLogger(__name__)
-
 _FUSED = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
 _ACTIVATIONS = (nn.ReLU, nn.LeakyReLU)
 _FUSED_DTYPES = (torch.float32, torch.bfloat16)
+INT32_LIMIT = 2**31 - 1
+"""Elements of a tensor from which PyTorch indexes convolutions in 64 bits (not oneDNN)."""
 
 
 def fused_conv_available() -> bool:
@@ -44,8 +42,13 @@ def torch_runs_onednn(x: torch.Tensor, conv: nn.Conv2d) -> bool:
     native kernel whose sums round differently. Fusing only these keeps float32 results
     bit for bit: small inputs of batch 1 (under 20,480 values) and, single-threaded, 1x1
     convolutions of batches under 16 stay unfused."""
+    if not torch.backends.mkldnn.enabled:  # turned off by the user: PyTorch's own kernels
+        return False
     kernel_h, kernel_w = conv.kernel_size
     batch = x.shape[0]
+    outputs = batch * conv.out_channels * x.shape[-2] * x.shape[-1]  # at most, stride 1
+    if max(x.numel(), outputs) >= INT32_LIMIT:  # PyTorch's 64-bit indexing path
+        return False
     pointwise = kernel_h == 1 and kernel_w == 1
     strided_or_dilated = any(s > 1 for s in conv.stride) or any(d > 1 for d in conv.dilation)
     if pointwise and not strided_or_dilated and batch < 16 and torch.get_num_threads() <= 1:
