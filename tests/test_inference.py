@@ -1030,6 +1030,12 @@ def test_eval_warns_when_a_gt_file_is_not_at_the_ldrs_exposure(tmp_path, caplog)
         list(folder_samples(str(tmp_path / "pred"), str(tmp_path / "gt"), ldr_dir).items)
         assert "aligned: the result is black (every value 0)" in caplog.text
     assert "a_third_stop: the result is black" not in caplog.text
+    # the LDR's check of the GT does not need the result: a black one does not hide it
+    write_exr(tmp_path / "pred" / "in_other_units.exr", np.zeros_like(ldr))
+    caplog.clear()
+    list(folder_samples(*(str(tmp_path / f) for f in ("pred", "gt", "ldr"))).items)
+    assert "in_other_units: the result is black" in caplog.text
+    assert "in_other_units: the ground truth is 1,000 times as bright as its LDR" in caplog.text
 
 
 def test_a_slow_frames_rate_is_not_printed_as_zero():
@@ -1037,6 +1043,8 @@ def test_a_slow_frames_rate_is_not_printed_as_zero():
 
     report = PredictReport(written=[Path("a.png")], seconds=843.44)
     assert "843.44 s per image (0.00119 frames/s)" in report.summary()
+    fast = PredictReport(written=[Path(f"{i}.png") for i in range(2500)], seconds=2.0)
+    assert "(1250 frames/s)" in fast.summary()  # not 1.25e+03
 
 
 def test_the_manifest_keeps_one_line_per_file_when_rewritten(tmp_path):

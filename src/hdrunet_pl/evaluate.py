@@ -412,15 +412,16 @@ def folder_samples(
                 ldr = read_input(ldrs[name])
             gt = read_nonlinear(gts[name], negative)
             pred = read_nonlinear(preds[name])
-            if not pred.any():  # no pixel to compare exposures on: said here instead
+            black = not pred.any()
+            if black:  # nor has it a pixel to compare exposures on
                 log.warning(
                     "%s: the result is black (every value 0): a failed conversion or a "
                     "broken network? it is scored as it is",
                     name,
                 )
-            elif ldr is not None and ldr.shape == gt.shape:  # else score() names the sizes
+            if ldr is not None and ldr.shape == gt.shape:  # else score() names the sizes
                 _warn_exposure(name, "LDR", exposure_ratio(ldr, gt))
-            elif ldr is None and pred.shape == gt.shape:
+            elif ldr is None and not black and pred.shape == gt.shape:
                 _warn_exposure(name, "result", exposure_ratio(pred, gt))
             yield Sample(name, pred, gt, ldr)
 

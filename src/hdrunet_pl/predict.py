@@ -225,8 +225,10 @@ class PredictReport:
         n = len(self.written)
         rate = ""
         if n:
-            # three significant digits: a slow frame's rate is not 0.00
-            rate = f", {self.seconds / n:.2f} s per image ({n / self.seconds:.3g} frames/s)"
+            # three significant digits (a slow frame's rate is not 0.00), no exponent
+            fps = n / self.seconds
+            shown = f"{fps:.0f}" if fps >= 100 else f"{fps:.3g}"
+            rate = f", {self.seconds / n:.2f} s per image ({shown} frames/s)"
         lines = [
             f"{n} written, {len(self.skipped)} skipped (exist), {len(self.failed)} failed "
             f"in {self.seconds:.1f} s{rate}; peak memory {self.peak_memory_gb:.2f} GB"
