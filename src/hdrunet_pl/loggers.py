@@ -7,13 +7,12 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, open_dict
 
-from hdrunet_pl.run_files import kept_name
+from hdrunet_pl.run_files import CONFIG_FILE, kept_name, read_config
 
 WANDB_HOST = "api.wandb.ai"
 
@@ -40,11 +39,8 @@ def recorded_labels(run_dir: str | Path, key: str) -> dict[str, str]:
     """The ``name`` and ``group`` that the run's recorded ``config.yaml`` gave logger
     ``key`` (those it has), so that a resumed run keeps its W&B labels however it is
     resumed (a sweep's job by the single-run command it printed, say)."""
-    try:
-        recorded = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
-        return {}
-    node = recorded.get("logger") if isinstance(recorded, dict) else None
+    recorded = read_config(Path(run_dir) / CONFIG_FILE)
+    node = recorded.get("logger") if recorded is not None else None
     node = node.get(key) if isinstance(node, dict) else None
     if not isinstance(node, dict):
         return {}

@@ -41,17 +41,24 @@ OVERRIDES_FILE = "overrides.yaml"
 beside ``config.yaml``): what a refused resume advises to run instead."""
 
 
+def read_config(path: Path) -> dict | None:
+    """The mapping a run's recorded config file (``config.yaml``) holds, or None where it is
+    missing, unreadable or not a mapping."""
+    try:
+        config = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
 def is_package_run(folder: Path, crashed_start: bool = False) -> bool:
     """True when ``folder`` holds a run of ``hdrunet-train``: its ``config.yaml`` configures
     one of this package's models; with ``crashed_start``, Hydra's ``.hydra/config.yaml``
     of a start that stopped before writing it counts too (read it before Hydra rewrites it)."""
     files = [folder / CONFIG_FILE] + ([folder / ".hydra" / "config.yaml"] if crashed_start else [])
     for path in files:
-        try:
-            config = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError, UnicodeDecodeError):
-            continue
-        model = config.get("model") if isinstance(config, dict) else None
+        config = read_config(path)
+        model = config.get("model") if config is not None else None
         target = model.get("_target_") if isinstance(model, dict) else None
         if isinstance(target, str) and target.startswith("hdrunet_pl."):
             return True

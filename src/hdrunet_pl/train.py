@@ -65,6 +65,7 @@ from hdrunet_pl.run_files import (
     is_package_run,
     kept_name,
     override_value,
+    read_config,
     resume_command,
     resume_path,
     sweep_resume_command,
@@ -164,11 +165,8 @@ def _keep_changed_config(path: Path, new: DictConfig) -> None:
     ``config-<k>.yaml`` (k = 1, 2, ..., as the CSV logs' ``metrics-<k>.csv``) and the
     changed settings are named in one line, instead of the earlier part's settings being
     written over."""
-    try:
-        old = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
-        return
-    if not isinstance(old, dict):
+    old = read_config(path)
+    if old is None:
         return
     before, after = _flat(old), _flat(OmegaConf.to_container(new, resolve=True))
     changed = sorted(
