@@ -188,20 +188,31 @@ def test_bench_times_every_metric():
     assert "scoring one 48x64 pair (s, cpu): psnr_mu " in table and "| task |" not in table
 
 
-def test_memory_format_follows_the_trainer_precision():
+def test_memory_format_follows_the_trainer_precision(monkeypatch):
     """``channels_last="auto"`` (the default): channels_last weights and batches under 16-bit
-    precision, NCHW in fp32; ``True``/``False`` are kept whatever the precision."""
+    precision, and in fp32 where the device runs fp32 channels_last faster (AVX-512 CPUs),
+    else NCHW; ``True``/``False`` are kept whatever the precision and device."""
     import lightning as L
 
+    from hdrunet_pl import module as module_file
     from hdrunet_pl.module import HDRUNetModule
 
     channels_last, nchw = torch.channels_last, torch.contiguous_format
-    for setting, precision, want in (
-        ("auto", "bf16-mixed", channels_last),
-        ("auto", "32-true", nchw),
-        (True, "32-true", channels_last),
-        (False, "bf16-mixed", nchw),
+    for setting, precision, avx512, want in (
+        ("auto", "bf16-mixed", False, channels_last),
+        ("auto", "32-true", False, nchw),
+        ("auto", "32-true", True, channels_last),
+        (True, "32-true", False, channels_last),
+        (False, "bf16-mixed", True, nchw),
+        (False, "32-true", True, nchw),
     ):
+        seen_devices: list[torch.device] = []
+
+        def faster(device, avx512=avx512, seen=seen_devices):
+            seen.append(device)
+            return avx512
+
+        monkeypatch.setattr(module_file, "fp32_channels_last_faster", faster)
         module = HDRUNetModule(HDRUNet(nf=8), channels_last=setting)
         module.trainer = L.Trainer(
             precision=precision, accelerator="cpu", logger=False, enable_progress_bar=False
@@ -212,8 +223,25 @@ def test_memory_format_follows_the_trainer_precision():
         hook = conv.register_forward_pre_hook(lambda _m, args, seen=inputs: seen.append(args[0]))
         module(torch.rand(1, 3, 16, 16))
         hook.remove()
-        assert conv.weight.is_contiguous(memory_format=want), (setting, precision)
+        assert conv.weight.is_contiguous(memory_format=want), (setting, precision, avx512)
         assert len(inputs) == 1 and inputs[0].is_contiguous(memory_format=want)
+        if setting == "auto" and precision == "32-true":
+            assert seen_devices == [torch.device("cpu")]  # asked about the trainer's device
+
+
+def test_fp32_channels_last_only_on_avx512_cpus(monkeypatch):
+    """fp32 channels_last is chosen on CPUs whose kernels PyTorch runs with AVX-512, not on
+    AVX2-only CPUs (NCHW was faster there), not on GPUs, not without oneDNN."""
+    from hdrunet_pl.inference import fp32_channels_last_faster
+
+    cpu = torch.device("cpu")
+    for capability, want in (("AVX512", True), ("AVX2", False), ("DEFAULT", False)):
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        assert fp32_channels_last_faster(cpu) is want, capability
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert fp32_channels_last_faster(torch.device("cuda", 0)) is False
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    assert fp32_channels_last_faster(cpu) is False
 
 
 def test_bench_commands_cancels_start_up_and_runs_valid_commands(monkeypatch, tmp_path):

@@ -89,6 +89,19 @@ def bf16_supported(device: torch.device) -> bool:
     return False
 
 
+def fp32_channels_last_faster(device: torch.device) -> bool:
+    """Whether fp32 convolutions run faster channels_last than NCHW on ``device``.
+
+    True on CPUs whose PyTorch kernels run with AVX-512 (an fp32 training step of batch 4,
+    patch 160: 1.52 s channels_last against 2.30 s NCHW on a 2-core Xeon), False on AVX2-only
+    CPUs (3.16 s against 2.34 s there, on a 2-core EPYC), on GPUs (fp32 not measured) and
+    without oneDNN. Both measured alternately in one process.
+    """
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
 def resolve_dtype(precision: str | int, device: torch.device) -> torch.dtype:
     """``auto`` -> bf16 where supported, else fp32; ``32``, ``bf16``, ``16`` as named."""
     precision = str(precision)

@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
+from hdrunet_pl.inference import fp32_channels_last_faster
 from hdrunet_pl.losses import HDRLoss
 from hdrunet_pl.metric_classes import METRICS, PSNRL, PSNRMu
 from hdrunet_pl.metrics import CHALLENGE_METRICS, check_metric_names
@@ -42,9 +43,9 @@ class HDRUNetModule(L.LightningModule):
             milestones in iterations); ``None`` keeps the learning rate constant.
         channels_last: memory format of the network and its batches: ``True``
             channels_last, ``False`` NCHW, ``"auto"`` channels_last when the trainer runs
-            16-bit mixed or true precision (oneDNN's and cuDNN's fast bf16 path) and NCHW in
-            fp32 (a CPU's fp32 training step without AVX-512 bf16 was 26% faster in NCHW:
-            2.34 s against 3.16 s, batch 4, patch 160, measured alternately in one process).
+            16-bit mixed or true precision (oneDNN's and cuDNN's fast bf16 path) or fp32 on
+            a device where that is faster (CPUs with AVX-512: see
+            :func:`~hdrunet_pl.inference.fp32_channels_last_faster`), else NCHW.
         compile: ``torch.compile`` the network (compiled on the first step).
         skip_nonfinite: skip a batch whose loss or gradients are NaN/Inf (counted in
             ``train/skipped``) instead of stopping with :class:`NonFiniteError`.
@@ -112,10 +113,13 @@ class HDRUNetModule(L.LightningModule):
         self.net.to(memory_format=memory_format)
 
     def setup(self, stage: str) -> None:
-        """``channels_last="auto"``: pick the memory format for the trainer's precision."""
+        """``channels_last="auto"``: pick the memory format for the trainer's precision and
+        device."""
         if self.channels_last == "auto":
             half = "16" in str(self.trainer.precision)  # bf16-mixed, 16-mixed, bf16-true, ...
-            self._use_memory_format(torch.channels_last if half else torch.contiguous_format)
+            device = self.trainer.strategy.root_device
+            faster = half or fp32_channels_last_faster(device)
+            self._use_memory_format(torch.channels_last if faster else torch.contiguous_format)
 
     def forward(self, ldr: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) LDR in [0, 1] -> (B, 3, H, W) non-linear HDR."""
