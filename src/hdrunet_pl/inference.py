@@ -34,11 +34,15 @@ RECEPTIVE_RADIUS = 96
 BLEND = 32
 """Width of the linear cross-fade between neighbouring tiles."""
 DEFAULT_OVERLAP = 2 * RECEPTIVE_RADIUS + BLEND
-BYTES_PER_PIXEL_PER_CHANNEL = {torch.float32: 38, torch.bfloat16: 21, torch.float16: 21}
-"""Peak inference memory per pixel and feature channel, measured on CPU (channels_last,
-nf 64): fp32 4.64 GB above the process's start for a 1060x1900 frame whole (first frame
-and steady state alike), bf16 2.6 GB (AVX-512 bf16 machines) and 4.15 GB for 1748-pixel
-tiles of a 24-megapixel photo (1,356 bytes per pixel); a GPU needs less."""
+BYTES_PER_PIXEL = {torch.float32: (140, 36), torch.bfloat16: (140, 19), torch.float16: (140, 19)}
+"""Peak inference memory per pixel, ``(fixed, per feature channel)``: ``fixed + nf *
+per_channel`` bytes, measured on CPU (channels_last, whole images, a fresh process's first
+call). fp32: 4.64 GB above the process's start for a 1060x1900 frame at nf 64 (2,300 bytes
+a pixel; 2,200-2,700 at 1-3 megapixels), and 360-376, 712-729 and 1,177-1,304 bytes a pixel
+at nf 8, 16 and 32 (1-6 megapixels): a part that does not scale with nf (the 3-channel
+images and the allocator's fragmentation). bf16 (AVX-512 bf16 machines, nf 64): 2.6 GB for
+that frame, 4.15 GB for 1748-pixel tiles of a 24-megapixel photo (1,356 bytes a pixel). A
+GPU needs less."""
 MEMORY_VS_HDRUNET = {"expandnet": 1.35}
 """Peak inference memory of a network (by its config's ``arch``) relative to HDRUNet's at
 the same nf (ExpandNet: 1.2-1.35x, measured on CPU in fp32 at 0.25 and 1 megapixel)."""
@@ -287,7 +291,9 @@ class Predictor:
         return self.fused if self.fused is not None else self.model
 
     def bytes_per_pixel(self) -> int:
-        return round(BYTES_PER_PIXEL_PER_CHANNEL[self.dtype] * self.nf * self.memory_factor)
+        """Estimated peak activation memory per input pixel (see :data:`BYTES_PER_PIXEL`)."""
+        fixed, per_channel = BYTES_PER_PIXEL[self.dtype]
+        return round((fixed + per_channel * self.nf) * self.memory_factor)
 
     def auto_tile(self, height: int, width: int) -> int:
         """The tile side used for an image: 0 (whole image) if it fits the budget."""
