@@ -789,6 +789,40 @@ def test_predict_refuses_an_input_whose_name_is_another_inputs_preview(tmp_path)
         predict_files(predictor, more, tmp_path / "out2", "png")
 
 
+def test_predict_leaves_an_earlier_runs_result_whole(tmp_path):
+    """Results of two runs into one folder whose files meet (``scene.png`` and
+    ``scene_gt.png`` share ``scene_alignratio.npy``; ``photo_preview.png`` is one input's
+    preview and another's HDR): the later input fails in one line and the earlier result
+    stays byte for byte; the same name's own results (other settings, another folder's
+    photo of that name) are replaced as before."""
+    predictor = Predictor(random_net(8), precision="32")
+    out = tmp_path / "out"
+    pairs = [  # (first run's input, second run's input, preview)
+        ("scene.png", "scene_gt.png", False),
+        ("0001_medium.png", "0001_gt.jpg", False),
+        ("photo_preview.png", "photo.png", True),
+        ("snap.png", "snap_preview.png", True),
+    ]
+    for i, (first, second, preview) in enumerate(pairs):
+        a, b = tmp_path / f"a{i}" / first, tmp_path / f"b{i}" / second
+        write_ldr(a, np.full((16, 16, 3), 0.5, np.float32))
+        write_ldr(b, np.full((16, 16, 3), 0.05, np.float32))
+        assert len(predict_files(predictor, [a], out, "png", preview).written) == 1
+        before = {p.name: p.read_bytes() for p in out.iterdir() if p.name != ".hdrunet-outputs"}
+        report = predict_files(predictor, [b], out, "png", preview)
+        assert not report.written and list(report.failed) == [b], second
+        assert "of another input" in report.failed[b] and "\n" not in report.failed[b]
+        after = {p.name: p.read_bytes() for p in out.iterdir() if p.name != ".hdrunet-outputs"}
+        assert after == before, second
+    first = out / "scene.png"
+    # the same name again: another folder's photo.png, other settings: replaced, as before
+    other = tmp_path / "c" / "scene.png"
+    write_ldr(other, np.full((16, 16, 3), 0.2, np.float32))
+    assert predict_files(predictor, [other], out, "png").written == [first]
+    again = predict_files(predictor, [other], out, "png", overwrite=True, settings="other")
+    assert again.written == [first] and not again.failed
+
+
 def test_export_check_refuses_an_onnx_file_of_another_opset(tmp_path):
     """torch.onnx writes its own opset (18) when it cannot convert to the one asked for
     and returns normally: the file's opset is checked, not assumed."""

@@ -351,6 +351,23 @@ class OutputFolder:
             path.unlink(missing_ok=True)
         return stale
 
+    def partners(self, path: Path) -> list[Path]:
+        """The other files of ``path``'s result: this tool's files in the folder, unchanged
+        since written, that were recorded with the same origin (made from the same input
+        with the same settings, in one write), e.g. a PNG's align ratio."""
+        made_from = self._origins.get(self._name(path))
+        if not made_from or not self.owns(path):
+            return []
+        name = self._name(path)
+        return [
+            self.path / other
+            for other, theirs in sorted(self._origins.items())
+            if theirs == made_from
+            and other != name
+            and self.owns(self.path / other)
+            and (self.path / other).exists()
+        ]
+
     def complete(self, paths: Iterable[Path], made_from: str | None = None) -> bool:
         """True when every file of a result group exists and was written by this tool,
         unchanged since, and (given ``made_from``) made from that :func:`origin`: a result

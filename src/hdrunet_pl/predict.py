@@ -255,6 +255,28 @@ def _unit(output: Path, stem: str, fmt: str, preview: bool) -> list[Path]:
     return unit
 
 
+def taken_by_another_result(folder: OutputFolder, unit: list[Path], stem: str) -> str | None:
+    """Why ``unit`` may not be written: one of its files belongs to another input's result
+    written by an earlier run (``scene.png`` and ``scene_gt.png`` share
+    ``scene_alignratio.npy``; ``photo_preview.png`` is a preview of ``photo`` or the HDR of
+    ``photo_preview.jpg``), which it would leave broken (an align ratio replaced under its
+    PNG). Files of the same name's own earlier results (other settings, another format, a
+    preview) are not another result's. ``None`` when nothing is taken."""
+    own = {*_unit(folder.path, stem, "png", True), *(folder.path / f"{stem}.{f}" for f in FORMATS)}
+    for path in unit:
+        # the result's image named first (not its align ratio)
+        others = sorted(
+            (p for p in folder.partners(path) if p not in own), key=lambda p: p.suffix == ".npy"
+        )
+        if others:
+            return (
+                f"{path.name} belongs to the result {others[0].name} of another input (an "
+                "earlier run); writing it would break that result. Rename the input or "
+                "choose another output folder"
+            )
+    return None
+
+
 def _write(
     folder: OutputFolder, unit: list[Path], hdr: torch.Tensor, preview: bool, made_from: str
 ) -> None:
@@ -342,18 +364,21 @@ def predict_files(
         remove_dead_temporaries(output)  # of a killed run
         report = PredictReport()
         start = time.perf_counter()
-        jobs = []
-        for path, unit in zip(inputs, units, strict=True):
-            made_from = _made_from(path, settings)
-            if not overwrite and folder.complete(unit, made_from):
-                report.skipped.append(unit[0])
-            else:
-                jobs.append((path, unit, made_from))
         writes: list[tuple[Path, Path, Future]] = []
 
         def fail(path: Path, message: str) -> None:
             tqdm.write(f"skipped: {message}", file=sys.stderr)
             report.failed[path] = message
+
+        jobs = []
+        for path, unit in zip(inputs, units, strict=True):
+            made_from = _made_from(path, settings)
+            if not overwrite and folder.complete(unit, made_from):
+                report.skipped.append(unit[0])
+            elif taken := taken_by_another_result(folder, unit, output_stem(path)):
+                fail(path, f"{path}: {taken}")
+            else:
+                jobs.append((path, unit, made_from))
 
         writers = max(1, min(4, available_cpus() - 1))
         with (
