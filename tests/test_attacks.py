@@ -603,11 +603,16 @@ def test_prepare_stream_never_deletes_what_it_did_not_write(attacks, data, tmp_p
 
 
 def test_prepare_crop_refuses_bad_sizes_and_outputs_in_its_input(attacks, data, tmp_path):
+    (tmp_path / "outer").mkdir()
+    (data / "link").symlink_to(tmp_path / "outer", target_is_directory=True)
     before = snapshot(data)
     for args, message in (
         (["--output", str(tmp_path / "sub"), "--crop", "0"], "--crop and --step must be >= 1"),
         (["--output", str(data / "sub")], "is inside --input"),
         (["--output", str(data)], "is inside --input"),
+        # a not yet existing output reached through a link in the input tree: the link
+        # was only seen once crops were there (in the input tree by then)
+        (["--output", str(tmp_path / "outer" / "new")], "through"),
         (
             ["--output", str(tmp_path / "sub"), "--crop", "4096"],
             "x4096 crop (--crop); choose a smaller crop (--crop) or remove the image",
@@ -615,6 +620,7 @@ def test_prepare_crop_refuses_bad_sizes_and_outputs_in_its_input(attacks, data, 
     ):
         result = run_tool("hdrunet-prepare", ["crop", "--input", str(data), *args], tmp_path)
         attacks.check(f"prepare crop {' '.join(args)}", result, protected=before, message=message)
+    assert not any((tmp_path / "outer").iterdir())  # nothing written through the link
 
 
 def test_export_never_writes_over_the_checkpoint_or_a_foreign_file(

@@ -338,6 +338,14 @@ def test_eval_refuses_to_write_into_a_folder_its_data_set_reads(tmp_path, tiny_c
         with pytest.raises(HDRUNetError, match=r"is in the data set's folder \((root|val_root)="):
             _check_output_is_no_data_folder(str(output), data)
     _check_output_is_no_data_folder(str(tmp_path / "nt" / "eval"), ntire)  # beside: fine
+    # beside, but a link in the data tree leads there (the set reads symlinked subfolders)
+    (tmp_path / "nt" / "train").mkdir(parents=True)
+    (tmp_path / "nt" / "train" / "more").symlink_to(tmp_path / "nt" / "eval")
+    with pytest.raises(HDRUNetError, match=r"\(root=.*, through .*more, a symbolic link\)"):
+        _check_output_is_no_data_folder(str(tmp_path / "nt" / "eval" / "run1"), ntire)
+    (tmp_path / "nt" / "eval").mkdir()  # the link's folder exists (a first run made it)
+    with pytest.raises(HDRUNetError, match=r"\(root=.*, through .*more, a symbolic link\)"):
+        _check_output_is_no_data_folder(str(tmp_path / "nt" / "eval" / "run1"), ntire)
     result = run_tool(
         "hdrunet-eval",
         [f"ckpt={tiny_checkpoint}", "data=held_out", f"data.root={tmp_path}", f"output={tmp_path}"],

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from tqdm import tqdm
 
 from hdrunet_pl.constants import GAMMA, NORM_PERCENTILE
+from hdrunet_pl.data.walk import folder_holding
 from hdrunet_pl.errors import HDRUNetError
 from hdrunet_pl.inference import NonFiniteOutputError
 from hdrunet_pl.io import (
@@ -664,10 +665,14 @@ def _check_output_is_no_data_folder(output: str, data: DictConfig) -> None:
     target = Path(output).resolve()
     for key, folder in absolute_paths(settings, Path.cwd()).items():
         name = key.rsplit(".", 1)[-1]
-        if name in _DATA_FOLDERS and target.is_relative_to(Path(folder).resolve()):
+        if name not in _DATA_FOLDERS:
+            continue
+        holder = folder_holding(folder, target)  # through a symlinked subfolder, too
+        if holder is not None or target.is_relative_to(Path(folder).resolve()):
+            how = "" if holder in (None, Path(folder)) else f", through {holder}, a symbolic link"
             raise HDRUNetError(
-                f"output={output} is in the data set's folder ({name}={folder}): what is "
-                "written there would be read as data; give another output folder"
+                f"output={output} is in the data set's folder ({name}={folder}{how}): what "
+                "is written there would be read as data; give another output folder"
             )
 
 

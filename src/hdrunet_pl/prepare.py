@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from hdrunet_pl.data.ntire import NTIREDataset, NTIREPair, find_ntire_pairs, held_out_start
 from hdrunet_pl.data.shards import check_shards
+from hdrunet_pl.data.walk import folder_holding
 from hdrunet_pl.errors import INTERRUPTED_STATUS, HDRUNetError
 from hdrunet_pl.io import (
     ALIGNRATIO_SUFFIX,
@@ -307,12 +308,16 @@ def _check_crop_settings(output: Path, settings: dict[str, int | str]) -> None:
 
 
 def _refuse_output_inside_input(input_dir: Path, output: Path) -> None:
-    """Results inside the input tree would be read as data by the next run: refused."""
-    inside = output.resolve().is_relative_to(input_dir.resolve())
-    if inside:
+    """Results inside the input tree (symlinked subfolders included) would be read as data
+    by the next run: refused."""
+    holder = folder_holding(input_dir, output)
+    if holder is None and output.resolve().is_relative_to(input_dir.resolve()):
+        holder = input_dir
+    if holder is not None:
+        how = "" if holder == input_dir else f" (through {holder}, a symbolic link)"
         raise HDRUNetError(
-            f"--output {output} is inside --input {input_dir}; its files would mix with the "
-            "data set. Give a folder outside it"
+            f"--output {output} is inside --input {input_dir}{how}; its files would mix with "
+            "the data set. Give a folder outside it"
         )
 
 

@@ -22,3 +22,26 @@ def files_under(root: str | Path) -> Iterator[Path]:
             path = Path(folder) / name
             if path.is_file():
                 yield path
+
+
+def folder_holding(root: str | Path, target: str | Path) -> Path | None:
+    """The folder under ``root`` (``root`` itself, or a subfolder, symlinked ones followed)
+    whose real path holds ``target`` (which need not exist yet), by the name it is reached
+    by; ``None`` when no folder of ``root``'s tree holds it. A tool that writes ``target``
+    would otherwise write into a data set that it, or the next run, reads from ``root``."""
+    target = Path(target).resolve()
+    seen: set[tuple[int, int]] = set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        info = os.stat(folder)
+        if (info.st_dev, info.st_ino) in seen:
+            subfolders.clear()
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        if target.is_relative_to(Path(folder).resolve()):
+            return Path(folder)
+        for name in sorted(names):  # a link that leads nowhere yet: to the target, made later
+            link = Path(folder) / name
+            if link.is_symlink() and not link.exists() and target.is_relative_to(link.resolve()):
+                return link
+        subfolders.sort()
+    return None
