@@ -98,10 +98,15 @@ def run_tool(
     )
 
 
+TOOL_PYTHONPATH = os.pathsep.join([str(REPO / "src"), str(REPO)])
+"""A tool run by the tests imports this checkout's package (not whatever installed copy the
+environment has: a clone tested with another checkout's environment) and ``tests.*``."""
+
+
 def tool_environment(changes: dict[str, str | None] | None = None) -> dict[str, str]:
     """This process's environment as a tool run by the tests gets it (see :func:`run_tool`),
     with ``changes`` (``None`` removes a variable)."""
-    full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
+    full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": TOOL_PYTHONPATH}
     full_env.pop("HYDRA_FULL_ERROR", None)
     for key, value in (changes or {}).items():
         if value is None:

@@ -16,7 +16,7 @@ from hdrunet_pl.train import train
 
 from .ntire_files import random_hdr, write_ntire_frame
 from .organisers import organisers_val_scores
-from .support import FAST, compose_config, compose_train, noise, run_tool
+from .support import FAST, TOOL_PYTHONPATH, compose_config, compose_train, noise, run_tool
 
 
 def public_rule(size, crop=480, step=240, thres=48):
@@ -712,14 +712,12 @@ def test_a_crop_worker_killed_mid_run_is_one_line_and_a_rerun_goes_on(tmp_path):
 
     import psutil
 
-    from .support import REPO
-
     src, out = tmp_path / "frames", tmp_path / "crops"
     for i in range(12):
         write_ntire_frame(src, f"{i:04d}", random_hdr(96, 96, seed=i))
     args = ["crop", "--input", str(src), "--output", str(out), "--crop", "16", "--step", "8"]
     command = [str(Path(sys.executable).parent / "hdrunet-prepare"), *args, "--workers", "1"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}  # as run_tool runs the tools
+    env = {**os.environ, "PYTHONPATH": TOOL_PYTHONPATH}  # as run_tool runs the tools
     tool = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
