@@ -139,3 +139,40 @@ def test_phone_camera_changes_the_ldr_but_not_the_target():
 def test_camera_settings_are_checked(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CameraModel(**kwargs)
+
+
+def test_the_sensor_saturates_at_white_before_any_response():
+    """Radiance above white reads 1 (clipped), so that an S-curve response keeps saturated
+    highlights white: without the clip the curve folds them back down (to black)."""
+    bright = torch.full((10_000,), 5.0)
+    assert torch.equal(sensor(bright, 4e-3, 4e-3, _generator()), torch.ones(10_000))
+    scene = torch.linspace(0.01, 0.5, 256).reshape(1, 16, 16).repeat(3, 1, 1)
+    scene[:, 4:6, 4:6] = 1000.0  # a sun, 1.6% of the pixels
+    camera = CameraModel(clip_fraction=(0.02, 0.02), response="s_curve")
+    ldr, target = camera(scene, _generator(1))
+    sun = target[0] > 1.5  # well above white in the exposed scene
+    assert sun.sum() == 4 and torch.equal(ldr[:, sun], torch.ones(3, 4))
+
+
+def test_noise_levels_are_drawn_log_uniformly(monkeypatch):
+    """Shot and read noise span their ranges evenly in log: half the captures below the
+    geometric mean of the bounds (uniform draws would put 9% there for these bounds)."""
+    import hdrunet_pl.camera as camera_file
+
+    drawn: list[tuple[float, float]] = []
+
+    def recording_sensor(exposed, shot, read, generator):
+        drawn.append((shot, read))
+        return exposed.clamp(0, 1)
+
+    monkeypatch.setattr(camera_file, "sensor", recording_sensor)
+    low, high = 1e-4, 1e-2
+    camera = CameraModel(shot_noise=(low, high), read_noise=(low, high))
+    generator = _generator(5)
+    for _ in range(400):
+        camera(torch.rand(3, 8, 8), generator)
+    shots, reads = torch.tensor(drawn, dtype=torch.float64).T
+    middle = math.sqrt(low * high)
+    for values in (shots, reads):
+        assert values.min() >= low and values.max() <= high
+        assert (values < middle).double().mean().item() == pytest.approx(0.5, abs=0.08)

@@ -318,6 +318,15 @@ def test_eval_fills_negative_gt_values_as_the_held_out_set_does(tmp_path):
     assert torch.equal(clipped[:, 3, 3], torch.zeros(3))
     with pytest.raises(HDRUNetError, match="negative=zero: choose one of clip, fill"):
         folder_samples(pred_dir, gt_dir, None, negative="zero")
+    # a result's negative values are clipped to 0 whatever negative= says of the GT's, as
+    # its 16-bit PNG submission would hold them (filling would score a better result)
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    with OpenEXR.File(header, {"RGB": gt}) as f:
+        f.write(str(tmp_path / "pred" / "0001.exr"))
+    for negative in ("fill", "clip"):
+        result = next(folder_samples(pred_dir, gt_dir, None, negative=negative).items).pred
+        assert torch.equal(result[:, 3, 3], torch.zeros(3)), negative
+        assert torch.allclose(result[:, 0, 0], torch.tensor(0.5) ** (1 / 2.24))
 
 
 def test_eval_refuses_to_write_into_a_folder_its_data_set_reads(tmp_path, tiny_checkpoint):

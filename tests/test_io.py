@@ -1381,3 +1381,14 @@ def test_an_animation_or_multi_page_file_says_its_first_frame_is_read(name, tmp_
     assert [r.getMessage() for r in caplog.records] == [
         f"{tmp_path / name}: 3 frames (an animation or several pages); the first is read"
     ]
+
+
+def test_write_ldr_rounds_to_the_nearest_code(tmp_path):
+    """8-bit codes are rounded, not truncated: (k + 0.6) / 255 is written as k + 1."""
+    k = np.arange(0, 250, dtype=np.float32)
+    values = np.stack([(k + 0.6) / 255, (k + 0.4) / 255, k / 255], axis=-1)[None]  # (1, 250, 3)
+    write_ldr(tmp_path / "x.png", values)
+    codes = read_ldr_codes(tmp_path / "x.png")
+    np.testing.assert_array_equal(codes[0, :, 0], k + 1)
+    np.testing.assert_array_equal(codes[0, :, 1], k)
+    np.testing.assert_array_equal(codes[0, :, 2], k)

@@ -126,3 +126,22 @@ def test_tanh_l1_ntire_mu_l1_is_the_sum_of_its_parts():
     both = losses.tanh_l1_ntire_mu_l1(pred, target)
     parts = losses.tanh_l1(pred, target) + losses.ntire_mu_l1(pred, target)
     assert both.item() == pytest.approx(parts.item(), rel=1e-6) and parts > 0
+
+
+@pytest.mark.parametrize("name", list(losses.LOSSES))
+def test_the_loss_module_computes_the_named_function_on_pred_then_target(name):
+    """``HDRLoss(name)`` is the function of that name, called as (prediction, target): the
+    NTIRE losses normalise by the target's percentile and penalise negative predictions,
+    so swapped arguments give other values (and no push back from below zero)."""
+    generator = torch.Generator().manual_seed(0)
+    pred = torch.rand(2, 3, 8, 8, generator=generator) * 3 - 0.5  # some negative
+    target = torch.rand(2, 3, 8, 8, generator=generator) ** 2
+    assert losses.LOSSES[name] is getattr(losses, name)
+    got = losses.HDRLoss(name)(pred, target)
+    assert torch.equal(got, getattr(losses, name)(pred, target))
+    if name.startswith("ntire") or name.startswith("tanh_l1_ntire"):
+        assert not torch.allclose(got, getattr(losses, name)(target, pred))
+    below = torch.full((1, 3, 4, 4), -0.5, requires_grad=True)
+    if name in ("ntire_mu_l1", "tanh_l1_ntire_mu_l1"):
+        losses.HDRLoss(name)(below, torch.rand(1, 3, 4, 4, generator=generator)).backward()
+        assert (below.grad < 0).all()  # pushed up, through the module too

@@ -166,3 +166,18 @@ def test_every_score_has_its_class_and_scoring_needs_no_torchmetrics():
         [sys.executable, "-c", loaded], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_display_tonemap_scales_by_the_reference_not_by_the_image():
+    """Side-by-sides show every image on the GT's scale: an image twice as bright as its
+    reference shows brighter (by the PSNR-mu tonemapper with the reference's percentile)."""
+    from hdrunet_pl.constants import GAMMA, MU
+    from hdrunet_pl.tonemap import display_mu_law
+
+    generator = torch.Generator().manual_seed(0)
+    reference = torch.rand(3, 16, 16, generator=generator, dtype=torch.float64)
+    brighter = reference * 2 ** (1 / GAMMA)  # twice the linear radiance
+    linear, norm = brighter**GAMMA, torch.quantile(reference.flatten() ** GAMMA, 0.99)
+    expected = torch.log1p(MU * torch.tanh(linear / norm)) / math.log1p(MU)
+    torch.testing.assert_close(display_mu_law(brighter, reference), expected)
+    assert (display_mu_law(brighter, reference) > display_mu_law(brighter) + 1e-3).any()

@@ -166,3 +166,35 @@ def test_the_training_summary_counts_the_networks_flops():
         module.net(module.example_input_array)
     assert ModelSummary(module).total_flops == counter.get_total_flops() > 0
     assert HDRUNetModule(HDRUNet(nf=8), compile=True).example_input_array is None
+
+
+def test_a_side_not_a_multiple_of_four_is_replicate_padded():
+    """Odd sizes: the output is the network's on the input replicate-padded to a multiple
+    of 4 at the bottom and right, cropped back (zero padding would darken the border)."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    net = HDRUNet(nf=8).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.05)
+        ldr = torch.rand(1, 3, 30, 45)
+        padded = F.pad(ldr, (0, 3, 0, 2), mode="replicate")
+        assert torch.equal(net(ldr), net(padded)[..., :30, :45])
+        zeros = F.pad(ldr, (0, 3, 0, 2))
+        assert not torch.allclose(net(ldr), net(zeros)[..., :30, :45])
+
+
+def test_residual_blocks_start_near_the_identity_as_the_public_code_initialises_them():
+    """Each modulated residual block's convolutions: Kaiming normal (fan in) times 0.1, bias 0."""
+    from hdrunet_pl.models.blocks import ModulatedResBlock
+
+    torch.manual_seed(0)
+    blocks = [m for m in HDRUNet(nf=64).modules() if isinstance(m, ModulatedResBlock)]
+    assert blocks
+    for block in blocks:
+        for conv in (block.conv1, block.conv2):
+            fan_in = conv.weight[0].numel()
+            assert conv.weight.std().item() == pytest.approx(0.1 * (2 / fan_in) ** 0.5, rel=0.05)
+            assert conv.weight.mean().abs().item() < 0.1 * (2 / fan_in) ** 0.5 * 0.05
+            assert torch.equal(conv.bias, torch.zeros_like(conv.bias))
