@@ -320,7 +320,7 @@ def test_a_value_hydra_cannot_read_says_how_to_quote_it(tool, tmp_path):
     given without ``key=``: one line saying what settings look like."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    for path in ("in/café.jpg", "in/IMG (1).jpg", "in/a#b[1].jpg"):
+    for path in ("in/café.jpg", "in/IMG (1).jpg", "in/a#b[1].jpg", "in/a,b.jpg"):
         result = run_tool(tool, [f"input={path}", "output=out"], tmp_path)
         assert result.returncode == 2 and result.stdout == "", result.stderr
         line = result.stderr.strip()
@@ -331,6 +331,9 @@ def test_a_value_hydra_cannot_read_says_how_to_quote_it(tool, tmp_path):
     result = run_tool(tool, ["photos"], tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().startswith(f"{tool}: error: 'photos': not a setting; settings")
+    # a sweep without -m (Hydra's "Ambiguous value" message of several lines, status 1)
+    result = run_tool(tool, ["input=glob(*)", "output=out"], tmp_path)
+    assert result.returncode == 2 and result.stderr.strip().endswith("(a sweep) need -m")
     assert not any(tmp_path.iterdir())
 
 

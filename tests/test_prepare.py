@@ -741,3 +741,25 @@ def test_a_crop_worker_killed_mid_run_is_one_line_and_a_rerun_goes_on(tmp_path):
     again = run_tool("hdrunet-prepare", [*args, "--workers", "2"], tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert len(find_ntire_pairs(out)) == 12 * 121
+
+
+def test_crop_starts_no_more_workers_than_cpus_and_frames(monkeypatch, tmp_path):
+    """``--workers 100000`` (a typo) started over a thousand processes and cut nothing:
+    the pool is capped at the CPUs and at the frames to cut."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from hdrunet_pl import prepare
+    from hdrunet_pl.resolvers import available_cpus
+
+    pools: list[int] = []
+
+    def counting_pool(max_workers, **kwargs):
+        pools.append(max_workers)
+        return ProcessPoolExecutor(max_workers, **kwargs)
+
+    monkeypatch.setattr(prepare, "ProcessPoolExecutor", counting_pool)
+    src = tmp_path / "frames"
+    for i in range(3):
+        write_ntire_frame(src, f"{i:04d}", random_hdr(32, 32, seed=i))
+    assert prepare.run_crop(str(src), str(tmp_path / "crops"), 32, 32, 0, 100_000)[0] == 3
+    assert pools == [min(available_cpus(), 3)]

@@ -409,24 +409,34 @@ def check_override_syntax(tool: str, argv: list[str]) -> None:
     from hydra.errors import OverrideParseException
 
     parser = OverridesParser.create()
+    sweeping = "-m" in argv or "--multirun" in argv
     for arg in argv:
         if arg in ("-m", "--multirun"):
             continue
+        key, equals, value = arg.partition("=")
+        quoted = f"'{key}=\"{value}\"'" if '"' not in value else f"\"{key}='{value}'\""
         try:
-            parser.parse_overrides([arg])
+            (override,) = parser.parse_overrides([arg])
         except OverrideParseException:
-            key, equals, value = arg.partition("=")
             if not equals:
                 _stop(
                     tool,
                     f"{arg!r}: not a setting; settings are key=value (input=PATH, ...): "
                     f"`{tool} --help` lists them",
                 )
-            quoted = f"'{key}=\"{value}\"'" if '"' not in value else f"\"{key}='{value}'\""
             _stop(
                 tool,
                 f"{arg}: Hydra cannot read this value unquoted (it reads letters, digits, "
                 f"spaces and / . _ - : as they are); quote it for Hydra inside the shell's "
+                f"quotes: {quoted}",
+            )
+        if override.is_sweep_override() and not sweeping and "," not in value:
+            _stop(tool, f"{arg}: several values (a sweep) need -m")
+        if override.is_sweep_override() and not sweeping:  # Hydra: "Ambiguous value"
+            _stop(
+                tool,
+                f"{arg}: Hydra reads a comma as several values (a sweep, which needs -m); "
+                f"for one value with a comma (a path), quote it for Hydra inside the shell's "
                 f"quotes: {quoted}",
             )
 

@@ -54,6 +54,7 @@ from hdrunet_pl.io import (
 )
 from hdrunet_pl.outputs import OutputFolder, file_identity, origin
 from hdrunet_pl.quiet import install_filters
+from hdrunet_pl.resolvers import workers as cpu_workers
 from hdrunet_pl.runtime import end_with_parent
 
 log = logging.getLogger(__name__)
@@ -240,7 +241,9 @@ def run_crop(
         remove_dead_temporaries(output)  # of a killed run
         _remove_frames_gone(folder, output, {pair.name for pair in pairs})
         pool = ProcessPoolExecutor(
-            max_workers=max(1, workers), initializer=_worker_start, initargs=(os.getpid(),)
+            max_workers=max(1, min(cpu_workers(workers), len(jobs))),
+            initializer=_worker_start,
+            initargs=(os.getpid(),),
         )
         try:
             futures = [pool.submit(_crop_job, job) for job in jobs]
@@ -474,7 +477,7 @@ def run_stream(
                         ],
                         output_dir=str(partial),
                         chunk_bytes=chunk_bytes,
-                        num_workers=max(1, workers),
+                        num_workers=max(1, cpu_workers(workers)),
                         mode="overwrite",
                         verbose=False,
                     )
@@ -557,7 +560,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(default %(default)s)",
     )
     crop.add_argument(
-        "--workers", type=int, default=2, help="processes cutting frames (default %(default)s)"
+        "--workers",
+        type=int,
+        default=2,
+        help="processes cutting frames, at most the CPUs (default %(default)s)",
     )
     stream = sub.add_parser("stream", help="write litdata shards (train/ and val/)")
     stream.add_argument("--input", required=True, help="folder with NTIRE pairs")
@@ -569,7 +575,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--chunk-bytes", default="64MB", help="size of a litdata chunk file (default %(default)s)"
     )
     stream.add_argument(
-        "--workers", type=int, default=2, help="litdata worker processes (default %(default)s)"
+        "--workers",
+        type=int,
+        default=2,
+        help="litdata worker processes, at most the CPUs (default %(default)s)",
     )
     return parser
 

@@ -141,12 +141,28 @@ def _check_size(value: object) -> bool:
 MIN_ONNX_OPSET = 18
 """torch.onnx's (dynamo) exporter converts to opset 18 and later only."""
 
+
+def newest_onnx_opset() -> int | None:
+    """The newest ONNX opset the installed ``onnx`` package knows (``None`` without it)."""
+    try:
+        import onnx
+    except ImportError:
+        return None
+    return int(onnx.defs.onnx_opset_version())
+
+
+def _opset(value: object) -> bool:
+    newest = newest_onnx_opset()
+    return _int(value) and value >= MIN_ONNX_OPSET and (newest is None or value <= newest)
+
+
 EXPORT_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "ckpt": PATH,
     "output": PATH_OR_NULL,
     "opset": (
-        lambda v: _int(v) and v >= MIN_ONNX_OPSET,
-        f"an ONNX opset number >= {MIN_ONNX_OPSET} (the oldest torch.onnx's exporter writes)",
+        _opset,
+        f"an ONNX opset number from {MIN_ONNX_OPSET} (the oldest torch.onnx's exporter "
+        "writes) to the newest the installed onnx package knows",
     ),
     "tolerance": (lambda v: _number(v) and v >= 0, "a number >= 0"),
     "check_size": (
