@@ -181,3 +181,18 @@ def test_display_tonemap_scales_by_the_reference_not_by_the_image():
     expected = torch.log1p(MU * torch.tanh(linear / norm)) / math.log1p(MU)
     torch.testing.assert_close(display_mu_law(brighter, reference), expected)
     assert (display_mu_law(brighter, reference) > display_mu_law(brighter) + 1e-3).any()
+
+
+def test_a_float_tie_with_the_identity_is_not_counted_below_it():
+    """The LDR scored as its own result (written as EXR: float rounding) ties with the
+    identity; only a score lower by more than the printed resolution counts as below."""
+    from hdrunet_pl.evaluate import ImageScore, below_identity
+
+    def score(mu, linear, mu_identity, linear_identity):
+        identity = {"psnr_mu": mu_identity, "psnr_l": linear_identity}
+        return ImageScore("x", {"psnr_mu": mu, "psnr_l": linear}, identity)
+
+    tie = score(32.356799999, 26.56359999, 32.3568, 26.5636)
+    below = score(32.3, 26.5636, 32.3568, 26.5636)
+    assert below_identity([tie]) == (0, 0)
+    assert below_identity([tie, below, ImageScore("y", {"psnr_mu": 1.0, "psnr_l": 1.0})]) == (1, 0)

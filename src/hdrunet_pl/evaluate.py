@@ -196,12 +196,19 @@ def means(scores: list[ImageScore]) -> dict[str, float | None]:
     return out
 
 
+TIE_DB = 1e-4
+"""Scores closer than this (dB; the printed scores have 4 decimals) are a tie, not below:
+the LDR itself scored as a result (written as EXR, say) differs from its identity score by
+float rounding only."""
+
+
 def below_identity(scores: list[ImageScore]) -> tuple[int, int]:
-    """How many images score below their LDR identity in PSNR-mu and in PSNR-L."""
+    """How many images score below their LDR identity in PSNR-mu and in PSNR-L (by more than
+    :data:`TIE_DB`)."""
     with_ldr = [s for s in scores if s.identity_psnr_mu is not None]
     return (
-        sum(s.psnr_mu < s.identity_psnr_mu for s in with_ldr),
-        sum(s.psnr_l < s.identity_psnr_l for s in with_ldr),
+        sum(s.psnr_mu < s.identity_psnr_mu - TIE_DB for s in with_ldr),
+        sum(s.psnr_l < s.identity_psnr_l - TIE_DB for s in with_ldr),
     )
 
 

@@ -375,7 +375,13 @@ def predict_files(
             made_from = _made_from(path, settings)
             if not overwrite and folder.complete(unit, made_from):
                 report.skipped.append(unit[0])
-            elif taken := taken_by_another_result(folder, unit, output_stem(path)):
+                continue
+            try:  # a name the manifest cannot hold fails this image alone, as claim() does
+                taken = taken_by_another_result(folder, unit, output_stem(path))
+            except HDRUNetError as err:
+                fail(path, str(err))
+                continue
+            if taken:
                 fail(path, f"{path}: {taken}")
             else:
                 jobs.append((path, unit, made_from))
