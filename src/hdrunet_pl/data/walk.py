@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
-def files_under(root: str | Path) -> Iterator[Path]:
-    """Every file under ``root``, following symlinked subfolders (each real folder is
-    visited once, so symlink loops end). Paths keep the names they are reached by."""
+def _folders(root: str | Path) -> Iterator[tuple[str, list[str]]]:
+    """Each folder under ``root`` (``root`` included), symlinked subfolders followed, each
+    real folder visited once (so symlink loops end), in sorted order: (folder, the names of
+    its entries that are not folders)."""
     seen: set[tuple[int, int]] = set()
     for folder, subfolders, names in os.walk(root, followlinks=True):
         info = os.stat(folder)
@@ -18,7 +19,14 @@ def files_under(root: str | Path) -> Iterator[Path]:
             continue
         seen.add((info.st_dev, info.st_ino))
         subfolders.sort()
-        for name in sorted(names):
+        yield folder, sorted(names)
+
+
+def files_under(root: str | Path) -> Iterator[Path]:
+    """Every file under ``root``, following symlinked subfolders (each real folder is
+    visited once, so symlink loops end). Paths keep the names they are reached by."""
+    for folder, names in _folders(root):
+        for name in names:
             path = Path(folder) / name
             if path.is_file():
                 yield path
@@ -30,18 +38,11 @@ def folder_holding(root: str | Path, target: str | Path) -> Path | None:
     by; ``None`` when no folder of ``root``'s tree holds it. A tool that writes ``target``
     would otherwise write into a data set that it, or the next run, reads from ``root``."""
     target = Path(target).resolve()
-    seen: set[tuple[int, int]] = set()
-    for folder, subfolders, names in os.walk(root, followlinks=True):
-        info = os.stat(folder)
-        if (info.st_dev, info.st_ino) in seen:
-            subfolders.clear()
-            continue
-        seen.add((info.st_dev, info.st_ino))
+    for folder, names in _folders(root):
         if target.is_relative_to(Path(folder).resolve()):
             return Path(folder)
-        for name in sorted(names):  # a link that leads nowhere yet: to the target, made later
+        for name in names:  # a link that leads nowhere yet: to the target, made later
             link = Path(folder) / name
             if link.is_symlink() and not link.exists() and target.is_relative_to(link.resolve()):
                 return link
-        subfolders.sort()
     return None
