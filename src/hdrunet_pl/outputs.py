@@ -98,6 +98,7 @@ class OutputFolder:
             )
         self._writers: dict[str, str] = {}  # name -> the tool that wrote it (when recorded)
         self._origins: dict[str, str] = {}  # name -> what it was made from (when recorded)
+        self._by_origin: dict[str, list[str]] | None = None  # its inverse, made when asked
         lines = manifest.read_text(errors="replace").splitlines() if manifest.is_file() else []
         self._lines = len(lines)
         for line in lines:
@@ -269,6 +270,7 @@ class OutputFolder:
         ]
         self._append(lines, list(records))
         with self._lock:
+            self._by_origin = None
             self._stats.update(records)
             self._writers.update(dict.fromkeys(records, self.tool))
             for name in records:
@@ -355,17 +357,20 @@ class OutputFolder:
         """The other files of ``path``'s result: this tool's files in the folder, unchanged
         since written, that were recorded with the same origin (made from the same input
         with the same settings, in one write), e.g. a PNG's align ratio."""
-        made_from = self._origins.get(self._name(path))
+        name = self._name(path)
+        made_from = self._origins.get(name)
         if not made_from or not self.owns(path):
             return []
-        name = self._name(path)
+        with self._lock:
+            if self._by_origin is None:  # one pass over the records, not one per file asked
+                self._by_origin = {}
+                for other, theirs in self._origins.items():
+                    self._by_origin.setdefault(theirs, []).append(other)
+            names = sorted(self._by_origin.get(made_from, []))
         return [
             self.path / other
-            for other, theirs in sorted(self._origins.items())
-            if theirs == made_from
-            and other != name
-            and self.owns(self.path / other)
-            and (self.path / other).exists()
+            for other in names
+            if other != name and self.owns(self.path / other) and (self.path / other).exists()
         ]
 
     def complete(self, paths: Iterable[Path], made_from: str | None = None) -> bool:
