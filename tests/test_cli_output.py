@@ -320,7 +320,8 @@ def test_a_value_hydra_cannot_read_says_how_to_quote_it(tool, tmp_path):
     given without ``key=``: one line saying what settings look like."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    for path in ("in/café.jpg", "in/IMG (1).jpg", "in/a#b[1].jpg", "in/a,b.jpg"):
+    commas = ["in/a,b.jpg"] if tool != "hdrunet-train" else []  # train may sweep without -m
+    for path in ("in/café.jpg", "in/IMG (1).jpg", "in/a#b[1].jpg", *commas):
         result = run_tool(tool, [f"input={path}", "output=out"], tmp_path)
         assert result.returncode == 2 and result.stdout == "", result.stderr
         line = result.stderr.strip()
@@ -331,10 +332,32 @@ def test_a_value_hydra_cannot_read_says_how_to_quote_it(tool, tmp_path):
     result = run_tool(tool, ["photos"], tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().startswith(f"{tool}: error: 'photos': not a setting; settings")
-    # a sweep without -m (Hydra's "Ambiguous value" message of several lines, status 1)
-    result = run_tool(tool, ["input=glob(*)", "output=out"], tmp_path)
-    assert result.returncode == 2 and result.stderr.strip().endswith("(a sweep) need -m")
     assert not any(tmp_path.iterdir())
+
+
+def test_a_sweep_without_multirun_is_one_line_where_no_sweep_can_be_meant(capsys):
+    """predict/eval/export: a sweep without -m (Hydra's "Ambiguous value", several lines,
+    status 1) is one line; a training sweep may be asked by ``hydra.mode=MULTIRUN`` (on the
+    command line or in an experiment's config), so train's are left to Hydra."""
+    from hdrunet_pl.cli import check_override_syntax
+
+    for args, said in (
+        (["input=glob(*)"], "input=glob(*): several values (a sweep) need -m"),
+        (["input=range(1,3)"], "several values (a sweep) need -m"),
+        (["input=a,b.png"], "quote it for Hydra inside the shell's quotes: 'input=\"a,b.png\"'"),
+    ):
+        with pytest.raises(SystemExit) as stopped:
+            check_override_syntax("hdrunet-predict", args)
+        error = capsys.readouterr().err
+        assert stopped.value.code == 2 and said in error and error.count("\n") == 1
+    for tool, args in (
+        ("hdrunet-predict", ["-m", "input=a,b"]),
+        ("hdrunet-predict", ["hydra.mode=MULTIRUN", "input=a,b"]),
+        ("hdrunet-train", ["loss=l1,tanh_l1", "hydra.mode=MULTIRUN"]),
+        ("hdrunet-train", ["loss=l1,tanh_l1"]),  # an experiment's config may sweep
+        ("hdrunet-train", ["callbacks=[default,ema]", "trainer.devices=[0,1]"]),
+    ):
+        check_override_syntax(tool, args)  # no exit
 
 
 def test_cfg_hydra_resolve_says_what_to_use_instead(tmp_path):

@@ -352,6 +352,10 @@ def test_eval_refuses_to_write_into_a_folder_its_data_set_reads(tmp_path, tiny_c
     (tmp_path / "nt" / "train" / "more").symlink_to(tmp_path / "nt" / "eval")
     with pytest.raises(HDRUNetError, match=r"\(root=.*, through .*more, a symbolic link\)"):
         _check_output_is_no_data_folder(str(tmp_path / "nt" / "eval" / "run1"), ntire)
+    # links in a loop in the data tree: no error of their own (the data set reports them)
+    for name, to in (("loop", "loop"), ("x", "y"), ("y", "x")):
+        (tmp_path / "nt" / "train" / name).symlink_to(to)
+    _check_output_is_no_data_folder(str(tmp_path / "nt" / "beside"), ntire)
     (tmp_path / "nt" / "eval").mkdir()  # the link's folder exists (a first run made it)
     with pytest.raises(HDRUNetError, match=r"\(root=.*, through .*more, a symbolic link\)"):
         _check_output_is_no_data_folder(str(tmp_path / "nt" / "eval" / "run1"), ntire)
@@ -838,6 +842,14 @@ def test_predict_leaves_an_earlier_runs_result_whole(tmp_path):
     assert predict_files(predictor, [other], out, "png").written == [first]
     again = predict_files(predictor, [other], out, "png", overwrite=True, settings="other")
     assert again.written == [first] and not again.failed
+    # two inputs that are links to one file share an origin, not their results' files
+    (tmp_path / "l").mkdir()
+    write_ldr(tmp_path / "l" / "a.png", np.full((16, 16, 3), 0.3, np.float32))
+    (tmp_path / "l" / "b.png").symlink_to("a.png")
+    linked = [tmp_path / "l" / "a.png", tmp_path / "l" / "b.png"]
+    for settings in ("one", "two"):
+        report = predict_files(predictor, linked, out, "png", True, settings=settings)
+        assert len(report.written) == 2 and not report.failed, report.failed
 
 
 def test_export_check_refuses_an_onnx_file_of_another_opset(tmp_path):

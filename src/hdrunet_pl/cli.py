@@ -409,7 +409,7 @@ def check_override_syntax(tool: str, argv: list[str]) -> None:
     from hydra.errors import OverrideParseException
 
     parser = OverridesParser.create()
-    sweeping = "-m" in argv or "--multirun" in argv
+    sweeping = bool({"-m", "--multirun", "hydra.mode=MULTIRUN"} & set(argv))
     for arg in argv:
         if arg in ("-m", "--multirun"):
             continue
@@ -430,9 +430,11 @@ def check_override_syntax(tool: str, argv: list[str]) -> None:
                 f"spaces and / . _ - : as they are); quote it for Hydra inside the shell's "
                 f"quotes: {quoted}",
             )
-        if override.is_sweep_override() and not sweeping and "," not in value:
+        if not override.is_sweep_override() or sweeping or tool == "hdrunet-train":
+            continue  # a training sweep may be asked by hydra.mode=MULTIRUN, in a config too
+        if "," not in value or value.endswith(")"):  # range(1,3), choice(a,b), glob(*)
             _stop(tool, f"{arg}: several values (a sweep) need -m")
-        if override.is_sweep_override() and not sweeping:  # Hydra: "Ambiguous value"
+        else:  # Hydra: "Ambiguous value"
             _stop(
                 tool,
                 f"{arg}: Hydra reads a comma as several values (a sweep, which needs -m); "

@@ -66,6 +66,8 @@ from hdrunet_pl.validation import (
 )
 
 FORMATS = ("png", "exr", "hdr")
+PREVIEW_SUFFIX = "_preview"
+"""A result's tonemapped preview is ``<name>_preview.png``."""
 
 log = logging.getLogger(__name__)
 
@@ -251,8 +253,25 @@ def _unit(output: Path, stem: str, fmt: str, preview: bool) -> list[Path]:
     target = output / f"{stem}.{fmt}"
     unit = [target, alignratio_path_for(target)] if fmt == "png" else [target]
     if preview:
-        unit.append(output / f"{stem}_preview.png")
+        unit.append(output / f"{stem}{PREVIEW_SUFFIX}.png")
     return unit
+
+
+def _family(output: Path, stem: str) -> set[Path]:
+    """Every file a result named ``stem`` may have in ``output`` (any format, a preview)."""
+    return {*_unit(output, stem, "png", True), *(output / f"{stem}.{f}" for f in FORMATS)}
+
+
+def _stems_of(path: Path) -> list[str]:
+    """The result names whose files ``path`` can be: ``x_alignratio.npy`` is ``x``'s or
+    ``x_gt``'s, ``x_preview.png`` is ``x``'s preview or the HDR of ``x_preview``."""
+    name = path.name
+    if name.endswith(ALIGNRATIO_SUFFIX):
+        base = name.removesuffix(ALIGNRATIO_SUFFIX)
+        return [base, base + GT_SUFFIX]
+    if path.stem.endswith(PREVIEW_SUFFIX):
+        return [path.stem, path.stem.removesuffix(PREVIEW_SUFFIX)]
+    return [path.stem]
 
 
 def taken_by_another_result(folder: OutputFolder, unit: list[Path], stem: str) -> str | None:
@@ -262,11 +281,18 @@ def taken_by_another_result(folder: OutputFolder, unit: list[Path], stem: str) -
     ``photo_preview.jpg``), which it would leave broken (an align ratio replaced under its
     PNG). Files of the same name's own earlier results (other settings, another format, a
     preview) are not another result's. ``None`` when nothing is taken."""
-    own = {*_unit(folder.path, stem, "png", True), *(folder.path / f"{stem}.{f}" for f in FORMATS)}
+    own = _family(folder.path, stem)
     for path in unit:
-        # the result's image named first (not its align ratio)
+        # files recorded with this file's origin that belong to another name's result, whose
+        # files include this one (inputs that are links to one file share an origin, but
+        # not their results' files); the result's image named first (not its align ratio)
         others = sorted(
-            (p for p in folder.partners(path) if p not in own), key=lambda p: p.suffix == ".npy"
+            (
+                p
+                for p in folder.partners(path)
+                if p not in own and any(path in _family(folder.path, s) for s in _stems_of(p))
+            ),
+            key=lambda p: p.suffix == ".npy",
         )
         if others:
             return (

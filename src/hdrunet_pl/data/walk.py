@@ -43,6 +43,11 @@ def folder_holding(root: str | Path, target: str | Path) -> Path | None:
             return Path(folder)
         for name in names:  # a link that leads nowhere yet: to the target, made later
             link = Path(folder) / name
-            if link.is_symlink() and not link.exists() and target.is_relative_to(link.resolve()):
+            # realpath, not resolve(): a link in a loop raises there (RuntimeError, 3.11)
+            if (
+                link.is_symlink()
+                and not link.exists()
+                and target.is_relative_to(os.path.realpath(link))
+            ):
                 return link
     return None
