@@ -1100,6 +1100,11 @@ def test_a_held_out_fetch_never_shares_a_folder_with_training_scenes(tmp_path, m
     assert samples.main([str(held_out / "bridge.exr"), "--source", "pmndrs_held_out"]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("samples: error: ") and "\n" not in error
+    (tmp_path / "a-file").write_text("x")  # every source: one reason, not mkdir's EEXIST
+    for source in ("poly_haven", "pmndrs"):
+        assert samples.main([str(tmp_path / "a-file"), "--source", source]) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.endswith("a-file: is a file; give a folder for the files"), error
     monkeypatch.chdir(tmp_path)  # an unset $DEST: nothing fetched into the current folder
     assert samples.main(["", "--source", "poly_haven"]) == 2
     assert "an empty folder name" in capsys.readouterr().err

@@ -434,6 +434,11 @@ def main(argv: list[str] | None = None) -> int:
             "samples: error: an empty folder name; give the folder for the files", file=sys.stderr
         )
         return ERROR_STATUS
+    if Path(args.dest).exists() and not Path(args.dest).is_dir():  # mkdir: "File exists"
+        print(
+            f"samples: error: {args.dest}: is a file; give a folder for the files", file=sys.stderr
+        )
+        return ERROR_STATUS
     try:
         for path in SOURCES[args.source](args.dest):
             print(path)
