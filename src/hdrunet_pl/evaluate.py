@@ -675,8 +675,8 @@ def _check_output_is_no_data_folder(output: str, data: DictConfig) -> None:
         if name not in _DATA_FOLDERS:
             continue
         holder = folder_holding(folder, target)  # through a symlinked subfolder, too
-        if holder is not None or target.is_relative_to(Path(folder).resolve()):
-            how = "" if holder in (None, Path(folder)) else f", through {holder}, a symbolic link"
+        if holder is not None:
+            how = "" if holder == Path(folder) else f", through {holder}, a symbolic link"
             raise HDRUNetError(
                 f"output={output} is in the data set's folder ({name}={folder}{how}): what "
                 "is written there would be read as data; give another output folder"

@@ -314,8 +314,6 @@ def _refuse_output_inside_input(input_dir: Path, output: Path) -> None:
     """Results inside the input tree (symlinked subfolders included) would be read as data
     by the next run: refused."""
     holder = folder_holding(input_dir, output)
-    if holder is None and output.resolve().is_relative_to(input_dir.resolve()):
-        holder = input_dir
     if holder is not None:
         how = "" if holder == input_dir else f" (through {holder}, a symbolic link)"
         raise HDRUNetError(

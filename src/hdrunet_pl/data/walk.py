@@ -38,6 +38,8 @@ def folder_holding(root: str | Path, target: str | Path) -> Path | None:
     by; ``None`` when no folder of ``root``'s tree holds it. A tool that writes ``target``
     would otherwise write into a data set that it, or the next run, reads from ``root``."""
     target = Path(target).resolve()
+    if target.is_relative_to(Path(root).resolve()):  # root itself, made or not yet
+        return Path(root)
     for folder, names in _folders(root):
         if target.is_relative_to(Path(folder).resolve()):
             return Path(folder)
