@@ -369,3 +369,35 @@ def test_cfg_hydra_resolve_says_what_to_use_instead(tmp_path):
         assert result.stderr.strip().endswith("`--cfg all --resolve` shows both, resolved")
     shown = run_tool("hdrunet-train", ["--cfg", "all", "--resolve"], tmp_path)
     assert shown.returncode == 0 and "log_dir: logs" in shown.stdout
+
+
+@pytest.mark.parametrize(
+    ("tool", "entry", "module", "args", "said"),
+    [
+        ("hdrunet-predict", "predict", "predict", ["input=in.png"], "whole and kept"),
+        ("hdrunet-eval", "evaluate", "evaluate", ["pred_dir=p", "gt_dir=g"], "scores.csv is"),
+        ("hdrunet-export", "export", "export", ["ckpt=m.ckpt"], "whole or not at all"),
+    ],
+)
+def test_ctrl_c_says_what_each_tool_leaves_behind(
+    tool, entry, module, args, said, tmp_path, monkeypatch, capsys
+):
+    """Ctrl-C: one line, status 130, telling what that tool keeps (eval writes its scores at
+    the end and starts anew on a rerun: it must not promise predict's "go on")."""
+    import importlib
+    import sys
+
+    from hdrunet_pl import cli
+
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib.import_module(f"hdrunet_pl.{module}"), "run", interrupted)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [tool, *args])
+    with pytest.raises(SystemExit) as stopped:
+        getattr(cli, entry)()
+    error = capsys.readouterr().err
+    assert stopped.value.code == 130 and error.count("\n") == 1
+    assert error.startswith(f"{tool}: interrupted; ") and said in error
+    assert "go on" not in error or tool == "hdrunet-predict"

@@ -69,18 +69,18 @@ def _predict(cfg: DictConfig) -> None:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def _evaluate(cfg: DictConfig) -> None:
-    from hdrunet_pl.evaluate import run
+    from hdrunet_pl.evaluate import INTERRUPTED, run
     from hdrunet_pl.predict import exit_on_error
 
-    exit_on_error(run)(cfg)
+    exit_on_error(run, INTERRUPTED)(cfg)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
 def _export(cfg: DictConfig) -> None:
-    from hdrunet_pl.export import run
+    from hdrunet_pl.export import INTERRUPTED, run
     from hdrunet_pl.predict import exit_on_error
 
-    exit_on_error(run)(cfg)
+    exit_on_error(run, INTERRUPTED)(cfg)
 
 
 def _stop(tool: str, message: str) -> NoReturn:

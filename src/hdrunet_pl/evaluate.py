@@ -59,6 +59,11 @@ from hdrunet_pl.validation import EVAL_RULES, check_required, check_settings
 from hdrunet_pl.viz import comparison_strip
 
 SCORES_FILE = "scores.csv"
+INTERRUPTED = (
+    f"{SCORES_FILE} is written once every image is scored: run the same command again to "
+    "score them all anew"
+)
+"""What ``hdrunet-eval`` says on Ctrl-C."""
 DEFAULT_METRICS = (*CHALLENGE_METRICS, "pu21_psnr", "pu21_ssim")
 """Scored unless ``metrics=`` says otherwise: the challenge's two and the cheap perceptual
 ones (ColorVideoVDP takes seconds per image on a CPU: ask for ``cvvdp``)."""

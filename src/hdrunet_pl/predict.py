@@ -499,8 +499,13 @@ def run(cfg: DictConfig) -> PredictReport:
     return report
 
 
-def exit_on_error(func):
-    """Run a tool's body; print a package error as one line and exit non-zero."""
+PREDICT_INTERRUPTED = "every result written is whole and kept: run the same command again to go on"
+"""What ``hdrunet-predict`` says on Ctrl-C (a rerun skips the finished results)."""
+
+
+def exit_on_error(func, interrupted: str = PREDICT_INTERRUPTED):
+    """Run a tool's body; print a package error as one line and exit non-zero. On Ctrl-C,
+    print ``interrupted`` (what the tool leaves behind, and how to go on) and exit 130."""
 
     def wrapper(cfg: DictConfig) -> None:
         try:
@@ -513,11 +518,7 @@ def exit_on_error(func):
             print(f"{Path(sys.argv[0]).name}: error: {where}{err.strerror}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:  # the results being written were finished first
-            print(
-                f"{Path(sys.argv[0]).name}: interrupted; every result written is whole and "
-                "kept: run the same command again to go on",
-                file=sys.stderr,
-            )
+            print(f"{Path(sys.argv[0]).name}: interrupted; {interrupted}", file=sys.stderr)
             sys.exit(INTERRUPTED_STATUS)
         if getattr(result, "failed", None):
             sys.exit(1)
