@@ -1185,3 +1185,19 @@ def test_an_input_that_is_a_link_to_a_result_is_named_as_an_input(tiny_checkpoin
     assert f"out/r.png: is one of this run's inputs ({out / 'r.png'})" in result.stdout
     assert "was not written by" not in result.stdout + result.stderr
     assert (out / "r.png").read_bytes() == made
+
+
+def test_an_overlap_below_the_receptive_field_is_said_at_start(caplog):
+    """Tiles that overlap less than the receptive field stitch with seams: said once, at
+    start, where tiling can happen (not with tile=0, nor at the default overlap)."""
+    net = random_net(8)
+    x = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    with caplog.at_level(logging.WARNING, logger="hdrunet_pl.inference"):
+        seamed = Predictor(net, precision="32", tile=32, overlap=8)
+        assert "overlap=8 is below the 224 pixels" in caplog.text
+        # what it warns of: the tiles' result is not the whole image's
+        assert (seamed(x) - Predictor(net, precision="32", tile=0)(x)).abs().max() > 1e-4
+        caplog.clear()
+        Predictor(net, precision="32", tile=0, overlap=8)
+        Predictor(net, precision="32", tile=512)
+        assert "is below the" not in caplog.text

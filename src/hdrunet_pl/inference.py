@@ -269,6 +269,14 @@ class Predictor:
             torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
         )
         self.model = model.eval().to(self.device, memory_format=self.memory_format)
+        if isinstance(model, HDRUNet) and overlap < DEFAULT_OVERLAP and tile != 0:
+            log.warning(
+                "overlap=%d is below the %d pixels that HDRUNet's receptive field and the "
+                "blend band need: where an image is tiled, pixels near the seams differ from "
+                "the whole-image result",
+                overlap,
+                DEFAULT_OVERLAP,
+            )
         # the network as run: on CPUs with each convolution's activation fused into it
         # (without image-wide features; the same numbers in fp32), else the model itself
         self.fused = None
