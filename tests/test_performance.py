@@ -166,6 +166,10 @@ def test_bench_runs_and_writes_its_table(tmp_path):
     phases = info["train_phases"]
     assert all(phases[k] > 0 for k in ("forward", "backward", "optimizer", "check", "render"))
     assert "phase by phase" in result.stdout
+    # the step's convolutions alone, timed call by call: part of the step, and its bound
+    assert phases["conv_forward"] > 0 and phases["conv_backward"] > 0
+    assert phases["conv_share_of_step"] > 0 and "its convolutions alone" in result.stdout
+    assert phases["conv_only_share_of_peak"] * peak == pytest.approx(phases["conv_only_gflops"])
     folder = report["folder"]
     assert folder["frames"] == 2 and folder["network"] > 0 and folder["encode"] > 0
     assert folder["pipeline_frames_per_s"] > 0 and "pipelined run" in result.stdout
@@ -428,3 +432,28 @@ def test_bench_commands_says_when_a_cost_is_not_measurable(tmp_path, capsys, mon
     assert commands[f"{measured}_gflops"] > 0 and commands[f"{measured}_share_of_peak"] > 0
     line = next(x for x in out.splitlines() if x.startswith(f"hdrunet-{measured} as run"))
     assert "not measurable" not in line and "% of the conv peak" in line
+
+
+def test_conv_timer_times_convolutions_and_nothing_else():
+    """The bench's convolution clock: forward and backward calls apart, other operators
+    (here a matrix product far slower than the convolution) left out."""
+    import time
+
+    import torch
+
+    from hdrunet_pl.bench import _ConvTimer
+
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+    x = torch.rand(1, 3, 8, 8)
+    big = torch.rand(1024, 1024)
+    start = time.perf_counter()
+    with _ConvTimer(torch.device("cpu")) as timer:
+        for _ in range(8):
+            big = big @ torch.rand(1024, 1024) / 1024
+        conv(x).sum().backward()
+    elapsed = time.perf_counter() - start
+    assert timer.seconds["forward"] > 0 and timer.seconds["backward"] > 0
+    assert timer.seconds["forward"] + timer.seconds["backward"] < elapsed / 4
+    with _ConvTimer(torch.device("cpu")) as timer:
+        torch.nn.functional.linear(torch.rand(4, 8), torch.rand(3, 8)).sum()
+    assert timer.seconds == {"forward": 0.0, "backward": 0.0}

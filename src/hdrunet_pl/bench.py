@@ -42,11 +42,13 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from hdrunet_pl.errors import INTERRUPTED_STATUS, HDRUNetError
 from hdrunet_pl.inference import Predictor, bf16_supported, resolve_device
@@ -74,6 +76,34 @@ class _ConvCounter(TorchFunctionMode):
         if func is F.conv2d:
             weight = args[1] if len(args) > 1 else kwargs["weight"]
             self.macs += out.numel() * weight[0].numel()  # (in_ch / groups) * kh * kw
+        return out
+
+
+class _ConvTimer(TorchDispatchMode):
+    """Wall time of every convolution while active, forward (``aten.convolution``) and
+    backward (``aten.convolution_backward``: input and weight gradients) apart, each call
+    timed alone with a device sync after it. Every other operator runs as it would (a
+    little slower: it passes through this mode), and is not timed."""
+
+    _KINDS: ClassVar[dict[object, str]] = {
+        torch.ops.aten.convolution.default: "forward",
+        torch.ops.aten.convolution_backward.default: "backward",
+    }
+
+    def __init__(self, device: torch.device) -> None:
+        super().__init__()
+        self.device = device
+        self.seconds = {"forward": 0.0, "backward": 0.0}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kind = self._KINDS.get(func)
+        if kind is None:
+            return func(*args, **(kwargs or {}))
+        _sync(self.device)
+        start = time.perf_counter()
+        out = func(*args, **(kwargs or {}))
+        _sync(self.device)
+        self.seconds[kind] += time.perf_counter() - start
         return out
 
 
@@ -428,7 +458,23 @@ def train_phases(
         timed("backward", loss.backward)
         timed("check", check)
         timed("optimizer", optimizer.step)
-    return {k: statistics.median(v[1:]) for k, v in times.items()}
+    phases = {k: statistics.median(v[1:]) for k, v in times.items()}
+    if not compile_free(module):  # a compiled graph hides its convolutions
+        return phases
+    conv: dict[str, list[float]] = {"forward": [], "backward": []}
+    for _ in range(repeats):  # the convolutions alone: what no other change can remove
+        optimizer.zero_grad(set_to_none=True)
+        with _ConvTimer(device) as timer:
+            forward().backward()
+        for kind, seconds in timer.seconds.items():
+            conv[kind].append(seconds)
+    optimizer.zero_grad(set_to_none=True)
+    return phases | {f"conv_{k}": statistics.median(v) for k, v in conv.items()}
+
+
+def compile_free(module: nn.Module) -> bool:
+    """Whether ``module`` runs eagerly (no ``torch.compile`` anywhere in it)."""
+    return not any(getattr(m, "_compiled_call_impl", None) for m in module.modules())
 
 
 def bench_infer(
@@ -677,6 +723,10 @@ def run(args: argparse.Namespace) -> dict:
         phases["overhead"] = package["seconds"] - network - phases["check"]
         phases["network_gflops"] = flops / network / 1e9
         phases["step_gflops"] = flops / package["seconds"] / 1e9
+        if "conv_forward" in phases:
+            conv = phases["conv_forward"] + phases["conv_backward"]
+            phases["conv_share_of_step"] = conv / package["seconds"]
+            phases["conv_only_gflops"] = flops / conv / 1e9
         info["train_phases"] = phases
         info["train_step_seconds"] = package["seconds"]
     if "infer" in args.tasks:
@@ -758,6 +808,8 @@ def _final_peaks(
     if phases:
         phases["network_share_of_peak"] = phases["network_gflops"] / peak
         phases["step_share_of_train_peak"] = phases["step_gflops"] / train_peak
+        if "conv_only_gflops" in phases:
+            phases["conv_only_share_of_peak"] = phases["conv_only_gflops"] / peak
     commands = report.get("commands")
     if commands:
         train, predict = commands["train_gflops"], commands["predict_gflops"]
@@ -814,6 +866,14 @@ def format_table(report: dict) -> str:
             "process (done by the loader workers, ahead of the step); the whole step is "
             f"{phases['step_share_of_train_peak']:.0%} of the forward+backward conv peak",
         ]
+        if "conv_only_share_of_peak" in phases:
+            lines[-1] += (
+                f"; its convolutions alone (each call timed) take forward "
+                f"{phases['conv_forward']:.3f} + backward {phases['conv_backward']:.3f} s, "
+                f"{phases['conv_share_of_step']:.0%} of the step: with everything else free "
+                f"the step would run at {phases['conv_only_share_of_peak']:.0%} of the "
+                "forward conv peak"
+            )
     folder = report.get("folder")
     if folder:
         rate, alone = folder["pipeline_frames_per_s"], folder["network_frames_per_s"]
