@@ -1121,6 +1121,18 @@ def test_eval_warns_when_a_gt_file_is_not_at_the_ldrs_exposure(tmp_path, caplog)
     assert "one of the two is in other units" in caplog.text
     assert "scale it to the LDR's exposure" not in caplog.text
     assert exposure_ratio(torch.full((3, 8, 8), 0.02), torch.ones(3, 8, 8)) is None  # all dark
+    # a result far too bright has no well-exposed pixel of its own: the GT's are compared
+    # (a result 100 times too bright in radiance was scored in silence)
+    gt_values = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.6 + 0.2
+    for factor in (30.0, 1e4):
+        ratio = exposure_ratio(gt_values * factor ** (1 / GAMMA), gt_values)
+        assert ratio == pytest.approx(factor ** (-1 / GAMMA), rel=1e-4)
+    assert exposure_ratio(torch.zeros(3, 8, 8), gt_values) == pytest.approx(1e6 * 0.5, rel=0.5)
+    for factor in (100, 10000):
+        write_exr(tmp_path / "pred" / "aligned.exr", factor * ldr.astype(np.float64) ** GAMMA)
+        caplog.clear()
+        list(folder_samples(str(tmp_path / "pred"), str(tmp_path / "gt"), None).items)
+        assert re.search(r"aligned: the ground truth is 0\.0+\d+ times as bright", caplog.text)
     # a black result has no pixel to compare exposures on; it was scored in silence
     write_exr(tmp_path / "pred" / "aligned.exr", np.zeros_like(ldr))
     caplog.clear()

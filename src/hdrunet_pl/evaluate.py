@@ -337,12 +337,16 @@ EXPOSURE_TOLERANCE = 2.0
 def exposure_ratio(reference: torch.Tensor, gt: torch.Tensor) -> float | None:
     """How many times brighter ``gt`` is than ``reference`` (both (3, H, W), non-linear):
     the median of their ratio over the pixels where every channel of ``reference`` is
-    well exposed (:data:`WELL_EXPOSED`); None when fewer than 1 % of the pixels are."""
+    well exposed (:data:`WELL_EXPOSED`), or, where fewer than 1 % of its pixels are (a
+    reference far too bright or too dark: the very mistake to find), over those where
+    ``gt`` is; None when neither has that many."""
     low, high = WELL_EXPOSED
-    mask = ((reference >= low) & (reference <= high)).all(dim=0)
-    if mask.sum() < max(1, 0.01 * mask.numel()):
-        return None
-    return float((gt[:, mask] / reference[:, mask]).median())
+    for judged in (reference, gt):
+        mask = ((judged >= low) & (judged <= high)).all(dim=0)
+        if mask.sum() >= max(1, 0.01 * mask.numel()):
+            # a reference of 0 there is darker than any factor can say: 1e-6 bounds it
+            return float((gt[:, mask] / reference[:, mask].clamp_min(1e-6)).median())
+    return None
 
 
 def _times(factor: float) -> str:
