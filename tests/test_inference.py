@@ -1213,3 +1213,24 @@ def test_an_overlap_below_the_receptive_field_is_said_at_start(caplog):
         Predictor(net, precision="32", tile=0, overlap=8)
         Predictor(net, precision="32", tile=512)
         assert "is below the" not in caplog.text
+
+
+def test_eval_scores_hdr_files_named_like_previews(tmp_path):
+    """Only predict's previews (8-bit PNGs without an align ratio) are no results: an EXR
+    named ``cam_preview.exr`` is an image like any other, as GT and as result (it was left
+    out of both in silence, the mean then scored one image of two)."""
+    from hdrunet_pl.evaluate import folder_samples
+    from hdrunet_pl.io import write_exr
+
+    rng = np.random.default_rng(0)
+    for name in ("a", "cam_preview"):
+        gt = rng.uniform(0.05, 1.0, (12, 16, 3)).astype(np.float32)
+        write_exr(tmp_path / "gt" / f"{name}.exr", gt)
+        write_exr(tmp_path / "pred" / f"{name}.exr", gt * 1.01)
+    predictor = Predictor(random_net(8), precision="32")
+    write_ldr(tmp_path / "photos" / "b.png", rng.uniform(0, 1, (12, 16, 3)).astype(np.float32))
+    predict_files(predictor, list_inputs(tmp_path / "photos"), tmp_path / "pred", "png", True)
+    write_hdr_png(tmp_path / "gt" / "b.png", rng.uniform(0.05, 1.0, (12, 16, 3)).astype(np.float32))
+    assert (tmp_path / "pred" / "b_preview.png").is_file()  # an 8-bit preview: no result
+    samples = folder_samples(str(tmp_path / "pred"), str(tmp_path / "gt"), None)
+    assert sorted(s.name for s in samples.items) == ["a", "b", "cam_preview"]

@@ -261,7 +261,7 @@ def _hdr_files(folder: Path, role: str) -> dict[str, Path]:
         # LDR frames (NNNN_medium/_short/_long.png), previews, photos, eval's best_/worst_
         png = path.suffix.lower() == ".png"
         ground_truth = ntire_frame_id(path, GT_SUFFIX) is not None
-        if path.stem.endswith("_preview") or (png and not ground_truth and not is_hdr_png(path)):
+        if png and not ground_truth and not is_hdr_png(path):
             continue
         if path.suffix.lower() in HDR_EXTENSIONS:
             key = _key(path)
