@@ -1234,3 +1234,19 @@ def test_eval_scores_hdr_files_named_like_previews(tmp_path):
     assert (tmp_path / "pred" / "b_preview.png").is_file()  # an 8-bit preview: no result
     samples = folder_samples(str(tmp_path / "pred"), str(tmp_path / "gt"), None)
     assert sorted(s.name for s in samples.items) == ["a", "b", "cam_preview"]
+
+
+@pytest.mark.parametrize("separator", ["\u0085", "\u2028", "\u2029"])
+def test_names_with_unicode_line_separators_keep_their_records(tmp_path, separator):
+    """A photo named with a character that ``str.splitlines`` breaks at (NEL, LINE and
+    PARAGRAPH SEPARATOR) split its manifest line in two: the record of another photo's
+    result was then read wrong, and every rerun failed on a file "not written by"
+    hdrunet-predict."""
+    predictor = Predictor(random_net(8), precision="32")
+    for name in ("plain.png", f"q{separator}plain.png"):
+        write_ldr(tmp_path / "in" / name, np.full((12, 16, 3), 0.4, np.float32))
+    inputs = list_inputs(tmp_path / "in")
+    first = predict_files(predictor, inputs, tmp_path / "out", "png")
+    assert len(first.written) == 2 and not first.failed
+    again = predict_files(predictor, inputs, tmp_path / "out", "png")
+    assert len(again.skipped) == 2 and not again.failed

@@ -99,7 +99,10 @@ class OutputFolder:
         self._writers: dict[str, str] = {}  # name -> the tool that wrote it (when recorded)
         self._origins: dict[str, str] = {}  # name -> what it was made from (when recorded)
         self._by_origin: dict[str, list[str]] | None = None  # its inverse, made when asked
-        lines = manifest.read_text(errors="replace").splitlines() if manifest.is_file() else []
+        text = manifest.read_text(errors="replace") if manifest.is_file() else ""
+        # lines end in "\n" only: a name may hold U+0085, U+2028 or U+2029, which
+        # str.splitlines() also breaks at (one such name split another file's record)
+        lines = [line for line in text.split("\n") if line]
         self._lines = len(lines)
         for line in lines:
             # "name" (claimed) or "name<TAB>size<TAB>mtime[<TAB>tool[<TAB>origin]]"
