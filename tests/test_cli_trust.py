@@ -195,16 +195,19 @@ def test_summary_paths_and_commands_paste_back_into_the_tools(tmp_path):
     assert made.returncode == 0, made.stderr[-2000:]
     assert (run_dir / "predictions" / best / "IMG_1.png").is_file()
 
-    resume = shlex.split(commands["resume"], comments=True)
-    assert resume[0] == "hdrunet-train"
-    # verbatim it only says that the run is finished (tests/test_attacks.py); train on:
-    longer = run_tool("hdrunet-train", [*resume[1:], "trainer.max_steps=6"], elsewhere)
+    resume = shlex.split(commands["resume"])
+    # verbatim it trains on to twice the steps, the setting last (to change the length;
+    # a '# append ...' comment there swallowed what a user typed after it)
+    assert resume[0] == "hdrunet-train" and resume[-1] == "trainer.max_steps=8"
+    assert "#" not in commands["resume"]
+    longer = run_tool("hdrunet-train", resume[1:], elsewhere)
     assert longer.returncode == 0, longer.stderr[-2000:]
-    assert json.loads((run_dir / "metrics.json").read_text())["steps"] == 6
+    assert json.loads((run_dir / "metrics.json").read_text())["steps"] == 8
     assert len(list((logs / "train" / "runs").iterdir())) == 1  # resumed in place
-    # a setting given again is given once in the next resume line, with its last value
-    again = shlex.split(_summary_commands(longer.stdout)["resume"], comments=True)
-    assert [a for a in again if a.startswith("trainer.max_steps=")] == ["trainer.max_steps=6"]
+    # the run's own max_steps (4, from debug=fast; 8, given) is given once, last, doubled
+    again = shlex.split(_summary_commands(longer.stdout)["resume"])
+    assert [a for a in again if a.startswith("trainer.max_steps=")] == ["trainer.max_steps=16"]
+    assert again[-1] == "trainer.max_steps=16"
     # the next predict line names the newer checkpoint's folder: no old results to skip
     newer = Path(json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"]).stem
     assert f"predictions/{newer}" in _summary_commands(longer.stdout)["predict"]
@@ -242,6 +245,12 @@ def test_a_finished_run_without_last_ckpt_is_not_started_over(tmp_path):
     (run / "checkpoints").mkdir()
     (run / "checkpoints" / "last.ckpt").write_bytes(b"")
     assert set(next_commands(summary, ["callbacks=none"])) == {"resume", "eval", "predict"}
+    # ended before its max_steps (by its epochs): resumed to where it was going, as given
+    for max_steps, last_word in ((-1, "resume=auto"), (10, "resume=auto"), (4, "max_steps=8")):
+        given = ["trainer.max_epochs=2", f"++trainer.max_steps={max_steps}"]
+        resume = next_commands(summary, given, max_steps=max_steps)["resume"]
+        assert resume.endswith(last_word)
+        assert resume.count("max_steps=") == 1
     (run / "checkpoints" / "last.ckpt").unlink()
 
     # last.ckpt named best: its folders are named by step, or the line printed after

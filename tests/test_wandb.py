@@ -142,8 +142,9 @@ def resumed(sweep, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Job, 
     printed = [line.split(None, 1) for line in result.stdout.splitlines()]
     resume_lines = [line[1] for line in printed if line and line[0] == "resume"]
     assert len(resume_lines) == 2
-    command = shlex.split(resume_lines[0], comments=True)  # job 0's, ends with resume=auto
-    assert command[-1] == "resume=auto" and f"hydra.run.dir={jobs[0].folder}" in command
+    command = shlex.split(resume_lines[0])  # job 0's: on to twice its steps, given last
+    assert command[-2:] == ["resume=auto", "trainer.max_steps=4"]
+    assert f"hydra.run.dir={jobs[0].folder}" in command
 
     home = tmp_path_factory.mktemp("home")
     trap = socket.socket()
@@ -156,7 +157,7 @@ def resumed(sweep, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Job, 
     env |= {f"WANDB_{k}_DIR": str(home / k.lower()) for k in ("CONFIG", "CACHE", "DATA")}
     env |= {"WANDB_BASE_URL": url, "HTTP_PROXY": url, "HTTPS_PROXY": url, "ALL_PROXY": url}
     env |= {key.lower(): url for key in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")}
-    args = [*command[1:], "trainer.max_steps=4"]
+    args = command[1:]  # as printed
     try:
         process = run_tool(command[0], args, jobs[0].folder, env=env, timeout=180)
         try:

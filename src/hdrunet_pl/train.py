@@ -186,20 +186,29 @@ def _run_overrides() -> list[str]:
 
 
 def next_commands(
-    summary: TrainSummary, overrides: list[str], paths: dict[str, str] | None = None
+    summary: TrainSummary,
+    overrides: list[str],
+    paths: dict[str, str] | None = None,
+    max_steps: int | None = None,
 ) -> dict[str, str]:
     """Ready-to-run command lines for a finished run: resume (train on), predict, eval.
 
     ``overrides`` are the run's command-line overrides, ``paths`` its relative input paths
     made absolute (:func:`~hdrunet_pl.run_files.absolute_paths`); paths are quoted for Hydra
-    and the shell where they need it.
+    and the shell where they need it. A run that ended at its ``max_steps`` is resumed to
+    twice its steps, given last (``trainer.max_steps=2400``: change it for another length).
     """
     run_dir = summary.output_dir
     weights = summary.best_checkpoint or summary.last_checkpoint
     commands = {}
     if (Path(run_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT).is_file():  # what resume=auto reads
-        resume = resume_command(overrides, run_dir, paths)
-        commands["resume"] = resume + f"  # append trainer.max_steps=N > {summary.steps}"
+        commands["resume"] = resume_command(overrides, run_dir, paths)
+        if max_steps is not None and 0 <= max_steps <= summary.steps:  # it is finished
+            others = [o for o in overrides if _override_key(o) != "trainer.max_steps"]
+            more = max(2 * summary.steps, summary.steps + 1)
+            commands["resume"] = resume_command(others, run_dir, paths) + (
+                f" trainer.max_steps={more}"
+            )
     if weights:
         ckpt, run = f"ckpt={override_value(weights)}", f"run={override_value(run_dir)}"
         # a folder per checkpoint: after training on, the new line never meets the old
@@ -216,6 +225,12 @@ def next_commands(
             + shlex.quote(f"output={override_value(f'{run_dir}/predictions/{name}')}")
         )
     return commands
+
+
+def _override_key(override: str) -> str:
+    """The setting a command-line override sets: ``trainer.max_steps`` of
+    ``++trainer.max_steps=10``."""
+    return override.lstrip("+~").partition("=")[0]
 
 
 def _report_interrupted(output_dir: Path, paths: dict[str, str] | None = None) -> None:
@@ -536,7 +551,8 @@ def train(cfg: DictConfig) -> TrainSummary:
         _end_process_group(launch_env)
     if trainer.is_global_zero:
         (output_dir / METRICS_FILE).write_text(json.dumps(asdict(summary), indent=2))
-        lines = summary.lines(next_commands(summary, _run_overrides(), input_paths))
+        commands = next_commands(summary, _run_overrides(), input_paths, trainer.max_steps)
+        lines = summary.lines(commands)
         log.info("\n".join(["", "== hdrunet-train summary ==", *lines]))
     return summary
 
