@@ -177,11 +177,14 @@ def test_stream_shards_train_a_few_steps(tmp_path, monkeypatch):
             "2",
             "--workers",
             "1",
+            "--chunk-bytes",
+            "20000",  # a plain byte count (litdata's own parser took units only)
         ],
         tmp_path,
     )
     assert result.returncode == 0, result.stderr
     assert "4 train pairs, 2 val pairs" in result.stdout
+    assert len(list((shards / "train").glob("chunk-*.bin"))) >= 2  # 4 pairs of ~13 kB each
     # a progress bar that knows its total, no third-party noise, nothing left in TMPDIR
     assert re.search(r"stream: 100%.*6/6", result.stderr), result.stderr[-2000:]
     offending = noise(result, tmp_path)
@@ -763,3 +766,26 @@ def test_crop_starts_no_more_workers_than_cpus_and_frames(monkeypatch, tmp_path)
         write_ntire_frame(src, f"{i:04d}", random_hdr(32, 32, seed=i))
     assert prepare.run_crop(str(src), str(tmp_path / "crops"), 32, 32, 0, 100_000)[0] == 3
     assert pools == [min(available_cpus(), 3)]
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["stream", "--chunk-bytes", "1e3"], "'1e3': give a number of bytes, plain (67108864)"),
+        (["stream", "--chunk-bytes", "0"], "'0': a chunk holds at least 1 byte"),
+        (["stream", "--workers", "-1"], "'-1': give a whole number, 1 or more"),
+        (["crop", "--workers", "0"], "'0': give a whole number, 1 or more"),
+    ],
+)
+def test_prepare_refuses_bad_counts_before_any_work(tmp_path, capsys, args, said):
+    """A chunk size litdata cannot read stopped the stream in a traceback after its workers
+    had started (a partial folder left); workers below 1 were taken in silence."""
+    from hdrunet_pl.prepare import main
+
+    command, *options = args
+    paths = ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as stopped:
+        main([command, *paths, *options])
+    error = capsys.readouterr().err
+    assert stopped.value.code == 2 and said in error and "Traceback" not in error
+    assert not (tmp_path / "out").exists()

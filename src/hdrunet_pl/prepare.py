@@ -63,6 +63,34 @@ TOOL = "hdrunet-prepare"
 CROP_SIZE = 480
 CROP_STEP = 240
 CROP_THRESHOLD = 48
+BYTE_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+"""``--chunk-bytes`` units, as litdata reads them (decimal; ``KB`` = ``K``)."""
+
+
+def byte_count(text: str) -> int:
+    """``--chunk-bytes``: a number of bytes, plain (``67108864``) or with a unit (``64MB``,
+    ``1.5G``), at least 1."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)b?\s*", text, re.IGNORECASE)
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give a number of bytes, plain (67108864) or with a unit: 64MB, 1.5GB "
+            "(B, KB, MB, GB, TB; powers of 1000)"
+        )
+    count = int(float(match[1]) * BYTE_UNITS[match[2].lower()])
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a chunk holds at least 1 byte")
+    return count
+
+
+def positive_int(text: str) -> int:
+    """A whole number >= 1 (``--workers``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number, 1 or more")
+    return value
 
 
 def crop_positions(
@@ -431,7 +459,7 @@ def _litdata_scratch() -> Iterator[None]:
 
 
 def run_stream(
-    input_dir: str, output_dir: str, val_count: int, chunk_bytes: str, workers: int
+    input_dir: str, output_dir: str, val_count: int, chunk_bytes: int | str, workers: int
 ) -> dict[str, int]:
     """Write ``train/`` and ``val/`` litdata shards of the pairs under ``input_dir``, with a
     progress bar over all pairs (litdata's own, verbose output stays off)."""
@@ -559,7 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     crop.add_argument(
         "--workers",
-        type=int,
+        type=positive_int,
         default=2,
         help="processes cutting frames, at most the CPUs (default %(default)s)",
     )
@@ -570,11 +598,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--val-count", type=int, default=16, help="pairs written to val/ (default %(default)s)"
     )
     stream.add_argument(
-        "--chunk-bytes", default="64MB", help="size of a litdata chunk file (default %(default)s)"
+        "--chunk-bytes",
+        type=byte_count,
+        default="64MB",
+        help="size of a litdata chunk file: bytes, or with a unit (default %(default)s)",
     )
     stream.add_argument(
         "--workers",
-        type=int,
+        type=positive_int,
         default=2,
         help="litdata worker processes, at most the CPUs (default %(default)s)",
     )
