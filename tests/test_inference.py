@@ -1250,3 +1250,20 @@ def test_names_with_unicode_line_separators_keep_their_records(tmp_path, separat
     assert len(first.written) == 2 and not first.failed
     again = predict_files(predictor, inputs, tmp_path / "out", "png")
     assert len(again.skipped) == 2 and not again.failed
+
+
+def test_eval_refuses_swapped_result_and_gt_folders(tmp_path):
+    """NTIRE ground truth given as the results and results as the GT was scored (PSNR-mu
+    normalises by the GT, so the swapped order scores otherwise, with nothing said)."""
+    from hdrunet_pl.evaluate import folder_samples
+
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        gt = rng.uniform(0.05, 1.0, (12, 16, 3)).astype(np.float32)
+        write_hdr_png(tmp_path / "gt" / f"{i:04d}_gt.png", gt)
+        write_hdr_png(tmp_path / "pred" / f"{i:04d}.png", gt * 0.9)
+    assert len(list(folder_samples(str(tmp_path / "pred"), str(tmp_path / "gt"), None).items)) == 2
+    with pytest.raises(
+        HDRUNetError, match=r"holds NTIRE ground truth .* the two folders are swapped"
+    ):
+        folder_samples(str(tmp_path / "gt"), str(tmp_path / "pred"), None)

@@ -397,6 +397,16 @@ def folder_samples(
     preds, gts = _hdr_files(Path(pred_dir), "pred_dir"), _hdr_files(Path(gt_dir), "gt_dir")
     if not gts:
         raise HDRUNetError(f"gt_dir {gt_dir}: no GT files (NNNN_gt.png pairs, .exr or .hdr)")
+
+    def named_gt(files: dict[str, Path]) -> list[bool]:
+        return [ntire_frame_id(path, GT_SUFFIX) is not None for path in files.values()]
+
+    if preds and all(named_gt(preds)) and not any(named_gt(gts)):
+        # PSNR-mu normalises by the GT: the two ways round score differently, both "fine"
+        raise HDRUNetError(
+            f"pred_dir {pred_dir} holds NTIRE ground truth (NNNN_gt.png) and gt_dir {gt_dir} "
+            "results (NNNN.png): the two folders are swapped"
+        )
     missing = sorted(gts.keys() - preds.keys())
     if missing:
         bare = [n for n in missing if (Path(pred_dir) / f"{n}.png").is_file()]
