@@ -1267,3 +1267,25 @@ def test_eval_refuses_swapped_result_and_gt_folders(tmp_path):
         HDRUNetError, match=r"holds NTIRE ground truth .* the two folders are swapped"
     ):
         folder_samples(str(tmp_path / "gt"), str(tmp_path / "pred"), None)
+
+
+def test_eval_refuses_an_image_named_like_the_row_of_means(tmp_path):
+    """``mean.exr`` made a second ``mean`` row in scores.csv: a script reading the means
+    by name could get that image's scores. Refused, nothing written."""
+    from hdrunet_pl.evaluate import evaluate, folder_samples
+    from hdrunet_pl.io import write_exr
+
+    gt = np.random.default_rng(2).uniform(0.05, 1.0, (12, 16, 3)).astype(np.float32)
+    for name in ("a", "mean"):
+        write_exr(tmp_path / "gt" / f"{name}.exr", gt)
+        write_exr(tmp_path / "pred" / f"{name}.exr", gt * 1.01)
+    samples = folder_samples(str(tmp_path / "pred"), str(tmp_path / "gt"), None)
+    with pytest.raises(HDRUNetError, match=r"an image named 'mean' would look like scores\.csv"):
+        evaluate(samples, tmp_path / "out", metrics=["psnr_mu"])
+    assert not (tmp_path / "out" / "scores.csv").exists()
+    (tmp_path / "gt" / "mean.exr").rename(tmp_path / "gt" / "mean_of_day.exr")
+    (tmp_path / "pred" / "mean.exr").rename(tmp_path / "pred" / "mean_of_day.exr")
+    samples = folder_samples(str(tmp_path / "pred"), str(tmp_path / "gt"), None)
+    evaluate(samples, tmp_path / "out", metrics=["psnr_mu"])
+    rows = list(csv.reader((tmp_path / "out" / "scores.csv").open()))
+    assert [row[0] for row in rows] == ["name", "a", "mean_of_day", "mean"]

@@ -59,6 +59,8 @@ from hdrunet_pl.validation import EVAL_RULES, check_required, check_settings
 from hdrunet_pl.viz import comparison_strip
 
 SCORES_FILE = "scores.csv"
+MEAN_ROW = "mean"
+"""The name of ``scores.csv``'s last row, the means (no image may have that name)."""
 INTERRUPTED = (
     f"{SCORES_FILE} is written once every image is scored: run the same command again to "
     "score them all anew"
@@ -585,7 +587,7 @@ def write_scores(path: Path, scores: list[ImageScore]) -> None:
         writer.writerow(["name", *columns])
         for s in scores:
             writer.writerow([s.name, *(fmt(s.column(c)) for c in columns)])
-        writer.writerow(["mean", *(fmt(v) for v in means(scores).values())])
+        writer.writerow([MEAN_ROW, *(fmt(v) for v in means(scores).values())])
 
 
 SIDE_BY_SIDE = ("best_worst", "all")
@@ -637,6 +639,11 @@ def evaluate(
         best: tuple[float, Sample] | None = None
         worst: tuple[float, Sample] | None = None
         for sample in tqdm(read_ahead(samples.items), total=samples.count, unit="image"):
+            if sample.name == MEAN_ROW:  # a script reading the row by name would get either
+                raise HDRUNetError(
+                    f"an image named {MEAN_ROW!r} would look like {SCORES_FILE}'s row of "
+                    "means; rename its file (and its result's)"
+                )
             result = score(sample, scorers)
             scores.append(result)
             if side_by_side == "all":
