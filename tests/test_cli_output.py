@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from .support import (
     FAST,
@@ -321,14 +322,26 @@ def test_a_value_hydra_cannot_read_says_how_to_quote_it(tool, tmp_path):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     commas = ["in/a,b.jpg"] if tool != "hdrunet-train" else []  # train may sweep without -m
-    for path in ("in/café.jpg", "in/IMG (1).jpg", "in/a#b[1].jpg", *commas):
+    # the suggestion is pasteable whatever the name holds: an apostrophe (the hint's own
+    # single quotes were broken by it), double quotes, backslashes, a literal ${
+    odd = ["in/it's (1).jpg", 'in/"q" (2).jpg', "in/b\\s (3).jpg", "in/x${y} (4).jpg"]
+    for path in ("in/café.jpg", "in/IMG (1).jpg", "in/a#b[1].jpg", *commas, *odd):
         result = run_tool(tool, [f"input={path}", "output=out"], tmp_path)
         assert result.returncode == 2 and result.stdout == "", result.stderr
         line = result.stderr.strip()
         assert "\n" not in line and line.startswith(f"{tool}: error: input={path}: Hydra")
         (suggested,) = shlex.split(line.rsplit("quotes: ", 1)[1])
         (override,) = OverridesParser.create().parse_overrides([suggested])
-        assert override.key_or_group == "input" and override.value() == path
+        assert override.key_or_group == "input"
+        read = OmegaConf.create({"input": override.value()})  # as the tool's config reads it
+        assert OmegaConf.to_container(read, resolve=True)["input"] == path
+    if tool == "hdrunet-predict":  # Hydra reads x${y} as a reference: the way to the characters
+        result = run_tool(tool, ["ckpt=m.ckpt", "input=in/x${y}.jpg", "output=out"], tmp_path)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1
+        assert "Interpolation key 'y' not found (in input: a ${...} in a value names" in (
+            result.stderr
+        )
+        assert """write \\${ inside Hydra's quotes: 'input="a\\${x}.jpg"')""" in result.stderr
     result = run_tool(tool, ["photos"], tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().startswith(f"{tool}: error: 'photos': not a setting; settings")

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from omegaconf import OmegaConf
 
 from hdrunet_pl.errors import HDRUNetError
 from hdrunet_pl.report import main as report_main
@@ -215,7 +216,15 @@ def test_summary_paths_and_commands_paste_back_into_the_tools(tmp_path):
 
 @pytest.mark.parametrize(
     "path",
-    ["/runs/a", "/runs/epoch=0-step=4.ckpt", "/my runs/a,b", "/x/it's [1]", "C:\\w", "/a\\'b\\"],
+    [
+        "/runs/a",
+        "/runs/epoch=0-step=4.ckpt",
+        "/my runs/a,b",
+        "/x/it's [1]",
+        "C:\\w",
+        "/a\\'b\\",
+        "/runs/${x}/b",
+    ],
 )
 def test_printed_paths_parse_back_through_hydra_unchanged(path):
     """Lightning names checkpoints `epoch=0-step=4.ckpt`, and folders may hold commas or
@@ -226,14 +235,14 @@ def test_printed_paths_parse_back_through_hydra_unchanged(path):
 
     (word,) = shlex.split(shlex.join([f"ckpt={override_value(path)}"]))
     (override,) = OverridesParser.create().parse_overrides([word])
-    assert override.value() == path
+    read = OmegaConf.create({"ckpt": override.value()})  # as the tool's config reads it
+    assert OmegaConf.to_container(read, resolve=True)["ckpt"] == path
 
 
 def test_a_finished_run_without_last_ckpt_is_not_started_over(tmp_path):
     """callbacks without last_checkpoint: no resume line is printed, and resume=auto in the
     finished run's folder is refused instead of training it again over its logs; a run that
     failed before its first checkpoint restarts, its CSV log kept."""
-    from omegaconf import OmegaConf
 
     from hdrunet_pl.loggers import instantiate_loggers
     from hdrunet_pl.train import TrainSummary, next_commands, resume_path

@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 import re
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -397,6 +398,17 @@ def check_launcher_folder(argv: list[str]) -> None:
         )
 
 
+def quoted_override(key: str, value: str) -> str:
+    """``key=value`` for the shell, its value in Hydra's double quotes, so that it reaches
+    the tool as ``value`` (interpolation-like ``${...}`` included): ``'input="a,b.png"'``;
+    a value with an apostrophe gets the shell's way of quoting one."""
+    # Hydra's quoted strings: a backslash escapes only before a quote (or the closing one);
+    # OmegaConf then reads \${ as a literal ${
+    text = re.sub(r"(\\+)(?=\"|$)", lambda m: m.group(1) * 2, value)
+    text = text.replace('"', '\\"').replace("${", "\\${")
+    return shlex.quote(f'{key}="{text}"')
+
+
 def check_override_syntax(tool: str, argv: list[str]) -> None:
     """Exit with one line when a setting is not one Hydra can read: a value with a
     character its grammar leaves to quotes (``input=café.jpg``, ``IMG (1).jpg``,
@@ -414,7 +426,7 @@ def check_override_syntax(tool: str, argv: list[str]) -> None:
         if arg in ("-m", "--multirun"):
             continue
         key, equals, value = arg.partition("=")
-        quoted = f"'{key}=\"{value}\"'" if '"' not in value else f"\"{key}='{value}'\""
+        quoted = quoted_override(key, value)
         try:
             (override,) = parser.parse_overrides([arg])
         except OverrideParseException:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import InterpolationKeyError, OmegaConfBaseException
 
 
 class HDRUNetError(Exception):
@@ -50,6 +50,12 @@ def one_line(err: BaseException) -> str:
     if isinstance(err, OmegaConfBaseException) and str(err).strip():
         message = str(err).strip().splitlines()[0]  # then lines naming the key and type
         key = getattr(err, "full_key", None)
+        if key and isinstance(err, InterpolationKeyError):  # a "${" meant as characters?
+            return (
+                f"{message} (in {key}: a ${{...}} in a value names another setting; for the "
+                f"characters themselves write \\${{ inside Hydra's quotes: "
+                f"'{key}=\"a\\${{x}}.jpg\"')"
+            )
         return f"{message} (in {key})" if key else message
     text = str(err)
     if "\nOriginal Traceback" in text:

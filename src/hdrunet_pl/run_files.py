@@ -84,7 +84,8 @@ def override_value(value: str | Path) -> str:
         return text
     # Hydra's quoted strings: a backslash escapes only before a quote (or the closing one)
     text = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, text)
-    return "'" + text.replace("'", "\\'") + "'"
+    # and OmegaConf reads \${ as the characters ${, not as a reference to a setting
+    return "'" + text.replace("'", "\\'").replace("${", "\\${") + "'"
 
 
 PATH_SETTINGS = (
