@@ -116,6 +116,22 @@ def test_steps_agree_in_csv_checkpoints_and_previews(train_run):
     assert previews == set(val_steps)
 
 
+def test_the_final_weights_validation_is_filed_under_the_epoch_it_scores(tmp_path):
+    """A run ending between validations validates its final weights after fit; Lightning's
+    epoch counter has moved on by then, and that row was filed one epoch later than the
+    step it scores (a plot by epoch showed the final score alone in a new epoch)."""
+    args = [*FAST, *SMALL_SYNTHETIC_VAL, "trainer.max_steps=3", "trainer.log_every_n_steps=1"]
+    ok(run_tool("hdrunet-train", [*args, f"paths.log_dir={tmp_path}"], cwd=tmp_path))
+    (run_dir,) = (tmp_path / "train" / "runs").iterdir()
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    scored = {int(r["step"]): float(r["epoch"]) for r in rows if r["val/psnr_mu"]}
+    trained = {int(r["step"]): float(r["epoch"]) for r in rows if r["train/loss"]}
+    assert sorted(scored) == [0, 2, 3]  # the final weights' (step 3) after fit
+    assert trained == {1: 0.0, 2: 0.0, 3: 0.0}  # one epoch of the synthetic set
+    assert scored == {0: 0.0, 2: 0.0, 3: 0.0}
+
+
 def _fake_trainer(**kwargs) -> SimpleNamespace:
     base = dict(
         max_steps=1200,

@@ -102,6 +102,7 @@ class HDRUNetModule(L.LightningModule):
         self.skipped_batches = 0
         self._last_batch: dict[str, Any] = {}
         self._step_losses: list[torch.Tensor] = []
+        self._epoch_trained: int | None = None  # the epoch of the last training step
         if compile:  # in place: parameter names (and checkpoints) stay as they are
             self.net.compile()
         else:  # Lightning's model summary counts its FLOPs on it (else it prints 0 FLOPs); a
@@ -129,6 +130,7 @@ class HDRUNetModule(L.LightningModule):
         pred = self(batch["ldr"])
         loss = self.loss(pred, batch["hdr"])
         self._step_losses.append(loss.detach())  # checked before the optimizer step
+        self._epoch_trained = self.current_epoch
         self.log("train/loss", loss, prog_bar=True, batch_size=pred.shape[0])
         self._log_step(self.global_step + 1)  # this batch's optimizer step makes it N + 1
         return loss
@@ -142,7 +144,11 @@ class HDRUNetModule(L.LightningModule):
         process (``sync_dist`` only keeps Lightning from advising to sync them)."""
         sync = not self.trainer.training  # epoch-level values (validation) only
         self.log("step", float(step), batch_size=1, sync_dist=sync)
-        self.log("epoch", float(self.current_epoch), batch_size=1, sync_dist=sync)
+        # a validation scores the weights of the last step trained, of that step's epoch
+        # (once fit has ended at max_steps, Lightning's epoch counter is one further on)
+        trained = self._epoch_trained
+        epoch = self.current_epoch if self.trainer.training or trained is None else trained
+        self.log("epoch", float(epoch), batch_size=1, sync_dist=sync)
 
     def on_train_batch_start(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._last_batch = batch
