@@ -396,6 +396,30 @@ def test_grayscale_is_converted_and_alpha_dropped_with_a_log_line(tmp_path, capl
     np.testing.assert_array_equal(a[..., 0], (gray // 3) / np.float32(255))  # R = BGR[2]
     assert "g.png: grayscale image, converted to RGB" in caplog.text
     assert "a.png: alpha channel dropped" in caplog.text
+    # grey with alpha (OpenCV hands it over as colour) and a palette's or a grey image's
+    # transparency (a tRNS chunk) were converted without their lines
+    from PIL import Image
+
+    Image.fromarray(np.dstack([gray, gray]), "LA").save(tmp_path / "la.png")
+    Image.fromarray(gray, "L").convert("P").save(tmp_path / "p.png", transparency=0)
+    Image.fromarray(gray, "L").save(tmp_path / "key.png", transparency=30)
+    Image.fromarray(np.dstack([gray] * 3), "RGB").save(tmp_path / "rgb.png")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        for name in ("la", "p", "key", "rgb"):
+            assert read_ldr(tmp_path / f"{name}.png").shape == (4, 5, 3)
+    said = {r.getMessage() for r in caplog.records}
+    grey, alpha = (
+        "grayscale image, converted to RGB by repeating its channel",
+        "alpha channel dropped",
+    )
+    assert said == {
+        f"{tmp_path / 'la.png'}: {grey}",
+        f"{tmp_path / 'la.png'}: {alpha}",
+        f"{tmp_path / 'p.png'}: {alpha}",
+        f"{tmp_path / 'key.png'}: {grey}",
+        f"{tmp_path / 'key.png'}: {alpha}",
+    }
 
 
 def _quadrants(height: int = 20, width: int = 40) -> np.ndarray:

@@ -358,11 +358,30 @@ def png_info(path: str | Path) -> PNGInfo:
 # ---------------------------------------------------------------------------- LDR
 
 
-def _png_with_alpha(path: Path) -> bool:
+def _png_grey_and_transparency(path: Path) -> tuple[bool, bool]:
+    """Whether a PNG is grey and whether it has transparency: an alpha channel, or a
+    ``tRNS`` chunk (a palette's or a colour key's, which OpenCV drops too); (False, False)
+    for other files."""
     try:
-        return png_info(path).channels in (2, 4)
+        channels = png_info(path).channels
     except ImageFileError:  # not a PNG
-        return False
+        return False, False
+    return channels in (1, 2), channels in (2, 4) or _png_chunk_before_pixels(path, b"tRNS")
+
+
+def _png_chunk_before_pixels(path: Path, kind: bytes) -> bool:
+    """Whether a PNG has a chunk of ``kind`` before its first ``IDAT`` (chunk headers only
+    are read)."""
+    with path.open("rb") as f:
+        f.seek(len(_PNG_SIGNATURE))
+        while len(head := f.read(8)) == 8:
+            length, name = struct.unpack(">I4s", head)
+            if name == kind:
+                return True
+            if name in (b"IDAT", b"IEND"):
+                return False
+            f.seek(length + 4, os.SEEK_CUR)  # the data and its CRC
+    return False
 
 
 def read_ldr(path: str | Path, upright: bool = True) -> np.ndarray:
@@ -393,7 +412,10 @@ def read_ldr_codes(path: str | Path, upright: bool = True) -> np.ndarray:
         # PNG eXIf, TIFF, WebP), found by content, not by the file's suffix; alpha dropped
         flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
         image = imread(path, flags if upright else flags | cv2.IMREAD_IGNORE_ORIENTATION)
-        if _png_with_alpha(path):
+        grey, transparent = _png_grey_and_transparency(path)
+        if grey and image.ndim == 3:  # grey + alpha comes as BGR (grey alone: said below)
+            log.warning("%s: grayscale image, converted to RGB by repeating its channel", path)
+        if transparent:
             log.warning("%s: alpha channel dropped", path)
     if image.dtype not in (np.uint8, np.uint16):
         raise ImageFileError(f"{path}: {image.dtype} pixels; an LDR image needs 8 or 16 bits")
