@@ -115,3 +115,17 @@ def test_comparison_strip_layout():
     strip = comparison_strip(pred, gt, ldr, title="x")
     assert strip.shape == (22 + 10, 4 * 12, 3) and strip.dtype.name == "uint8"
     assert comparison_strip(pred, gt).shape == (10, 3 * 12, 3)
+
+
+def test_comparison_strip_of_a_gt_near_float32s_limit_has_no_invalid_pixels():
+    """A GT near float32's limit (an align ratio of 1e-30) tonemaps to NaN: its panel was
+    cast to uint8 from NaN (a RuntimeWarning and arbitrary pixels); now black, no warning."""
+    import warnings
+
+    gt = torch.full((3, 4, 6), 3e38)
+    gt[:, :, :3] = 1.0
+    pred = torch.ones(3, 4, 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "invalid value encountered in cast"
+        strip = comparison_strip(pred, gt)
+    assert strip.shape == (4, 18, 3) and strip.dtype.name == "uint8"
