@@ -62,8 +62,8 @@ SCORES_FILE = "scores.csv"
 MEAN_ROW = "mean"
 """The name of ``scores.csv``'s last row, the means (no image may have that name)."""
 INTERRUPTED = (
-    f"{SCORES_FILE} is written once every image is scored: run the same command again to "
-    "score them all anew"
+    f"{SCORES_FILE} is written once every image is scored (one in the output folder now is "
+    "an earlier evaluation's): run the same command again to score them all anew"
 )
 """What ``hdrunet-eval`` says on Ctrl-C."""
 DEFAULT_METRICS = (*CHALLENGE_METRICS, "pu21_psnr", "pu21_ssim")

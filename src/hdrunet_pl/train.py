@@ -118,6 +118,9 @@ class TrainSummary:
         ]
         if self.psnr_mu_after is not None and self.psnr_mu_identity is not None:
             out.append(f"gain over identity   {self.psnr_mu_after - self.psnr_mu_identity:+.2f} dB")
+        if self.psnr_l_after is not None and self.psnr_l_identity is not None:
+            # the challenge's second score: a model may gain in one and lose in the other
+            out.append(f"gain in PSNR-L       {self.psnr_l_after - self.psnr_l_identity:+.2f} dB")
         out += [
             f"best checkpoint      {self.best_checkpoint or 'none'}",
             f"last checkpoint      {self.last_checkpoint or 'none'}",

@@ -221,11 +221,7 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
     """(3, H, W) values in [0, 1] -> (H, W, 3) uint8 RGB (values beyond clipped; NaN, which
     the tonemap of a value near float32's limit gives, black)."""
     image = torch.nan_to_num(image.detach().float(), nan=0.0)
-    return (
-        (image.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255)
-        .round()
-        .astype(np.uint8)
-    )
+    return (image.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
 
 
 def _label(image: np.ndarray, text: str) -> np.ndarray:
