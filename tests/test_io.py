@@ -3,6 +3,7 @@
 import hashlib
 import json
 import logging
+import os
 import pickle
 import re
 from pathlib import Path
@@ -1421,3 +1422,19 @@ def test_write_ldr_rounds_to_the_nearest_code(tmp_path):
     np.testing.assert_array_equal(codes[0, :, 0], k + 1)
     np.testing.assert_array_equal(codes[0, :, 1], k)
     np.testing.assert_array_equal(codes[0, :, 2], k)
+
+
+def test_hdr_names_that_are_no_files_are_named_when_left_out(tmp_path, caplog):
+    """A link to a file moved away, or a pipe, named like an HDR image was left out of
+    data=hdr_folder / held_out in silence: the set looked whole and was not."""
+    from hdrunet_pl.data.hdr_folder import find_hdr_files
+
+    write_radiance(tmp_path / "a.hdr", hdr_image(h=4, w=6))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "gone.exr").symlink_to(tmp_path / "moved_away.exr")
+    os.mkfifo(tmp_path / "pipe.hdr")
+    (tmp_path / "notes.txt").symlink_to(tmp_path / "nowhere.txt")  # no HDR name: no line
+    with caplog.at_level(logging.WARNING, logger="hdrunet_pl.data.hdr_folder"):
+        assert [p.name for p in find_hdr_files(tmp_path)] == ["a.hdr"]
+    assert "2 HDR name(s) that are no readable files" in caplog.text
+    assert "left out: pipe.hdr, sub/gone.exr" in caplog.text and "notes.txt" not in caplog.text

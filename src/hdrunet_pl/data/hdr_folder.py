@@ -7,6 +7,7 @@ sample (training) or fixed per image index (validation), exactly as ``data=synth
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections import Counter
@@ -35,6 +36,8 @@ from hdrunet_pl.io import (
 from hdrunet_pl.metrics import BLACK_GROUND_TRUTH, is_black
 from hdrunet_pl.resolvers import available_cpus
 
+log = logging.getLogger(__name__)
+
 PANORAMAS = "panoramas"
 """``rows`` value: the middle half of an equirectangular panorama's rows (an image twice as
 wide as it is tall), away from the stretched poles; every row of any other image."""
@@ -49,7 +52,17 @@ def find_hdr_files(root: str | Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: no such folder (set data.root to a folder of HDR images)")
-    files = sorted(p for p in files_under(root) if is_hdr_ground_truth(p))
+    not_files: list[Path] = []
+    files = sorted(p for p in files_under(root, not_files) if is_hdr_ground_truth(p))
+    unread = sorted(p for p in not_files if is_hdr_ground_truth(p))
+    if unread:  # a data set smaller than its folder looks: say so
+        log.warning(
+            "%s: %d HDR name(s) that are no readable files (a link that leads nowhere, a "
+            "pipe), left out: %s",
+            root,
+            len(unread),
+            ", ".join(str(p.relative_to(root)) for p in unread[:5]),
+        )
     if not files:
         raise DatasetError(
             f"{root}: no HDR images ({', '.join(LINEAR_HDR_EXTENSIONS)} or NTIRE *_gt.png) found"

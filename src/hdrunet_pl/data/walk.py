@@ -22,14 +22,18 @@ def _folders(root: str | Path) -> Iterator[tuple[str, list[str]]]:
         yield folder, sorted(names)
 
 
-def files_under(root: str | Path) -> Iterator[Path]:
+def files_under(root: str | Path, not_files: list[Path] | None = None) -> Iterator[Path]:
     """Every file under ``root``, following symlinked subfolders (each real folder is
-    visited once, so symlink loops end). Paths keep the names they are reached by."""
+    visited once, so symlink loops end). Paths keep the names they are reached by. Entries
+    that are no files (a link that leads nowhere, a pipe, a socket) are left out, and added
+    to ``not_files`` when it is given."""
     for folder, names in _folders(root):
         for name in names:
             path = Path(folder) / name
             if path.is_file():
                 yield path
+            elif not_files is not None:
+                not_files.append(path)
 
 
 def folder_holding(root: str | Path, target: str | Path) -> Path | None:
