@@ -27,9 +27,9 @@ from hdrunet_pl.validation import EXPORT_RULES, check_settings
 
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 EXPORT_SIZE = (1, 3, 64, 64)
+"""Example input used to trace or export (any size works; H, W stay dynamic)."""
 INTERRUPTED = "the exported file is written whole or not at all: run the same command again"
 """What ``hdrunet-export`` says on Ctrl-C."""
-"""Example input used to trace or export (any size works; H, W stay dynamic)."""
 
 
 def export_onnx(model: nn.Module, path: Path, opset: int = 18) -> None:
