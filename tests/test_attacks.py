@@ -427,7 +427,7 @@ def test_a_decompression_bomb_is_skipped_and_the_rest_converted(attacks, tiny_ch
         (
             "hdrunet-predict",
             ["ckpt=CKPT", "input=x/${oops}.png", "output=o"],
-            "Interpolation key 'oops' not found (in input)",
+            "Interpolation key 'oops' not found (in input: a ${...} in a value names another",
         ),
         ("hdrunet-predict", ["ckpt=CKPT", "input=PHOTO", "output=o", "preview=no"], "preview"),
         ("hdrunet-predict", ["ckpt=CKPT", "input=2024", "output=o"], "'input=\"2024\"'"),
