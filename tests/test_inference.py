@@ -1087,7 +1087,7 @@ def test_eval_warns_when_a_gt_file_is_not_at_the_ldrs_exposure(tmp_path, caplog)
     """A photograph's own EXR as GT (other units than the LDR): the scores compare absolute
     values, so the image is named with the factor; an aligned GT is not."""
     from hdrunet_pl.constants import GAMMA
-    from hdrunet_pl.evaluate import exposure_ratio, folder_samples
+    from hdrunet_pl.evaluate import exposure_ratio, folder_samples, mean_radiance_ratio
     from hdrunet_pl.io import write_exr, write_ldr
 
     rng = np.random.default_rng(3)
@@ -1121,18 +1121,41 @@ def test_eval_warns_when_a_gt_file_is_not_at_the_ldrs_exposure(tmp_path, caplog)
     assert "one of the two is in other units" in caplog.text
     assert "scale it to the LDR's exposure" not in caplog.text
     assert exposure_ratio(torch.full((3, 8, 8), 0.02), torch.ones(3, 8, 8)) is None  # all dark
-    # a result far too bright has no well-exposed pixel of its own: the GT's are compared
-    # (a result 100 times too bright in radiance was scored in silence)
+    # a result far too bright has no well-exposed pixel of its own: the images' mean
+    # radiance is compared (such results were scored in silence), with a tenfold tolerance
     gt_values = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.6 + 0.2
     for factor in (30.0, 1e4):
-        ratio = exposure_ratio(gt_values * factor ** (1 / GAMMA), gt_values)
-        assert ratio == pytest.approx(factor ** (-1 / GAMMA), rel=1e-4)
-    assert exposure_ratio(torch.zeros(3, 8, 8), gt_values) == pytest.approx(1e6 * 0.5, rel=0.5)
+        ratio = mean_radiance_ratio(gt_values * factor ** (1 / GAMMA), gt_values)
+        assert ratio**GAMMA == pytest.approx(1 / factor, rel=1e-6)
+    assert mean_radiance_ratio(torch.zeros(3, 8, 8), gt_values) is None  # black: said apart
     for factor in (100, 10000):
         write_exr(tmp_path / "pred" / "aligned.exr", factor * ldr.astype(np.float64) ** GAMMA)
         caplog.clear()
         list(folder_samples(str(tmp_path / "pred"), str(tmp_path / "gt"), None).items)
         assert re.search(r"aligned: the ground truth is 0\.0+\d+ times as bright", caplog.text)
+        assert "ratio of the mean radiance" in caplog.text
+    # ... but good results with few well-exposed pixels are not: a dark noisy GT against its
+    # denoised mean, a night scene whose faint halo the result lost (the GT's bright pixels,
+    # compared pixel by pixel, said 2 and 7 times, and billions where the result was 0)
+    rng = np.random.default_rng(4)
+    dark_gt = 0.003 + rng.normal(0, 0.002, (64, 64, 3)).clip(-0.003, None)
+    night_gt = np.full((64, 64, 3), 1e-4)
+    night_gt[:2, :20] = 50.0  # lamps, 1 % of the pixels
+    night_gt[2:4, :40] = 0.02  # a halo, 2 %
+    night_result = night_gt.copy()
+    night_result[2:4, :40] = 0.0
+    for name, gt, result in (
+        ("dark", dark_gt, np.full_like(dark_gt, 0.003)),
+        ("night", night_gt, night_result),
+    ):
+        write_exr(tmp_path / "gt" / f"{name}.exr", gt)
+        write_exr(tmp_path / "pred" / f"{name}.exr", result)
+    caplog.clear()
+    list(folder_samples(str(tmp_path / "pred"), str(tmp_path / "gt"), None).items)
+    assert "dark:" not in caplog.text and "night:" not in caplog.text
+    for name in ("dark", "night"):
+        (tmp_path / "gt" / f"{name}.exr").unlink()
+        (tmp_path / "pred" / f"{name}.exr").unlink()
     # a black result has no pixel to compare exposures on; it was scored in silence
     write_exr(tmp_path / "pred" / "aligned.exr", np.zeros_like(ldr))
     caplog.clear()

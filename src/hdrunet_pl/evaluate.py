@@ -339,33 +339,53 @@ EXPOSURE_TOLERANCE = 2.0
 def exposure_ratio(reference: torch.Tensor, gt: torch.Tensor) -> float | None:
     """How many times brighter ``gt`` is than ``reference`` (both (3, H, W), non-linear):
     the median of their ratio over the pixels where every channel of ``reference`` is
-    well exposed (:data:`WELL_EXPOSED`), or, where fewer than 1 % of its pixels are (a
-    reference far too bright or too dark: the very mistake to find), over those where
-    ``gt`` is; None when neither has that many."""
+    well exposed (:data:`WELL_EXPOSED`); None when fewer than 1 % of the pixels are."""
     low, high = WELL_EXPOSED
-    for judged in (reference, gt):
-        mask = ((judged >= low) & (judged <= high)).all(dim=0)
-        if mask.sum() >= max(1, 0.01 * mask.numel()):
-            # a reference of 0 there is darker than any factor can say: 1e-6 bounds it
-            return float((gt[:, mask] / reference[:, mask].clamp_min(1e-6)).median())
-    return None
+    mask = ((reference >= low) & (reference <= high)).all(dim=0)
+    if mask.sum() < max(1, 0.01 * mask.numel()):
+        return None
+    return float((gt[:, mask] / reference[:, mask]).median())
+
+
+ROUGH_TOLERANCE = 10.0
+"""Factor of mean radiance between a result and its GT beyond which the two are taken to be
+in other units where the result has too few well-exposed pixels for
+:func:`exposure_ratio` (a result 30 times too bright has none): a rough measure, as noise,
+lost highlights or a smoother result move means by a few times, so only a tenfold
+difference is warned of."""
+
+
+def mean_radiance_ratio(reference: torch.Tensor, gt: torch.Tensor) -> float | None:
+    """How many times brighter ``gt`` is than ``reference`` in mean linear radiance (both
+    (3, H, W), non-linear), as non-linear values compare (the ratio ** (1 / GAMMA), as
+    :func:`exposure_ratio` gives it); None for a black ``reference``."""
+    mean_reference = float(reference.double().pow(GAMMA).mean())
+    if mean_reference <= 0:
+        return None
+    return (float(gt.double().pow(GAMMA).mean()) / mean_reference) ** (1 / GAMMA)
 
 
 def _times(factor: float) -> str:
     return f"{factor:,.0f}" if factor >= 100 else f"{factor:.3g}"
 
 
-def _warn_exposure(name: str, reference: str, ratio: float | None) -> None:
+def _warn_exposure(
+    name: str,
+    reference: str,
+    ratio: float | None,
+    how: str = "median over well-exposed pixels",
+    tolerance: float = EXPOSURE_TOLERANCE,
+) -> None:
     """Warn when the radiance of the GT (``ratio ** GAMMA``: ``ratio`` compares non-linear
-    values) differs from its reference's by more than :data:`EXPOSURE_TOLERANCE`."""
+    values, measured ``how``) differs from its reference's by more than ``tolerance``."""
     if ratio is None:
         return
     radiance = ratio**GAMMA
-    if 1 / EXPOSURE_TOLERANCE <= radiance <= EXPOSURE_TOLERANCE:
+    if 1 / tolerance <= radiance <= tolerance:
         return
     measured = (
         f"the ground truth is {_times(radiance)} times as bright as its {reference} in "
-        f"radiance ({_times(ratio)} in the non-linear values; median over well-exposed pixels)"
+        f"radiance ({_times(ratio)} in the non-linear values; {how})"
     )
     if reference == "result":  # either file may be the one in other units
         log.warning(
@@ -451,7 +471,14 @@ def folder_samples(
             if ldr is not None and ldr.shape == gt.shape:  # else score() names the sizes
                 _warn_exposure(name, "LDR", exposure_ratio(ldr, gt))
             elif ldr is None and not black and pred.shape == gt.shape:
-                _warn_exposure(name, "result", exposure_ratio(pred, gt))
+                ratio = exposure_ratio(pred, gt)
+                if ratio is not None:
+                    _warn_exposure(name, "result", ratio)
+                else:  # too few well-exposed pixels (far too bright or dark): the means
+                    how = "ratio of the mean radiance, the result having few well-exposed pixels"
+                    _warn_exposure(
+                        name, "result", mean_radiance_ratio(pred, gt), how, ROUGH_TOLERANCE
+                    )
             yield Sample(name, pred, gt, ldr)
 
     return Samples(len(gts), items())
