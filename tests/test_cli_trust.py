@@ -254,12 +254,30 @@ def test_a_finished_run_without_last_ckpt_is_not_started_over(tmp_path):
     (run / "checkpoints").mkdir()
     (run / "checkpoints" / "last.ckpt").write_bytes(b"")
     assert set(next_commands(summary, ["callbacks=none"])) == {"resume", "eval", "predict"}
-    # ended before its max_steps (by its epochs): resumed to where it was going, as given
-    for max_steps, last_word in ((-1, "resume=auto"), (10, "resume=auto"), (4, "max_steps=8")):
-        given = ["trainer.max_epochs=2", f"++trainer.max_steps={max_steps}"]
-        resume = next_commands(summary, given, max_steps=max_steps)["resume"]
+    # what trains a finished run on: twice the steps, or the epochs of an epoch-limited run
+    # (the steps' line trained 0 steps there); as given where it stopped otherwise
+    from types import SimpleNamespace
+
+    from hdrunet_pl.train import train_on_setting
+
+    for limits, expected in (
+        ((4, 4, -1, 0), ("trainer.max_steps", 8)),
+        ((-1, 2, 2, 2), ("trainer.max_epochs", 4)),
+        ((-1, 6, 3, 3), ("trainer.max_epochs", 6)),
+        ((10, 6, None, 0), None),  # stopped early (a callback)
+        ((-1, 6, -1, 5), None),
+    ):
+        keys = ("max_steps", "global_step", "max_epochs", "current_epoch")
+        assert train_on_setting(SimpleNamespace(**dict(zip(keys, limits, strict=True)))) == expected
+    given = ["trainer.max_epochs=2", "++trainer.max_steps=-1"]
+    for train_on, last_word in (
+        (None, "resume=auto"),
+        (("trainer.max_epochs", 4), " trainer.max_epochs=4"),
+        (("trainer.max_steps", 8), " trainer.max_steps=8"),
+    ):
+        resume = next_commands(summary, given, train_on=train_on)["resume"]
         assert resume.endswith(last_word)
-        assert resume.count("max_steps=") == 1
+        assert resume.count("max_steps=") == 1 and resume.count("max_epochs=") == 1
     (run / "checkpoints" / "last.ckpt").unlink()
 
     # last.ckpt named best: its folders are named by step, or the line printed after

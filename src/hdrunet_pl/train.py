@@ -188,30 +188,41 @@ def _run_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
+def train_on_setting(trainer: L.Trainer) -> tuple[str, int] | None:
+    """The setting that trains a finished run on to twice its length, and its value: the
+    steps where the run stopped at ``trainer.max_steps``, the epochs where it stopped at
+    ``trainer.max_epochs``; None where it stopped otherwise."""
+    steps, epochs = trainer.global_step, trainer.current_epoch
+    if 0 <= trainer.max_steps <= steps:
+        return "trainer.max_steps", max(2 * steps, steps + 1)
+    if trainer.max_epochs is not None and 0 <= trainer.max_epochs <= epochs:
+        return "trainer.max_epochs", max(2 * epochs, epochs + 1)
+    return None
+
+
 def next_commands(
     summary: TrainSummary,
     overrides: list[str],
     paths: dict[str, str] | None = None,
-    max_steps: int | None = None,
+    train_on: tuple[str, int] | None = None,
 ) -> dict[str, str]:
     """Ready-to-run command lines for a finished run: resume (train on), predict, eval.
 
     ``overrides`` are the run's command-line overrides, ``paths`` its relative input paths
     made absolute (:func:`~hdrunet_pl.run_files.absolute_paths`); paths are quoted for Hydra
-    and the shell where they need it. A run that ended at its ``max_steps`` is resumed to
-    twice its steps, given last (``trainer.max_steps=2400``: change it for another length).
+    and the shell where they need it. ``train_on`` (:func:`train_on_setting`), given last
+    in the resume line, trains the run on (``trainer.max_steps=2400``: change it for
+    another length).
     """
     run_dir = summary.output_dir
     weights = summary.best_checkpoint or summary.last_checkpoint
     commands = {}
     if (Path(run_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT).is_file():  # what resume=auto reads
         commands["resume"] = resume_command(overrides, run_dir, paths)
-        if max_steps is not None and 0 <= max_steps <= summary.steps:  # it is finished
-            others = [o for o in overrides if _override_key(o) != "trainer.max_steps"]
-            more = max(2 * summary.steps, summary.steps + 1)
-            commands["resume"] = resume_command(others, run_dir, paths) + (
-                f" trainer.max_steps={more}"
-            )
+        if train_on is not None:  # the run is finished: as it was, the line trains nothing
+            key, value = train_on
+            others = [o for o in overrides if _override_key(o) != key]
+            commands["resume"] = resume_command(others, run_dir, paths) + f" {key}={value}"
     if weights:
         ckpt, run = f"ckpt={override_value(weights)}", f"run={override_value(run_dir)}"
         # a folder per checkpoint: after training on, the new line never meets the old
@@ -554,7 +565,7 @@ def train(cfg: DictConfig) -> TrainSummary:
         _end_process_group(launch_env)
     if trainer.is_global_zero:
         (output_dir / METRICS_FILE).write_text(json.dumps(asdict(summary), indent=2))
-        commands = next_commands(summary, _run_overrides(), input_paths, trainer.max_steps)
+        commands = next_commands(summary, _run_overrides(), input_paths, train_on_setting(trainer))
         lines = summary.lines(commands)
         log.info("\n".join(["", "== hdrunet-train summary ==", *lines]))
     return summary
