@@ -357,7 +357,12 @@ def test_a_value_hydra_cannot_read_says_how_to_quote_it(tool, tmp_path):
         assert "Interpolation key 'y' not found (in input: a ${...} in a value names" in (
             result.stderr
         )
-        assert """write \\${ inside Hydra's quotes: 'input="a\\${x}.jpg"')""" in result.stderr
+        assert """write \\${ inside Hydra's quotes: 'input="a\\${b}"')""" in result.stderr
+        # a setting that is no path: a mistyped reference, nothing to say of file names
+        args = ["ckpt=m.ckpt", "input=in/a.jpg", "output=out", "tile=${tilesize}"]
+        result = run_tool(tool, args, tmp_path)
+        assert result.returncode == 2
+        assert result.stderr.endswith("Interpolation key 'tilesize' not found (in tile)\n")
     result = run_tool(tool, ["photos"], tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().startswith(f"{tool}: error: 'photos': not a setting; settings")

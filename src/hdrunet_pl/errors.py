@@ -40,6 +40,14 @@ class DatasetError(HDRUNetError, ValueError):
         raise cls(f"{where}: {len(problems)} problem(s):\n  {listed}{tail}")
 
 
+PATH_KEYS = frozenset(
+    {"input", "output", "ckpt", "run", "pred_dir", "gt_dir", "ldr_dir", "ckpt_path", "dir"}
+    | {"init_weights", "root", "val_root", "input_dir", "cache_dir", "log_dir", "output_dir"}
+)
+"""Settings (the last part of their key) whose values are paths, where a ``${`` may be part
+of a file's name rather than a reference to another setting."""
+
+
 def one_line(err: BaseException) -> str:
     """The message of ``err`` for a one-line report.
 
@@ -50,11 +58,12 @@ def one_line(err: BaseException) -> str:
     if isinstance(err, OmegaConfBaseException) and str(err).strip():
         message = str(err).strip().splitlines()[0]  # then lines naming the key and type
         key = getattr(err, "full_key", None)
-        if key and isinstance(err, InterpolationKeyError):  # a "${" meant as characters?
+        path = str(key).rpartition(".")[2] in PATH_KEYS
+        if path and isinstance(err, InterpolationKeyError):  # a "${" in a file's name?
             return (
                 f"{message} (in {key}: a ${{...}} in a value names another setting; for the "
                 f"characters themselves write \\${{ inside Hydra's quotes: "
-                f"'{key}=\"a\\${{x}}.jpg\"')"
+                f"'{key}=\"a\\${{b}}\"')"
             )
         return f"{message} (in {key})" if key else message
     text = str(err)
