@@ -1295,16 +1295,19 @@ def test_eval_refuses_swapped_result_and_gt_folders(tmp_path):
 def test_eval_refuses_an_image_named_like_the_row_of_means(tmp_path):
     """``mean.exr`` made a second ``mean`` row in scores.csv: a script reading the means
     by name could get that image's scores. Refused, nothing written."""
-    from hdrunet_pl.evaluate import evaluate, folder_samples
+    from hdrunet_pl.evaluate import Sample, Samples, evaluate, folder_samples
     from hdrunet_pl.io import write_exr
 
     gt = np.random.default_rng(2).uniform(0.05, 1.0, (12, 16, 3)).astype(np.float32)
     for name in ("a", "mean"):
         write_exr(tmp_path / "gt" / f"{name}.exr", gt)
         write_exr(tmp_path / "pred" / f"{name}.exr", gt * 1.01)
-    samples = folder_samples(str(tmp_path / "pred"), str(tmp_path / "gt"), None)
     with pytest.raises(HDRUNetError, match=r"an image named 'mean' would look like scores\.csv"):
-        evaluate(samples, tmp_path / "out", metrics=["psnr_mu"])
+        folder_samples(str(tmp_path / "pred"), str(tmp_path / "gt"), None)  # before scoring
+    pair = (torch.full((3, 4, 4), 0.5), torch.full((3, 4, 4), 0.6), None)
+    samples = Samples(2, iter([Sample("a", *pair), Sample("mean", *pair)]))
+    with pytest.raises(HDRUNetError, match=r"an image named 'mean' would look like scores\.csv"):
+        evaluate(samples, tmp_path / "out", metrics=["psnr_mu"])  # a data set's, as scored
     assert not (tmp_path / "out" / "scores.csv").exists()
     (tmp_path / "gt" / "mean.exr").rename(tmp_path / "gt" / "mean_of_day.exr")
     (tmp_path / "pred" / "mean.exr").rename(tmp_path / "pred" / "mean_of_day.exr")

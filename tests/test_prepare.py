@@ -771,7 +771,7 @@ def test_crop_starts_no_more_workers_than_cpus_and_frames(monkeypatch, tmp_path)
 @pytest.mark.parametrize(
     ("args", "said"),
     [
-        (["stream", "--chunk-bytes", "1e3"], "'1e3': give a number of bytes, plain (67108864)"),
+        (["stream", "--chunk-bytes", "1e3"], "'1e3': give a number of bytes, plain (64000000)"),
         (["stream", "--chunk-bytes", "0"], "'0': a chunk holds at least 1 byte"),
         (["stream", "--workers", "-1"], "'-1': give a whole number, 1 or more"),
         (["crop", "--workers", "0"], "'0': give a whole number, 1 or more"),

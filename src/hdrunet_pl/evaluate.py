@@ -60,7 +60,12 @@ from hdrunet_pl.viz import comparison_strip
 
 SCORES_FILE = "scores.csv"
 MEAN_ROW = "mean"
-"""The name of ``scores.csv``'s last row, the means (no image may have that name)."""
+"""The name of ``scores.csv``'s last row, the means (no image may have that name: a script
+reading the row by name would get either)."""
+_MEAN_NAMED = (
+    f"an image named {MEAN_ROW!r} would look like {SCORES_FILE}'s row of means; rename its "
+    "file (and its result's)"
+)
 INTERRUPTED = (
     f"{SCORES_FILE} is written once every image is scored (one in the output folder now is "
     "an earlier evaluation's): run the same command again to score them all anew"
@@ -429,6 +434,8 @@ def folder_samples(
             f"pred_dir {pred_dir} holds NTIRE ground truth (NNNN_gt.png) and gt_dir {gt_dir} "
             "results (NNNN.png): the two folders are swapped"
         )
+    if MEAN_ROW in gts:  # before any image is scored
+        raise HDRUNetError(_MEAN_NAMED)
     missing = sorted(gts.keys() - preds.keys())
     if missing:
         bare = [n for n in missing if (Path(pred_dir) / f"{n}.png").is_file()]
@@ -666,11 +673,8 @@ def evaluate(
         best: tuple[float, Sample] | None = None
         worst: tuple[float, Sample] | None = None
         for sample in tqdm(read_ahead(samples.items), total=samples.count, unit="image"):
-            if sample.name == MEAN_ROW:  # a script reading the row by name would get either
-                raise HDRUNetError(
-                    f"an image named {MEAN_ROW!r} would look like {SCORES_FILE}'s row of "
-                    "means; rename its file (and its result's)"
-                )
+            if sample.name == MEAN_ROW:  # of a data set (folder_samples says so up front)
+                raise HDRUNetError(_MEAN_NAMED)
             result = score(sample, scorers)
             scores.append(result)
             if side_by_side == "all":

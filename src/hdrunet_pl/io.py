@@ -358,15 +358,18 @@ def png_info(path: str | Path) -> PNGInfo:
 # ---------------------------------------------------------------------------- LDR
 
 
-def _png_grey_and_transparency(path: Path) -> tuple[bool, bool]:
-    """Whether a PNG is grey and whether it has transparency: an alpha channel, or a
-    ``tRNS`` chunk (a palette's or a colour key's, which OpenCV drops too); (False, False)
-    for other files."""
+def _png_grey_and_transparency(path: Path) -> tuple[bool, str | None]:
+    """Whether a PNG is grey, and its transparency: ``"alpha channel"``, ``"transparency"``
+    (a ``tRNS`` chunk: a palette's or a colour key's, which OpenCV drops too) or None;
+    (False, None) for other files."""
     try:
         channels = png_info(path).channels
     except ImageFileError:  # not a PNG
-        return False, False
-    return channels in (1, 2), channels in (2, 4) or _png_chunk_before_pixels(path, b"tRNS")
+        return False, None
+    if channels in (2, 4):
+        return channels == 2, "alpha channel"
+    keyed = _png_chunk_before_pixels(path, b"tRNS")
+    return channels == 1, "transparency" if keyed else None
 
 
 def _png_chunk_before_pixels(path: Path, kind: bytes) -> bool:
@@ -412,11 +415,11 @@ def read_ldr_codes(path: str | Path, upright: bool = True) -> np.ndarray:
         # PNG eXIf, TIFF, WebP), found by content, not by the file's suffix; alpha dropped
         flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
         image = imread(path, flags if upright else flags | cv2.IMREAD_IGNORE_ORIENTATION)
-        grey, transparent = _png_grey_and_transparency(path)
+        grey, transparency = _png_grey_and_transparency(path)
         if grey and image.ndim == 3:  # grey + alpha comes as BGR (grey alone: said below)
             log.warning("%s: grayscale image, converted to RGB by repeating its channel", path)
-        if transparent:
-            log.warning("%s: alpha channel dropped", path)
+        if transparency:
+            log.warning("%s: %s dropped", path, transparency)
     if image.dtype not in (np.uint8, np.uint16):
         raise ImageFileError(f"{path}: {image.dtype} pixels; an LDR image needs 8 or 16 bits")
     return _to_srgb(_bgr_to_rgb(image, path), path, header)

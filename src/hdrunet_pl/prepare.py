@@ -68,12 +68,12 @@ BYTE_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 
 
 def byte_count(text: str) -> int:
-    """``--chunk-bytes``: a number of bytes, plain (``67108864``) or with a unit (``64MB``,
+    """``--chunk-bytes``: a number of bytes, plain (``64000000``) or with a unit (``64MB``,
     ``1.5G``), at least 1."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)b?\s*", text, re.IGNORECASE)
     if match is None:
         raise argparse.ArgumentTypeError(
-            f"{text!r}: give a number of bytes, plain (67108864) or with a unit: 64MB, 1.5GB "
+            f"{text!r}: give a number of bytes, plain (64000000) or with a unit: 64MB, 1.5GB "
             "(B, KB, MB, GB, TB; powers of 1000)"
         )
     count = int(float(match[1]) * BYTE_UNITS[match[2].lower()])
