@@ -28,6 +28,7 @@ from hdrunet_pl.run_files import (
     foreign_run_folder,
     in_use_message,
     lock_holder,
+    override_key,
     override_value,
     recorded_sweep_overrides,
     resume_path,
@@ -116,7 +117,7 @@ def check_setting_names(tool: str, config_name: str, argv: list[str]) -> None:
                     return  # another error: Hydra says it in its own words
                 key = match.group(1)
                 unknown.append(key)
-                overrides = [o for o in overrides if o.lstrip("+~").partition("=")[0] != key]
+                overrides = [o for o in overrides if override_key(o) != key]
                 continue
             except Exception:  # a sweep (a,b), a grammar error: Hydra's to report
                 return

@@ -143,6 +143,12 @@ def absolute_paths(cfg: DictConfig, cwd: str | Path) -> dict[str, str]:
     return found
 
 
+def override_key(override: str) -> str:
+    """The setting a command-line override sets: ``trainer.max_steps`` of
+    ``++trainer.max_steps=10``."""
+    return override.lstrip("+~").partition("=")[0]
+
+
 def resume_command(
     overrides: list[str], run_dir: str | Path, paths: dict[str, str] | None = None
 ) -> str:
@@ -153,10 +159,8 @@ def resume_command(
     own = ("hydra.run.dir=", "resume=", "ckpt_path=")
     kept = [o for o in overrides if not o.lstrip("+~").startswith(own)]
     kept += [f"{key}={override_value(value)}" for key, value in (paths or {}).items()]
-    last = {o.partition("=")[0].lstrip("+~"): i for i, o in enumerate(kept) if "=" in o}
-    kept = [
-        o for i, o in enumerate(kept) if "=" not in o or last[o.partition("=")[0].lstrip("+~")] == i
-    ]
+    last = {override_key(o): i for i, o in enumerate(kept) if "=" in o}
+    kept = [o for i, o in enumerate(kept) if "=" not in o or last[override_key(o)] == i]
     run = f"hydra.run.dir={override_value(run_dir)}"
     return shlex.join(["hdrunet-train", *kept, run, "resume=auto"])
 

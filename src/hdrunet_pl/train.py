@@ -64,6 +64,7 @@ from hdrunet_pl.run_files import (
     is_lock_file,
     is_package_run,
     kept_name,
+    override_key,
     override_value,
     read_config,
     resume_command,
@@ -221,7 +222,7 @@ def next_commands(
         commands["resume"] = resume_command(overrides, run_dir, paths)
         if train_on is not None:  # the run is finished: as it was, the line trains nothing
             key, value = train_on
-            others = [o for o in overrides if _override_key(o) != key]
+            others = [o for o in overrides if override_key(o) != key]
             commands["resume"] = resume_command(others, run_dir, paths) + f" {key}={value}"
     if weights:
         ckpt, run = f"ckpt={override_value(weights)}", f"run={override_value(run_dir)}"
@@ -239,12 +240,6 @@ def next_commands(
             + shlex.quote(f"output={override_value(f'{run_dir}/predictions/{name}')}")
         )
     return commands
-
-
-def _override_key(override: str) -> str:
-    """The setting a command-line override sets: ``trainer.max_steps`` of
-    ``++trainer.max_steps=10``."""
-    return override.lstrip("+~").partition("=")[0]
 
 
 def _report_interrupted(output_dir: Path, paths: dict[str, str] | None = None) -> None:
